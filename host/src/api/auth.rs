@@ -1,0 +1,78 @@
+//! Extractors for who is calling and which tenant they may act for.
+//!
+//! The order of checks is the contract's: no or unknown token → 401, a valid token
+//! for another tenant → 403, then the tenant must exist (404, operator only).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::limits::Limits;
+use crate::store::TenantId;
+use crate::tenant::Caller;
+
+async fn caller(parts: &Parts, app: &AppState) -> Result<Caller, ApiError> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token>"))?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be Bearer <token>"))?;
+    app.tenants
+        .authenticate(token)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("unknown token"))
+}
+
+/// The operator: required by `/admin/…`.
+pub struct Operator;
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        match caller(parts, app).await? {
+            Caller::Operator => Ok(Operator),
+            Caller::Tenant(_) => Err(ApiError::forbidden("this route needs the operator token")),
+        }
+    }
+}
+
+/// The tenant named in the path, reached by its own token or the operator's.
+pub struct TenantAccess {
+    pub tenant: TenantId,
+    pub limits: Arc<Limits>,
+}
+
+impl FromRequestParts<AppState> for TenantAccess {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let who = caller(parts, app).await?;
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, app)
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let raw = params.get("tenant").map(String::as_str).unwrap_or_default();
+        let tenant = match (&who, TenantId::parse(raw)) {
+            (Caller::Tenant(own), Some(asked)) if *own == asked => asked,
+            (Caller::Tenant(_), _) => {
+                return Err(ApiError::forbidden("this token belongs to another tenant"));
+            }
+            (Caller::Operator, Some(asked)) => asked,
+            (Caller::Operator, None) => {
+                return Err(ApiError::bad_request(format!("invalid tenant id {raw:?}")));
+            }
+        };
+        let limits = app.tenants.limits(&tenant).await?;
+        Ok(TenantAccess { tenant, limits })
+    }
+}

@@ -1,0 +1,50 @@
+//! A JSON body extractor whose failures use the API's error shape and whose size
+//! limit is the tenant's.
+
+use axum::extract::{FromRequest, Request};
+use axum::http::header;
+use serde::de::DeserializeOwned;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// Like `axum::Json`, but malformed JSON is a 400 `bad_request` naming what is wrong,
+/// and an oversized body a 413 `too_large`.
+pub struct JsonBody<T>(pub T);
+
+/// Bodies larger than this are refused even before the tenant is known.
+const DEFAULT_MAX: usize = 1 << 20;
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _app: &AppState) -> Result<Self, ApiError> {
+        let max = request
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(DEFAULT_MAX, |l| l.0);
+        if let Some(length) = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            && length > max
+        {
+            return Err(too_large(max));
+        }
+        let bytes = axum::body::to_bytes(request.into_body(), max)
+            .await
+            .map_err(|_| too_large(max))?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
+    }
+}
+
+fn too_large(max: usize) -> ApiError {
+    ApiError::too_large(format!("the request body is larger than {max} bytes"))
+}
+
+/// The body limit for this request, set by a handler's caller when the tenant is known.
+#[derive(Clone, Copy)]
+pub struct BodyLimit(pub usize);

@@ -1,0 +1,61 @@
+//! The HTTP API (see shared/API.md): routing only. Handlers translate HTTP to calls on
+//! the services in [`crate::app::App`] and back; they hold no logic of their own.
+
+mod admin;
+mod aggregates;
+mod auth;
+mod json;
+mod ops;
+mod plugins;
+mod streams;
+mod views;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// Largest JSON body any route accepts before tenant limits are known; a tenant's own
+/// `max_body_bytes` is checked by the JSON extractor below this ceiling.
+const BODY_CEILING: usize = 64 << 20;
+
+pub fn router(app: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .route("/admin/tenants", post(admin::create).get(admin::list))
+        .route("/admin/tenants/{tenant}", get(admin::show).delete(admin::delete))
+        .route("/t/{tenant}/plugins", get(plugins::list))
+        .route(
+            "/t/{tenant}/plugins/{name}",
+            get(plugins::show)
+                .put(plugins::upload)
+                // Uploads are bounded by the tenant's plugin size limit instead.
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/t/{tenant}/aggregates/{name}/{id}/commands",
+            post(aggregates::command),
+        )
+        .route("/t/{tenant}/aggregates/{name}/{id}", get(aggregates::state))
+        .route(
+            "/t/{tenant}/streams/{stream}",
+            post(streams::append).get(streams::read),
+        )
+        .route("/t/{tenant}/events", get(streams::log))
+        .route("/t/{tenant}/events/live", get(streams::live))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not accept that method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(BODY_CEILING))
+        .with_state(app)
+}

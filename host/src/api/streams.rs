@@ -1,0 +1,317 @@
+//! `/t/{tenant}/streams/{stream}` (raw appends and reads) and `/t/{tenant}/events`
+//! (the tenant's log, paged and live over Server-Sent Events).
+
+use std::collections::{HashSet, VecDeque};
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::auth::TenantAccess;
+use super::json::JsonBody;
+use super::views;
+use crate::app::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::store::{
+    AppendRequest, Direction, ExpectedVersion, ProposedEvent, TenantId, is_valid_stream_id,
+};
+
+/// Most events one append request may carry.
+const MAX_EVENTS_PER_APPEND: usize = 1000;
+/// Page size when none is asked for, and the most a page may hold.
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppendBody {
+    #[serde(default)]
+    expected_version: Option<Value>,
+    events: Vec<EventBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventBody {
+    event_id: Option<String>,
+    #[serde(rename = "type")]
+    event_type: String,
+    data: Value,
+    metadata: Option<Map<String, Value>>,
+}
+
+fn parse_expected(value: Option<Value>) -> ApiResult<ExpectedVersion> {
+    match value {
+        None | Some(Value::Null) => Ok(ExpectedVersion::Any),
+        Some(Value::String(s)) => match s.as_str() {
+            "any" => Ok(ExpectedVersion::Any),
+            "no_stream" => Ok(ExpectedVersion::NoStream),
+            "stream_exists" => Ok(ExpectedVersion::StreamExists),
+            other => Err(ApiError::bad_request(format!(
+                "unknown expected_version {other:?}: use \"any\", \"no_stream\", \"stream_exists\" or a version number"
+            ))),
+        },
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .map(ExpectedVersion::Exact)
+            .ok_or_else(|| ApiError::bad_request("expected_version must be a whole number >= 0")),
+        Some(_) => Err(ApiError::bad_request(
+            "expected_version must be a string mode or a version number",
+        )),
+    }
+}
+
+fn check_stream(stream: &str) -> ApiResult<()> {
+    if is_valid_stream_id(stream) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid stream id {stream:?}: printable ASCII without '/', at most 200 bytes"
+        )))
+    }
+}
+
+pub async fn append(
+    access: TenantAccess,
+    State(app): State<AppState>,
+    Path((_, stream)): Path<(String, String)>,
+    JsonBody(body): JsonBody<AppendBody>,
+) -> ApiResult<Json<Value>> {
+    check_stream(&stream)?;
+    let expected = parse_expected(body.expected_version)?;
+    if body.events.is_empty() || body.events.len() > MAX_EVENTS_PER_APPEND {
+        return Err(ApiError::bad_request(format!(
+            "an append carries 1 to {MAX_EVENTS_PER_APPEND} events"
+        )));
+    }
+    let ids_from_writer = body.events.iter().any(|e| e.event_id.is_some());
+    let mut seen = HashSet::new();
+    let mut events = Vec::with_capacity(body.events.len());
+    for e in body.events {
+        if e.event_type.is_empty() || e.event_type.len() > 200 {
+            return Err(ApiError::bad_request("an event `type` must be 1 to 200 bytes"));
+        }
+        let event_id = match e.event_id {
+            Some(id) if id.is_empty() || id.len() > 200 => {
+                return Err(ApiError::bad_request("an `event_id` must be 1 to 200 bytes"));
+            }
+            Some(id) => id,
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        if !seen.insert(event_id.clone()) {
+            return Err(ApiError::bad_request(format!(
+                "event id {event_id} appears twice in this append"
+            )));
+        }
+        events.push(ProposedEvent {
+            event_id,
+            event_type: e.event_type,
+            payload: e.data.to_string(),
+            metadata: Value::Object(e.metadata.unwrap_or_default()).to_string(),
+        });
+    }
+    let outcome = app
+        .appender
+        .append(AppendRequest {
+            tenant: access.tenant,
+            stream_id: stream,
+            expected,
+            events,
+            ids_from_writer,
+            command_id: None,
+        })
+        .await?;
+    let (first, last) = (outcome.events.first(), outcome.events.last());
+    Ok(Json(json!({
+        "first_version": first.map(|e| e.version),
+        "last_version": last.map(|e| e.version),
+        "first_position": first.map(|e| e.position),
+        "last_position": last.map(|e| e.position),
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct ReadQuery {
+    from: Option<u64>,
+    limit: Option<u32>,
+    direction: Option<Direction>,
+}
+
+fn page_size(limit: Option<u32>) -> ApiResult<u32> {
+    match limit.unwrap_or(DEFAULT_PAGE) {
+        0 => Err(ApiError::bad_request("limit must be at least 1")),
+        n => Ok(n.min(MAX_PAGE)),
+    }
+}
+
+pub async fn read(
+    access: TenantAccess,
+    State(app): State<AppState>,
+    Path((_, stream)): Path<(String, String)>,
+    Query(query): Query<ReadQuery>,
+) -> ApiResult<Json<Value>> {
+    check_stream(&stream)?;
+    let direction = query.direction.unwrap_or(Direction::Forward);
+    let limit = page_size(query.limit)?;
+    let from = query.from.unwrap_or(match direction {
+        Direction::Forward => 1,
+        Direction::Backward => u64::MAX,
+    });
+    // One more than asked tells whether there is a next page.
+    let mut events = app
+        .store
+        .read_stream(&access.tenant, &stream, from, limit + 1, direction)
+        .await?;
+    if events.is_empty() && app.store.stream_version(&access.tenant, &stream).await? == 0 {
+        return Err(ApiError::not_found(format!("stream {stream} has no events")));
+    }
+    let next = (events.len() > limit as usize).then(|| events[limit as usize].version);
+    events.truncate(limit as usize);
+    Ok(Json(json!({"events": views::events(&events), "next": next})))
+}
+
+#[derive(Deserialize)]
+pub struct LogQuery {
+    after: Option<u64>,
+    limit: Option<u32>,
+    types: Option<String>,
+}
+
+fn parse_types(types: Option<&str>) -> Vec<String> {
+    types
+        .map(|t| {
+            t.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub async fn log(
+    access: TenantAccess,
+    State(app): State<AppState>,
+    Query(query): Query<LogQuery>,
+) -> ApiResult<Json<Value>> {
+    let limit = page_size(query.limit)?;
+    let types = parse_types(query.types.as_deref());
+    // Head first: every event listed is then at or below the head reported.
+    let head = app.store.head(&access.tenant).await?;
+    let events = app
+        .store
+        .read_log(&access.tenant, query.after.unwrap_or(0), limit, &types)
+        .await?;
+    Ok(Json(json!({"events": views::events(&events), "head": head})))
+}
+
+#[derive(Deserialize)]
+pub struct LiveQuery {
+    after: Option<u64>,
+    types: Option<String>,
+}
+
+/// Events fetched per read while following the log.
+const LIVE_PAGE: u32 = 500;
+
+/// Server-Sent Events of the tenant's log. Each subscriber reads the store at its own
+/// pace and only waits on a "head moved" signal, so a slow one never slows writers.
+pub async fn live(
+    access: TenantAccess,
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<LiveQuery>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let after = resume.or(query.after).unwrap_or(0);
+    let follower = Follower {
+        heads: app.heads.watch(&access.tenant),
+        app,
+        tenant: access.tenant,
+        types: parse_types(query.types.as_deref()),
+        after,
+        caught_up: false,
+        pending: VecDeque::new(),
+    };
+    let stream = futures::stream::unfold(follower, |mut f| async move {
+        let event = f.next().await?;
+        Some((Ok(event), f))
+    });
+    Ok(Sse::new(stream).keep_alive(
+        KeepAlive::new()
+            .interval(Duration::from_secs(15))
+            .text("heartbeat"),
+    ))
+}
+
+struct Follower {
+    app: AppState,
+    tenant: TenantId,
+    types: Vec<String>,
+    heads: tokio::sync::watch::Receiver<u64>,
+    /// The last position delivered (or skipped by the type filter).
+    after: u64,
+    caught_up: bool,
+    pending: VecDeque<Event>,
+}
+
+impl Follower {
+    /// The next SSE event; `None` ends the stream (the store failed).
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            // Mark the head seen before reading, so an append that lands after the
+            // read still wakes us below.
+            self.heads.borrow_and_update();
+            let page = match self
+                .app
+                .store
+                .read_log(&self.tenant, self.after, LIVE_PAGE, &[])
+                .await
+            {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::warn!(tenant = %self.tenant, "live subscription stopped: {error:#}");
+                    return None;
+                }
+            };
+            let full = page.len() == LIVE_PAGE as usize;
+            for e in &page {
+                self.after = e.position;
+                if self.types.is_empty() || self.types.contains(&e.event_type) {
+                    let data = serde_json::to_string(&views::event(e)).unwrap_or_default();
+                    self.pending.push_back(
+                        Event::default()
+                            .id(e.position.to_string())
+                            .event(e.event_type.clone())
+                            .data(data),
+                    );
+                }
+            }
+            if !full && !self.caught_up {
+                self.caught_up = true;
+                self.pending.push_back(
+                    Event::default()
+                        .event("caught-up")
+                        .data(json!({"position": self.after}).to_string()),
+                );
+            }
+            if self.pending.is_empty() && !full {
+                // Wake on the next append, or every few seconds in case another host
+                // (sharing the database) appended without telling this one.
+                let _ = tokio::time::timeout(Duration::from_secs(2), self.heads.changed()).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The assembled host: every service, built once at start-up and shared by the API.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::appender::{Appender, LogHeads};
+use crate::command::Commands;
+use crate::metrics::Metrics;
+use crate::plugins::Plugins;
+use crate::runtime::Runtime;
+use crate::state_cache::{StateCache, StreamLocks};
+use crate::store::EventStore;
+use crate::tenant::Tenants;
+
+/// Settings the host starts with.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Where the database (for SQLite), compiled components and the operator token live.
+    pub data_dir: std::path::PathBuf,
+    /// `sqlite://…` or `postgres://…`; `None` means `<data-dir>/cairn.db`.
+    pub database: Option<String>,
+    /// The operator token from the environment, if given.
+    pub admin_token: Option<String>,
+    /// Write an aggregate snapshot every this many events.
+    pub snapshot_every: u64,
+    /// Aggregate states kept in memory.
+    pub state_cache_entries: usize,
+}
+
+pub struct App {
+    pub store: Arc<dyn EventStore>,
+    pub appender: Appender,
+    pub heads: Arc<LogHeads>,
+    pub runtime: Arc<Runtime>,
+    pub plugins: Arc<Plugins>,
+    pub tenants: Tenants,
+    pub commands: Commands,
+    pub metrics: Arc<Metrics>,
+}
+
+pub type AppState = Arc<App>;
+
+impl App {
+    pub async fn start(settings: &Settings) -> anyhow::Result<AppState> {
+        std::fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("creating {}", settings.data_dir.display()))?;
+        let store = open_store(settings.database.as_deref(), &settings.data_dir).await?;
+        let runtime = Arc::new(Runtime::new(&settings.data_dir.join("artifacts"))?);
+        let heads = Arc::new(LogHeads::default());
+        let appender = Appender::start(store.clone(), heads.clone());
+        let metrics = Arc::new(Metrics::default());
+        let plugins = Arc::new(Plugins::new(store.clone(), runtime.clone()));
+        let operator_token =
+            crate::tenant::operator_token(settings.admin_token.clone(), &settings.data_dir)?;
+        let commands = Commands {
+            store: store.clone(),
+            appender: appender.clone(),
+            runtime: runtime.clone(),
+            plugins: plugins.clone(),
+            metrics: metrics.clone(),
+            cache: StateCache::new(settings.state_cache_entries, 1 << 20),
+            locks: StreamLocks::default(),
+            snapshot_every: settings.snapshot_every.max(1),
+        };
+        Ok(Arc::new(App {
+            tenants: Tenants::new(store.clone(), &operator_token),
+            store,
+            appender,
+            heads,
+            runtime,
+            plugins,
+            commands,
+            metrics,
+        }))
+    }
+}
+
+async fn open_store(database: Option<&str>, data_dir: &Path) -> anyhow::Result<Arc<dyn EventStore>> {
+    let url = match database {
+        Some(url) => url.to_owned(),
+        None => format!("sqlite://{}", data_dir.join("cairn.db").display()),
+    };
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(crate::store::sqlite::SqliteStore::open(&url).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        anyhow::bail!("PostgreSQL is not supported yet by this build")
+    } else {
+        anyhow::bail!("unsupported database url {url}: use sqlite://PATH or postgres://…")
+    }
+}

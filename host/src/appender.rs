@@ -1,0 +1,112 @@
+//! Group commit: every append in the host goes through one queue, and a writer task
+//! drains it into batches that the store commits in one transaction each.
+//!
+//! A commit (an fsync) costs far more than inserting a few rows, so under load many
+//! commands share one. Nobody waits for a batch to fill: the writer takes whatever is
+//! queued the moment the previous commit finishes, so a lone command commits at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::store::{AppendError, AppendOutcome, AppendRequest, EventStore, TenantId};
+
+/// The most requests one transaction carries.
+const MAX_BATCH: usize = 256;
+
+struct Pending {
+    request: AppendRequest,
+    reply: oneshot::Sender<Result<AppendOutcome, AppendError>>,
+}
+
+/// The front door for appends (cheap to clone).
+#[derive(Clone)]
+pub struct Appender {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl Appender {
+    /// Starts the writer task on the current tokio runtime.
+    pub fn start(store: Arc<dyn EventStore>, heads: Arc<LogHeads>) -> Appender {
+        let (queue, inbox) = mpsc::channel(MAX_BATCH * 8);
+        tokio::spawn(write_loop(store, heads, inbox));
+        Appender { queue }
+    }
+
+    /// Appends and waits for the commit.
+    pub async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, AppendError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Pending { request, reply })
+            .await
+            .map_err(|_| AppendError::Store("the writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| AppendError::Store("the writer dropped the request".into()))?
+    }
+}
+
+async fn write_loop(
+    store: Arc<dyn EventStore>,
+    heads: Arc<LogHeads>,
+    mut inbox: mpsc::Receiver<Pending>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while inbox.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (requests, replies): (Vec<_>, Vec<_>) =
+            batch.drain(..).map(|p| (p.request, p.reply)).unzip();
+        let tenants: Vec<TenantId> = requests.iter().map(|r| r.tenant.clone()).collect();
+        let results = store.append_batch(requests).await;
+        for ((tenant, reply), result) in tenants.into_iter().zip(replies).zip(results) {
+            if let Ok(outcome) = &result
+                && let Some(last) = outcome.events.last()
+                && !outcome.replayed
+            {
+                heads.advance(&tenant, last.position);
+            }
+            // The caller may have gone away (client disconnected): the append stands.
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// The newest committed position per tenant, for whoever waits on new events
+/// (live subscriptions, projections, read-your-writes).
+///
+/// A std `Mutex`: it guards a map lookup and is never held across an await.
+#[derive(Default)]
+pub struct LogHeads {
+    heads: Mutex<HashMap<TenantId, watch::Sender<u64>>>,
+}
+
+impl LogHeads {
+    /// Records that the tenant's log reached `position` (never moves backwards).
+    pub fn advance(&self, tenant: &TenantId, position: u64) {
+        let mut heads = self.heads.lock().expect("log heads lock");
+        let sender = heads
+            .entry(tenant.clone())
+            .or_insert_with(|| watch::channel(0).0);
+        sender.send_if_modified(|head| {
+            let moved = position > *head;
+            if moved {
+                *head = position;
+            }
+            moved
+        });
+    }
+
+    /// A receiver that wakes whenever the tenant's head advances.
+    pub fn watch(&self, tenant: &TenantId) -> watch::Receiver<u64> {
+        let mut heads = self.heads.lock().expect("log heads lock");
+        heads
+            .entry(tenant.clone())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    /// Forgets a deleted tenant.
+    pub fn remove(&self, tenant: &TenantId) {
+        self.heads.lock().expect("log heads lock").remove(tenant);
+    }
+}

@@ -1,0 +1,455 @@
+//! The command pipeline: load state → decide → append → retry, and state reads.
+//!
+//! One command per stream at a time in this host (a [`StreamLocks`] guard); state from
+//! the [`StateCache`], else the newest snapshot of the same component plus the tail,
+//! folded by `evolve` in batches; `decide` in the same fresh instance; the append
+//! carries the version the state was read at, and a conflict (another host, or a raw
+//! append) reloads and decides again unless the client named its own expected version.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{Map, Value};
+
+use crate::appender::Appender;
+use crate::error::{ApiError, ApiResult};
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::plugins::Plugins;
+use crate::runtime::aggregate::Command;
+use crate::runtime::{AggregateInstance, LoadedComponent, PluginFailure, Runtime};
+use crate::state_cache::{CachedState, StateCache, StreamLocks};
+use crate::store::{
+    AppendError, AppendRequest, Direction, EventStore, ExpectedVersion, ProposedEvent,
+    RecordedEvent, Snapshot, TenantId, now_ms,
+};
+
+/// Conflicts retried before giving up (each retry reloads only the new tail).
+const MAX_ATTEMPTS: usize = 8;
+/// Most events one `decide` may return.
+pub const MAX_EVENTS_PER_COMMAND: usize = 1000;
+/// Events read per page while loading a long tail.
+const LOAD_PAGE: u32 = 2000;
+
+/// A command as the API received it.
+pub struct CommandRequest {
+    pub command_type: String,
+    /// A JSON object.
+    pub payload: Map<String, Value>,
+    pub expected_version: Option<u64>,
+    pub command_id: Option<String>,
+    pub metadata: Map<String, Value>,
+}
+
+/// What a command did.
+pub struct CommandResult {
+    pub stream_id: String,
+    pub version: u64,
+    pub position: u64,
+    pub events: Vec<RecordedEvent>,
+}
+
+/// Aggregate state at a version.
+pub struct StateView {
+    pub stream_id: String,
+    pub version: u64,
+    pub state: Vec<u8>,
+}
+
+/// Which state a read asks for.
+pub enum StateAt {
+    Latest,
+    Version(u64),
+    Time(i64),
+}
+
+pub struct Commands {
+    pub store: Arc<dyn EventStore>,
+    pub appender: Appender,
+    pub runtime: Arc<Runtime>,
+    pub plugins: Arc<Plugins>,
+    pub metrics: Arc<Metrics>,
+    pub cache: StateCache,
+    pub locks: StreamLocks,
+    /// Write a snapshot once a stream is this many events past its last one.
+    pub snapshot_every: u64,
+}
+
+/// The stream an aggregate instance handles: `{plugin}-{id}`.
+pub fn stream_of(plugin: &str, id: &str) -> String {
+    format!("{plugin}-{id}")
+}
+
+impl Commands {
+    pub async fn execute(
+        &self,
+        tenant: &TenantId,
+        limits: &Limits,
+        plugin: &str,
+        id: &str,
+        request: CommandRequest,
+    ) -> ApiResult<CommandResult> {
+        Metrics::add(&self.metrics.commands, 1);
+        let stream_id = stream_of(plugin, id);
+        let (_, component) = self.plugins.aggregate(tenant, plugin).await?;
+        let _turn = self.locks.lock(tenant, &stream_id).await;
+
+        if let Some(command_id) = &request.command_id
+            && let Some(answer) = self.earlier_answer(tenant, &stream_id, command_id).await?
+        {
+            return Ok(answer);
+        }
+        let command_uuid = uuid::Uuid::new_v4().to_string();
+        let metadata = event_metadata(&request, &command_uuid);
+        let payload = Value::Object(request.payload.clone()).to_string().into_bytes();
+
+        for attempt in 0..MAX_ATTEMPTS {
+            let (mut instance, _slot) = self
+                .runtime
+                .aggregate(&component, limits.call_limits())
+                .await
+                .map_err(|f| self.failed(f))?;
+            let loaded = self
+                .load_latest(&mut instance, tenant, &stream_id, &component)
+                .await?;
+            if let Some(expected) = request.expected_version
+                && expected != loaded.version
+            {
+                return Err(ApiError::wrong_expected_version(loaded.version));
+            }
+            let command = Command {
+                stream_id: stream_id.clone(),
+                command_type: request.command_type.clone(),
+                payload: payload.clone(),
+                issued_at: now_ms().max(0) as u64,
+            };
+            let decided = instance
+                .decide(&loaded.state, &command)
+                .await
+                .map_err(|f| self.failed(f))?;
+            let new_events = match decided {
+                Ok(events) => events,
+                Err(rejection) => {
+                    Metrics::add(&self.metrics.commands_rejected, 1);
+                    return Err(ApiError::rejected(rejection.code, rejection.message));
+                }
+            };
+            let events = check_new_events(new_events, &metadata).map_err(|f| self.failed(f))?;
+            if events.is_empty() && request.command_id.is_none() {
+                return Ok(CommandResult {
+                    stream_id,
+                    version: loaded.version,
+                    position: loaded.last_position,
+                    events: Vec::new(),
+                });
+            }
+            let append = AppendRequest {
+                tenant: tenant.clone(),
+                stream_id: stream_id.clone(),
+                expected: ExpectedVersion::Exact(loaded.version),
+                events,
+                ids_from_writer: false,
+                command_id: request.command_id.clone(),
+            };
+            match self.appender.append(append).await {
+                Ok(outcome) => {
+                    Metrics::add(&self.metrics.events_appended, outcome.events.len() as u64);
+                    let position = outcome
+                        .events
+                        .last()
+                        .map_or(loaded.last_position, |e| e.position);
+                    return Ok(CommandResult {
+                        stream_id,
+                        version: outcome.version,
+                        position,
+                        events: outcome.events,
+                    });
+                }
+                Err(AppendError::WrongExpectedVersion { current }) => {
+                    if request.expected_version.is_some() {
+                        return Err(ApiError::wrong_expected_version(current));
+                    }
+                    Metrics::add(&self.metrics.command_conflict_retries, 1);
+                    tracing::debug!(%tenant, %stream_id, attempt, "append conflict, deciding again");
+                }
+                Err(AppendError::CommandAlreadyApplied) => {
+                    let command_id = request.command_id.as_deref().unwrap_or_default();
+                    if let Some(answer) = self.earlier_answer(tenant, &stream_id, command_id).await? {
+                        return Ok(answer);
+                    }
+                    return Err(ApiError::internal("command recorded but not found"));
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(ApiError::unavailable(
+            "contention",
+            format!("{stream_id} kept changing under this command; try again"),
+        ))
+    }
+
+    /// The state of a stream, now or in the past.
+    pub async fn state(
+        &self,
+        tenant: &TenantId,
+        limits: &Limits,
+        plugin: &str,
+        id: &str,
+        at: StateAt,
+    ) -> ApiResult<StateView> {
+        let stream_id = stream_of(plugin, id);
+        let (_, component) = self.plugins.aggregate(tenant, plugin).await?;
+        let (mut instance, _slot) = self
+            .runtime
+            .aggregate(&component, limits.call_limits())
+            .await
+            .map_err(|f| self.failed(f))?;
+        let (version, state) = match at {
+            StateAt::Latest => {
+                let loaded = self
+                    .load_latest(&mut instance, tenant, &stream_id, &component)
+                    .await?;
+                (loaded.version, loaded.state.to_vec())
+            }
+            StateAt::Version(version) => {
+                let current = self.store.stream_version(tenant, &stream_id).await?;
+                if version > current {
+                    return Err(ApiError::not_found(format!(
+                        "{stream_id} has no version {version} (it is at {current})"
+                    )));
+                }
+                let state = self
+                    .fold_until(&mut instance, tenant, &stream_id, &component, version)
+                    .await?;
+                (version, state)
+            }
+            StateAt::Time(at_ms) => {
+                let version = self.store.stream_version_at(tenant, &stream_id, at_ms).await?;
+                let state = self
+                    .fold_until(&mut instance, tenant, &stream_id, &component, version)
+                    .await?;
+                (version, state)
+            }
+        };
+        if version == 0 {
+            return Err(ApiError::not_found(format!("{stream_id} has no events")));
+        }
+        Ok(StateView {
+            stream_id,
+            version,
+            state,
+        })
+    }
+
+    /// The answer a command with this id gave the first time, if it ran.
+    async fn earlier_answer(
+        &self,
+        tenant: &TenantId,
+        stream_id: &str,
+        command_id: &str,
+    ) -> ApiResult<Option<CommandResult>> {
+        let Some(record) = self.store.command_record(tenant, stream_id, command_id).await? else {
+            return Ok(None);
+        };
+        let events = self
+            .store
+            .read_stream_range(tenant, stream_id, record.first_version - 1, record.last_version)
+            .await?;
+        let position = match events.last() {
+            Some(last) => last.position,
+            None => self
+                .store
+                .read_stream(tenant, stream_id, record.last_version, 1, Direction::Backward)
+                .await?
+                .first()
+                .map_or(0, |e| e.position),
+        };
+        Ok(Some(CommandResult {
+            stream_id: stream_id.to_owned(),
+            version: record.last_version,
+            position,
+            events,
+        }))
+    }
+
+    /// The current state: cached state plus whatever was appended since (by a raw
+    /// append or another host), else snapshot plus tail, else a full fold.
+    async fn load_latest(
+        &self,
+        instance: &mut AggregateInstance,
+        tenant: &TenantId,
+        stream_id: &str,
+        component: &LoadedComponent,
+    ) -> ApiResult<CachedState> {
+        let started = Instant::now();
+        let base = match self.cache.get(tenant, stream_id, &component.digest) {
+            Some(cached) => {
+                Metrics::add(&self.metrics.state_cache_hits, 1);
+                cached
+            }
+            None => {
+                Metrics::add(&self.metrics.state_cache_misses, 1);
+                self.base_state(instance, tenant, stream_id, component, u64::MAX)
+                    .await?
+            }
+        };
+        let mut loaded = base.clone();
+        let mut state = Arc::unwrap_or_clone(base.state);
+        loop {
+            let tail = self
+                .store
+                .read_stream(tenant, stream_id, loaded.version + 1, LOAD_PAGE, Direction::Forward)
+                .await?;
+            let Some(last) = tail.last() else { break };
+            loaded.version = last.version;
+            loaded.last_position = last.position;
+            state = instance.evolve(state, &tail).await.map_err(|f| self.failed(f))?;
+            if tail.len() < LOAD_PAGE as usize {
+                break;
+            }
+        }
+        loaded.state = Arc::new(state);
+        if loaded.version >= loaded.snapshot_version + self.snapshot_every {
+            self.write_snapshot(tenant, stream_id, &component.digest, &loaded);
+            loaded.snapshot_version = loaded.version;
+        }
+        if loaded.version != base.version || base.last_position == 0 {
+            self.cache.put(tenant, stream_id, loaded.clone());
+        }
+        Metrics::add(
+            &self.metrics.aggregate_load_micros,
+            started.elapsed().as_micros() as u64,
+        );
+        Metrics::add(&self.metrics.aggregate_loads, 1);
+        Ok(loaded)
+    }
+
+    /// The state at exactly `version`, from the best snapshot at or below it.
+    async fn fold_until(
+        &self,
+        instance: &mut AggregateInstance,
+        tenant: &TenantId,
+        stream_id: &str,
+        component: &LoadedComponent,
+        version: u64,
+    ) -> ApiResult<Vec<u8>> {
+        let base = self
+            .base_state(instance, tenant, stream_id, component, version)
+            .await?;
+        let events = self
+            .store
+            .read_stream_range(tenant, stream_id, base.version, version)
+            .await?;
+        instance
+            .evolve(Arc::unwrap_or_clone(base.state), &events)
+            .await
+            .map_err(|f| self.failed(f))
+    }
+
+    /// The newest snapshot of this component at or below `max_version`, else the
+    /// initial state.
+    async fn base_state(
+        &self,
+        instance: &mut AggregateInstance,
+        tenant: &TenantId,
+        stream_id: &str,
+        component: &LoadedComponent,
+        max_version: u64,
+    ) -> ApiResult<CachedState> {
+        let snapshot = self
+            .store
+            .snapshot(tenant, stream_id, &component.digest, max_version)
+            .await?;
+        let (version, state) = match snapshot {
+            Some(Snapshot { version, state }) => (version, state),
+            None => (
+                0,
+                instance.initial_state().await.map_err(|f| self.failed(f))?,
+            ),
+        };
+        Ok(CachedState {
+            digest: component.digest.clone(),
+            version,
+            last_position: 0,
+            state: Arc::new(state),
+            snapshot_version: version,
+        })
+    }
+
+    /// Writes a snapshot in the background: a command never waits for it.
+    fn write_snapshot(&self, tenant: &TenantId, stream_id: &str, digest: &str, at: &CachedState) {
+        let store = self.store.clone();
+        let metrics = self.metrics.clone();
+        let (tenant, stream_id, digest) = (tenant.clone(), stream_id.to_owned(), digest.to_owned());
+        let snapshot = Snapshot {
+            version: at.version,
+            state: at.state.to_vec(),
+        };
+        tokio::spawn(async move {
+            match store.put_snapshot(&tenant, &stream_id, &digest, &snapshot).await {
+                Ok(()) => Metrics::add(&metrics.snapshots_written, 1),
+                Err(error) => tracing::warn!(%tenant, %stream_id, "snapshot failed: {error:#}"),
+            }
+        });
+    }
+
+    fn failed(&self, failure: PluginFailure) -> ApiError {
+        Metrics::add(&self.metrics.plugin_failures, 1);
+        failure.into()
+    }
+
+    pub fn forget_tenant(&self, tenant: &TenantId) {
+        self.cache.forget_tenant(tenant);
+    }
+}
+
+/// The metadata every event of a command carries: the client's keys, a
+/// `correlation_id` (carried over, else the command's own id) and a `causation_id`
+/// (the command's id).
+fn event_metadata(request: &CommandRequest, command_uuid: &str) -> String {
+    let mut metadata = request.metadata.clone();
+    let command_id = request.command_id.as_deref().unwrap_or(command_uuid);
+    metadata
+        .entry("correlation_id")
+        .or_insert_with(|| Value::String(command_id.to_owned()));
+    metadata.insert("causation_id".into(), Value::String(command_id.to_owned()));
+    Value::Object(metadata).to_string()
+}
+
+/// Checks what `decide` returned before anything is written.
+fn check_new_events(
+    events: Vec<crate::runtime::aggregate::NewEvent>,
+    metadata: &str,
+) -> Result<Vec<ProposedEvent>, PluginFailure> {
+    if events.len() > MAX_EVENTS_PER_COMMAND {
+        return Err(PluginFailure::invalid_output(format!(
+            "decide returned {} events; at most {MAX_EVENTS_PER_COMMAND} are allowed per command",
+            events.len()
+        )));
+    }
+    events
+        .into_iter()
+        .map(|e| {
+            if e.event_type.is_empty() || e.event_type.len() > 200 {
+                return Err(PluginFailure::invalid_output(
+                    "decide returned an event whose type is empty or longer than 200 bytes",
+                ));
+            }
+            let payload = String::from_utf8(e.payload)
+                .ok()
+                .filter(|p| serde_json::from_str::<serde::de::IgnoredAny>(p).is_ok())
+                .ok_or_else(|| {
+                    PluginFailure::invalid_output(format!(
+                        "decide returned a {} event whose payload is not JSON",
+                        e.event_type
+                    ))
+                })?;
+            Ok(ProposedEvent {
+                event_id: uuid::Uuid::new_v4().to_string(),
+                event_type: e.event_type,
+                payload,
+                metadata: metadata.to_owned(),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,17 @@
+//! Cairn host: an event store, a command pipeline and projections, running each
+//! tenant's domain logic as sandboxed WebAssembly components.
+//!
+//! See ARCHITECTURE.md at the repository root for the code map and invariants.
+
+pub mod api;
+pub mod app;
+pub mod appender;
+pub mod command;
+pub mod error;
+pub mod limits;
+pub mod metrics;
+pub mod plugins;
+pub mod runtime;
+pub mod state_cache;
+pub mod store;
+pub mod tenant;

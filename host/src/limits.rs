@@ -1,0 +1,91 @@
+//! Per-tenant limits: the defaults, the overrides a tenant is created with, and their
+//! validation. The runtime and the API read them; nothing here enforces anything.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::runtime::CallLimits;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest plugin upload, in bytes.
+    pub max_plugin_bytes: u64,
+    /// Largest JSON request body, in bytes.
+    pub max_body_bytes: u64,
+    /// Linear memory one plugin instance may use, in bytes.
+    pub memory_bytes: u64,
+    /// CPU time one plugin call may take, in milliseconds (epoch deadline).
+    pub call_timeout_ms: u64,
+    /// Plugin calls of this tenant running at once; more wait their turn.
+    pub max_concurrent_calls: u32,
+    /// Commands per second; `None` means unlimited. Excess is a 429.
+    pub commands_per_second: Option<u32>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_plugin_bytes: 16 << 20,
+            max_body_bytes: 1 << 20,
+            memory_bytes: 64 << 20,
+            call_timeout_ms: 100,
+            max_concurrent_calls: 16,
+            commands_per_second: None,
+        }
+    }
+}
+
+impl Limits {
+    /// Parses limits given at tenant creation; anything absent takes the default.
+    pub fn from_json(value: Option<&serde_json::Value>) -> Result<Limits, ApiError> {
+        let limits: Limits = match value {
+            None | Some(serde_json::Value::Null) => Limits::default(),
+            Some(value) => serde_json::from_value(value.clone())
+                .map_err(|e| ApiError::bad_request(format!("invalid limits: {e}")))?,
+        };
+        limits.validate()?;
+        Ok(limits)
+    }
+
+    fn validate(&self) -> Result<(), ApiError> {
+        let check = |ok: bool, what: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ApiError::bad_request(format!("invalid limits: {what}")))
+            }
+        };
+        check(
+            (1024..=256 << 20).contains(&self.max_plugin_bytes),
+            "max_plugin_bytes must be between 1 KiB and 256 MiB",
+        )?;
+        check(
+            (1024..=64 << 20).contains(&self.max_body_bytes),
+            "max_body_bytes must be between 1 KiB and 64 MiB",
+        )?;
+        check(
+            (1 << 20..=1 << 30).contains(&self.memory_bytes),
+            "memory_bytes must be between 1 MiB and 1 GiB",
+        )?;
+        check(
+            (10..=60_000).contains(&self.call_timeout_ms),
+            "call_timeout_ms must be between 10 and 60000",
+        )?;
+        check(
+            (1..=1024).contains(&self.max_concurrent_calls),
+            "max_concurrent_calls must be between 1 and 1024",
+        )?;
+        check(
+            self.commands_per_second.is_none_or(|r| r >= 1),
+            "commands_per_second must be at least 1",
+        )
+    }
+
+    pub fn call_limits(&self) -> CallLimits {
+        CallLimits {
+            memory_bytes: self.memory_bytes as usize,
+            time: std::time::Duration::from_millis(self.call_timeout_ms),
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Process-wide counters, rendered as Prometheus text at `/metrics`.
+//!
+//! Plain atomics: a counter bump must cost nothing on the command path.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Default)]
+pub struct Metrics {
+    pub commands: AtomicU64,
+    pub commands_rejected: AtomicU64,
+    pub command_conflict_retries: AtomicU64,
+    pub plugin_failures: AtomicU64,
+    pub events_appended: AtomicU64,
+    pub snapshots_written: AtomicU64,
+    pub state_cache_hits: AtomicU64,
+    pub state_cache_misses: AtomicU64,
+    /// Sum and count of aggregate state loads (cache or snapshot + tail + evolve).
+    pub aggregate_load_micros: AtomicU64,
+    pub aggregate_loads: AtomicU64,
+}
+
+impl Metrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, value: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        };
+        counter("cairn_commands_total", "Commands handled.", self.commands.load(Relaxed));
+        counter(
+            "cairn_commands_rejected_total",
+            "Commands rejected by the domain.",
+            self.commands_rejected.load(Relaxed),
+        );
+        counter(
+            "cairn_command_conflict_retries_total",
+            "Commands retried after a concurrent append.",
+            self.command_conflict_retries.load(Relaxed),
+        );
+        counter(
+            "cairn_plugin_failures_total",
+            "Plugin calls that trapped, ran out of time or memory.",
+            self.plugin_failures.load(Relaxed),
+        );
+        counter(
+            "cairn_events_appended_total",
+            "Events appended.",
+            self.events_appended.load(Relaxed),
+        );
+        counter(
+            "cairn_snapshots_written_total",
+            "Aggregate snapshots written.",
+            self.snapshots_written.load(Relaxed),
+        );
+        counter(
+            "cairn_state_cache_hits_total",
+            "Aggregate state loads served from the cache.",
+            self.state_cache_hits.load(Relaxed),
+        );
+        counter(
+            "cairn_state_cache_misses_total",
+            "Aggregate state loads that read a snapshot or the stream.",
+            self.state_cache_misses.load(Relaxed),
+        );
+        let micros = self.aggregate_load_micros.load(Relaxed);
+        let loads = self.aggregate_loads.load(Relaxed);
+        let _ = write!(
+            out,
+            "# HELP cairn_aggregate_load_seconds Time to load aggregate state.\n\
+             # TYPE cairn_aggregate_load_seconds summary\n\
+             cairn_aggregate_load_seconds_sum {}\ncairn_aggregate_load_seconds_count {loads}\n",
+            micros as f64 / 1e6
+        );
+        out
+    }
+}

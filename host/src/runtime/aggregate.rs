@@ -1,0 +1,106 @@
+//! Calls into the `aggregate` world: initial-state, evolve (in batches) and decide.
+
+use wasmtime::Store;
+
+use super::sandbox::{CallLimits, CallState, PluginFailure, classify, new_store};
+use crate::store::RecordedEvent;
+
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "aggregate",
+        exports: { default: async },
+    });
+}
+
+pub use bindings::cairn::plugin::types::{Command, NewEvent, Rejection};
+use bindings::{Aggregate, AggregatePre};
+
+/// Events per `evolve` call: large enough that the boundary crossing is amortised,
+/// small enough that one call stays far inside its time budget.
+const EVOLVE_BATCH: usize = 512;
+
+/// One live instance of an aggregate component, used for one command (or one read)
+/// and then dropped.
+pub struct AggregateInstance {
+    store: Store<CallState>,
+    bindings: Aggregate,
+}
+
+impl AggregateInstance {
+    pub(super) async fn new(
+        pre: &AggregatePre<CallState>,
+        limits: CallLimits,
+    ) -> Result<AggregateInstance, PluginFailure> {
+        let mut store = new_store(pre.engine(), limits);
+        match pre.instantiate_async(&mut store).await {
+            Ok(bindings) => Ok(AggregateInstance { store, bindings }),
+            Err(error) => {
+                let mut failure = classify(error, &store);
+                if failure.reason == super::FailureReason::Trap {
+                    failure.reason = super::FailureReason::Instantiate;
+                }
+                Err(failure)
+            }
+        }
+    }
+
+    pub async fn initial_state(&mut self) -> Result<Vec<u8>, PluginFailure> {
+        let result = self.bindings.call_initial_state(&mut self.store).await;
+        result.map_err(|e| classify(e, &self.store))
+    }
+
+    /// Folds `events` (in stream order) into `state`.
+    pub async fn evolve(
+        &mut self,
+        mut state: Vec<u8>,
+        events: &[RecordedEvent],
+    ) -> Result<Vec<u8>, PluginFailure> {
+        for chunk in events.chunks(EVOLVE_BATCH) {
+            let records: Vec<_> = chunk.iter().map(to_wit_event).collect();
+            let result = self
+                .bindings
+                .call_evolve(&mut self.store, &state, &records)
+                .await;
+            state = result.map_err(|e| classify(e, &self.store))?;
+        }
+        Ok(state)
+    }
+
+    pub async fn decide(
+        &mut self,
+        state: &[u8],
+        command: &Command,
+    ) -> Result<Result<Vec<NewEvent>, Rejection>, PluginFailure> {
+        let result = self
+            .bindings
+            .call_decide(&mut self.store, state, command)
+            .await;
+        result.map_err(|e| classify(e, &self.store))
+    }
+
+    /// What the guest printed during this instance's calls.
+    pub fn output(&self) -> String {
+        self.store.data().output.tail(4096)
+    }
+}
+
+pub(super) fn to_wit_event(e: &RecordedEvent) -> bindings::cairn::plugin::types::RecordedEvent {
+    bindings::cairn::plugin::types::RecordedEvent {
+        event_id: e.event_id.clone(),
+        stream_id: e.stream_id.clone(),
+        version: e.version,
+        position: e.position,
+        event_type: e.event_type.clone(),
+        payload: e.payload.as_bytes().to_vec(),
+        metadata: e.metadata.as_bytes().to_vec(),
+        recorded_at: e.recorded_at.max(0) as u64,
+    }
+}
+
+pub(super) fn new_pre(
+    linker: &wasmtime::component::Linker<CallState>,
+    component: &wasmtime::component::Component,
+) -> wasmtime::Result<AggregatePre<CallState>> {
+    AggregatePre::new(linker.instantiate_pre(component)?)
+}

@@ -1,0 +1,259 @@
+//! The WebAssembly runtime: one wasmtime `Engine` for the process, components
+//! compiled once per digest (artifacts cached on disk and mmapped after a restart),
+//! one `InstancePre` per component, and a fresh limited `Store` per call.
+//!
+//! The runtime knows nothing of SQL or HTTP: it turns bytes into callable plugins.
+
+pub mod aggregate;
+mod artifacts;
+pub mod projection;
+pub mod sandbox;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+pub use aggregate::AggregateInstance;
+pub use projection::ProjectionInstance;
+pub use sandbox::{CallLimits, FailureReason, PluginFailure};
+
+use crate::store::PluginKind;
+use sandbox::CallState;
+
+/// How often the epoch advances: the granularity of time limits and of yielding.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The largest linear memory any instance may have; tenant limits sit below it.
+const MAX_MEMORY_BYTES: usize = 1 << 30;
+
+/// Instance slots in the pooling allocator. Calls beyond this wait on `call_slots`
+/// rather than failing.
+const POOL_INSTANCES: u32 = 512;
+
+/// A compiled, linked component ready to instantiate.
+pub enum Prepared {
+    Aggregate(aggregate::bindings::AggregatePre<CallState>),
+    Projection(projection::bindings::ProjectionPre<CallState>),
+}
+
+/// A component as the runtime holds it, shared by every tenant that uploaded it.
+pub struct LoadedComponent {
+    pub digest: String,
+    pub prepared: Prepared,
+}
+
+impl LoadedComponent {
+    pub fn kind(&self) -> PluginKind {
+        match self.prepared {
+            Prepared::Aggregate(_) => PluginKind::Aggregate,
+            Prepared::Projection(_) => PluginKind::Projection,
+        }
+    }
+}
+
+/// Why uploaded bytes are not a usable plugin; the message is for the uploader.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidPlugin(pub String);
+
+pub struct Runtime {
+    engine: Engine,
+    /// WASI only: what an aggregate may import.
+    aggregate_linker: Linker<CallState>,
+    /// WASI plus `cairn:plugin/documents`: what a projection may import.
+    projection_linker: Linker<CallState>,
+    artifacts: artifacts::ArtifactCache,
+    /// Components in memory by digest. A std `Mutex`: held only for a map access.
+    loaded: Mutex<HashMap<String, Arc<LoadedComponent>>>,
+    /// Bounds concurrent instances so the pool is never exhausted.
+    call_slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// `sha256:<hex>` of the bytes: the identity of a component.
+pub fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+impl Runtime {
+    /// Makes the engine and starts its epoch ticker. `artifact_dir` is where compiled
+    /// components are cached.
+    pub fn new(artifact_dir: &Path) -> anyhow::Result<Runtime> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(POOL_INSTANCES)
+            .total_core_instances(POOL_INSTANCES * 4)
+            .total_memories(POOL_INSTANCES * 2)
+            .total_tables(POOL_INSTANCES * 4)
+            .total_stacks(POOL_INSTANCES)
+            .max_memory_size(MAX_MEMORY_BYTES);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("creating the wasmtime engine")?;
+
+        let mut aggregate_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut aggregate_linker)?;
+        let mut projection_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut projection_linker)?;
+        projection::add_imports(&mut projection_linker)?;
+
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("cairn-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
+
+        Ok(Runtime {
+            artifacts: artifacts::ArtifactCache::open(artifact_dir, &engine)?,
+            engine,
+            aggregate_linker,
+            projection_linker,
+            loaded: Mutex::new(HashMap::new()),
+            call_slots: Arc::new(tokio::sync::Semaphore::new(POOL_INSTANCES as usize / 2)),
+        })
+    }
+
+    /// The component for `digest`, from memory, else from the on-disk artifact, else
+    /// compiled from `wasm` (fetched only then).
+    pub async fn load<F, Fut>(&self, digest: &str, wasm: F) -> anyhow::Result<Arc<LoadedComponent>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<Vec<u8>>>,
+    {
+        if let Some(found) = self.loaded.lock().expect("loaded lock").get(digest) {
+            return Ok(found.clone());
+        }
+        let component = match self.artifacts.load(&self.engine, digest) {
+            Some(component) => component,
+            None => {
+                let bytes = wasm().await?;
+                self.compile(bytes).await?.1
+            }
+        };
+        let loaded = Arc::new(self.link(digest, &component)?);
+        self.loaded
+            .lock()
+            .expect("loaded lock")
+            .insert(digest.to_owned(), loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Checks uploaded bytes: a component, of one of the two worlds, importing nothing
+    /// the host does not provide. Compiles it and caches the artifact on success.
+    pub async fn inspect(&self, wasm: Vec<u8>) -> Result<Arc<LoadedComponent>, InvalidPlugin> {
+        let digest = digest_of(&wasm);
+        if let Some(found) = self.loaded.lock().expect("loaded lock").get(&digest) {
+            return Ok(found.clone());
+        }
+        if !wasm.starts_with(b"\0asm") {
+            return Err(InvalidPlugin(
+                "not a WebAssembly binary (it does not start with \\0asm)".into(),
+            ));
+        }
+        if wasm.get(4..8) != Some(&[0x0d, 0x00, 0x01, 0x00]) {
+            return Err(InvalidPlugin(
+                "a core WebAssembly module, not a component: build for wasm32-wasip2 \
+                 (or wrap the module with `wasm-tools component new`)"
+                    .into(),
+            ));
+        }
+        let (digest, component) = self
+            .compile(wasm)
+            .await
+            .map_err(|e| InvalidPlugin(format!("the component does not compile: {e:#}")))?;
+        let loaded = Arc::new(
+            self.link(&digest, &component)
+                .map_err(|e| InvalidPlugin(format!("{e:#}")))?,
+        );
+        self.loaded
+            .lock()
+            .expect("loaded lock")
+            .insert(digest, loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Compiles on a blocking thread (cranelift takes tens of milliseconds) and writes
+    /// the artifact to the cache.
+    async fn compile(&self, wasm: Vec<u8>) -> anyhow::Result<(String, Component)> {
+        let engine = self.engine.clone();
+        let digest = digest_of(&wasm);
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &wasm))
+            .await?
+            .map_err(anyhow::Error::from)?;
+        if let Err(error) = self.artifacts.store(&digest, &component) {
+            tracing::warn!(%digest, "could not cache a compiled component: {error:#}");
+        }
+        Ok((digest, component))
+    }
+
+    /// Decides the world from the exports and links against what that world may import.
+    fn link(&self, digest: &str, component: &Component) -> anyhow::Result<LoadedComponent> {
+        let exports: Vec<String> = component
+            .component_type()
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let has = |name: &str| exports.iter().any(|e| e == name);
+        let prepared = if has("decide") || has("evolve") || has("initial-state") {
+            Prepared::Aggregate(aggregate::new_pre(&self.aggregate_linker, component).map_err(
+                |e| anyhow::anyhow!("not a valid `aggregate` component: {e:#}"),
+            )?)
+        } else if has("handle") || has("event-types") {
+            Prepared::Projection(
+                projection::new_pre(&self.projection_linker, component)
+                    .map_err(|e| anyhow::anyhow!("not a valid `projection` component: {e:#}"))?,
+            )
+        } else {
+            anyhow::bail!(
+                "the component implements neither world of cairn:plugin@0.1.0: an aggregate \
+                 exports initial-state, decide and evolve; a projection exports event-types \
+                 and handle (it exports: [{}])",
+                exports.join(", ")
+            );
+        };
+        Ok(LoadedComponent {
+            digest: digest.to_owned(),
+            prepared,
+        })
+    }
+
+    /// A fresh aggregate instance under `limits`. Waits for a free instance slot.
+    pub async fn aggregate(
+        &self,
+        component: &LoadedComponent,
+        limits: CallLimits,
+    ) -> Result<(AggregateInstance, tokio::sync::OwnedSemaphorePermit), PluginFailure> {
+        let Prepared::Aggregate(pre) = &component.prepared else {
+            return Err(PluginFailure::invalid_output("not an aggregate component"));
+        };
+        let permit = self.call_slots.clone().acquire_owned().await.expect("never closed");
+        Ok((AggregateInstance::new(pre, limits).await?, permit))
+    }
+
+    /// A fresh projection instance under `limits`. Waits for a free instance slot.
+    pub async fn projection(
+        &self,
+        component: &LoadedComponent,
+        limits: CallLimits,
+    ) -> Result<(ProjectionInstance, tokio::sync::OwnedSemaphorePermit), PluginFailure> {
+        let Prepared::Projection(pre) = &component.prepared else {
+            return Err(PluginFailure::invalid_output("not a projection component"));
+        };
+        let permit = self.call_slots.clone().acquire_owned().await.expect("never closed");
+        Ok((ProjectionInstance::new(pre, limits).await?, permit))
+    }
+}

@@ -1,0 +1,255 @@
+//! What one plugin call runs inside: a fresh `Store` with its own memory limit, time
+//! budget and WASI context that grants nothing, and the classification of failures.
+//!
+//! A `Store` is poisoned by a trap, and a fresh one from an `InstancePre` costs
+//! microseconds, so every call (or every command, for an evolve-then-decide pair)
+//! gets its own and throws it away.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::EPOCH_TICK;
+
+/// The limits one call runs under.
+#[derive(Clone, Copy, Debug)]
+pub struct CallLimits {
+    /// Most bytes of linear memory an instance may grow to.
+    pub memory_bytes: usize,
+    /// Wall time the guest may run, counted in epoch ticks while it is on a CPU.
+    pub time: std::time::Duration,
+}
+
+impl Default for CallLimits {
+    fn default() -> Self {
+        CallLimits {
+            memory_bytes: 64 << 20,
+            time: std::time::Duration::from_millis(100),
+        }
+    }
+}
+
+/// Why a plugin call failed. These are the tenant's errors, never the host's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FailureReason {
+    /// The guest trapped (a panic, `unreachable`, an out-of-bounds access...).
+    Trap,
+    /// The guest ran past its time budget.
+    Deadline,
+    /// The guest asked for more memory than its limit.
+    Memory,
+    /// The guest returned something the host cannot use (e.g. a payload that is not JSON).
+    InvalidOutput,
+    /// The component could not be instantiated.
+    Instantiate,
+}
+
+impl FailureReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FailureReason::Trap => "trap",
+            FailureReason::Deadline => "deadline",
+            FailureReason::Memory => "memory",
+            FailureReason::InvalidOutput => "invalid_output",
+            FailureReason::Instantiate => "instantiate",
+        }
+    }
+}
+
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("plugin failed ({}): {message}", reason.as_str())]
+pub struct PluginFailure {
+    pub reason: FailureReason,
+    pub message: String,
+}
+
+impl PluginFailure {
+    pub fn invalid_output(message: impl Into<String>) -> PluginFailure {
+        PluginFailure {
+            reason: FailureReason::InvalidOutput,
+            message: message.into(),
+        }
+    }
+}
+
+/// Most bytes of stdout+stderr kept per call; older bytes are dropped, never an
+/// error for the guest (a chatty plugin must not fail because of its logging).
+const OUTPUT_CAPACITY: usize = 16 << 10;
+
+/// The store data of one call.
+pub struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    /// Copied from the call's limits so the limiter can refuse growth past it.
+    memory_limit: usize,
+    /// Set when a growth was refused, so that the trap that follows is reported as
+    /// `memory` rather than as a generic trap.
+    memory_refused: bool,
+    /// Epoch ticks the guest may still run before it is interrupted.
+    ticks_left: u64,
+    /// The guest's stdout and stderr, kept for the logs and for error messages.
+    pub output: CapturedOutput,
+    /// The document session of a projection call; `None` for aggregates.
+    pub documents: Option<super::projection::DocumentSession>,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl ResourceLimiter for CallState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            self.memory_refused = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// Makes the store for one call: WASI without directories, sockets, environment or
+/// arguments; output captured; limits armed.
+pub fn new_store(engine: &wasmtime::Engine, limits: CallLimits) -> Store<CallState> {
+    let output = CapturedOutput::default();
+    let wasi = WasiCtxBuilder::new()
+        .stdout(output.clone())
+        .stderr(output.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build();
+    let ticks = (limits.time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+    let mut store = Store::new(
+        engine,
+        CallState {
+            wasi,
+            table: ResourceTable::new(),
+            memory_limit: limits.memory_bytes,
+            memory_refused: false,
+            ticks_left: ticks,
+            output,
+            documents: None,
+        },
+    );
+    store.limiter(|state| state);
+    // Wake every tick: yield to tokio so a long call never holds a worker thread for
+    // its whole budget, and count the ticks so the budget is CPU time, not time spent
+    // waiting behind other tasks.
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|mut ctx| {
+        let state = ctx.data_mut();
+        if state.ticks_left == 0 {
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        state.ticks_left -= 1;
+        Ok(UpdateDeadline::Yield(1))
+    });
+    store
+}
+
+/// Turns an error from a guest call into the tenant-facing failure.
+pub fn classify(error: wasmtime::Error, store: &Store<CallState>) -> PluginFailure {
+    let state = store.data();
+    let output = state.output.tail(600);
+    let reason = match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => FailureReason::Deadline,
+        _ if state.memory_refused => FailureReason::Memory,
+        _ => FailureReason::Trap,
+    };
+    let mut message = match reason {
+        FailureReason::Deadline => "the call ran past its time limit".to_owned(),
+        FailureReason::Memory => format!(
+            "the call asked for more than its memory limit of {} bytes",
+            state.memory_limit
+        ),
+        _ => format!("{error:#}"),
+    };
+    if !output.is_empty() {
+        message.push_str("; guest output: ");
+        message.push_str(output.trim());
+    }
+    PluginFailure { reason, message }
+}
+
+/// A bounded sink for the guest's stdout/stderr.
+#[derive(Clone, Default)]
+pub struct CapturedOutput {
+    buffer: Arc<Mutex<Vec<u8>>>,
+}
+
+impl CapturedOutput {
+    /// The last `max` bytes written, as text.
+    pub fn tail(&self, max: usize) -> String {
+        let buffer = self.buffer.lock().expect("output lock");
+        let start = buffer.len().saturating_sub(max);
+        String::from_utf8_lossy(&buffer[start..]).into_owned()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buffer.lock().expect("output lock").is_empty()
+    }
+}
+
+impl IsTerminal for CapturedOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for CapturedOutput {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl tokio::io::AsyncWrite for CapturedOutput {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut buffer = self.buffer.lock().expect("output lock");
+        // Keep the newest bytes: the last lines are the ones that explain a failure.
+        let keep = &bytes[bytes.len().saturating_sub(OUTPUT_CAPACITY)..];
+        buffer.extend_from_slice(keep);
+        if buffer.len() > OUTPUT_CAPACITY {
+            let excess = buffer.len() - OUTPUT_CAPACITY;
+            buffer.drain(..excess);
+        }
+        // Claim the whole write: the guest must not see an error for its logging.
+        Poll::Ready(Ok(bytes.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,284 @@
+//! The event store: what the host persists and the one trait every backend implements.
+//!
+//! The store knows nothing of WebAssembly or HTTP. Every method that touches tenant
+//! data takes a [`TenantId`], so no query can forget whose rows it reads. Appends go
+//! through [`EventStore::append_batch`], which takes many requests at once so that the
+//! [`crate::appender`] can group-commit them in one transaction while keeping each
+//! request's outcome exact.
+
+pub mod plan;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use plan::{AppendError, ExpectedVersion};
+
+/// A tenant's id, checked against `[a-z0-9][a-z0-9-]{0,62}` when it is made.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TenantId(String);
+
+impl TenantId {
+    /// Parses a tenant id; `None` when it does not match the naming rule.
+    pub fn parse(raw: &str) -> Option<TenantId> {
+        is_valid_name(raw).then(|| TenantId(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for TenantId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The naming rule shared by tenants and plugins: `[a-z0-9][a-z0-9-]{0,62}`.
+pub fn is_valid_name(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+/// A stream id: 1 to 200 printable ASCII characters other than `/`, so it is
+/// safe in a URL path segment and in logs.
+pub fn is_valid_stream_id(raw: &str) -> bool {
+    !raw.is_empty() && raw.len() <= 200 && raw.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
+}
+
+/// An event about to be appended. Payload and metadata are JSON text, already validated.
+#[derive(Clone, Debug)]
+pub struct ProposedEvent {
+    pub event_id: String,
+    pub event_type: String,
+    pub payload: String,
+    pub metadata: String,
+}
+
+/// An event as the store recorded it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordedEvent {
+    pub event_id: String,
+    pub stream_id: String,
+    pub version: u64,
+    pub position: u64,
+    pub event_type: String,
+    pub payload: String,
+    pub metadata: String,
+    /// Unix milliseconds, assigned at commit.
+    pub recorded_at: i64,
+}
+
+/// One append: a group of events for one stream, all or nothing.
+#[derive(Clone, Debug)]
+pub struct AppendRequest {
+    pub tenant: TenantId,
+    pub stream_id: String,
+    pub expected: ExpectedVersion,
+    pub events: Vec<ProposedEvent>,
+    /// Event ids were given by the writer, so a retry may repeat them; when the host
+    /// generated them there is nothing to look up.
+    pub ids_from_writer: bool,
+    /// Set for commands that carry a `command_id`: recorded in the same transaction so
+    /// that a repeat finds the first answer.
+    pub command_id: Option<String>,
+}
+
+/// The result of an append that succeeded (or had already succeeded, for a retry).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AppendOutcome {
+    /// The stream's version after the append (unchanged when `events` is empty).
+    pub version: u64,
+    pub events: Vec<RecordedEvent>,
+    /// True when nothing was written because an identical append was already applied.
+    pub replayed: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Forward,
+    Backward,
+}
+
+/// What the store keeps about a tenant (the token only as a hash).
+#[derive(Clone, Debug)]
+pub struct TenantRecord {
+    pub id: TenantId,
+    pub limits: serde_json::Value,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginKind {
+    Aggregate,
+    Projection,
+}
+
+impl PluginKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginKind::Aggregate => "aggregate",
+            PluginKind::Projection => "projection",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<PluginKind> {
+        match raw {
+            "aggregate" => Some(PluginKind::Aggregate),
+            "projection" => Some(PluginKind::Projection),
+            _ => None,
+        }
+    }
+}
+
+/// One uploaded version of a plugin (the bytes are fetched separately by digest).
+#[derive(Clone, Debug)]
+pub struct PluginVersion {
+    pub name: String,
+    pub version: u64,
+    pub kind: PluginKind,
+    pub digest: String,
+    pub uploaded_at: i64,
+}
+
+/// A state snapshot of one stream, valid only for the component that produced it.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub version: u64,
+    pub state: Vec<u8>,
+}
+
+/// Result of a command id lookup: the versions its events occupy (`first > last`
+/// when the command produced no events).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommandRecord {
+    pub first_version: u64,
+    pub last_version: u64,
+}
+
+pub type StoreResult<T> = Result<T, anyhow::Error>;
+
+/// Everything the host persists. Implemented once per database engine and held as
+/// `Arc<dyn EventStore>`.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// True when the database answers and migrations are applied.
+    async fn ready(&self) -> bool;
+
+    // --- tenants ---
+    /// Creates a tenant; `Ok(false)` when the id is taken.
+    async fn create_tenant(
+        &self,
+        id: &TenantId,
+        token_hash: &str,
+        limits: &serde_json::Value,
+    ) -> StoreResult<bool>;
+    async fn tenant(&self, id: &TenantId) -> StoreResult<Option<TenantRecord>>;
+    async fn tenants(&self) -> StoreResult<Vec<TenantRecord>>;
+    async fn tenant_by_token_hash(&self, token_hash: &str) -> StoreResult<Option<TenantId>>;
+    /// Deletes the tenant and every row it owns; `Ok(false)` when there was none.
+    async fn delete_tenant(&self, id: &TenantId) -> StoreResult<bool>;
+
+    // --- plugins ---
+    /// Records a new version (numbered after the newest) unless the newest version has
+    /// the same digest, in which case that version is returned with `false`.
+    async fn add_plugin_version(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        kind: PluginKind,
+        digest: &str,
+        wasm: &[u8],
+    ) -> StoreResult<(PluginVersion, bool)>;
+    /// All versions of all plugins of a tenant, ordered by name then version.
+    async fn plugin_versions(&self, tenant: &TenantId) -> StoreResult<Vec<PluginVersion>>;
+    /// The bytes of a component by digest, from any version of this tenant.
+    async fn plugin_wasm(&self, tenant: &TenantId, digest: &str) -> StoreResult<Option<Vec<u8>>>;
+
+    // --- events ---
+    /// Applies many append requests in as few transactions as possible. The result
+    /// has one entry per request, in order; one request's conflict never fails another.
+    async fn append_batch(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Vec<Result<AppendOutcome, AppendError>>;
+    /// The stream's current version; 0 when it has no events.
+    async fn stream_version(&self, tenant: &TenantId, stream_id: &str) -> StoreResult<u64>;
+    /// Reads up to `limit` events of a stream starting at version `from` (inclusive) in
+    /// the given direction.
+    async fn read_stream(
+        &self,
+        tenant: &TenantId,
+        stream_id: &str,
+        from: u64,
+        limit: u32,
+        direction: Direction,
+    ) -> StoreResult<Vec<RecordedEvent>>;
+    /// Reads events of a stream with `after < version <= until`, in order.
+    async fn read_stream_range(
+        &self,
+        tenant: &TenantId,
+        stream_id: &str,
+        after: u64,
+        until: u64,
+    ) -> StoreResult<Vec<RecordedEvent>>;
+    /// The stream version of the last event recorded at or before `at_ms`.
+    async fn stream_version_at(
+        &self,
+        tenant: &TenantId,
+        stream_id: &str,
+        at_ms: i64,
+    ) -> StoreResult<u64>;
+    /// The tenant's log after `after`, in position order, optionally only some types.
+    async fn read_log(
+        &self,
+        tenant: &TenantId,
+        after: u64,
+        limit: u32,
+        types: &[String],
+    ) -> StoreResult<Vec<RecordedEvent>>;
+    /// The last position of the tenant's log (0 when empty).
+    async fn head(&self, tenant: &TenantId) -> StoreResult<u64>;
+
+    // --- commands ---
+    async fn command_record(
+        &self,
+        tenant: &TenantId,
+        stream_id: &str,
+        command_id: &str,
+    ) -> StoreResult<Option<CommandRecord>>;
+
+    // --- snapshots ---
+    /// The newest snapshot of a stream made by the component `digest`, at or below `max_version`.
+    async fn snapshot(
+        &self,
+        tenant: &TenantId,
+        stream_id: &str,
+        digest: &str,
+        max_version: u64,
+    ) -> StoreResult<Option<Snapshot>>;
+    async fn put_snapshot(
+        &self,
+        tenant: &TenantId,
+        stream_id: &str,
+        digest: &str,
+        snapshot: &Snapshot,
+    ) -> StoreResult<()>;
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

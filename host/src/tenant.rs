@@ -1,0 +1,165 @@
+//! Tenants and tokens: creating and deleting tenants, and telling who a bearer token
+//! belongs to.
+//!
+//! Tokens are 256 random bits shown once; only their SHA-256 is stored. Looking a
+//! tenant up by that hash leaks nothing useful through timing (an attacker would need
+//! a preimage), and the operator token is compared in constant time.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::error::{ApiError, ApiResult};
+use crate::limits::Limits;
+use crate::store::{EventStore, TenantId, TenantRecord};
+
+/// Who is calling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    Operator,
+    Tenant(TenantId),
+}
+
+pub struct Tenants {
+    store: Arc<dyn EventStore>,
+    /// SHA-256 of the operator token.
+    operator_hash: [u8; 32],
+    /// Token hash → tenant, so authenticating does not query the database every time.
+    /// Emptied whenever a tenant is deleted or a token changes. A std `Mutex`: held only
+    /// for a map access, never across an await.
+    by_token: Mutex<HashMap<String, TenantId>>,
+    /// Parsed limits per tenant, for the same reason.
+    limits: Mutex<HashMap<TenantId, Arc<Limits>>>,
+}
+
+/// A fresh 256-bit token, hex-encoded, with a prefix that makes leaks easy to grep.
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("cairn_{}", hex::encode(bytes))
+}
+
+fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The operator token: `CAIRN_ADMIN_TOKEN` if set, else the one stored in
+/// `<data-dir>/admin-token`, else a new one written there with mode 0600.
+pub fn operator_token(from_env: Option<String>, data_dir: &Path) -> anyhow::Result<String> {
+    if let Some(token) = from_env.filter(|t| !t.trim().is_empty()) {
+        return Ok(token.trim().to_owned());
+    }
+    let path = data_dir.join("admin-token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        return Ok(token.trim().to_owned());
+    }
+    let token = new_token();
+    write_private(&path, &token).with_context(|| format!("writing {}", path.display()))?;
+    tracing::info!(
+        "generated the operator token; it is in {} (this is the only time it is logged): {token}",
+        path.display()
+    );
+    Ok(token)
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}
+
+impl Tenants {
+    pub fn new(store: Arc<dyn EventStore>, operator_token: &str) -> Tenants {
+        Tenants {
+            store,
+            operator_hash: hash_token(operator_token),
+            by_token: Mutex::new(HashMap::new()),
+            limits: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Resolves a bearer token; `None` when it is unknown.
+    pub async fn authenticate(&self, token: &str) -> ApiResult<Option<Caller>> {
+        let hash = hash_token(token);
+        if constant_time_eq(&hash, &self.operator_hash) {
+            return Ok(Some(Caller::Operator));
+        }
+        let hex_hash = hex::encode(hash);
+        if let Some(id) = self.by_token.lock().expect("token cache").get(&hex_hash) {
+            return Ok(Some(Caller::Tenant(id.clone())));
+        }
+        let Some(id) = self.store.tenant_by_token_hash(&hex_hash).await? else {
+            return Ok(None);
+        };
+        self.by_token
+            .lock()
+            .expect("token cache")
+            .insert(hex_hash, id.clone());
+        Ok(Some(Caller::Tenant(id)))
+    }
+
+    /// Creates a tenant and returns its token (shown only this once).
+    pub async fn create(&self, id: &TenantId, limits: &Limits) -> ApiResult<String> {
+        let token = new_token();
+        let limits_json = serde_json::to_value(limits).map_err(ApiError::internal)?;
+        let created = self
+            .store
+            .create_tenant(id, &hex::encode(hash_token(&token)), &limits_json)
+            .await?;
+        if !created {
+            return Err(ApiError::already_exists(format!("tenant {id} already exists")));
+        }
+        Ok(token)
+    }
+
+    pub async fn get(&self, id: &TenantId) -> ApiResult<TenantRecord> {
+        self.store
+            .tenant(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no tenant {id}")))
+    }
+
+    pub async fn list(&self) -> ApiResult<Vec<TenantRecord>> {
+        Ok(self.store.tenants().await?)
+    }
+
+    /// The tenant's limits (cached); 404 when the tenant does not exist.
+    pub async fn limits(&self, id: &TenantId) -> ApiResult<Arc<Limits>> {
+        if let Some(limits) = self.limits.lock().expect("limits cache").get(id) {
+            return Ok(limits.clone());
+        }
+        let record = self.get(id).await?;
+        let limits = Arc::new(
+            serde_json::from_value::<Limits>(record.limits).map_err(ApiError::internal)?,
+        );
+        self.limits
+            .lock()
+            .expect("limits cache")
+            .insert(id.clone(), limits.clone());
+        Ok(limits)
+    }
+
+    pub async fn delete(&self, id: &TenantId) -> ApiResult<()> {
+        let existed = self.store.delete_tenant(id).await?;
+        self.by_token.lock().expect("token cache").clear();
+        self.limits.lock().expect("limits cache").remove(id);
+        if existed {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(format!("no tenant {id}")))
+        }
+    }
+}
