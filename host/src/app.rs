@@ -9,6 +9,7 @@ use crate::appender::{Appender, LogHeads};
 use crate::command::Commands;
 use crate::metrics::Metrics;
 use crate::plugins::Plugins;
+use crate::projection::Projections;
 use crate::runtime::Runtime;
 use crate::state_cache::{StateCache, StreamLocks};
 use crate::store::EventStore;
@@ -37,6 +38,7 @@ pub struct App {
     pub plugins: Arc<Plugins>,
     pub tenants: Tenants,
     pub commands: Commands,
+    pub projections: Arc<Projections>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -64,7 +66,10 @@ impl App {
             locks: StreamLocks::default(),
             snapshot_every: settings.snapshot_every.max(1),
         };
+        let projections = Projections::new(store.clone(), runtime.clone(), heads.clone());
+        projections.resume_all().await?;
         Ok(Arc::new(App {
+            projections,
             tenants: Tenants::new(store.clone(), &operator_token),
             store,
             appender,
@@ -77,15 +82,22 @@ impl App {
     }
 }
 
-async fn open_store(database: Option<&str>, data_dir: &Path) -> anyhow::Result<Arc<dyn EventStore>> {
+async fn open_store(
+    database: Option<&str>,
+    data_dir: &Path,
+) -> anyhow::Result<Arc<dyn EventStore>> {
     let url = match database {
         Some(url) => url.to_owned(),
         None => format!("sqlite://{}", data_dir.join("cairn.db").display()),
     };
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(crate::store::sqlite::SqliteStore::open(&url).await?))
+        Ok(Arc::new(
+            crate::store::sqlite::SqliteStore::open(&url).await?,
+        ))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        anyhow::bail!("PostgreSQL is not supported yet by this build")
+        Ok(Arc::new(
+            crate::store::postgres::PostgresStore::open(&url).await?,
+        ))
     } else {
         anyhow::bail!("unsupported database url {url}: use sqlite://PATH or postgres://…")
     }

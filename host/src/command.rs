@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::appender::Appender;
 use crate::error::{ApiError, ApiResult};
-use crate::limits::Limits;
+use crate::gate::TenantGate;
 use crate::metrics::Metrics;
 use crate::plugins::Plugins;
 use crate::runtime::aggregate::Command;
@@ -84,11 +84,12 @@ impl Commands {
     pub async fn execute(
         &self,
         tenant: &TenantId,
-        limits: &Limits,
+        gate: &TenantGate,
         plugin: &str,
         id: &str,
         request: CommandRequest,
     ) -> ApiResult<CommandResult> {
+        gate.admit_command()?;
         Metrics::add(&self.metrics.commands, 1);
         let stream_id = stream_of(plugin, id);
         let (_, component) = self.plugins.aggregate(tenant, plugin).await?;
@@ -101,17 +102,21 @@ impl Commands {
         }
         let command_uuid = uuid::Uuid::new_v4().to_string();
         let metadata = event_metadata(&request, &command_uuid);
-        let payload = Value::Object(request.payload.clone()).to_string().into_bytes();
+        let payload = Value::Object(request.payload.clone())
+            .to_string()
+            .into_bytes();
 
         for attempt in 0..MAX_ATTEMPTS {
+            let _tenant_slot = gate.call_slot().await;
             let (mut instance, _slot) = self
                 .runtime
-                .aggregate(&component, limits.call_limits())
+                .aggregate(&component, gate.limits.call_limits())
                 .await
-                .map_err(|f| self.failed(f))?;
+                .map_err(|f| self.failed(gate, f))?;
             let loaded = self
-                .load_latest(&mut instance, tenant, &stream_id, &component)
-                .await?;
+                .load_latest(&mut instance, gate, tenant, &stream_id, &component)
+                .await;
+            let loaded = self.logged(gate, tenant, plugin, &instance, loaded)?;
             if let Some(expected) = request.expected_version
                 && expected != loaded.version
             {
@@ -126,7 +131,8 @@ impl Commands {
             let decided = instance
                 .decide(&loaded.state, &command)
                 .await
-                .map_err(|f| self.failed(f))?;
+                .map_err(|f| self.failed(gate, f));
+            let decided = self.logged(gate, tenant, plugin, &instance, decided)?;
             let new_events = match decided {
                 Ok(events) => events,
                 Err(rejection) => {
@@ -134,7 +140,8 @@ impl Commands {
                     return Err(ApiError::rejected(rejection.code, rejection.message));
                 }
             };
-            let events = check_new_events(new_events, &metadata).map_err(|f| self.failed(f))?;
+            let events =
+                check_new_events(new_events, &metadata).map_err(|f| self.failed(gate, f))?;
             if events.is_empty() && request.command_id.is_none() {
                 return Ok(CommandResult {
                     stream_id,
@@ -174,7 +181,9 @@ impl Commands {
                 }
                 Err(AppendError::CommandAlreadyApplied) => {
                     let command_id = request.command_id.as_deref().unwrap_or_default();
-                    if let Some(answer) = self.earlier_answer(tenant, &stream_id, command_id).await? {
+                    if let Some(answer) =
+                        self.earlier_answer(tenant, &stream_id, command_id).await?
+                    {
                         return Ok(answer);
                     }
                     return Err(ApiError::internal("command recorded but not found"));
@@ -192,22 +201,47 @@ impl Commands {
     pub async fn state(
         &self,
         tenant: &TenantId,
-        limits: &Limits,
+        gate: &TenantGate,
         plugin: &str,
         id: &str,
         at: StateAt,
     ) -> ApiResult<StateView> {
         let stream_id = stream_of(plugin, id);
         let (_, component) = self.plugins.aggregate(tenant, plugin).await?;
+        let _tenant_slot = gate.call_slot().await;
         let (mut instance, _slot) = self
             .runtime
-            .aggregate(&component, limits.call_limits())
+            .aggregate(&component, gate.limits.call_limits())
             .await
-            .map_err(|f| self.failed(f))?;
-        let (version, state) = match at {
+            .map_err(|f| self.failed(gate, f))?;
+        let read = self
+            .state_of(&mut instance, gate, tenant, &stream_id, &component, at)
+            .await;
+        let (version, state) = self.logged(gate, tenant, plugin, &instance, read)?;
+        if version == 0 {
+            return Err(ApiError::not_found(format!("{stream_id} has no events")));
+        }
+        Ok(StateView {
+            stream_id,
+            version,
+            state,
+        })
+    }
+
+    async fn state_of(
+        &self,
+        instance: &mut AggregateInstance,
+        gate: &TenantGate,
+        tenant: &TenantId,
+        stream_id: &str,
+        component: &LoadedComponent,
+        at: StateAt,
+    ) -> ApiResult<(u64, Vec<u8>)> {
+        let stream_id = stream_id.to_owned();
+        Ok(match at {
             StateAt::Latest => {
                 let loaded = self
-                    .load_latest(&mut instance, tenant, &stream_id, &component)
+                    .load_latest(instance, gate, tenant, &stream_id, component)
                     .await?;
                 (loaded.version, loaded.state.to_vec())
             }
@@ -219,26 +253,35 @@ impl Commands {
                     )));
                 }
                 let state = self
-                    .fold_until(&mut instance, tenant, &stream_id, &component, version)
+                    .fold_until(instance, gate, tenant, &stream_id, component, version)
                     .await?;
                 (version, state)
             }
             StateAt::Time(at_ms) => {
-                let version = self.store.stream_version_at(tenant, &stream_id, at_ms).await?;
+                let version = self
+                    .store
+                    .stream_version_at(tenant, &stream_id, at_ms)
+                    .await?;
                 let state = self
-                    .fold_until(&mut instance, tenant, &stream_id, &component, version)
+                    .fold_until(instance, gate, tenant, &stream_id, component, version)
                     .await?;
                 (version, state)
             }
-        };
-        if version == 0 {
-            return Err(ApiError::not_found(format!("{stream_id} has no events")));
-        }
-        Ok(StateView {
-            stream_id,
-            version,
-            state,
         })
+    }
+
+    /// Passes a result through after recording what the plugin printed.
+    fn logged<T>(
+        &self,
+        gate: &TenantGate,
+        tenant: &TenantId,
+        plugin: &str,
+        instance: &AggregateInstance,
+        result: ApiResult<T>,
+    ) -> ApiResult<T> {
+        gate.logs
+            .record(tenant.as_str(), plugin, &instance.output());
+        result
     }
 
     /// The answer a command with this id gave the first time, if it ran.
@@ -248,18 +291,33 @@ impl Commands {
         stream_id: &str,
         command_id: &str,
     ) -> ApiResult<Option<CommandResult>> {
-        let Some(record) = self.store.command_record(tenant, stream_id, command_id).await? else {
+        let Some(record) = self
+            .store
+            .command_record(tenant, stream_id, command_id)
+            .await?
+        else {
             return Ok(None);
         };
         let events = self
             .store
-            .read_stream_range(tenant, stream_id, record.first_version - 1, record.last_version)
+            .read_stream_range(
+                tenant,
+                stream_id,
+                record.first_version - 1,
+                record.last_version,
+            )
             .await?;
         let position = match events.last() {
             Some(last) => last.position,
             None => self
                 .store
-                .read_stream(tenant, stream_id, record.last_version, 1, Direction::Backward)
+                .read_stream(
+                    tenant,
+                    stream_id,
+                    record.last_version,
+                    1,
+                    Direction::Backward,
+                )
                 .await?
                 .first()
                 .map_or(0, |e| e.position),
@@ -277,6 +335,7 @@ impl Commands {
     async fn load_latest(
         &self,
         instance: &mut AggregateInstance,
+        gate: &TenantGate,
         tenant: &TenantId,
         stream_id: &str,
         component: &LoadedComponent,
@@ -289,7 +348,7 @@ impl Commands {
             }
             None => {
                 Metrics::add(&self.metrics.state_cache_misses, 1);
-                self.base_state(instance, tenant, stream_id, component, u64::MAX)
+                self.base_state(instance, gate, tenant, stream_id, component, u64::MAX)
                     .await?
             }
         };
@@ -298,12 +357,21 @@ impl Commands {
         loop {
             let tail = self
                 .store
-                .read_stream(tenant, stream_id, loaded.version + 1, LOAD_PAGE, Direction::Forward)
+                .read_stream(
+                    tenant,
+                    stream_id,
+                    loaded.version + 1,
+                    LOAD_PAGE,
+                    Direction::Forward,
+                )
                 .await?;
             let Some(last) = tail.last() else { break };
             loaded.version = last.version;
             loaded.last_position = last.position;
-            state = instance.evolve(state, &tail).await.map_err(|f| self.failed(f))?;
+            state = instance
+                .evolve(state, &tail)
+                .await
+                .map_err(|f| self.failed(gate, f))?;
             if tail.len() < LOAD_PAGE as usize {
                 break;
             }
@@ -328,13 +396,14 @@ impl Commands {
     async fn fold_until(
         &self,
         instance: &mut AggregateInstance,
+        gate: &TenantGate,
         tenant: &TenantId,
         stream_id: &str,
         component: &LoadedComponent,
         version: u64,
     ) -> ApiResult<Vec<u8>> {
         let base = self
-            .base_state(instance, tenant, stream_id, component, version)
+            .base_state(instance, gate, tenant, stream_id, component, version)
             .await?;
         let events = self
             .store
@@ -343,7 +412,7 @@ impl Commands {
         instance
             .evolve(Arc::unwrap_or_clone(base.state), &events)
             .await
-            .map_err(|f| self.failed(f))
+            .map_err(|f| self.failed(gate, f))
     }
 
     /// The newest snapshot of this component at or below `max_version`, else the
@@ -351,6 +420,7 @@ impl Commands {
     async fn base_state(
         &self,
         instance: &mut AggregateInstance,
+        gate: &TenantGate,
         tenant: &TenantId,
         stream_id: &str,
         component: &LoadedComponent,
@@ -364,7 +434,10 @@ impl Commands {
             Some(Snapshot { version, state }) => (version, state),
             None => (
                 0,
-                instance.initial_state().await.map_err(|f| self.failed(f))?,
+                instance
+                    .initial_state()
+                    .await
+                    .map_err(|f| self.failed(gate, f))?,
             ),
         };
         Ok(CachedState {
@@ -386,15 +459,19 @@ impl Commands {
             state: at.state.to_vec(),
         };
         tokio::spawn(async move {
-            match store.put_snapshot(&tenant, &stream_id, &digest, &snapshot).await {
+            match store
+                .put_snapshot(&tenant, &stream_id, &digest, &snapshot)
+                .await
+            {
                 Ok(()) => Metrics::add(&metrics.snapshots_written, 1),
                 Err(error) => tracing::warn!(%tenant, %stream_id, "snapshot failed: {error:#}"),
             }
         });
     }
 
-    fn failed(&self, failure: PluginFailure) -> ApiError {
+    fn failed(&self, gate: &TenantGate, failure: PluginFailure) -> ApiError {
         Metrics::add(&self.metrics.plugin_failures, 1);
+        gate.usage.failure(&failure);
         failure.into()
     }
 

@@ -118,7 +118,9 @@ impl From<anyhow::Error> for ApiError {
 impl From<AppendError> for ApiError {
     fn from(error: AppendError) -> ApiError {
         match error {
-            AppendError::WrongExpectedVersion { current } => ApiError::wrong_expected_version(current),
+            AppendError::WrongExpectedVersion { current } => {
+                ApiError::wrong_expected_version(current)
+            }
             AppendError::IdempotencyConflict => ApiError::new(
                 StatusCode::CONFLICT,
                 "idempotency_conflict",

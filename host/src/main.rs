@@ -10,7 +10,11 @@ use tracing_subscriber::EnvFilter;
 use cairn_host::app::{App, Settings};
 
 #[derive(Parser)]
-#[command(name = "cairn", version, about = "Event sourcing with domain logic in WebAssembly")]
+#[command(
+    name = "cairn",
+    version,
+    about = "Event sourcing with domain logic in WebAssembly"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Commands,

@@ -20,6 +20,53 @@ pub struct Metrics {
     pub aggregate_loads: AtomicU64,
 }
 
+/// A per-tenant series: name, help text, and how to read it from the usage counters.
+type UsageSeries = (&'static str, &'static str, fn(&crate::gate::Usage) -> u64);
+
+/// Per-tenant usage counters, labelled by tenant.
+pub fn render_usage(
+    usages: &[(crate::store::TenantId, std::sync::Arc<crate::gate::Usage>)],
+) -> String {
+    let mut out = String::new();
+    let series: [UsageSeries; 6] = [
+        ("cairn_tenant_commands_total", "Commands per tenant.", |u| {
+            u.commands.load(Relaxed)
+        }),
+        (
+            "cairn_tenant_plugin_calls_total",
+            "Plugin calls per tenant.",
+            |u| u.plugin_calls.load(Relaxed),
+        ),
+        (
+            "cairn_tenant_plugin_micros_total",
+            "Plugin time per tenant, in microseconds.",
+            |u| u.plugin_micros.load(Relaxed),
+        ),
+        (
+            "cairn_tenant_traps_total",
+            "Plugin traps per tenant.",
+            |u| u.traps.load(Relaxed),
+        ),
+        (
+            "cairn_tenant_limit_hits_total",
+            "Plugin deadline and memory limit hits per tenant.",
+            |u| u.deadline_hits.load(Relaxed) + u.memory_hits.load(Relaxed),
+        ),
+        (
+            "cairn_tenant_rate_limited_total",
+            "Commands refused by the rate limit per tenant.",
+            |u| u.rate_limited.load(Relaxed),
+        ),
+    ];
+    for (name, help, read) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (tenant, usage) in usages {
+            let _ = writeln!(out, "{name}{{tenant=\"{tenant}\"}} {}", read(usage));
+        }
+    }
+    out
+}
+
 impl Metrics {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
@@ -28,9 +75,16 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
         };
-        counter("cairn_commands_total", "Commands handled.", self.commands.load(Relaxed));
+        counter(
+            "cairn_commands_total",
+            "Commands handled.",
+            self.commands.load(Relaxed),
+        );
         counter(
             "cairn_commands_rejected_total",
             "Commands rejected by the domain.",

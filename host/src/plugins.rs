@@ -39,7 +39,12 @@ impl Plugins {
     }
 
     /// Validates, compiles and records a new version.
-    pub async fn upload(&self, tenant: &TenantId, name: &str, wasm: Vec<u8>) -> ApiResult<Uploaded> {
+    pub async fn upload(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        wasm: Vec<u8>,
+    ) -> ApiResult<Uploaded> {
         let loaded = self
             .runtime
             .inspect(wasm.clone())
@@ -72,7 +77,11 @@ impl Plugins {
     }
 
     /// The versions of one plugin, oldest first (empty when there is no such plugin).
-    pub async fn versions_of(&self, tenant: &TenantId, name: &str) -> ApiResult<Vec<PluginVersion>> {
+    pub async fn versions_of(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> ApiResult<Vec<PluginVersion>> {
         Ok(self
             .all(tenant)
             .await?
@@ -94,7 +103,9 @@ impl Plugins {
             .pop()
             .ok_or_else(|| ApiError::not_found(format!("no plugin named {name}")))?;
         if newest.kind != PluginKind::Aggregate {
-            return Err(ApiError::not_found(format!("plugin {name} is not an aggregate")));
+            return Err(ApiError::not_found(format!(
+                "plugin {name} is not an aggregate"
+            )));
         }
         let component = self.component(tenant, &newest).await?;
         Ok((newest, component))

@@ -81,7 +81,11 @@ impl StateCache {
             let Some((key, generation)) = inner.order.pop_front() else {
                 break;
             };
-            if inner.entries.get(&key).is_some_and(|(g, _)| *g == generation) {
+            if inner
+                .entries
+                .get(&key)
+                .is_some_and(|(g, _)| *g == generation)
+            {
                 inner.entries.remove(&key);
             }
         }
@@ -135,7 +139,10 @@ impl Drop for StreamGuard {
         let mut locks = self.locks.lock().expect("stream locks");
         self.guard.take();
         // Only the map holds it now: nobody waits, so the entry can go.
-        if locks.get(&self.key).is_some_and(|l| Arc::strong_count(l) == 1) {
+        if locks
+            .get(&self.key)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
             locks.remove(&self.key);
         }
     }

@@ -14,6 +14,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, ApiResult};
+use crate::gate::{PluginLogs, TenantGate, Usage};
 use crate::limits::Limits;
 use crate::store::{EventStore, TenantId, TenantRecord};
 
@@ -32,8 +33,8 @@ pub struct Tenants {
     /// Emptied whenever a tenant is deleted or a token changes. A std `Mutex`: held only
     /// for a map access, never across an await.
     by_token: Mutex<HashMap<String, TenantId>>,
-    /// Parsed limits per tenant, for the same reason.
-    limits: Mutex<HashMap<TenantId, Arc<Limits>>>,
+    /// The gate (limits, call slots, rate, usage) per tenant, built on first use.
+    gates: Mutex<HashMap<TenantId, Arc<TenantGate>>>,
 }
 
 /// A fresh 256-bit token, hex-encoded, with a prefix that makes leaks easy to grep.
@@ -87,7 +88,7 @@ impl Tenants {
             store,
             operator_hash: hash_token(operator_token),
             by_token: Mutex::new(HashMap::new()),
-            limits: Mutex::new(HashMap::new()),
+            gates: Mutex::new(HashMap::new()),
         }
     }
 
@@ -120,7 +121,9 @@ impl Tenants {
             .create_tenant(id, &hex::encode(hash_token(&token)), &limits_json)
             .await?;
         if !created {
-            return Err(ApiError::already_exists(format!("tenant {id} already exists")));
+            return Err(ApiError::already_exists(format!(
+                "tenant {id} already exists"
+            )));
         }
         Ok(token)
     }
@@ -136,26 +139,71 @@ impl Tenants {
         Ok(self.store.tenants().await?)
     }
 
-    /// The tenant's limits (cached); 404 when the tenant does not exist.
-    pub async fn limits(&self, id: &TenantId) -> ApiResult<Arc<Limits>> {
-        if let Some(limits) = self.limits.lock().expect("limits cache").get(id) {
-            return Ok(limits.clone());
+    /// The tenant's gate (limits, call slots, usage); 404 when the tenant does not exist.
+    pub async fn gate(&self, id: &TenantId) -> ApiResult<Arc<TenantGate>> {
+        if let Some(gate) = self.gates.lock().expect("gates lock").get(id) {
+            return Ok(gate.clone());
         }
         let record = self.get(id).await?;
-        let limits = Arc::new(
-            serde_json::from_value::<Limits>(record.limits).map_err(ApiError::internal)?,
-        );
-        self.limits
+        let limits = serde_json::from_value::<Limits>(record.limits).map_err(ApiError::internal)?;
+        let gate = Arc::new(TenantGate::new(
+            limits,
+            Arc::new(Usage::default()),
+            Arc::new(PluginLogs::default()),
+        ));
+        Ok(self
+            .gates
             .lock()
-            .expect("limits cache")
-            .insert(id.clone(), limits.clone());
-        Ok(limits)
+            .expect("gates lock")
+            .entry(id.clone())
+            .or_insert(gate)
+            .clone())
+    }
+
+    /// Usage counters of every tenant this host has served since it started.
+    pub fn usages(&self) -> Vec<(TenantId, Arc<Usage>)> {
+        let gates = self.gates.lock().expect("gates lock");
+        let mut all: Vec<_> = gates
+            .iter()
+            .map(|(t, g)| (t.clone(), g.usage.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Replaces the tenant's limits; usage and logs carry over.
+    pub async fn set_limits(&self, id: &TenantId, limits: Limits) -> ApiResult<()> {
+        let old = self.gate(id).await?;
+        let json = serde_json::to_value(&limits).map_err(ApiError::internal)?;
+        if !self.store.set_tenant_limits(id, &json).await? {
+            return Err(ApiError::not_found(format!("no tenant {id}")));
+        }
+        let gate = Arc::new(TenantGate::new(limits, old.usage.clone(), old.logs.clone()));
+        self.gates
+            .lock()
+            .expect("gates lock")
+            .insert(id.clone(), gate);
+        Ok(())
+    }
+
+    /// Gives the tenant a new token; the old one stops working at once.
+    pub async fn rotate_token(&self, id: &TenantId) -> ApiResult<String> {
+        let token = new_token();
+        if !self
+            .store
+            .set_tenant_token(id, &hex::encode(hash_token(&token)))
+            .await?
+        {
+            return Err(ApiError::not_found(format!("no tenant {id}")));
+        }
+        self.by_token.lock().expect("token cache").clear();
+        Ok(token)
     }
 
     pub async fn delete(&self, id: &TenantId) -> ApiResult<()> {
         let existed = self.store.delete_tenant(id).await?;
         self.by_token.lock().expect("token cache").clear();
-        self.limits.lock().expect("limits cache").remove(id);
+        self.gates.lock().expect("gates lock").remove(id);
         if existed {
             Ok(())
         } else {

@@ -28,8 +28,14 @@ fn parse_id(raw: &str) -> ApiResult<TenantId> {
     })
 }
 
-fn view(record: &TenantRecord) -> Value {
-    json!({"id": record.id, "limits": record.limits, "usage": {}})
+async fn view(app: &AppState, record: &TenantRecord) -> ApiResult<Value> {
+    let gate = app.tenants.gate(&record.id).await?;
+    let (events, bytes) = app.store.stored_usage(&record.id).await?;
+    Ok(json!({
+        "id": record.id,
+        "limits": gate.limits,
+        "usage": gate.usage.view(events, bytes),
+    }))
 }
 
 pub async fn create(
@@ -48,8 +54,11 @@ pub async fn create(
 }
 
 pub async fn list(_: Operator, State(app): State<AppState>) -> ApiResult<Json<Value>> {
-    let tenants = app.tenants.list().await?;
-    Ok(Json(Value::Array(tenants.iter().map(view).collect())))
+    let mut views = Vec::new();
+    for record in app.tenants.list().await? {
+        views.push(view(&app, &record).await?);
+    }
+    Ok(Json(Value::Array(views)))
 }
 
 pub async fn show(
@@ -58,7 +67,48 @@ pub async fn show(
     Path(tenant): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let record = app.tenants.get(&parse_id(&tenant)?).await?;
-    Ok(Json(view(&record)))
+    Ok(Json(view(&app, &record).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenant {
+    limits: Value,
+}
+
+/// `PATCH /admin/tenants/{tenant}` `{"limits": {...}}`: fields given replace the
+/// current ones; the rest keep their values.
+pub async fn update(
+    _: Operator,
+    State(app): State<AppState>,
+    Path(tenant): Path<String>,
+    JsonBody(body): JsonBody<UpdateTenant>,
+) -> ApiResult<Json<Value>> {
+    let id = parse_id(&tenant)?;
+    let current = app.tenants.gate(&id).await?;
+    let Value::Object(changes) = body.limits else {
+        return Err(ApiError::bad_request("`limits` must be an object"));
+    };
+    let mut merged = serde_json::to_value(&current.limits).map_err(ApiError::internal)?;
+    if let Value::Object(map) = &mut merged {
+        map.extend(changes);
+    }
+    let limits = Limits::from_json(Some(&merged))?;
+    app.tenants.set_limits(&id, limits).await?;
+    let record = app.tenants.get(&id).await?;
+    Ok(Json(view(&app, &record).await?))
+}
+
+/// `POST /admin/tenants/{tenant}/token`: a new token; the old one stops working.
+pub async fn rotate_token(
+    _: Operator,
+    State(app): State<AppState>,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = parse_id(&tenant)?;
+    let token = app.tenants.rotate_token(&id).await?;
+    tracing::info!(tenant = %id, "tenant token rotated");
+    Ok(Json(json!({"id": id, "token": token})))
 }
 
 pub async fn delete(
@@ -70,6 +120,7 @@ pub async fn delete(
     app.tenants.delete(&id).await?;
     app.plugins.forget(&id);
     app.commands.forget_tenant(&id);
+    app.projections.forget_tenant(&id);
     app.heads.remove(&id);
     tracing::info!(tenant = %id, "tenant deleted");
     Ok(StatusCode::NO_CONTENT)

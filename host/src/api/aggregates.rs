@@ -64,7 +64,7 @@ pub async fn command(
     };
     let result = app
         .commands
-        .execute(&access.tenant, &access.limits, &name, &id, request)
+        .execute(&access.tenant, &access.gate, &name, &id, request)
         .await?;
     Ok(Json(json!({
         "stream_id": result.stream_id,
@@ -88,7 +88,9 @@ pub async fn state(
 ) -> ApiResult<Json<Value>> {
     check_id(&name, &id)?;
     let at = match (query.version, query.at) {
-        (Some(_), Some(_)) => return Err(ApiError::bad_request("give `version` or `at`, not both")),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("give `version` or `at`, not both"));
+        }
         (Some(0), None) => return Err(ApiError::bad_request("versions start at 1")),
         (Some(version), None) => StateAt::Version(version),
         (None, Some(at)) => {
@@ -101,7 +103,7 @@ pub async fn state(
     };
     let view = app
         .commands
-        .state(&access.tenant, &access.limits, &name, &id, at)
+        .state(&access.tenant, &access.gate, &name, &id, at)
         .await?;
     let state = serde_json::from_slice::<Value>(&view.state)
         .unwrap_or_else(|_| json!({"opaque_bytes": view.state.len()}));

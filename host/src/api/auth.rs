@@ -11,7 +11,7 @@ use axum::http::request::Parts;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::limits::Limits;
+use crate::gate::TenantGate;
 use crate::store::TenantId;
 use crate::tenant::Caller;
 
@@ -50,7 +50,8 @@ impl FromRequestParts<AppState> for Operator {
 /// The tenant named in the path, reached by its own token or the operator's.
 pub struct TenantAccess {
     pub tenant: TenantId,
-    pub limits: Arc<Limits>,
+    /// The tenant's limits, call slots and usage.
+    pub gate: Arc<TenantGate>,
 }
 
 impl FromRequestParts<AppState> for TenantAccess {
@@ -72,7 +73,7 @@ impl FromRequestParts<AppState> for TenantAccess {
                 return Err(ApiError::bad_request(format!("invalid tenant id {raw:?}")));
             }
         };
-        let limits = app.tenants.limits(&tenant).await?;
-        Ok(TenantAccess { tenant, limits })
+        let gate = app.tenants.gate(&tenant).await?;
+        Ok(TenantAccess { tenant, gate })
     }
 }

@@ -7,6 +7,7 @@ mod auth;
 mod json;
 mod ops;
 mod plugins;
+mod projections;
 mod streams;
 mod views;
 
@@ -28,7 +29,11 @@ pub fn router(app: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .route("/admin/tenants", post(admin::create).get(admin::list))
-        .route("/admin/tenants/{tenant}", get(admin::show).delete(admin::delete))
+        .route(
+            "/admin/tenants/{tenant}",
+            get(admin::show).delete(admin::delete).patch(admin::update),
+        )
+        .route("/admin/tenants/{tenant}/token", post(admin::rotate_token))
         .route("/t/{tenant}/plugins", get(plugins::list))
         .route(
             "/t/{tenant}/plugins/{name}",
@@ -37,6 +42,7 @@ pub fn router(app: AppState) -> Router {
                 // Uploads are bounded by the tenant's plugin size limit instead.
                 .layer(DefaultBodyLimit::disable()),
         )
+        .route("/t/{tenant}/plugins/{name}/logs", get(plugins::logs))
         .route(
             "/t/{tenant}/aggregates/{name}/{id}/commands",
             post(aggregates::command),
@@ -45,6 +51,24 @@ pub fn router(app: AppState) -> Router {
         .route(
             "/t/{tenant}/streams/{stream}",
             post(streams::append).get(streams::read),
+        )
+        .route("/t/{tenant}/projections", get(projections::list))
+        .route("/t/{tenant}/projections/{name}", get(projections::show))
+        .route(
+            "/t/{tenant}/projections/{name}/promote",
+            post(projections::promote),
+        )
+        .route(
+            "/t/{tenant}/projections/{name}/rebuild",
+            post(projections::rebuild),
+        )
+        .route(
+            "/t/{tenant}/projections/{name}/docs",
+            get(projections::documents),
+        )
+        .route(
+            "/t/{tenant}/projections/{name}/docs/{key}",
+            get(projections::document),
         )
         .route("/t/{tenant}/events", get(streams::log))
         .route("/t/{tenant}/events/live", get(streams::live))

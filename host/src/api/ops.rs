@@ -17,15 +17,17 @@ pub async fn readyz(State(app): State<AppState>) -> ApiResult<Json<Value>> {
     if app.store.ready().await {
         Ok(Json(json!({"status": "ready"})))
     } else {
-        Err(ApiError::unavailable("not_ready", "the store is not reachable"))
+        Err(ApiError::unavailable(
+            "not_ready",
+            "the store is not reachable",
+        ))
     }
 }
 
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(),
-    )
+    let mut text = app.metrics.render();
+    text.push_str(&crate::metrics::render_usage(&app.tenants.usages()));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 /// The contract as OpenAPI 3.1, kept beside the router in `openapi.json`.

@@ -10,7 +10,7 @@ use super::auth::TenantAccess;
 use super::views;
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::store::is_valid_name;
+use crate::store::{PluginKind, is_valid_name};
 
 fn check_name(name: &str) -> ApiResult<()> {
     if is_valid_name(name) {
@@ -30,7 +30,7 @@ pub async fn upload(
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     check_name(&name)?;
-    let max = access.limits.max_plugin_bytes as usize;
+    let max = access.gate.limits.max_plugin_bytes as usize;
     let too_large = || ApiError::too_large(format!("plugins are limited to {max} bytes"));
     // Refuse on the declared length before reading anything.
     if let Some(length) = headers
@@ -45,13 +45,20 @@ pub async fn upload(
         .await
         .map_err(|_| too_large())?;
     if wasm.is_empty() {
-        return Err(ApiError::invalid_plugin("the body is empty: send the component's bytes"));
+        return Err(ApiError::invalid_plugin(
+            "the body is empty: send the component's bytes",
+        ));
     }
     let uploaded = app
         .plugins
         .upload(&access.tenant, &name, wasm.to_vec())
         .await?;
     let v = &uploaded.version;
+    if uploaded.created && v.kind == PluginKind::Projection {
+        app.projections
+            .plugin_uploaded(&access.tenant, &name, v.version, &v.digest)
+            .await?;
+    }
     tracing::info!(tenant = %access.tenant, plugin = %name, version = v.version, digest = %v.digest, created = uploaded.created, "plugin uploaded");
     let status = if uploaded.created {
         StatusCode::CREATED
@@ -69,6 +76,25 @@ pub async fn upload(
 pub async fn list(access: TenantAccess, State(app): State<AppState>) -> ApiResult<Json<Value>> {
     let versions = app.plugins.all(&access.tenant).await?;
     Ok(Json(json!(views::plugins(&versions))))
+}
+
+/// The last lines the plugin printed (stdout and stderr) in this host.
+pub async fn logs(
+    access: TenantAccess,
+    State(app): State<AppState>,
+    Path((_, name)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    if app
+        .plugins
+        .versions_of(&access.tenant, &name)
+        .await?
+        .is_empty()
+    {
+        return Err(ApiError::not_found(format!("no plugin named {name}")));
+    }
+    Ok(Json(
+        json!({"name": name, "lines": access.gate.logs.last(&name)}),
+    ))
 }
 
 pub async fn show(

@@ -95,11 +95,15 @@ pub async fn append(
     let mut events = Vec::with_capacity(body.events.len());
     for e in body.events {
         if e.event_type.is_empty() || e.event_type.len() > 200 {
-            return Err(ApiError::bad_request("an event `type` must be 1 to 200 bytes"));
+            return Err(ApiError::bad_request(
+                "an event `type` must be 1 to 200 bytes",
+            ));
         }
         let event_id = match e.event_id {
             Some(id) if id.is_empty() || id.len() > 200 => {
-                return Err(ApiError::bad_request("an `event_id` must be 1 to 200 bytes"));
+                return Err(ApiError::bad_request(
+                    "an `event_id` must be 1 to 200 bytes",
+                ));
             }
             Some(id) => id,
             None => uuid::Uuid::new_v4().to_string(),
@@ -169,11 +173,15 @@ pub async fn read(
         .read_stream(&access.tenant, &stream, from, limit + 1, direction)
         .await?;
     if events.is_empty() && app.store.stream_version(&access.tenant, &stream).await? == 0 {
-        return Err(ApiError::not_found(format!("stream {stream} has no events")));
+        return Err(ApiError::not_found(format!(
+            "stream {stream} has no events"
+        )));
     }
     let next = (events.len() > limit as usize).then(|| events[limit as usize].version);
     events.truncate(limit as usize);
-    Ok(Json(json!({"events": views::events(&events), "next": next})))
+    Ok(Json(
+        json!({"events": views::events(&events), "next": next}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -208,7 +216,9 @@ pub async fn log(
         .store
         .read_log(&access.tenant, query.after.unwrap_or(0), limit, &types)
         .await?;
-    Ok(Json(json!({"events": views::events(&events), "head": head})))
+    Ok(Json(
+        json!({"events": views::events(&events), "head": head}),
+    ))
 }
 
 #[derive(Deserialize)]

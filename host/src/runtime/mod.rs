@@ -209,9 +209,10 @@ impl Runtime {
             .collect();
         let has = |name: &str| exports.iter().any(|e| e == name);
         let prepared = if has("decide") || has("evolve") || has("initial-state") {
-            Prepared::Aggregate(aggregate::new_pre(&self.aggregate_linker, component).map_err(
-                |e| anyhow::anyhow!("not a valid `aggregate` component: {e:#}"),
-            )?)
+            Prepared::Aggregate(
+                aggregate::new_pre(&self.aggregate_linker, component)
+                    .map_err(|e| anyhow::anyhow!("not a valid `aggregate` component: {e:#}"))?,
+            )
         } else if has("handle") || has("event-types") {
             Prepared::Projection(
                 projection::new_pre(&self.projection_linker, component)
@@ -240,7 +241,12 @@ impl Runtime {
         let Prepared::Aggregate(pre) = &component.prepared else {
             return Err(PluginFailure::invalid_output("not an aggregate component"));
         };
-        let permit = self.call_slots.clone().acquire_owned().await.expect("never closed");
+        let permit = self
+            .call_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
         Ok((AggregateInstance::new(pre, limits).await?, permit))
     }
 
@@ -253,7 +259,12 @@ impl Runtime {
         let Prepared::Projection(pre) = &component.prepared else {
             return Err(PluginFailure::invalid_output("not a projection component"));
         };
-        let permit = self.call_slots.clone().acquire_owned().await.expect("never closed");
+        let permit = self
+            .call_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
         Ok((ProjectionInstance::new(pre, limits).await?, permit))
     }
 }

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use wasmtime::Store;
 
 use super::sandbox::{CallLimits, CallState, FailureReason, PluginFailure, classify, new_store};
+pub use crate::store::DocumentWrites;
 use crate::store::RecordedEvent;
 
 pub mod bindings {
@@ -34,9 +35,6 @@ pub trait DocumentSource: Send + Sync {
     async fn get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>>;
 }
 
-/// The documents a batch has written so far: `None` marks a delete.
-pub type DocumentWrites = BTreeMap<String, Option<Vec<u8>>>;
-
 /// The documents state of one projection call.
 pub struct DocumentSession {
     source: Arc<dyn DocumentSource>,
@@ -48,7 +46,10 @@ pub struct DocumentSession {
 
 impl bindings::cairn::plugin::documents::Host for CallState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-        let session = self.documents.as_ref().expect("projection call has documents");
+        let session = self
+            .documents
+            .as_ref()
+            .expect("projection call has documents");
         if let Some(write) = session.writes.get(&key) {
             return Ok(write.clone());
         }
@@ -57,20 +58,29 @@ impl bindings::cairn::plugin::documents::Host for CallState {
     }
 
     async fn put(&mut self, key: String, doc: Vec<u8>) -> wasmtime::Result<()> {
-        let session = self.documents.as_mut().expect("projection call has documents");
+        let session = self
+            .documents
+            .as_mut()
+            .expect("projection call has documents");
         if serde_json::from_slice::<serde::de::IgnoredAny>(&doc).is_err() {
             wasmtime::bail!("document {key:?} is not JSON");
         }
         session.written_bytes += key.len() + doc.len();
         if session.written_bytes > session.max_bytes {
-            wasmtime::bail!("a batch wrote more than {} bytes of documents", session.max_bytes);
+            wasmtime::bail!(
+                "a batch wrote more than {} bytes of documents",
+                session.max_bytes
+            );
         }
         session.writes.insert(key, Some(doc));
         Ok(())
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<()> {
-        let session = self.documents.as_mut().expect("projection call has documents");
+        let session = self
+            .documents
+            .as_mut()
+            .expect("projection call has documents");
         session.writes.insert(key, None);
         Ok(())
     }
@@ -126,11 +136,13 @@ impl ProjectionInstance {
     }
 }
 
-pub(super) fn add_imports(linker: &mut wasmtime::component::Linker<CallState>) -> wasmtime::Result<()> {
-    bindings::cairn::plugin::documents::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(
-        linker,
-        |state| state,
-    )
+pub(super) fn add_imports(
+    linker: &mut wasmtime::component::Linker<CallState>,
+) -> wasmtime::Result<()> {
+    bindings::cairn::plugin::documents::add_to_linker::<
+        CallState,
+        wasmtime::component::HasSelf<CallState>,
+    >(linker, |state| state)
 }
 
 pub(super) fn new_pre(

@@ -7,6 +7,7 @@
 //! request's outcome exact.
 
 pub mod plan;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -185,6 +186,16 @@ pub trait EventStore: Send + Sync + 'static {
     async fn tenant(&self, id: &TenantId) -> StoreResult<Option<TenantRecord>>;
     async fn tenants(&self) -> StoreResult<Vec<TenantRecord>>;
     async fn tenant_by_token_hash(&self, token_hash: &str) -> StoreResult<Option<TenantId>>;
+    /// Replaces the tenant's limits; `Ok(false)` when there is no such tenant.
+    async fn set_tenant_limits(
+        &self,
+        id: &TenantId,
+        limits: &serde_json::Value,
+    ) -> StoreResult<bool>;
+    /// Replaces the tenant's token hash; `Ok(false)` when there is no such tenant.
+    async fn set_tenant_token(&self, id: &TenantId, token_hash: &str) -> StoreResult<bool>;
+    /// Events stored and their payload and metadata bytes.
+    async fn stored_usage(&self, id: &TenantId) -> StoreResult<(u64, u64)>;
     /// Deletes the tenant and every row it owns; `Ok(false)` when there was none.
     async fn delete_tenant(&self, id: &TenantId) -> StoreResult<bool>;
 
@@ -273,6 +284,132 @@ pub trait EventStore: Send + Sync + 'static {
         digest: &str,
         snapshot: &Snapshot,
     ) -> StoreResult<()>;
+
+    // --- projections ---
+    /// Records a new build of a projection, numbered after the newest.
+    async fn add_projection_version(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        plugin_version: u64,
+        digest: &str,
+        status: ProjectionStatus,
+    ) -> StoreResult<ProjectionRecord>;
+    /// Every build of the tenant's projections (or of all tenants, at start-up).
+    async fn projections(&self, tenant: Option<&TenantId>) -> StoreResult<Vec<ProjectionRecord>>;
+    /// Applies a batch's document writes and moves the checkpoint from `from` to `to`,
+    /// in one transaction. `Ok(false)` (nothing written) when the checkpoint is no
+    /// longer at `from` or the build is gone: another writer got there first.
+    async fn commit_projection_batch(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+        from: u64,
+        to: u64,
+        writes: &DocumentWrites,
+    ) -> StoreResult<bool>;
+    async fn set_projection_status(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+        status: ProjectionStatus,
+        error: Option<&str>,
+    ) -> StoreResult<()>;
+    /// Makes `version` the active build in one transaction: the previous active one is
+    /// retired, and retired builds beyond the newest `keep_retired` are deleted with
+    /// their documents. Returns the deleted versions.
+    async fn promote_projection(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+        keep_retired: usize,
+    ) -> StoreResult<Vec<u64>>;
+    async fn document(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+        key: &str,
+    ) -> StoreResult<Option<String>>;
+    /// Documents whose key starts with `prefix` and sorts after `after`, in key order.
+    async fn documents(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<(String, String)>>;
+}
+
+/// The state of one build of a projection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProjectionStatus {
+    /// Catching up beside the active version; promoted when it reaches the head.
+    Building,
+    /// Serves reads.
+    Active,
+    /// Kept for a rollback.
+    Retired,
+    /// Parked after repeated plugin failures; see `error`.
+    Failed,
+}
+
+impl ProjectionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProjectionStatus::Building => "building",
+            ProjectionStatus::Active => "active",
+            ProjectionStatus::Retired => "retired",
+            ProjectionStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<ProjectionStatus> {
+        Some(match raw {
+            "building" => ProjectionStatus::Building,
+            "active" => ProjectionStatus::Active,
+            "retired" => ProjectionStatus::Retired,
+            "failed" => ProjectionStatus::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// One build ("version") of a projection.
+#[derive(Clone, Debug)]
+pub struct ProjectionRecord {
+    pub tenant: TenantId,
+    pub name: String,
+    pub version: u64,
+    /// The plugin version whose code this build runs.
+    pub plugin_version: u64,
+    pub digest: String,
+    pub status: ProjectionStatus,
+    /// The last log position whose effects are in this build's documents.
+    pub position: u64,
+    pub error: Option<String>,
+}
+
+/// Document writes of one projection batch, by key; `None` deletes. JSON text.
+pub type DocumentWrites = std::collections::BTreeMap<String, Option<Vec<u8>>>;
+
+/// The smallest string greater than every string that starts with `prefix`, or `None`
+/// when there is none (empty prefix): turns a prefix scan into a key range.
+pub fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        if let Some(next) = char::from_u32(last as u32 + 1) {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }
 
 /// Unix milliseconds now.

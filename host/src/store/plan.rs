@@ -67,7 +67,10 @@ pub enum AppendDecision {
     /// Write the events at versions `current + 1 ..`.
     Write,
     /// Every event is already there, at these versions of this stream: answer with them.
-    Replay { first_version: u64, last_version: u64 },
+    Replay {
+        first_version: u64,
+        last_version: u64,
+    },
 }
 
 /// Applies the expected-version and idempotency rules.
@@ -177,7 +180,10 @@ mod tests {
     #[test]
     fn stale_exact_version_reports_current() {
         let r = check_append("s", ExpectedVersion::Exact(1), &["a"], 4, &[]);
-        assert!(matches!(r, Err(AppendError::WrongExpectedVersion { current: 4 })));
+        assert!(matches!(
+            r,
+            Err(AppendError::WrongExpectedVersion { current: 4 })
+        ));
     }
 
     #[test]
@@ -204,7 +210,10 @@ mod tests {
     fn same_ids_at_another_place_are_stale() {
         let existing = [at("a", "s", 3)];
         let r = check_append("s", ExpectedVersion::Exact(5), &["a"], 6, &existing);
-        assert!(matches!(r, Err(AppendError::WrongExpectedVersion { current: 6 })));
+        assert!(matches!(
+            r,
+            Err(AppendError::WrongExpectedVersion { current: 6 })
+        ));
     }
 
     #[test]

@@ -87,8 +87,8 @@ async fn append_one(
         return Ok(Err(AppendError::UnknownTenant));
     }
     if let Some(command_id) = &request.command_id {
-        let seen: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM commands WHERE tenant_id = ? AND stream_id = ? AND command_id = ?",
+        let seen: Option<String> = sqlx::query_scalar(
+            "SELECT command_id FROM commands WHERE tenant_id = ? AND stream_id = ? AND command_id = ?",
         )
         .bind(tenant)
         .bind(&request.stream_id)
@@ -106,14 +106,26 @@ async fn append_one(
         Vec::new()
     };
     let ids: Vec<&str> = request.events.iter().map(|e| e.event_id.as_str()).collect();
-    match plan::check_append(&request.stream_id, request.expected, &ids, current, &existing) {
+    match plan::check_append(
+        &request.stream_id,
+        request.expected,
+        &ids,
+        current,
+        &existing,
+    ) {
         Err(refused) => Ok(Err(refused)),
         Ok(AppendDecision::Replay {
             first_version,
             last_version,
         }) => {
-            let events =
-                range(&mut **tx, tenant, &request.stream_id, first_version - 1, last_version).await?;
+            let events = range(
+                &mut **tx,
+                tenant,
+                &request.stream_id,
+                first_version - 1,
+                last_version,
+            )
+            .await?;
             Ok(Ok(AppendOutcome {
                 version: current,
                 events,
@@ -271,7 +283,14 @@ fn to_plugin(row: SqliteRow) -> anyhow::Result<PluginVersion> {
 }
 
 /// Tables that hold tenant rows, emptied when a tenant is deleted.
-const TENANT_TABLES: [&str; 4] = ["events", "commands", "snapshots", "plugins"];
+const TENANT_TABLES: [&str; 6] = [
+    "events",
+    "commands",
+    "snapshots",
+    "plugins",
+    "documents",
+    "projections",
+];
 
 #[async_trait]
 impl EventStore for SqliteStore {
@@ -327,15 +346,48 @@ impl EventStore for SqliteStore {
         Ok(id.and_then(|id| TenantId::parse(&id)))
     }
 
+    async fn set_tenant_limits(
+        &self,
+        id: &TenantId,
+        limits: &serde_json::Value,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE tenants SET limits = ? WHERE id = ?")
+            .bind(limits.to_string())
+            .bind(id.as_str())
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_tenant_token(&self, id: &TenantId, token_hash: &str) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE tenants SET token_hash = ? WHERE id = ?")
+            .bind(token_hash)
+            .bind(id.as_str())
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn stored_usage(&self, id: &TenantId) -> StoreResult<(u64, u64)> {
+        let row = sqlx::query(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload) + LENGTH(metadata)), 0) FROM events \
+             WHERE tenant_id = ?",
+        )
+        .bind(id.as_str())
+        .fetch_one(&self.reader)
+        .await?;
+        Ok((row.get::<i64, _>(0) as u64, row.get::<i64, _>(1) as u64))
+    }
+
     async fn delete_tenant(&self, id: &TenantId) -> StoreResult<bool> {
         let mut tx = self.writer.begin().await?;
         for table in TENANT_TABLES {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE tenant_id = ?"
             )))
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await?;
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
         }
         let gone = sqlx::query("DELETE FROM tenants WHERE id = ?")
             .bind(id.as_str())
@@ -407,13 +459,13 @@ impl EventStore for SqliteStore {
     }
 
     async fn plugin_wasm(&self, tenant: &TenantId, digest: &str) -> StoreResult<Option<Vec<u8>>> {
-        Ok(
-            sqlx::query_scalar("SELECT wasm FROM plugins WHERE tenant_id = ? AND digest = ? LIMIT 1")
-                .bind(tenant.as_str())
-                .bind(digest)
-                .fetch_optional(&self.reader)
-                .await?,
+        Ok(sqlx::query_scalar(
+            "SELECT wasm FROM plugins WHERE tenant_id = ? AND digest = ? LIMIT 1",
         )
+        .bind(tenant.as_str())
+        .bind(digest)
+        .fetch_optional(&self.reader)
+        .await?)
     }
 
     async fn append_batch(
@@ -422,13 +474,17 @@ impl EventStore for SqliteStore {
     ) -> Vec<Result<AppendOutcome, AppendError>> {
         match self.append_in_one_transaction(&requests).await {
             Ok(results) => results,
-            Err(error) if requests.len() == 1 => vec![Err(AppendError::Store(format!("{error:#}")))],
+            Err(error) if requests.len() == 1 => {
+                vec![Err(AppendError::Store(format!("{error:#}")))]
+            }
             // Something in the group broke the shared transaction: give each request a
             // transaction of its own so that its neighbours' outcomes stay exact.
             Err(_) => {
                 let mut results = Vec::with_capacity(requests.len());
                 for request in requests {
-                    let one = self.append_in_one_transaction(std::slice::from_ref(&request)).await;
+                    let one = self
+                        .append_in_one_transaction(std::slice::from_ref(&request))
+                        .await;
                     results.push(match one {
                         Ok(mut r) => r.pop().expect("one result per request"),
                         Err(error) => Err(AppendError::Store(format!("{error:#}"))),
@@ -519,7 +575,9 @@ impl EventStore for SqliteStore {
             }
             list.push_unseparated(")");
         }
-        query.push(" ORDER BY position LIMIT ").push_bind(limit as i64);
+        query
+            .push(" ORDER BY position LIMIT ")
+            .push_bind(limit as i64);
         let rows = query.build().fetch_all(&self.reader).await?;
         Ok(rows.into_iter().map(to_event).collect())
     }
@@ -597,5 +655,259 @@ impl EventStore for SqliteStore {
         .execute(&self.writer)
         .await?;
         Ok(())
+    }
+
+    async fn add_projection_version(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        plugin_version: u64,
+        digest: &str,
+        status: ProjectionStatus,
+    ) -> StoreResult<ProjectionRecord> {
+        let mut tx = self.writer.begin().await?;
+        let newest: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(version) FROM projections WHERE tenant_id = ? AND name = ?",
+        )
+        .bind(tenant.as_str())
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+        let record = ProjectionRecord {
+            tenant: tenant.clone(),
+            name: name.to_owned(),
+            version: newest.unwrap_or(0) as u64 + 1,
+            plugin_version,
+            digest: digest.to_owned(),
+            status,
+            position: 0,
+            error: None,
+        };
+        sqlx::query(
+            "INSERT INTO projections (tenant_id, name, version, plugin_version, digest, status, \
+             position, created_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
+        )
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(record.version as i64)
+        .bind(plugin_version as i64)
+        .bind(digest)
+        .bind(status.as_str())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn projections(&self, tenant: Option<&TenantId>) -> StoreResult<Vec<ProjectionRecord>> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, name, version, plugin_version, digest, status, position, error \
+             FROM projections WHERE (? IS NULL OR tenant_id = ?) ORDER BY tenant_id, name, version",
+        )
+        .bind(tenant.map(|t| t.as_str()))
+        .bind(tenant.map(|t| t.as_str()))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let tenant: String = r.get(0);
+                let status: String = r.get(5);
+                Ok(ProjectionRecord {
+                    tenant: TenantId::parse(&tenant).context("stored tenant id is invalid")?,
+                    name: r.get(1),
+                    version: r.get::<i64, _>(2) as u64,
+                    plugin_version: r.get::<i64, _>(3) as u64,
+                    digest: r.get(4),
+                    status: ProjectionStatus::parse(&status).context("stored status is invalid")?,
+                    position: r.get::<i64, _>(6) as u64,
+                    error: r.get(7),
+                })
+            })
+            .collect()
+    }
+
+    async fn commit_projection_batch(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+        from: u64,
+        to: u64,
+        writes: &DocumentWrites,
+    ) -> StoreResult<bool> {
+        let mut tx = self.writer.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE projections SET position = ? WHERE tenant_id = ? AND name = ? \
+             AND version = ? AND position = ?",
+        )
+        .bind(to as i64)
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(version as i64)
+        .bind(from as i64)
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() != 1 {
+            return Ok(false);
+        }
+        for (key, doc) in writes {
+            match doc {
+                Some(doc) => {
+                    sqlx::query(
+                        "INSERT INTO documents (tenant_id, projection, version, key, doc) \
+                         VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, projection, version, key) \
+                         DO UPDATE SET doc = excluded.doc",
+                    )
+                    .bind(tenant.as_str())
+                    .bind(name)
+                    .bind(version as i64)
+                    .bind(key)
+                    .bind(String::from_utf8_lossy(doc).as_ref())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                None => {
+                    sqlx::query(
+                        "DELETE FROM documents WHERE tenant_id = ? AND projection = ? \
+                         AND version = ? AND key = ?",
+                    )
+                    .bind(tenant.as_str())
+                    .bind(name)
+                    .bind(version as i64)
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn set_projection_status(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+        status: ProjectionStatus,
+        error: Option<&str>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE projections SET status = ?, error = ? WHERE tenant_id = ? AND name = ? \
+             AND version = ?",
+        )
+        .bind(status.as_str())
+        .bind(error)
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(version as i64)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn promote_projection(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+        keep_retired: usize,
+    ) -> StoreResult<Vec<u64>> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "UPDATE projections SET status = 'retired' WHERE tenant_id = ? AND name = ? \
+             AND status = 'active' AND version <> ?",
+        )
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(version as i64)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE projections SET status = 'active', error = NULL WHERE tenant_id = ? \
+             AND name = ? AND version = ?",
+        )
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(version as i64)
+        .execute(&mut *tx)
+        .await?;
+        let retired: Vec<i64> = sqlx::query_scalar(
+            "SELECT version FROM projections WHERE tenant_id = ? AND name = ? \
+             AND status = 'retired' ORDER BY version DESC",
+        )
+        .bind(tenant.as_str())
+        .bind(name)
+        .fetch_all(&mut *tx)
+        .await?;
+        let doomed: Vec<u64> = retired
+            .iter()
+            .skip(keep_retired)
+            .map(|v| *v as u64)
+            .collect();
+        for old in &doomed {
+            for table in [
+                "DELETE FROM documents WHERE tenant_id = ? AND projection = ? AND version = ?",
+                "DELETE FROM projections WHERE tenant_id = ? AND name = ? AND version = ?",
+            ] {
+                sqlx::query(table)
+                    .bind(tenant.as_str())
+                    .bind(name)
+                    .bind(*old as i64)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(doomed)
+    }
+
+    async fn document(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+        key: &str,
+    ) -> StoreResult<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT doc FROM documents WHERE tenant_id = ? AND projection = ? AND version = ? \
+             AND key = ?",
+        )
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(version as i64)
+        .bind(key)
+        .fetch_optional(&self.reader)
+        .await?)
+    }
+
+    async fn documents(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<(String, String)>> {
+        let start = after.filter(|a| *a >= prefix).unwrap_or(prefix);
+        let rows = sqlx::query(
+            "SELECT key, doc FROM documents WHERE tenant_id = ? AND projection = ? \
+             AND version = ? AND key >= ? AND (? IS NULL OR key < ?) AND (? IS NULL OR key <> ?) \
+             ORDER BY key LIMIT ?",
+        )
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(version as i64)
+        .bind(start)
+        .bind(prefix_end(prefix))
+        .bind(prefix_end(prefix))
+        .bind(after)
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }

@@ -1,0 +1,361 @@
+//! Projections: builds ("versions") of a projection plugin, their workers, promotion
+//! and rollback, and document reads.
+//!
+//! Every build has its own checkpoint and its own documents. A worker per build
+//! ([`worker`]) feeds it the tenant's log in batches; a batch's document writes and
+//! its checkpoint commit in one transaction, so effects happen exactly once even when
+//! the host is killed. A new plugin version (or a rebuild) starts a build from position
+//! 0 beside the active one and is promoted atomically once it has caught up. Reads go
+//! to the active build, whose number lives in memory here and in the store.
+
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::AbortHandle;
+
+use crate::appender::LogHeads;
+use crate::error::{ApiError, ApiResult};
+use crate::runtime::Runtime;
+use crate::store::{EventStore, ProjectionRecord, ProjectionStatus, TenantId};
+
+/// Retired builds kept for rollback; older ones are deleted with their documents.
+const KEEP_RETIRED: usize = 2;
+/// Projection batches running at once across all tenants: catch-up work must leave
+/// CPU for commands.
+const BATCH_SLOTS: usize = 2;
+/// Longest a read may wait for `min_position`.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
+
+type ProjectionKey = (TenantId, String);
+
+/// What this host knows of one build while it runs.
+struct Build {
+    record: ProjectionRecord,
+    /// The build's checkpoint, for `min_position` waits and status.
+    position: watch::Sender<u64>,
+    /// Events handled since this host started the worker, for throughput.
+    handled: u64,
+    started: std::time::Instant,
+    worker: Option<AbortHandle>,
+}
+
+pub struct Projections {
+    store: Arc<dyn EventStore>,
+    runtime: Arc<Runtime>,
+    heads: Arc<LogHeads>,
+    /// Bounds concurrent batches; tokio's semaphore is FIFO, so workers take turns.
+    batch_slots: Arc<Semaphore>,
+    /// Builds by projection, by version. A std `Mutex`: never held across an await.
+    builds: Mutex<HashMap<ProjectionKey, HashMap<u64, Build>>>,
+}
+
+/// The status of one build, as the API shows it.
+#[derive(Serialize)]
+pub struct BuildView {
+    pub version: u64,
+    pub plugin_version: u64,
+    pub status: ProjectionStatus,
+    pub position: u64,
+    pub lag: u64,
+    pub error: Option<String>,
+    pub events_per_second: f64,
+}
+
+#[derive(Serialize)]
+pub struct ProjectionView {
+    pub name: String,
+    pub active_version: Option<u64>,
+    pub versions: Vec<BuildView>,
+}
+
+impl Projections {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        runtime: Arc<Runtime>,
+        heads: Arc<LogHeads>,
+    ) -> Arc<Projections> {
+        Arc::new(Projections {
+            store,
+            runtime,
+            heads,
+            batch_slots: Arc::new(Semaphore::new(BATCH_SLOTS)),
+            builds: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Starts a worker for every build the store knows that is not parked.
+    pub async fn resume_all(self: &Arc<Self>) -> anyhow::Result<()> {
+        for record in self.store.projections(None).await? {
+            self.track(record);
+        }
+        Ok(())
+    }
+
+    /// Registers a build and starts its worker unless it is parked.
+    fn track(self: &Arc<Self>, record: ProjectionRecord) {
+        let key = (record.tenant.clone(), record.name.clone());
+        let version = record.version;
+        // An active build that failed keeps serving its documents but is not run again
+        // (it carries its error); a fixed upload replaces it.
+        let runnable = record.status != ProjectionStatus::Failed && record.error.is_none();
+        let build = Build {
+            position: watch::channel(record.position).0,
+            record: record.clone(),
+            handled: 0,
+            started: std::time::Instant::now(),
+            worker: None,
+        };
+        self.builds
+            .lock()
+            .expect("builds lock")
+            .entry(key.clone())
+            .or_default()
+            .insert(version, build);
+        if runnable {
+            let handle = tokio::spawn(worker::run(self.clone(), record)).abort_handle();
+            if let Some(build) = self.build_mut(&key, version, |b| b.worker.replace(handle)) {
+                build.inspect(|old| old.abort());
+            }
+        }
+    }
+
+    fn build_mut<R>(
+        &self,
+        key: &ProjectionKey,
+        version: u64,
+        f: impl FnOnce(&mut Build) -> R,
+    ) -> Option<R> {
+        let mut builds = self.builds.lock().expect("builds lock");
+        builds.get_mut(key)?.get_mut(&version).map(f)
+    }
+
+    /// A new projection plugin version was uploaded: build it beside the active one
+    /// (or make it active at once when there is none).
+    pub async fn plugin_uploaded(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+        name: &str,
+        plugin_version: u64,
+        digest: &str,
+    ) -> ApiResult<()> {
+        let status = if self.active_version(tenant, name).is_some() {
+            ProjectionStatus::Building
+        } else {
+            ProjectionStatus::Active
+        };
+        let record = self
+            .store
+            .add_projection_version(tenant, name, plugin_version, digest, status)
+            .await?;
+        tracing::info!(%tenant, projection = name, version = record.version, status = status.as_str(), "projection build started");
+        self.track(record);
+        Ok(())
+    }
+
+    /// Builds the active code again beside itself; promoted when caught up.
+    pub async fn rebuild(self: &Arc<Self>, tenant: &TenantId, name: &str) -> ApiResult<u64> {
+        let active = self.active_record(tenant, name)?;
+        let record = self
+            .store
+            .add_projection_version(
+                tenant,
+                name,
+                active.plugin_version,
+                &active.digest,
+                ProjectionStatus::Building,
+            )
+            .await?;
+        let version = record.version;
+        self.track(record);
+        Ok(version)
+    }
+
+    /// Makes a kept build the active one (a rollback when it is older).
+    pub async fn promote(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+    ) -> ApiResult<()> {
+        let key = (tenant.clone(), name.to_owned());
+        let status = {
+            let builds = self.builds.lock().expect("builds lock");
+            let versions = builds
+                .get(&key)
+                .ok_or_else(|| ApiError::not_found(format!("no projection named {name}")))?;
+            versions
+                .get(&version)
+                .map(|b| b.record.status)
+                .ok_or_else(|| ApiError::not_found(format!("{name} has no version {version}")))?
+        };
+        if status == ProjectionStatus::Failed {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "failed_version",
+                format!("{name} version {version} is parked as failed; upload a fixed version"),
+            ));
+        }
+        let deleted = self
+            .store
+            .promote_projection(tenant, name, version, KEEP_RETIRED)
+            .await?;
+        let mut builds = self.builds.lock().expect("builds lock");
+        if let Some(versions) = builds.get_mut(&key) {
+            for build in versions.values_mut() {
+                if build.record.status == ProjectionStatus::Active {
+                    build.record.status = ProjectionStatus::Retired;
+                }
+            }
+            if let Some(build) = versions.get_mut(&version) {
+                build.record.status = ProjectionStatus::Active;
+                build.record.error = None;
+            }
+            for old in deleted {
+                if let Some(build) = versions.remove(&old)
+                    && let Some(worker) = build.worker
+                {
+                    worker.abort();
+                }
+            }
+        }
+        tracing::info!(%tenant, projection = name, version, "projection version promoted");
+        Ok(())
+    }
+
+    fn active_record(&self, tenant: &TenantId, name: &str) -> ApiResult<ProjectionRecord> {
+        let builds = self.builds.lock().expect("builds lock");
+        builds
+            .get(&(tenant.clone(), name.to_owned()))
+            .and_then(|v| {
+                v.values()
+                    .find(|b| b.record.status == ProjectionStatus::Active)
+                    .map(|b| b.record.clone())
+            })
+            .ok_or_else(|| ApiError::not_found(format!("no active projection named {name}")))
+    }
+
+    fn active_version(&self, tenant: &TenantId, name: &str) -> Option<u64> {
+        self.active_record(tenant, name).ok().map(|r| r.version)
+    }
+
+    /// The active build, once it has passed `min_position` (waiting up to `wait`).
+    pub async fn readable(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        min_position: Option<u64>,
+        wait: Option<Duration>,
+    ) -> ApiResult<u64> {
+        let deadline = tokio::time::Instant::now() + wait.unwrap_or(DEFAULT_WAIT).min(MAX_WAIT);
+        loop {
+            let active = self.active_record(tenant, name)?;
+            let Some(min) = min_position else {
+                return Ok(active.version);
+            };
+            let key = (tenant.clone(), name.to_owned());
+            let Some(mut position) =
+                self.build_mut(&key, active.version, |b| b.position.subscribe())
+            else {
+                continue;
+            };
+            if *position.borrow_and_update() >= min {
+                return Ok(active.version);
+            }
+            // Wake on progress, and re-check the active build now and then in case a
+            // promotion switched it.
+            let step = tokio::time::Instant::now() + Duration::from_millis(200);
+            let until = step.min(deadline);
+            let _ = tokio::time::timeout_at(until, position.changed()).await;
+            if tokio::time::Instant::now() >= deadline {
+                let at = *position.borrow();
+                if at >= min {
+                    return Ok(active.version);
+                }
+                return Err(ApiError::unavailable(
+                    "not_caught_up",
+                    format!("{name} is at position {at}, not yet at {min}; try again"),
+                )
+                .with("position", at));
+            }
+        }
+    }
+
+    /// Status of one projection, or of all of the tenant's.
+    pub async fn status(
+        &self,
+        tenant: &TenantId,
+        name: Option<&str>,
+    ) -> ApiResult<Vec<ProjectionView>> {
+        let head = self.store.head(tenant).await?;
+        let builds = self.builds.lock().expect("builds lock");
+        let mut views: Vec<ProjectionView> = builds
+            .iter()
+            .filter(|((t, n), _)| t == tenant && name.is_none_or(|name| name == n))
+            .map(|((_, n), versions)| {
+                let mut list: Vec<BuildView> = versions
+                    .values()
+                    .map(|b| {
+                        let position = *b.position.borrow();
+                        let seconds = b.started.elapsed().as_secs_f64().max(0.001);
+                        let parked = b.record.error.is_some();
+                        BuildView {
+                            version: b.record.version,
+                            plugin_version: b.record.plugin_version,
+                            status: if parked {
+                                ProjectionStatus::Failed
+                            } else {
+                                b.record.status
+                            },
+                            position,
+                            lag: head.saturating_sub(position),
+                            error: b.record.error.clone(),
+                            events_per_second: (b.handled as f64 / seconds * 10.0).round() / 10.0,
+                        }
+                    })
+                    .collect();
+                list.sort_by_key(|b| b.version);
+                ProjectionView {
+                    name: n.clone(),
+                    active_version: versions
+                        .values()
+                        .find(|b| b.record.status == ProjectionStatus::Active)
+                        .map(|b| b.record.version),
+                    versions: list,
+                }
+            })
+            .collect();
+        views.sort_by(|a, b| a.name.cmp(&b.name));
+        if let Some(name) = name
+            && views.is_empty()
+        {
+            return Err(ApiError::not_found(format!("no projection named {name}")));
+        }
+        Ok(views)
+    }
+
+    /// Stops and forgets every build of a deleted tenant.
+    pub fn forget_tenant(&self, tenant: &TenantId) {
+        let mut builds = self.builds.lock().expect("builds lock");
+        builds.retain(|(t, _), versions| {
+            if t != tenant {
+                return true;
+            }
+            for build in versions.values() {
+                if let Some(worker) = &build.worker {
+                    worker.abort();
+                }
+            }
+            false
+        });
+    }
+
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+}

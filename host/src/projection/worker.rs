@@ -1,0 +1,217 @@
+//! The worker of one projection build: catch up from its checkpoint, then follow the
+//! live tail, woken by appends. Failures retry with backoff, then park the build.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{ProjectionKey, Projections};
+use crate::runtime::projection::DocumentSource;
+use crate::store::{DocumentWrites, EventStore, ProjectionRecord, ProjectionStatus, TenantId};
+
+/// Events per `handle` call: big enough to amortise the boundary crossing and the
+/// commit, small enough to stay well inside one call's time budget.
+const BATCH: u32 = 500;
+/// Attempts at one batch before the build is parked as failed.
+const MAX_ATTEMPTS: u32 = 4;
+/// Document bytes one batch may write.
+const MAX_BATCH_WRITE_BYTES: usize = 32 << 20;
+
+/// Reads the documents a build committed before the current batch.
+struct CommittedDocuments {
+    store: Arc<dyn EventStore>,
+    tenant: TenantId,
+    name: String,
+    version: u64,
+}
+
+#[async_trait]
+impl DocumentSource for CommittedDocuments {
+    async fn get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        Ok(self
+            .store
+            .document(&self.tenant, &self.name, self.version, key)
+            .await?
+            .map(String::into_bytes))
+    }
+}
+
+pub async fn run(projections: Arc<Projections>, record: ProjectionRecord) {
+    let tenant = record.tenant.clone();
+    let name = record.name.clone();
+    let version = record.version;
+    if let Err(message) = follow(&projections, record).await {
+        tracing::warn!(%tenant, projection = %name, version, "projection parked: {message}");
+        park(&projections, &tenant, &name, version, &message).await;
+    }
+}
+
+/// Marks a build failed with its error. An active build stays active (its documents
+/// keep serving reads) but carries the error and is not run again.
+async fn park(
+    projections: &Projections,
+    tenant: &TenantId,
+    name: &str,
+    version: u64,
+    message: &str,
+) {
+    let key: ProjectionKey = (tenant.clone(), name.to_owned());
+    let was_active = projections
+        .build_mut(&key, version, |b| {
+            b.record.status == ProjectionStatus::Active
+        })
+        .unwrap_or(false);
+    let status = if was_active {
+        ProjectionStatus::Active
+    } else {
+        ProjectionStatus::Failed
+    };
+    let stored = projections
+        .store
+        .set_projection_status(tenant, name, version, status, Some(message))
+        .await;
+    if let Err(error) = stored {
+        tracing::error!(%tenant, projection = name, "could not park a failed build: {error:#}");
+    }
+    projections.build_mut(&key, version, |build| {
+        build.record.status = status;
+        build.record.error = Some(message.to_owned());
+        build.worker = None;
+    });
+}
+
+/// Runs until the build fails for good (the error says where and why).
+async fn follow(projections: &Arc<Projections>, record: ProjectionRecord) -> Result<(), String> {
+    let ProjectionRecord {
+        tenant,
+        name,
+        version,
+        digest,
+        mut position,
+        ..
+    } = record;
+    let key: ProjectionKey = (tenant.clone(), name.clone());
+    let store = projections.store.clone();
+    let limits = projections
+        .store
+        .tenant(&tenant)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|t| serde_json::from_value::<crate::limits::Limits>(t.limits).ok())
+        .unwrap_or_default()
+        .call_limits();
+    let plugin_store = store.clone();
+    let plugin_tenant = tenant.clone();
+    let plugin_digest = digest.clone();
+    let component = projections
+        .runtime
+        .load(&digest, || async move {
+            plugin_store
+                .plugin_wasm(&plugin_tenant, &plugin_digest)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("the bytes of {plugin_digest} are missing"))
+        })
+        .await
+        .map_err(|e| format!("cannot load the component: {e:#}"))?;
+    let event_types = {
+        let (mut instance, _slot) = projections
+            .runtime
+            .projection(&component, limits)
+            .await
+            .map_err(|f| f.to_string())?;
+        instance.event_types().await.map_err(|f| f.to_string())?
+    };
+    let source: Arc<dyn DocumentSource> = Arc::new(CommittedDocuments {
+        store: store.clone(),
+        tenant: tenant.clone(),
+        name: name.clone(),
+        version,
+    });
+    let mut heads = projections.heads.watch(&tenant);
+    let mut attempt = 0;
+    loop {
+        heads.borrow_and_update();
+        let head = store.head(&tenant).await.map_err(|e| format!("{e:#}"))?;
+        if position >= head {
+            promote_if_building(projections, &key, version).await;
+            // Woken by an append in this host, or every second for appends made by
+            // other hosts sharing the database.
+            let _ = tokio::time::timeout(Duration::from_secs(1), heads.changed()).await;
+            continue;
+        }
+        let _slot = projections
+            .batch_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        let mut events = store
+            .read_log(&tenant, position, BATCH, &event_types)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        events.retain(|e| e.position <= head);
+        // A short page means nothing else of interest exists up to the head, so the
+        // checkpoint can move to the head even past events the filter skipped.
+        let to = if events.len() < BATCH as usize {
+            head
+        } else {
+            events.last().map_or(head, |e| e.position)
+        };
+        let writes = if events.is_empty() {
+            DocumentWrites::new()
+        } else {
+            let handled = async {
+                let (mut instance, _call) =
+                    projections.runtime.projection(&component, limits).await?;
+                instance
+                    .handle(&events, source.clone(), MAX_BATCH_WRITE_BYTES)
+                    .await
+            }
+            .await;
+            match handled {
+                Ok(writes) => writes,
+                Err(failure) => {
+                    attempt += 1;
+                    let first = events.first().map_or(position + 1, |e| e.position);
+                    let message = format!("batch from position {first}: {failure}");
+                    if attempt >= MAX_ATTEMPTS {
+                        return Err(message);
+                    }
+                    tracing::warn!(%tenant, projection = %name, version, attempt, "{message}");
+                    drop(_slot);
+                    tokio::time::sleep(Duration::from_millis(100 * 4u64.pow(attempt))).await;
+                    continue;
+                }
+            }
+        };
+        let committed = store
+            .commit_projection_batch(&tenant, &name, version, position, to, &writes)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        if !committed {
+            // The build was deleted (retired out) or another host owns it.
+            return Ok(());
+        }
+        attempt = 0;
+        position = to;
+        let handled = events.len() as u64;
+        projections.build_mut(&key, version, |build| {
+            build.handled += handled;
+            build.position.send_replace(to);
+        });
+    }
+}
+
+/// A building version that reached the head takes over.
+async fn promote_if_building(projections: &Arc<Projections>, key: &ProjectionKey, version: u64) {
+    let building = projections
+        .build_mut(key, version, |b| {
+            b.record.status == ProjectionStatus::Building
+        })
+        .unwrap_or(false);
+    if building && let Err(error) = projections.promote(&key.0, &key.1, version).await {
+        tracing::warn!(tenant = %key.0, projection = %key.1, version, "promotion failed: {}", error.message);
+    }
+}
