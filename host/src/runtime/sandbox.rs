@@ -181,14 +181,18 @@ pub fn classify(error: wasmtime::Error, store: &Store<CallState>) -> PluginFailu
         _ if state.memory_refused => FailureReason::Memory,
         _ => FailureReason::Trap,
     };
-    let mut message = match reason {
-        FailureReason::Deadline => "the call ran past its time limit".to_owned(),
-        FailureReason::Memory => format!(
+    let mut message = match (&reason, error.downcast_ref::<Trap>()) {
+        (FailureReason::Deadline, _) => "the call ran past its time limit".to_owned(),
+        (FailureReason::Memory, _) => format!(
             "the call asked for more than its memory limit of {} bytes",
             state.memory_limit
         ),
-        _ => format!("{error:#}"),
+        // The trap's own words ("call stack exhausted", "unreachable"...); the full
+        // backtrace goes to the host log only.
+        (_, Some(trap)) => format!("wasm trap: {trap}"),
+        (_, None) => error.to_string(),
     };
+    tracing::debug!("plugin call failed: {error:?}");
     if !output.is_empty() {
         message.push_str("; guest output: ");
         message.push_str(output.trim());

@@ -1,0 +1,70 @@
+//! A hostile aggregate: each command type is one attack on the host (see ../README.md).
+
+wit_bindgen::generate!({ path: "../../wit", world: "aggregate" });
+
+
+struct Hostile;
+
+fn event(event_type: &str) -> NewEvent {
+    NewEvent {
+        event_type: event_type.to_owned(),
+        payload: b"{}".to_vec(),
+    }
+}
+
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let frame = [depth; 64];
+    recurse(depth + 1) + std::hint::black_box(frame)[0]
+}
+
+impl Guest for Hostile {
+    fn initial_state() -> Vec<u8> {
+        b"{}".to_vec()
+    }
+
+    fn decide(_state: Vec<u8>, command: Command) -> Result<Vec<NewEvent>, Rejection> {
+        match command.command_type.as_str() {
+            "Loop" => loop {
+                std::hint::black_box(());
+            },
+            "Bomb" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "Recurse" => Ok(vec![event(&recurse(0).to_string())]),
+            "Panic" => panic!("the hostile aggregate panicked on purpose"),
+            "Flood" => Ok((0..1_000_000).map(|_| event("Flooded")).collect()),
+            "OpenFile" => match std::fs::read("/etc/passwd") {
+                Ok(_) => Ok(vec![event("FileWasRead")]),
+                Err(error) => Err(Rejection {
+                    code: "sandboxed".into(),
+                    message: format!("could not open a file: {error}"),
+                }),
+            },
+            "Connect" => match std::net::TcpStream::connect("127.0.0.1:5432") {
+                Ok(_) => Ok(vec![event("Connected")]),
+                Err(error) => Err(Rejection {
+                    code: "sandboxed".into(),
+                    message: format!("could not connect: {error}"),
+                }),
+            },
+            "Poison" => Ok(vec![event("Poison")]),
+            _ => Ok(vec![event("Behaved")]),
+        }
+    }
+
+    fn evolve(state: Vec<u8>, events: Vec<RecordedEvent>) -> Vec<u8> {
+        if events.iter().any(|e| e.event_type == "Poison") {
+            loop {
+                std::hint::black_box(());
+            }
+        }
+        state
+    }
+}
+
+export!(Hostile);
