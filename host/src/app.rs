@@ -54,8 +54,16 @@ impl App {
         let appender = Appender::start(store.clone(), heads.clone());
         let metrics = Arc::new(Metrics::default());
         let plugins = Arc::new(Plugins::new(store.clone(), runtime.clone()));
-        let operator_token =
-            crate::tenant::operator_token(settings.admin_token.clone(), &settings.data_dir)?;
+        // Every file the host itself touches is below the data directory: it is opened
+        // once as a capability and paths are resolved inside it.
+        let data_dir =
+            cap_std::fs::Dir::open_ambient_dir(&settings.data_dir, cap_std::ambient_authority())
+                .with_context(|| format!("opening {}", settings.data_dir.display()))?;
+        let operator_token = crate::tenant::operator_token(
+            settings.admin_token.clone(),
+            &data_dir,
+            &settings.data_dir,
+        )?;
         let commands = Commands {
             store: store.clone(),
             appender: appender.clone(),

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
+use cap_std::fs::Dir;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -54,30 +55,35 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 
 /// The operator token: `CAIRN_ADMIN_TOKEN` if set, else the one stored in
 /// `<data-dir>/admin-token`, else a new one written there with mode 0600.
-pub fn operator_token(from_env: Option<String>, data_dir: &Path) -> anyhow::Result<String> {
+pub fn operator_token(
+    from_env: Option<String>,
+    data_dir: &Dir,
+    shown_as: &Path,
+) -> anyhow::Result<String> {
     if let Some(token) = from_env.filter(|t| !t.trim().is_empty()) {
         return Ok(token.trim().to_owned());
     }
-    let path = data_dir.join("admin-token");
-    if let Ok(token) = std::fs::read_to_string(&path) {
+    const FILE: &str = "admin-token";
+    if let Ok(token) = data_dir.read_to_string(FILE) {
         return Ok(token.trim().to_owned());
     }
     let token = new_token();
-    write_private(&path, &token).with_context(|| format!("writing {}", path.display()))?;
+    write_private(data_dir, FILE, &token)
+        .with_context(|| format!("writing {}", shown_as.join(FILE).display()))?;
     tracing::info!(
         "generated the operator token; it is in {} (this is the only time it is logged): {token}",
-        path.display()
+        shown_as.join(FILE).display()
     );
     Ok(token)
 }
 
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+fn write_private(dir: &Dir, name: &str, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
+    let mut options = cap_std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
+    cap_std::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = dir.open_with(name, &options)?;
     file.write_all(contents.as_bytes())?;
     file.sync_all()
 }

@@ -117,7 +117,20 @@ pub async fn delete(
     Path(tenant): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = parse_id(&tenant)?;
+    let digests: std::collections::BTreeSet<String> = app
+        .store
+        .plugin_versions(&id)
+        .await?
+        .into_iter()
+        .map(|v| v.digest)
+        .collect();
     app.tenants.delete(&id).await?;
+    // Compiled components are shared by digest: delete the files no tenant uses now.
+    for digest in digests {
+        if !app.store.digest_in_use(&digest).await? {
+            app.runtime.forget(&digest);
+        }
+    }
     app.plugins.forget(&id);
     app.commands.forget_tenant(&id);
     app.projections.forget_tenant(&id);

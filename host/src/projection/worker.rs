@@ -181,7 +181,7 @@ async fn follow(projections: &Arc<Projections>, record: ProjectionRecord) -> Res
                     }
                     tracing::warn!(%tenant, projection = %name, version, attempt, "{message}");
                     drop(_slot);
-                    tokio::time::sleep(Duration::from_millis(100 * 4u64.pow(attempt))).await;
+                    tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))).await;
                     continue;
                 }
             }

@@ -61,6 +61,16 @@ impl ArtifactCache {
         }
     }
 
+    /// Deletes the artifact of a component no tenant uses any more.
+    pub fn remove(&self, digest: &str) -> anyhow::Result<()> {
+        if let Some(name) = self.file_name(digest)
+            && self.dir.exists(&name)
+        {
+            self.dir.remove_file(&name)?;
+        }
+        Ok(())
+    }
+
     /// Writes the artifact atomically (temporary file, then rename).
     pub fn store(&self, digest: &str, component: &Component) -> anyhow::Result<()> {
         let name = self.file_name(digest).context("malformed digest")?;

@@ -152,6 +152,14 @@ impl Runtime {
         Ok(loaded)
     }
 
+    /// Drops a component from memory and from the artifact cache (its last user is gone).
+    pub fn forget(&self, digest: &str) {
+        self.loaded.lock().expect("loaded lock").remove(digest);
+        if let Err(error) = self.artifacts.remove(digest) {
+            tracing::warn!(%digest, "could not delete an artifact: {error:#}");
+        }
+    }
+
     /// Checks uploaded bytes: a component, of one of the two worlds, importing nothing
     /// the host does not provide. Compiles it and caches the artifact on success.
     pub async fn inspect(&self, wasm: Vec<u8>) -> Result<Arc<LoadedComponent>, InvalidPlugin> {

@@ -186,6 +186,8 @@ pub trait EventStore: Send + Sync + 'static {
     async fn tenant(&self, id: &TenantId) -> StoreResult<Option<TenantRecord>>;
     async fn tenants(&self) -> StoreResult<Vec<TenantRecord>>;
     async fn tenant_by_token_hash(&self, token_hash: &str) -> StoreResult<Option<TenantId>>;
+    /// Whether any tenant still has a plugin version with this digest.
+    async fn digest_in_use(&self, digest: &str) -> StoreResult<bool>;
     /// Replaces the tenant's limits; `Ok(false)` when there is no such tenant.
     async fn set_tenant_limits(
         &self,

@@ -343,6 +343,15 @@ impl EventStore for PostgresStore {
         Ok(id.and_then(|id| TenantId::parse(&id)))
     }
 
+    async fn digest_in_use(&self, digest: &str) -> StoreResult<bool> {
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT digest FROM plugins WHERE digest = $1 LIMIT 1")
+                .bind(digest)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
     async fn set_tenant_limits(
         &self,
         id: &TenantId,

@@ -346,6 +346,15 @@ impl EventStore for SqliteStore {
         Ok(id.and_then(|id| TenantId::parse(&id)))
     }
 
+    async fn digest_in_use(&self, digest: &str) -> StoreResult<bool> {
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT digest FROM plugins WHERE digest = ? LIMIT 1")
+                .bind(digest)
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(found.is_some())
+    }
+
     async fn set_tenant_limits(
         &self,
         id: &TenantId,
