@@ -166,6 +166,12 @@ impl Tenants {
             .clone())
     }
 
+    /// The gate if it is already built (no I/O): lets a body extractor apply the
+    /// tenant's body limit after `TenantAccess` has run.
+    pub fn cached_gate(&self, id: &TenantId) -> Option<Arc<TenantGate>> {
+        self.gates.lock().expect("gates lock").get(id).cloned()
+    }
+
     /// Usage counters of every tenant this host has served since it started.
     pub fn usages(&self) -> Vec<(TenantId, Arc<Usage>)> {
         let gates = self.gates.lock().expect("gates lock");

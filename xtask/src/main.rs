@@ -1,1 +1,46 @@
-fn main() {}
+//! `cargo xtask <command>`: the project's own tasks, in Rust so they run anywhere cargo does.
+//!
+//! - `build-plugins`: the example plugins → `target/plugins/`, the hostile corpus → `target/hostile/`
+//! - `demo [--no-wait]`: a server on SQLite and a banking scenario against it
+//! - `hot-swap`: the projection hot-swap walkthrough (examples/hot-swap)
+//! - `ci`: everything CI checks (what `.ci/run` runs)
+//! - `bench [--clients N] [--commands M] [--streams S] [--database URL]`: a load generator
+
+mod bench;
+mod build_plugins;
+mod ci;
+mod demo;
+mod hot_swap;
+
+use std::path::PathBuf;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root();
+    let rest = args.get(1..).unwrap_or_default();
+    let result = match args.first().map(String::as_str) {
+        Some("build-plugins") => build_plugins::run(&root),
+        Some("demo") => demo::run(&root, rest),
+        Some("hot-swap") => hot_swap::run(&root),
+        Some("ci") => ci::run(&root),
+        Some("bench") => bench::run(&root, rest),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <build-plugins | demo [--no-wait] | hot-swap | ci | bench [--clients N] [--commands M] [--streams S] [--database URL]>"
+            );
+            std::process::exit(2);
+        }
+    };
+    if let Err(error) = result {
+        eprintln!("xtask failed: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_owned()
+}

@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::store::TenantId;
 
 /// Like `axum::Json`, but malformed JSON is a 400 `bad_request` naming what is wrong,
 /// and an oversized body a 413 `too_large`.
@@ -18,11 +19,18 @@ const DEFAULT_MAX: usize = 1 << 20;
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, _app: &AppState) -> Result<Self, ApiError> {
-        let max = request
-            .extensions()
-            .get::<BodyLimit>()
-            .map_or(DEFAULT_MAX, |l| l.0);
+    async fn from_request(request: Request, app: &AppState) -> Result<Self, ApiError> {
+        // Under /t/{tenant}/… the tenant's own limit applies; `TenantAccess`, which
+        // handlers extract before the body, has made its gate ready.
+        let tenant_limit = request
+            .uri()
+            .path()
+            .strip_prefix("/t/")
+            .and_then(|rest| rest.split('/').next())
+            .and_then(TenantId::parse)
+            .and_then(|tenant| app.tenants.cached_gate(&tenant))
+            .map(|gate| gate.limits.max_body_bytes as usize);
+        let max = tenant_limit.unwrap_or(DEFAULT_MAX);
         if let Some(length) = request
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -44,7 +52,3 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
 fn too_large(max: usize) -> ApiError {
     ApiError::too_large(format!("the request body is larger than {max} bytes"))
 }
-
-/// The body limit for this request, set by a handler's caller when the tenant is known.
-#[derive(Clone, Copy)]
-pub struct BodyLimit(pub usize);

@@ -1,0 +1,88 @@
+//! `cargo xtask build-plugins`: builds every crate under `plugins/` and `hostile/` for
+//! `wasm32-wasip2` in release (adding the target with rustup when it is missing) and
+//! copies the components to `target/plugins/<name>.wasm` and `target/hostile/<name>.wasm`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+const TARGET: &str = "wasm32-wasip2";
+
+/// Plugin crates found under `dir`: (directory name, package name).
+fn crates_in(
+    root: &Path,
+    dir: &str,
+    package_prefix: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(root.join(dir)).with_context(|| format!("reading {dir}/"))? {
+        let path = entry?.path();
+        if path.join("Cargo.toml").is_file() {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            found.push((name.clone(), format!("{package_prefix}{name}")));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn ensure_target() -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("running rustup")?;
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == TARGET)
+    {
+        return Ok(());
+    }
+    println!("==> rustup target add {TARGET}");
+    if !Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status()?
+        .success()
+    {
+        bail!("could not install the {TARGET} target");
+    }
+    Ok(())
+}
+
+pub fn run(root: &Path) -> anyhow::Result<()> {
+    ensure_target()?;
+    let groups = [
+        ("plugins", crates_in(root, "plugins", "")?),
+        ("hostile", crates_in(root, "hostile", "hostile-")?),
+    ];
+    let mut build = Command::new(env!("CARGO"));
+    build
+        .current_dir(root)
+        .args(["build", "--release", "--target", TARGET]);
+    for (_, crates) in &groups {
+        for (_, package) in crates {
+            build.args(["-p", package]);
+        }
+    }
+    println!("==> building plugins for {TARGET}");
+    if !build.status()?.success() {
+        bail!("building the plugins failed");
+    }
+    let out = root.join("target").join(TARGET).join("release");
+    for (dir, crates) in &groups {
+        let dest_dir = root.join("target").join(dir);
+        std::fs::create_dir_all(&dest_dir)?;
+        for (name, package) in crates {
+            let built: PathBuf = out.join(format!("{}.wasm", package.replace('-', "_")));
+            let dest = dest_dir.join(format!("{name}.wasm"));
+            std::fs::copy(&built, &dest).with_context(|| format!("copying {}", built.display()))?;
+            let size = std::fs::metadata(&dest)?.len();
+            println!(
+                "    {} ({} KiB)",
+                dest.strip_prefix(root)?.display(),
+                size / 1024
+            );
+        }
+    }
+    Ok(())
+}
