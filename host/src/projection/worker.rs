@@ -131,6 +131,9 @@ async fn follow(projections: &Arc<Projections>, record: ProjectionRecord) -> Res
     });
     let mut heads = projections.heads.watch(&tenant);
     let mut attempt = 0;
+    // After a failed batch, events up to its end are retried one at a time, so the
+    // good ones commit and a failure names the exact event that causes it.
+    let mut isolate_until = 0;
     loop {
         heads.borrow_and_update();
         let head = store.head(&tenant).await.map_err(|e| format!("{e:#}"))?;
@@ -147,14 +150,15 @@ async fn follow(projections: &Arc<Projections>, record: ProjectionRecord) -> Res
             .acquire_owned()
             .await
             .expect("never closed");
+        let limit = if position < isolate_until { 1 } else { BATCH };
         let mut events = store
-            .read_log(&tenant, position, BATCH, &event_types)
+            .read_log(&tenant, position, limit, &event_types)
             .await
             .map_err(|e| format!("{e:#}"))?;
         events.retain(|e| e.position <= head);
         // A short page means nothing else of interest exists up to the head, so the
         // checkpoint can move to the head even past events the filter skipped.
-        let to = if events.len() < BATCH as usize {
+        let to = if events.len() < limit as usize {
             head
         } else {
             events.last().map_or(head, |e| e.position)
@@ -175,7 +179,17 @@ async fn follow(projections: &Arc<Projections>, record: ProjectionRecord) -> Res
                 Err(failure) => {
                     attempt += 1;
                     let first = events.first().map_or(position + 1, |e| e.position);
-                    let message = format!("batch from position {first}: {failure}");
+                    let last = events.last().map_or(first, |e| e.position);
+                    let message = if events.len() == 1 {
+                        format!("event at position {first}: {failure}")
+                    } else {
+                        format!("batch of positions {first}..={last}: {failure}")
+                    };
+                    if events.len() > 1 {
+                        // Split the batch before counting attempts against the event.
+                        isolate_until = last;
+                        attempt = 0;
+                    }
                     if attempt >= MAX_ATTEMPTS {
                         return Err(message);
                     }

@@ -1,0 +1,447 @@
+//! Projections end to end against a real server: read-your-writes, exactly-once across
+//! `kill -9`, a hot swap under concurrent readers, rollback, rebuild, a failing
+//! projection parked while another keeps up, and fairness between tenants.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{Server, hostile, json_of, plugin};
+
+/// Appends `deposits` Deposited events to each of `accounts` account streams with raw
+/// appends (fast), after an Opened event; returns the expected balance per account.
+async fn load(server: &Server, tenant: &str, token: &str, accounts: u64, deposits: u64) -> u64 {
+    let mut head = 0;
+    for a in 0..accounts {
+        let mut events = vec![json!({"type": "Opened", "data": {"owner": format!("o{a}")}})];
+        for d in 0..deposits {
+            events.push(json!({"type": "Deposited", "data": {"amount": d + 1}}));
+        }
+        let (status, body) = json_of(
+            server
+                .post(
+                    &format!("/t/{tenant}/streams/account-{a}"),
+                    token,
+                    json!({"expected_version": "no_stream", "events": events}),
+                )
+                .await,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        head = body["last_position"].as_u64().unwrap();
+    }
+    head
+}
+
+async fn status(server: &Server, tenant: &str, token: &str, name: &str) -> Value {
+    let (code, body) = json_of(
+        server
+            .get(&format!("/t/{tenant}/projections/{name}"), token)
+            .await,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    body
+}
+
+async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn commands_then_read_your_writes() {
+    let server = Server::start().await;
+    let token = server.tenant("acme").await;
+    assert_eq!(
+        server
+            .upload("acme", &token, "account", plugin("account"))
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        server
+            .upload("acme", &token, "balances", plugin("balances"))
+            .await
+            .status(),
+        201
+    );
+    let mut last = 0;
+    for id in 0..20 {
+        server
+            .command(
+                "acme",
+                &token,
+                "account",
+                &id.to_string(),
+                json!({"type": "Open", "payload": {"owner": "x"}}),
+            )
+            .await;
+        for _ in 0..10 {
+            let (code, body) = server
+                .command(
+                    "acme",
+                    &token,
+                    "account",
+                    &id.to_string(),
+                    json!({"type": "Deposit", "payload": {"amount": 3}}),
+                )
+                .await;
+            assert_eq!(code, StatusCode::OK, "{body}");
+            last = body["position"].as_u64().unwrap();
+        }
+    }
+    let (code, doc) = json_of(
+        server
+            .get(
+                &format!("/t/acme/projections/balances/docs/account-7?min_position={last}"),
+                &token,
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{doc}");
+    assert_eq!(doc, json!({"owner": "x", "balance": 30, "version": 11}));
+    let (code, page) = json_of(
+        server
+            .get(
+                &format!(
+                    "/t/acme/projections/balances/docs?prefix=account-&limit=15&min_position={last}"
+                ),
+                &token,
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(page["docs"].as_array().unwrap().len(), 15);
+    let next = page["next"].as_str().unwrap().to_owned();
+    let (_, rest) = json_of(
+        server
+            .get(
+                &format!("/t/acme/projections/balances/docs?prefix=account-&after={next}"),
+                &token,
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(rest["docs"].as_array().unwrap().len(), 5);
+    assert!(rest["next"].is_null());
+    // A position the projection cannot reach yet: 503 after the bound.
+    let (code, body) = json_of(
+        server
+            .get(
+                &format!(
+                    "/t/acme/projections/balances/docs/account-7?min_position={}&timeout_ms=200",
+                    last + 100
+                ),
+                &token,
+            )
+            .await,
+    )
+    .await;
+    support::assert_error(
+        code,
+        &body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_caught_up",
+    );
+}
+
+#[tokio::test]
+async fn exactly_once_across_kill_9_mid_catch_up() {
+    let mut server = Server::start().await;
+    let token = server.tenant("acme").await;
+    let head = load(&server, "acme", &token, 40, 99).await; // 4000 events
+    assert_eq!(
+        server
+            .upload("acme", &token, "balances", plugin("balances"))
+            .await
+            .status(),
+        201
+    );
+    // Let the first batches commit, then kill the process without warning.
+    wait_for("the first batch", async || {
+        status(&server, "acme", &token, "balances").await["versions"][0]["position"]
+            .as_u64()
+            .unwrap()
+            > 0
+    })
+    .await;
+    server.kill9();
+    server.restart().await;
+    let expected: u64 = (1..=99).sum();
+    for a in 0..40 {
+        let (code, doc) = json_of(
+            server
+                .get(&format!("/t/acme/projections/balances/docs/account-{a}?min_position={head}&timeout_ms=30000"), &token)
+                .await,
+        )
+        .await;
+        assert_eq!(code, StatusCode::OK, "{doc}");
+        assert_eq!(
+            doc["balance"], expected,
+            "account-{a}: every deposit counted exactly once"
+        );
+        assert_eq!(doc["version"], 100);
+    }
+}
+
+#[tokio::test]
+async fn hot_swap_under_readers_then_rollback_and_rebuild() {
+    let server = Arc::new(Server::start().await);
+    let token = server.tenant("acme").await;
+    let head = load(&server, "acme", &token, 10, 50).await;
+    assert_eq!(
+        server
+            .upload("acme", &token, "balances", plugin("balances"))
+            .await
+            .status(),
+        201
+    );
+    let doc_path =
+        format!("/t/acme/projections/balances/docs/account-3?min_position={head}&timeout_ms=30000");
+    let (code, v1) = json_of(server.get(&doc_path, &token).await).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(v1["balance"], 1275);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicU64::new(0));
+    let reads = Arc::new(AtomicU64::new(0));
+    let saw_v2 = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (server, token, stop, failures, reads, saw_v2) = (
+            server.clone(),
+            token.clone(),
+            stop.clone(),
+            failures.clone(),
+            reads.clone(),
+            saw_v2.clone(),
+        );
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let (code, doc) = json_of(
+                    server
+                        .get("/t/acme/projections/balances/docs/account-3", &token)
+                        .await,
+                )
+                .await;
+                reads.fetch_add(1, Ordering::Relaxed);
+                let good = code == StatusCode::OK
+                    && (doc["balance"] == 1275 || doc["balance"]["amount"] == 1275);
+                if !good {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                if doc["holder"].is_string() {
+                    saw_v2.store(true, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    assert_eq!(
+        server
+            .upload("acme", &token, "balances", plugin("balances-v2"))
+            .await
+            .status(),
+        201
+    );
+    wait_for("version 2 to take over", async || {
+        status(&server, "acme", &token, "balances").await["active_version"] == 2
+    })
+    .await;
+    wait_for("a reader to see version 2", async || {
+        saw_v2.load(Ordering::Relaxed)
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    reader.await.unwrap();
+    assert!(reads.load(Ordering::Relaxed) > 10);
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "no failed or empty read during the swap"
+    );
+    let s = status(&server, "acme", &token, "balances").await;
+    assert_eq!(s["versions"][0]["status"], "retired");
+    assert_eq!(s["versions"][1]["status"], "active");
+
+    // Rollback to version 1.
+    let (code, _) = json_of(
+        server
+            .post(
+                "/t/acme/projections/balances/promote",
+                &token,
+                json!({"version": 1}),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    let (_, doc) = json_of(server.get(&doc_path, &token).await).await;
+    assert_eq!(doc, json!({"owner": "o3", "balance": 1275, "version": 51}));
+
+    // Rebuild the active code beside itself: a new version that takes over.
+    let (code, body) = json_of(
+        server
+            .post("/t/acme/projections/balances/rebuild", &token, json!({}))
+            .await,
+    )
+    .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    let rebuilt = body["version"].as_u64().unwrap();
+    assert_eq!(rebuilt, 3);
+    wait_for("the rebuild to take over", async || {
+        status(&server, "acme", &token, "balances").await["active_version"] == rebuilt
+    })
+    .await;
+    let (_, doc) = json_of(server.get(&doc_path, &token).await).await;
+    assert_eq!(doc["owner"], "o3", "the rebuild runs version 1's code");
+    // Unknown versions cannot be promoted.
+    let (code, body) = json_of(
+        server
+            .post(
+                "/t/acme/projections/balances/promote",
+                &token,
+                json!({"version": 42}),
+            )
+            .await,
+    )
+    .await;
+    support::assert_error(code, &body, StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn a_failing_projection_is_parked_while_another_keeps_up() {
+    let server = Server::start().await;
+    let token = server.tenant("acme").await;
+    assert_eq!(
+        server
+            .upload("acme", &token, "stuck", hostile("projection"))
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        server
+            .upload("acme", &token, "balances", plugin("balances"))
+            .await
+            .status(),
+        201
+    );
+    let head = load(&server, "acme", &token, 2, 3).await;
+    let (code, body) = json_of(
+        server
+            .post(
+                "/t/acme/streams/poison-1",
+                &token,
+                json!({"events": [{"type": "Poison", "data": {}}]}),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    let poison = body["last_position"].as_u64().unwrap();
+    let (code, body) = json_of(
+        server
+            .post(
+                "/t/acme/streams/account-9",
+                &token,
+                json!({"events": [{"type": "Opened", "data": {"owner": "late"}}, {"type": "Deposited", "data": {"amount": 4}}]}),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    let last = body["last_position"].as_u64().unwrap();
+    wait_for("the hostile projection to be parked", async || {
+        status(&server, "acme", &token, "stuck").await["versions"][0]["status"] == "failed"
+    })
+    .await;
+    let stuck = status(&server, "acme", &token, "stuck").await;
+    let error = stuck["versions"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("event at position {poison}")),
+        "{error}"
+    );
+    assert!(error.contains("deadline"), "{error}");
+    assert_eq!(
+        stuck["versions"][0]["position"], head,
+        "parked before the poison event"
+    );
+    // The healthy projection went past the poison and keeps up with later events.
+    let (code, doc) = json_of(
+        server
+            .get(
+                &format!("/t/acme/projections/balances/docs/account-9?min_position={last}"),
+                &token,
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{doc}");
+    assert_eq!(doc, json!({"owner": "late", "balance": 4, "version": 2}));
+    // Parked versions cannot be promoted.
+    let (code, body) = json_of(
+        server
+            .post(
+                "/t/acme/projections/stuck/promote",
+                &token,
+                json!({"version": 1}),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(
+        code,
+        StatusCode::OK,
+        "promoting the active one again is harmless: {body}"
+    );
+}
+
+#[tokio::test]
+async fn a_heavy_tenant_does_not_starve_a_light_one() {
+    let server = Server::start().await;
+    let heavy = server.tenant("heavy").await;
+    let light = server.tenant("light").await;
+    load(&server, "heavy", &heavy, 100, 199).await; // 20 000 events to catch up
+    for (tenant, token) in [("heavy", &heavy), ("light", &light)] {
+        assert_eq!(
+            server
+                .upload(tenant, token, "balances", plugin("balances"))
+                .await
+                .status(),
+            201
+        );
+    }
+    let head = load(&server, "light", &light, 1, 1).await;
+    let (code, doc) = json_of(
+        server
+            .get(
+                &format!("/t/light/projections/balances/docs/account-0?min_position={head}"),
+                &light,
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(
+        code,
+        StatusCode::OK,
+        "the light tenant read its write: {doc}"
+    );
+    assert_eq!(doc["balance"], 1);
+    let lag = status(&server, "heavy", &heavy, "balances").await["versions"][0]["lag"]
+        .as_u64()
+        .unwrap();
+    assert!(lag > 0, "the heavy tenant was still catching up meanwhile");
+}
