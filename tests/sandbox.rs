@@ -1,1 +1,341 @@
-//! placeholder
+//! The sandbox against a corpus of real hostile components (hostile/): each attack
+//! answers a clear error, writes nothing, leaves the host serving, and a neighbour
+//! tenant's commands keep completing meanwhile. Also per-tenant limits and usage.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{Server, assert_error, hostile, json_of, plugin};
+
+async fn version_of(server: &Server, tenant: &str, token: &str, stream: &str) -> u64 {
+    let (code, body) = json_of(
+        server
+            .get(
+                &format!("/t/{tenant}/streams/{stream}?direction=backward&limit=1"),
+                token,
+            )
+            .await,
+    )
+    .await;
+    if code == StatusCode::NOT_FOUND {
+        return 0;
+    }
+    body["events"][0]["version"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn hostile_aggregate_corpus_is_contained() {
+    let server = Arc::new(Server::start().await);
+    let evil = server.tenant("evil").await;
+    let good = server.tenant("good").await;
+    assert_eq!(
+        server
+            .upload("evil", &evil, "h", hostile("aggregate"))
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        server
+            .upload("good", &good, "account", plugin("account"))
+            .await
+            .status(),
+        201
+    );
+    let (code, _) = server
+        .command(
+            "good",
+            &good,
+            "account",
+            "1",
+            json!({"type": "Open", "payload": {"owner": "n"}}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK);
+
+    // The neighbour works the whole time; its latencies are reported at the end.
+    let stop = Arc::new(AtomicBool::new(false));
+    let neighbour = {
+        let (server, good, stop) = (server.clone(), good.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
+                let (code, body) = server
+                    .command(
+                        "good",
+                        &good,
+                        "account",
+                        "1",
+                        json!({"type": "Deposit", "payload": {"amount": 1}}),
+                    )
+                    .await;
+                assert_eq!(code, StatusCode::OK, "the neighbour failed: {body}");
+                latencies.push(sent.elapsed());
+            }
+            latencies
+        })
+    };
+
+    let (code, _) = server
+        .command("evil", &evil, "h", "1", json!({"type": "Ok"}))
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    for (attack, reason) in [
+        ("Loop", "deadline"),
+        ("Bomb", "memory"),
+        ("Recurse", "trap"),
+        ("Panic", "trap"),
+        ("Flood", "memory"),
+    ] {
+        let (code, body) = server
+            .command("evil", &evil, "h", "1", json!({"type": attack}))
+            .await;
+        assert_error(
+            code,
+            &body,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "plugin_failed",
+        );
+        assert_eq!(body["error"]["reason"], reason, "{attack}: {body}");
+        assert_eq!(
+            version_of(&server, "evil", &evil, "h-1").await,
+            1,
+            "{attack} wrote nothing"
+        );
+    }
+    // The panic message reaches the caller and the plugin's logs.
+    let (_, body) = server
+        .command("evil", &evil, "h", "1", json!({"type": "Panic"}))
+        .await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("panicked on purpose"),
+        "{body}"
+    );
+    let (_, logs) = json_of(server.get("/t/evil/plugins/h/logs", &evil).await).await;
+    assert!(
+        logs["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("panicked on purpose")),
+        "{logs}"
+    );
+    // Files and sockets do not exist inside the sandbox: the plugin sees an error.
+    for attack in ["OpenFile", "Connect"] {
+        let (code, body) = server
+            .command("evil", &evil, "h", "1", json!({"type": attack}))
+            .await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{attack}: {body}");
+        assert_eq!(
+            body["error"]["domain_code"], "sandboxed",
+            "{attack}: {body}"
+        );
+    }
+    // A poisoned stream: evolve loops on it, every later command is refused cleanly.
+    let (code, _) = server
+        .command("evil", &evil, "h", "2", json!({"type": "Poison"}))
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    let (code, body) = server
+        .command("evil", &evil, "h", "2", json!({"type": "Ok"}))
+        .await;
+    assert_error(
+        code,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "plugin_failed",
+    );
+    assert_eq!(body["error"]["reason"], "deadline");
+    assert_eq!(version_of(&server, "evil", &evil, "h-2").await, 1);
+
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = neighbour.await.unwrap();
+    latencies.sort();
+    assert!(
+        !latencies.is_empty(),
+        "the neighbour completed commands meanwhile"
+    );
+    eprintln!(
+        "neighbour during the corpus: {} commands, p50 {:?}, max {:?}",
+        latencies.len(),
+        latencies[latencies.len() / 2],
+        latencies.last().unwrap()
+    );
+    // The host still serves, and the usage shows what happened.
+    let (code, tenant) = json_of(server.get("/admin/tenants/evil", &server.admin).await).await;
+    assert_eq!(code, StatusCode::OK);
+    let usage = &tenant["usage"];
+    assert!(usage["deadline_hits"].as_u64().unwrap() >= 2, "{usage}");
+    assert!(usage["memory_hits"].as_u64().unwrap() >= 2, "{usage}");
+    assert!(usage["traps"].as_u64().unwrap() >= 3, "{usage}");
+    assert!(usage["plugin_calls"].as_u64().unwrap() >= 10, "{usage}");
+    let metrics = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("cairn_tenant_limit_hits_total{tenant=\"evil\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn components_that_import_unknown_interfaces_are_refused_at_upload() {
+    let server = Server::start().await;
+    let token = server.tenant("acme").await;
+    let (code, body) = json_of(
+        server
+            .upload("acme", &token, "bad", hostile("bad-import"))
+            .await,
+    )
+    .await;
+    assert_error(
+        code,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_plugin",
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("evil:host/backdoor"),
+        "{body}"
+    );
+    let (code, _) = json_of(server.get("/t/acme/plugins/bad", &token).await).await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "nothing was recorded");
+}
+
+#[tokio::test]
+async fn limits_are_enforced_per_tenant() {
+    let server = Server::start().await;
+    // Bad limit values are a 400.
+    for limits in [
+        json!({"memory_bytes": 0}),
+        json!({"call_timeout_ms": "fast"}),
+        json!({"nonsense": 1}),
+    ] {
+        let (code, body) = json_of(
+            server
+                .post(
+                    "/admin/tenants",
+                    &server.admin,
+                    json!({"id": "bad", "limits": limits}),
+                )
+                .await,
+        )
+        .await;
+        assert_error(code, &body, StatusCode::BAD_REQUEST, "bad_request");
+    }
+    let (code, body) = json_of(
+        server
+            .post(
+                "/admin/tenants",
+                &server.admin,
+                json!({"id": "small", "limits": {"max_plugin_bytes": 65536, "commands_per_second": 2, "max_body_bytes": 2048}}),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    let token = body["token"].as_str().unwrap().to_owned();
+    // A plugin over the tenant's size limit: 413, refused on its declared length.
+    let (code, body) = json_of(
+        server
+            .upload("small", &token, "account", plugin("account"))
+            .await,
+    )
+    .await;
+    assert_error(code, &body, StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+    // Raise the limit through the admin API, then the same upload works.
+    let (code, body) = json_of(
+        server
+            .send(
+                reqwest::Method::PATCH,
+                "/admin/tenants/small",
+                &server.admin,
+                Some(json!({"limits": {"max_plugin_bytes": 16777216}})),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["limits"]["commands_per_second"], 2,
+        "other limits kept"
+    );
+    assert_eq!(
+        server
+            .upload("small", &token, "account", plugin("account"))
+            .await
+            .status(),
+        201
+    );
+    // A body over the tenant's body limit.
+    let big = "x".repeat(4096);
+    let (code, body) = server
+        .command(
+            "small",
+            &token,
+            "account",
+            "1",
+            json!({"type": "Open", "payload": {"owner": big}}),
+        )
+        .await;
+    assert_error(code, &body, StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+    // The command rate: a burst beyond 2 per second meets 429.
+    let mut over = 0;
+    for _ in 0..6 {
+        let (code, body) = server
+            .command(
+                "small",
+                &token,
+                "account",
+                "1",
+                json!({"type": "Open", "payload": {"owner": "x"}}),
+            )
+            .await;
+        if code == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(body["error"]["code"], "over_limit");
+            over += 1;
+        }
+    }
+    assert!(over >= 3, "{over} of 6 commands were limited");
+}
+
+#[tokio::test]
+async fn a_huge_upload_is_refused_before_it_is_read() {
+    let server = Server::start().await;
+    let token = server.tenant("acme").await;
+    // 200 MiB announced; the server answers from the header.
+    let body = reqwest::Body::wrap_stream(futures::stream::iter(
+        (0..200).map(|_| Ok::<_, std::io::Error>(vec![0u8; 1 << 20])),
+    ));
+    let response = server
+        .http
+        .put(server.url("/t/acme/plugins/huge"))
+        .bearer_auth(&token)
+        .header("content-length", (200u64 << 20).to_string())
+        .body(body)
+        .send()
+        .await;
+    let (code, body): (StatusCode, Value) = match response {
+        Ok(r) => json_of(r).await,
+        Err(e) => panic!("no answer: {e}"),
+    };
+    assert_error(code, &body, StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+}
