@@ -27,6 +27,17 @@ pub async fn readyz(State(app): State<AppState>) -> ApiResult<Json<Value>> {
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     let mut text = app.metrics.render();
     text.push_str(&crate::metrics::render_usage(&app.tenants.usages()));
+    use std::sync::atomic::Ordering::Relaxed;
+    text.push_str(&format!(
+        "# HELP cairn_components_compiled_total Components compiled by cranelift.\n\
+         # TYPE cairn_components_compiled_total counter\n\
+         cairn_components_compiled_total {}\n\
+         # HELP cairn_components_loaded_from_cache_total Components loaded from the artifact cache.\n\
+         # TYPE cairn_components_loaded_from_cache_total counter\n\
+         cairn_components_loaded_from_cache_total {}\n",
+        app.runtime.compiled.load(Relaxed),
+        app.runtime.loaded_from_cache.load(Relaxed)
+    ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

@@ -73,6 +73,9 @@ pub struct Runtime {
     loaded: Mutex<HashMap<String, Arc<LoadedComponent>>>,
     /// Bounds concurrent instances so the pool is never exhausted.
     call_slots: Arc<tokio::sync::Semaphore>,
+    /// Components compiled by cranelift, and loaded from the artifact cache instead.
+    pub compiled: std::sync::atomic::AtomicU64,
+    pub loaded_from_cache: std::sync::atomic::AtomicU64,
 }
 
 /// `sha256:<hex>` of the bytes: the identity of a component.
@@ -124,6 +127,8 @@ impl Runtime {
             projection_linker,
             loaded: Mutex::new(HashMap::new()),
             call_slots: Arc::new(tokio::sync::Semaphore::new(POOL_INSTANCES as usize / 2)),
+            compiled: Default::default(),
+            loaded_from_cache: Default::default(),
         })
     }
 
@@ -138,7 +143,11 @@ impl Runtime {
             return Ok(found.clone());
         }
         let component = match self.artifacts.load(&self.engine, digest) {
-            Some(component) => component,
+            Some(component) => {
+                self.loaded_from_cache
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                component
+            }
             None => {
                 let bytes = wasm().await?;
                 self.compile(bytes).await?.1
@@ -202,6 +211,8 @@ impl Runtime {
         let component = tokio::task::spawn_blocking(move || Component::new(&engine, &wasm))
             .await?
             .map_err(anyhow::Error::from)?;
+        self.compiled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Err(error) = self.artifacts.store(&digest, &component) {
             tracing::warn!(%digest, "could not cache a compiled component: {error:#}");
         }
