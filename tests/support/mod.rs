@@ -42,6 +42,39 @@ pub fn hostile(name: &str) -> Vec<u8> {
     component("hostile", name)
 }
 
+/// A fresh PostgreSQL database for one test, dropped by `drop_database`. PostgreSQL
+/// must be reachable: tests that need it fail, never skip.
+pub async fn postgres_database() -> (String, String) {
+    use sqlx::Connection;
+    let admin = std::env::var("CAIRN_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL is required for this test and is not reachable at {admin}: {e}")
+        });
+    let name = format!("cairn_http_{}", uuid::Uuid::new_v4().simple());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').unwrap().0;
+    (format!("{base}/{name}"), name)
+}
+
+pub async fn drop_database(name: &str) {
+    use sqlx::Connection;
+    let admin = std::env::var("CAIRN_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+}
+
 impl Server {
     pub async fn start() -> Server {
         Server::start_with(&[]).await

@@ -1,0 +1,255 @@
+//! A real `cairn` process for the black-box HTTP tests (tests/api.rs,
+//! tests/conformance_http.rs): a temporary data directory, a free loopback port, a
+//! random operator token, and small helpers that speak the contract in shared/API.md.
+#![allow(dead_code)] // each test file uses a different part of it
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{Value, json};
+
+pub struct Server {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`, as printed by the server.
+    pub base: String,
+    admin_token: String,
+    pub http: Client,
+    /// Outlives restarts; removed when the server is dropped.
+    pub data_dir: tempfile::TempDir,
+    args: Vec<String>,
+}
+
+/// The bytes of `target/plugins/<name>.wasm`, built by `cargo xtask build-plugins`.
+pub fn plugin_bytes(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/plugins")
+        .join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{} is missing ({e}): run `cargo xtask build-plugins` first",
+            path.display()
+        )
+    })
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Server::start_with(&[]).await
+    }
+
+    /// With extra `cairn serve` arguments, e.g. `["--snapshot-every", "100"]`.
+    pub async fn start_with(args: &[&str]) -> Server {
+        let mut server = Server {
+            child: None,
+            base: String::new(),
+            admin_token: format!("op-{}", uuid::Uuid::new_v4().simple()),
+            http: Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap(),
+            data_dir: tempfile::tempdir().unwrap(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+        };
+        server.spawn().await;
+        server
+    }
+
+    /// On a PostgreSQL database instead of the default SQLite file.
+    pub async fn with_database(url: &str) -> Server {
+        Server::start_with(&["--database", url]).await
+    }
+
+    async fn spawn(&mut self) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(self.data_dir.path())
+            .args(&self.args)
+            .env("CAIRN_ADMIN_TOKEN", &self.admin_token)
+            .env(
+                "RUST_LOG",
+                std::env::var("CAIRN_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting cairn");
+        let stdout = child.stdout.take().unwrap();
+        let line = tokio::task::spawn_blocking(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            // Keep draining so a later print never hits a closed pipe.
+            std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+            line
+        })
+        .await
+        .unwrap();
+        self.child = Some(child);
+        self.base = line
+            .trim()
+            .strip_prefix("cairn listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from cairn: {line:?}"))
+            .to_owned();
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = self.http.get(self.url("/readyz")).send().await
+                && r.status() == StatusCode::OK
+            {
+                return;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "cairn never became ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM, then wait for the process to exit (SIGKILL after 20 s).
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let started = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                panic!("cairn did not exit within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `kill -9`: no shutdown at all.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A graceful stop, then a new process on the same data directory.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn().await;
+    }
+
+    /// `kill -9`, then a new process on the same data directory.
+    pub async fn crash_restart(&mut self) {
+        self.kill9();
+        self.spawn().await;
+    }
+
+    pub fn admin(&self) -> &str {
+        &self.admin_token
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Response {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Creates a tenant with the operator token and returns the tenant's token.
+    pub async fn create_tenant(&self, id: &str) -> String {
+        let resp = self
+            .post("/admin/tenants", &self.admin_token, json!({"id": id}))
+            .await;
+        let body = expect(resp, StatusCode::CREATED).await;
+        body["token"].as_str().expect("a token").to_owned()
+    }
+
+    pub async fn upload(&self, token: &str, tenant: &str, name: &str, bytes: Vec<u8>) -> Response {
+        self.http
+            .put(self.url(&format!("/t/{tenant}/plugins/{name}")))
+            .bearer_auth(token)
+            .header("content-type", "application/wasm")
+            .body(bytes)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Creates `tenant` and uploads `account.wasm` to it; returns the tenant's token.
+    pub async fn tenant_with_account(&self, tenant: &str) -> String {
+        let token = self.create_tenant(tenant).await;
+        let resp = self
+            .upload(&token, tenant, "account", plugin_bytes("account"))
+            .await;
+        expect(resp, StatusCode::CREATED).await;
+        token
+    }
+
+    pub async fn command(
+        &self,
+        token: &str,
+        tenant: &str,
+        aggregate: &str,
+        id: &str,
+        body: Value,
+    ) -> Response {
+        self.post(
+            &format!("/t/{tenant}/aggregates/{aggregate}/{id}/commands"),
+            token,
+            body,
+        )
+        .await
+    }
+
+    /// A raw append to a stream.
+    pub async fn append(&self, token: &str, tenant: &str, stream: &str, body: Value) -> Response {
+        self.post(&format!("/t/{tenant}/streams/{stream}"), token, body)
+            .await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Status and body (JSON, or the text as a JSON string when it is not JSON).
+pub async fn body_of(resp: Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// Asserts the status and returns the JSON body.
+pub async fn expect(resp: Response, status: StatusCode) -> Value {
+    let (got, body) = body_of(resp).await;
+    assert_eq!(got, status, "unexpected status; body: {body}");
+    body
+}
+
+/// Asserts the status and the contract's error shape
+/// `{"error": {"code": <code>, "message": <string>, ...}}`; returns the `error` object.
+pub async fn assert_error(resp: Response, status: StatusCode, code: &str) -> Value {
+    let (got, body) = body_of(resp).await;
+    assert_eq!(got, status, "unexpected status; body: {body}");
+    let error = &body["error"];
+    assert!(error.is_object(), "not the error shape: {body}");
+    assert_eq!(error["code"], code, "unexpected error code: {body}");
+    let message = error["message"].as_str().unwrap_or_else(|| panic!("no message: {body}"));
+    assert!(!message.is_empty(), "empty message: {body}");
+    error.clone()
+}
