@@ -123,6 +123,7 @@ pub use projection::{Event, Projection};
 
 /// Bindings of the `aggregate` world (generated; used by [`export_aggregate!`]).
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)] // generated code
 pub mod aggregate_bindings {
     wit_bindgen::generate!({
         path: "../wit",
@@ -135,6 +136,7 @@ pub mod aggregate_bindings {
 
 /// Bindings of the `projection` world (generated; used by [`export_projection!`]).
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)] // generated code
 pub mod projection_bindings {
     wit_bindgen::generate!({
         path: "../wit",

@@ -210,12 +210,12 @@ pub async fn log(
 ) -> ApiResult<Json<Value>> {
     let limit = page_size(query.limit)?;
     let types = parse_types(query.types.as_deref());
-    // Head first: every event listed is then at or below the head reported.
-    let head = app.store.head(&access.tenant).await?;
     let events = app
         .store
         .read_log(&access.tenant, query.after.unwrap_or(0), limit, &types)
         .await?;
+    // The head after the events: every event listed is at or below the head reported.
+    let head = app.store.head(&access.tenant).await?;
     Ok(Json(
         json!({"events": views::events(&events), "head": head}),
     ))

@@ -1,7 +1,7 @@
 //! A hostile aggregate: each command type is one attack on the host (see ../README.md).
+#![allow(clippy::too_many_arguments)] // generated bindings
 
 wit_bindgen::generate!({ path: "../../wit", world: "aggregate" });
-
 
 struct Hostile;
 

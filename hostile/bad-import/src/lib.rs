@@ -1,8 +1,8 @@
 //! A component that imports an interface the host does not provide. The host must
 //! refuse it at upload and name the interface.
+#![allow(clippy::too_many_arguments)] // generated bindings
 
 wit_bindgen::generate!({ path: "wit", world: "bad-aggregate", generate_all });
-
 
 struct Hostile;
 

@@ -1,4 +1,5 @@
 //! A hostile projection: `handle` loops forever on a `Poison` event.
+#![allow(clippy::too_many_arguments)] // generated bindings
 
 wit_bindgen::generate!({ path: "../../wit", world: "projection" });
 
