@@ -1,226 +1,522 @@
-//! The foundation scenario, black-box: a new user's first hour against a real `cairn`
-//! process (tenants, uploads, commands, a domain rejection, state, streams, auth,
-//! junk uploads, a restart that keeps everything).
+//! The foundation scenario against a real `cairn` process: tenants, plugin uploads,
+//! the banking commands, auth, restarts and the error shape (shared/API.md).
 
-mod support;
+mod common;
 
+use common::{Server, assert_error, body_of, expect, plugin_bytes};
 use reqwest::StatusCode;
-use serde_json::json;
-use support::{Server, assert_error, json_of, plugin};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+fn is_rfc3339(v: &Value) -> bool {
+    v.as_str()
+        .is_some_and(|s| chrono::DateTime::parse_from_rfc3339(s).is_ok())
+}
 
 #[tokio::test]
-async fn the_first_hour() {
-    let mut server = Server::start().await;
-    let (ok, body) = json_of(server.get("/healthz", "").await).await;
-    assert_eq!(ok, StatusCode::OK, "{body}");
-
-    // Tenants: created with a token; a duplicate is 409; a bad id is 400.
-    let token = server.tenant("acme").await;
-    assert!(token.starts_with("cairn_"));
-    let (code, body) = json_of(
-        server
-            .post("/admin/tenants", &server.admin, json!({"id": "acme"}))
-            .await,
-    )
-    .await;
-    assert_error(code, &body, StatusCode::CONFLICT, "already_exists");
-    for bad in ["Acme", "-acme", "a_b", ""] {
-        let (code, body) = json_of(
-            server
-                .post("/admin/tenants", &server.admin, json!({"id": bad}))
-                .await,
-        )
+async fn tenants_are_created_once_with_valid_ids() {
+    let server = Server::start().await;
+    let resp = server
+        .post("/admin/tenants", server.admin(), json!({"id": "acme"}))
         .await;
-        assert_error(code, &body, StatusCode::BAD_REQUEST, "bad_request");
+    let body = expect(resp, StatusCode::CREATED).await;
+    assert_eq!(body["id"], "acme");
+    let token = body["token"].as_str().expect("a token");
+    assert!(!token.is_empty() && token != server.admin());
+    // The token reaches its tenant.
+    let plugins = expect(server.get("/t/acme/plugins", token).await, StatusCode::OK).await;
+    assert_eq!(plugins, json!([]));
+
+    let dup = server
+        .post("/admin/tenants", server.admin(), json!({"id": "acme"}))
+        .await;
+    assert_error(dup, StatusCode::CONFLICT, "already_exists").await;
+
+    let too_long = "a".repeat(64);
+    for bad in ["Acme", "-acme", "", "a_b", "a.b", "ünï", too_long.as_str()] {
+        let resp = server
+            .post("/admin/tenants", server.admin(), json!({"id": bad}))
+            .await;
+        assert_error(resp, StatusCode::BAD_REQUEST, "bad_request").await;
     }
+    // 63 characters is the longest valid id.
+    let longest = "a".repeat(63);
+    let resp = server
+        .post("/admin/tenants", server.admin(), json!({"id": longest}))
+        .await;
+    expect(resp, StatusCode::CREATED).await;
 
-    // Upload: 201 with kind and digest; the same bytes again are 200, same version.
-    let (code, first) = json_of(
-        server
-            .upload("acme", &token, "account", plugin("account"))
-            .await,
+    let list = expect(
+        server.get("/admin/tenants", server.admin()).await,
+        StatusCode::OK,
     )
     .await;
-    assert_eq!(code, StatusCode::CREATED, "{first}");
-    assert_eq!(first["kind"], "aggregate");
-    assert_eq!(first["version"], 1);
-    assert!(first["digest"].as_str().unwrap().starts_with("sha256:"));
-    let (code, again) = json_of(
-        server
-            .upload("acme", &token, "account", plugin("account"))
-            .await,
-    )
-    .await;
-    assert_eq!(code, StatusCode::OK);
-    assert_eq!(again, first);
-
-    // Junk and a core module are refused with what is wrong.
-    let (code, body) = json_of(
-        server
-            .upload("acme", &token, "junk", b"not wasm at all".to_vec())
-            .await,
-    )
-    .await;
-    assert_error(
-        code,
-        &body,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_plugin",
-    );
-    let (code, body) = json_of(
-        server
-            .upload("acme", &token, "core", b"\0asm\x01\0\0\0".to_vec())
-            .await,
-    )
-    .await;
-    assert_error(
-        code,
-        &body,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_plugin",
-    );
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{list}");
     assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("not a component"),
-        "{body}"
+        ids.contains(&"acme") && ids.contains(&longest.as_str()),
+        "{list}"
     );
+    let one = expect(
+        server.get("/admin/tenants/acme", server.admin()).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(one["id"], "acme");
+    assert!(
+        one["limits"].is_object() && one["usage"].is_object(),
+        "{one}"
+    );
+    let missing = server.get("/admin/tenants/nobody", server.admin()).await;
+    assert_error(missing, StatusCode::NOT_FOUND, "not_found").await;
+}
 
-    // The banking scenario.
-    let cmd = |body| server.command("acme", &token, "account", "42", body);
-    let (code, body) = cmd(json!({"type": "Open", "payload": {"owner": "ann"}})).await;
-    assert_eq!(code, StatusCode::OK, "{body}");
-    assert_eq!(body["stream_id"], "account-42");
-    assert_eq!(body["version"], 1);
-    let (code, body) = cmd(json!({"type": "Deposit", "payload": {"amount": 100}})).await;
-    assert_eq!((code, body["version"].as_u64()), (StatusCode::OK, Some(2)));
-    let (code, body) = cmd(json!({"type": "Withdraw", "payload": {"amount": 500}})).await;
-    assert_error(code, &body, StatusCode::UNPROCESSABLE_ENTITY, "rejected");
-    assert_eq!(body["error"]["domain_code"], "insufficient_funds");
-    let (code, body) = cmd(json!({"type": "Withdraw", "payload": {"amount": 30}})).await;
-    assert_eq!(code, StatusCode::OK, "{body}");
-    assert_eq!(body["version"], 3, "the rejected command wrote nothing");
-    assert_eq!(body["events"][0]["type"], "Withdrawn");
-    assert_eq!(body["events"][0]["data"], json!({"amount": 30}));
+#[tokio::test]
+async fn uploading_account_gives_a_version_and_same_bytes_give_it_again() {
+    let server = Server::start().await;
+    let token = server.create_tenant("acme").await;
+    let wasm = plugin_bytes("account");
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&wasm)));
 
-    let (code, state) = json_of(server.get("/t/acme/aggregates/account/42", &token).await).await;
-    assert_eq!(code, StatusCode::OK);
+    let resp = server.upload(&token, "acme", "account", wasm.clone()).await;
+    let first = expect(resp, StatusCode::CREATED).await;
+    assert_eq!(first["name"], "account");
+    assert_eq!(first["version"], 1);
+    assert_eq!(first["kind"], "aggregate");
+    assert_eq!(first["digest"], digest.as_str());
+
+    let resp = server.upload(&token, "acme", "account", wasm).await;
+    let again = expect(resp, StatusCode::OK).await;
+    assert_eq!(again, first, "identical bytes answer the same version");
+
+    let listed = expect(server.get("/t/acme/plugins", &token).await, StatusCode::OK).await;
+    assert_eq!(
+        listed[0]["versions"].as_array().unwrap().len(),
+        1,
+        "{listed}"
+    );
+}
+
+#[tokio::test]
+async fn junk_and_core_modules_are_invalid_plugins() {
+    let server = Server::start().await;
+    let token = server.create_tenant("acme").await;
+
+    let junk = server
+        .upload(&token, "acme", "junk", b"this is not wasm at all".to_vec())
+        .await;
+    assert_error(junk, StatusCode::UNPROCESSABLE_ENTITY, "invalid_plugin").await;
+
+    // A valid, empty core module: WebAssembly, but not a component.
+    let core = server
+        .upload(&token, "acme", "core", b"\0asm\x01\0\0\0".to_vec())
+        .await;
+    assert_error(core, StatusCode::UNPROCESSABLE_ENTITY, "invalid_plugin").await;
+
+    let listed = expect(server.get("/t/acme/plugins", &token).await, StatusCode::OK).await;
+    assert_eq!(listed, json!([]), "a refused upload keeps nothing");
+    let core = server.get("/t/acme/plugins/core", &token).await;
+    assert_error(core, StatusCode::NOT_FOUND, "not_found").await;
+}
+
+#[tokio::test]
+async fn banking_scenario() {
+    let server = Server::start().await;
+    let token = server.tenant_with_account("acme").await;
+    let cmd = |body: Value| server.command(&token, "acme", "account", "42", body);
+
+    let opened = expect(
+        cmd(json!({"type": "Open", "payload": {"owner": "ann"}})).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(opened["stream_id"], "account-42");
+    assert_eq!(opened["version"], 1);
+    assert_eq!(opened["events"][0]["type"], "Opened");
+    assert_eq!(opened["events"][0]["version"], 1);
+    assert_eq!(opened["position"], opened["events"][0]["position"]);
+
+    let deposited = expect(
+        cmd(json!({"type": "Deposit", "payload": {"amount": 100}})).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(deposited["version"], 2);
+
+    let refused = cmd(json!({"type": "Withdraw", "payload": {"amount": 500}})).await;
+    let error = assert_error(refused, StatusCode::UNPROCESSABLE_ENTITY, "rejected").await;
+    assert_eq!(error["domain_code"], "insufficient_funds");
+    let state = expect(
+        server.get("/t/acme/aggregates/account/42", &token).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(state["version"], 2, "a rejection writes nothing: {state}");
+    assert_eq!(state["state"]["balance"], 100);
+
+    let withdrawn = expect(
+        cmd(json!({"type": "Withdraw", "payload": {"amount": 30}})).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(withdrawn["version"], 3);
+
+    let state = expect(
+        server.get("/t/acme/aggregates/account/42", &token).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(state["stream_id"], "account-42");
     assert_eq!(state["version"], 3);
-    assert_eq!(state["state"]["balance"], 70);
     assert_eq!(state["state"]["owner"], "ann");
+    assert_eq!(state["state"]["balance"], 70);
 
-    let (code, stream) = json_of(server.get("/t/acme/streams/account-42", &token).await).await;
-    assert_eq!(code, StatusCode::OK);
-    let events = stream["events"].as_array().unwrap();
-    let kinds: Vec<_> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["Opened", "Deposited", "Withdrawn"]);
-    let positions: Vec<_> = events
+    let read = expect(
+        server.get("/t/acme/streams/account-42", &token).await,
+        StatusCode::OK,
+    )
+    .await;
+    let events = read["events"].as_array().unwrap();
+    assert_eq!(events.len(), 3, "{read}");
+    assert_eq!(read["next"], Value::Null);
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["Opened", "Deposited", "Withdrawn"]);
+    let positions: Vec<u64> = events
         .iter()
         .map(|e| e["position"].as_u64().unwrap())
         .collect();
-    assert_eq!(positions, [1, 2, 3]);
-    assert!(events[0]["recorded_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(positions, [1, 2, 3], "the tenant's first three positions");
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["version"], i as u64 + 1);
+        assert_eq!(e["stream_id"], "account-42");
+        assert!(e["event_id"].as_str().is_some_and(|s| !s.is_empty()), "{e}");
+        assert!(e["metadata"].is_object(), "{e}");
+        assert!(is_rfc3339(&e["recorded_at"]), "{e}");
+    }
+    assert_eq!(events[0]["data"]["owner"], "ann");
+    assert_eq!(events[1]["data"]["amount"], 100);
+    assert_eq!(events[2]["data"]["amount"], 30);
+    assert_eq!(withdrawn["position"], 3);
+}
 
-    // Auth: a second tenant's token is 403, a wrong token and none are 401, a tenant
-    // token on /admin is 403.
-    let other = server.tenant("other").await;
-    let (code, body) = json_of(server.get("/t/acme/aggregates/account/42", &other).await).await;
-    assert_error(code, &body, StatusCode::FORBIDDEN, "forbidden");
-    let (code, body) = json_of(
+#[tokio::test]
+async fn domain_rejections_carry_their_codes() {
+    let server = Server::start().await;
+    let token = server.tenant_with_account("acme").await;
+    let cmd = |body: Value| server.command(&token, "acme", "account", "7", body);
+    let not_open = cmd(json!({"type": "Deposit", "payload": {"amount": 5}})).await;
+    let e = assert_error(not_open, StatusCode::UNPROCESSABLE_ENTITY, "rejected").await;
+    assert_eq!(e["domain_code"], "not_open");
+    expect(
+        cmd(json!({"type": "Open", "payload": {"owner": "bob"}})).await,
+        StatusCode::OK,
+    )
+    .await;
+    let twice = cmd(json!({"type": "Open", "payload": {"owner": "bob"}})).await;
+    let e = assert_error(twice, StatusCode::UNPROCESSABLE_ENTITY, "rejected").await;
+    assert_eq!(e["domain_code"], "already_open");
+    let zero = cmd(json!({"type": "Deposit", "payload": {"amount": 0}})).await;
+    let e = assert_error(zero, StatusCode::UNPROCESSABLE_ENTITY, "rejected").await;
+    assert_eq!(e["domain_code"], "invalid_amount");
+    let state = expect(
+        server.get("/t/acme/aggregates/account/7", &token).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(state["version"], 1);
+}
+
+#[tokio::test]
+async fn auth_401_for_missing_or_wrong_tokens_and_403_across_tenants() {
+    let server = Server::start().await;
+    let acme = server.tenant_with_account("acme").await;
+    let other = server.create_tenant("other").await;
+    expect(
         server
-            .get("/t/acme/aggregates/account/42", "cairn_nope")
+            .command(
+                &acme,
+                "acme",
+                "account",
+                "1",
+                json!({"type": "Open", "payload": {"owner": "ann"}}),
+            )
             .await,
+        StatusCode::OK,
     )
     .await;
-    assert_error(code, &body, StatusCode::UNAUTHORIZED, "unauthorized");
-    let (code, body) = json_of(
-        server
-            .http
-            .get(server.url("/t/acme/events"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_error(code, &body, StatusCode::UNAUTHORIZED, "unauthorized");
-    let (code, body) = json_of(server.get("/admin/tenants", &token).await).await;
-    assert_error(code, &body, StatusCode::FORBIDDEN, "forbidden");
 
-    // Bad requests answer in the error shape.
-    let response = server
+    let paths = [
+        "/t/acme/plugins",
+        "/t/acme/plugins/account",
+        "/t/acme/aggregates/account/1",
+        "/t/acme/streams/account-1",
+        "/t/acme/events",
+    ];
+    for path in paths {
+        let none = server.http.get(server.url(path)).send().await.unwrap();
+        assert_error(none, StatusCode::UNAUTHORIZED, "unauthorized").await;
+        let wrong = server.get(path, "not-a-token").await;
+        assert_error(wrong, StatusCode::UNAUTHORIZED, "unauthorized").await;
+        let foreign = server.get(path, &other).await;
+        let (status, body) = body_of(foreign).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "forbidden", "{path}: {body}");
+        assert!(!body.to_string().contains("ann"), "leaked data: {body}");
+        // The rightful owner and the operator get through.
+        expect(server.get(path, &acme).await, StatusCode::OK).await;
+        expect(server.get(path, server.admin()).await, StatusCode::OK).await;
+    }
+    // Writes too.
+    let foreign_cmd = server
+        .command(
+            &other,
+            "acme",
+            "account",
+            "1",
+            json!({"type": "Deposit", "payload": {"amount": 1}}),
+        )
+        .await;
+    assert_error(foreign_cmd, StatusCode::FORBIDDEN, "forbidden").await;
+    let foreign_upload = server
+        .upload(&other, "acme", "account", plugin_bytes("account"))
+        .await;
+    assert_error(foreign_upload, StatusCode::FORBIDDEN, "forbidden").await;
+
+    // Tenant tokens never reach /admin.
+    let listed = server.get("/admin/tenants", &acme).await;
+    assert_error(listed, StatusCode::FORBIDDEN, "forbidden").await;
+    let create = server
+        .post("/admin/tenants", &acme, json!({"id": "sneaky"}))
+        .await;
+    assert_error(create, StatusCode::FORBIDDEN, "forbidden").await;
+    let none = server
         .http
-        .post(server.url("/t/acme/aggregates/account/42/commands"))
-        .bearer_auth(&token)
-        .header("content-type", "application/json")
-        .body("{not json")
+        .get(server.url("/admin/tenants"))
         .send()
         .await
         .unwrap();
-    let (code, body) = json_of(response).await;
-    assert_error(code, &body, StatusCode::BAD_REQUEST, "bad_request");
-    let (code, body) = cmd(json!({"type": "Deposit", "payload": [1, 2]})).await;
-    assert_error(code, &body, StatusCode::BAD_REQUEST, "bad_request");
-    let (code, body) = server
-        .command("acme", &token, "nothing", "1", json!({"type": "X"}))
-        .await;
-    assert_error(code, &body, StatusCode::NOT_FOUND, "not_found");
-    let (code, body) = json_of(server.get("/t/acme/streams/account-999", &token).await).await;
-    assert_error(code, &body, StatusCode::NOT_FOUND, "not_found");
+    assert_error(none, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    let state = expect(
+        server.get("/t/acme/aggregates/account/1", &acme).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(state["version"], 1, "a refused write wrote nothing");
+}
 
-    // Listing.
-    let (code, list) = json_of(server.get("/t/acme/plugins", &token).await).await;
-    assert_eq!(code, StatusCode::OK);
-    assert_eq!(list[0]["name"], "account");
-    assert_eq!(list[0]["kind"], "aggregate");
-    assert_eq!(list[0]["active_version"], 1);
-    assert_eq!(list[0]["versions"][0]["digest"], first["digest"]);
-
-    // A restart on the same data directory keeps everything.
-    server.restart().await;
-    let (code, body) = server
-        .command(
-            "acme",
-            &token,
-            "account",
-            "42",
-            json!({"type": "Deposit", "payload": {"amount": 5}}),
+async fn restart_keeps_everything(crash: bool) {
+    let mut server = Server::start().await;
+    let token = server.tenant_with_account("acme").await;
+    for body in [
+        json!({"type": "Open", "payload": {"owner": "ann"}}),
+        json!({"type": "Deposit", "payload": {"amount": 100}}),
+        json!({"type": "Withdraw", "payload": {"amount": 30}}),
+    ] {
+        expect(
+            server.command(&token, "acme", "account", "42", body).await,
+            StatusCode::OK,
         )
         .await;
-    assert_eq!(code, StatusCode::OK, "{body}");
-    assert_eq!(body["version"], 4);
-    let (_, state) = json_of(server.get("/t/acme/aggregates/account/42", &token).await).await;
+    }
+    let plugins_before = expect(server.get("/t/acme/plugins", &token).await, StatusCode::OK).await;
+
+    if crash {
+        server.crash_restart().await;
+    } else {
+        server.restart().await;
+    }
+
+    let plugins_after = expect(server.get("/t/acme/plugins", &token).await, StatusCode::OK).await;
+    assert_eq!(plugins_after, plugins_before);
+    let state = expect(
+        server.get("/t/acme/aggregates/account/42", &token).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(state["version"], 3);
+    assert_eq!(state["state"]["balance"], 70);
+    assert_eq!(state["state"]["owner"], "ann");
+    let after = expect(
+        server
+            .command(
+                &token,
+                "acme",
+                "account",
+                "42",
+                json!({"type": "Deposit", "payload": {"amount": 5}}),
+            )
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(after["version"], 4);
+    assert_eq!(after["position"], 4, "positions continue after a restart");
+    let state = expect(
+        server.get("/t/acme/aggregates/account/42", &token).await,
+        StatusCode::OK,
+    )
+    .await;
     assert_eq!(state["state"]["balance"], 75);
-    let (code, _) = json_of(server.get("/t/acme/aggregates/account/42", &other).await).await;
-    assert_eq!(code, StatusCode::FORBIDDEN, "tokens survive the restart");
+    // The operator token (from the environment) and tenant list survive too.
+    let list = expect(
+        server.get("/admin/tenants", server.admin()).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_graceful_restart_keeps_everything() {
+    restart_keeps_everything(false).await;
+}
+
+#[tokio::test]
+async fn a_kill_9_restart_keeps_everything() {
+    restart_keeps_everything(true).await;
+}
+
+#[tokio::test]
+async fn plugin_listing_shape() {
+    let server = Server::start().await;
+    let token = server.tenant_with_account("acme").await;
+    let up = server
+        .upload(&token, "acme", "daily-totals", plugin_bytes("daily-totals"))
+        .await;
+    let up = expect(up, StatusCode::CREATED).await;
+    assert_eq!(up["kind"], "projection");
+
+    let list = expect(server.get("/t/acme/plugins", &token).await, StatusCode::OK).await;
+    let list = list.as_array().expect("an array");
+    assert_eq!(list.len(), 2);
+    let account = list
+        .iter()
+        .find(|p| p["name"] == "account")
+        .expect("account listed");
+    assert_eq!(account["kind"], "aggregate");
+    assert_eq!(account["active_version"], 1);
+    let versions = account["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 1);
+    assert_eq!(versions[0]["version"], 1);
+    assert!(
+        versions[0]["digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    assert!(is_rfc3339(&versions[0]["uploaded_at"]), "{account}");
+    let totals = list
+        .iter()
+        .find(|p| p["name"] == "daily-totals")
+        .expect("listed");
+    assert_eq!(totals["kind"], "projection");
+
+    let one = expect(
+        server.get("/t/acme/plugins/account", &token).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(&one, account);
+    let missing = server.get("/t/acme/plugins/nope", &token).await;
+    assert_error(missing, StatusCode::NOT_FOUND, "not_found").await;
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_400_in_the_error_shape() {
+    let server = Server::start().await;
+    let token = server.tenant_with_account("acme").await;
+    let raw = |path: &str, token: &str, body: &'static str| {
+        server
+            .http
+            .post(server.url(path))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    for body in ["{not json", "", "[1,2", "{\"type\": 5}"] {
+        let resp = raw("/t/acme/aggregates/account/1/commands", &token, body)
+            .await
+            .unwrap();
+        assert_error(resp, StatusCode::BAD_REQUEST, "bad_request").await;
+        let resp = raw("/t/acme/streams/s-1", &token, body).await.unwrap();
+        assert_error(resp, StatusCode::BAD_REQUEST, "bad_request").await;
+        let resp = raw("/admin/tenants", server.admin(), body).await.unwrap();
+        assert_error(resp, StatusCode::BAD_REQUEST, "bad_request").await;
+    }
+    // A payload that is not an object.
+    for payload in [json!(5), json!("Deposit"), json!([1, 2])] {
+        let resp = server
+            .command(
+                &token,
+                "acme",
+                "account",
+                "1",
+                json!({"type": "Open", "payload": payload}),
+            )
+            .await;
+        let (status, body) = body_of(resp).await;
+        assert!(status.is_client_error(), "{status}: {body}");
+        assert!(body["error"]["code"].is_string(), "{body}");
+        assert!(body["error"]["message"].is_string(), "{body}");
+    }
+    // Nothing of it was written.
+    let missing = server.get("/t/acme/streams/account-1", &token).await;
+    assert_error(missing, StatusCode::NOT_FOUND, "not_found").await;
+    let log = expect(server.get("/t/acme/events", &token).await, StatusCode::OK).await;
+    assert_eq!(log["head"], 0);
+}
+
+#[tokio::test]
+async fn unknown_plugin_is_404() {
+    let server = Server::start().await;
+    let token = server.tenant_with_account("acme").await;
+    let resp = server
+        .command(
+            &token,
+            "acme",
+            "nosuch",
+            "1",
+            json!({"type": "Open", "payload": {"owner": "x"}}),
+        )
+        .await;
+    assert_error(resp, StatusCode::NOT_FOUND, "not_found").await;
+    let resp = server.get("/t/acme/aggregates/nosuch/1", &token).await;
+    assert_error(resp, StatusCode::NOT_FOUND, "not_found").await;
+    // An empty stream of a known plugin is a 404 too.
+    let resp = server.get("/t/acme/aggregates/account/1", &token).await;
+    assert_error(resp, StatusCode::NOT_FOUND, "not_found").await;
+    // And an unknown tenant, for the operator.
+    let resp = server.get("/t/nobody/plugins", server.admin()).await;
+    assert_error(resp, StatusCode::NOT_FOUND, "not_found").await;
 }
 
 #[tokio::test]
 async fn a_restart_loads_compiled_components_from_the_cache() {
     let mut server = Server::start().await;
-    let token = server.tenant("acme").await;
-    assert_eq!(
-        server
-            .upload("acme", &token, "account", plugin("account"))
-            .await
-            .status(),
-        201
-    );
+    let token = server.tenant_with_account("acme").await;
     let artifacts = server.data_dir.path().join("artifacts");
-    let files: Vec<_> = std::fs::read_dir(&artifacts).unwrap().collect();
-    assert_eq!(files.len(), 1, "the compiled component is cached on disk");
-    server.restart().await;
-    let (code, body) = server
+    assert_eq!(
+        std::fs::read_dir(&artifacts).unwrap().count(),
+        1,
+        "the compiled component is cached on disk"
+    );
+    server.crash_restart().await;
+    let resp = server
         .command(
-            "acme",
             &token,
+            "acme",
             "account",
             "1",
             json!({"type": "Open", "payload": {"owner": "a"}}),
         )
         .await;
-    assert_eq!(code, StatusCode::OK, "{body}");
-    assert_eq!(std::fs::read_dir(&artifacts).unwrap().count(), 1);
+    expect(resp, StatusCode::OK).await;
     let metrics = server
         .http
         .get(server.url("/metrics"))
@@ -241,13 +537,10 @@ async fn a_restart_loads_compiled_components_from_the_cache() {
 }
 
 #[tokio::test]
-async fn operations_endpoints() {
+async fn operations_endpoints_and_the_openapi_document() {
     let server = Server::start().await;
-    let (code, ready) = json_of(server.get("/readyz", "").await).await;
-    assert_eq!(
-        (code, ready["status"].as_str()),
-        (StatusCode::OK, Some("ready"))
-    );
+    let ready = expect(server.get("/readyz", "").await, StatusCode::OK).await;
+    assert_eq!(ready["status"], "ready");
     let metrics = server
         .http
         .get(server.url("/metrics"))
@@ -258,31 +551,34 @@ async fn operations_endpoints() {
         .await
         .unwrap();
     assert!(metrics.contains("cairn_commands_total"));
-    let (code, openapi) = json_of(server.get("/openapi.json", "").await).await;
-    assert_eq!(code, StatusCode::OK);
-    // Every route in the document answers something other than "no such route".
-    for path in openapi["paths"].as_object().unwrap().keys() {
+    let openapi = expect(server.get("/openapi.json", "").await, StatusCode::OK).await;
+    // Every route in the document exists (answers something other than "no such route").
+    for (path, operations) in openapi["paths"].as_object().unwrap() {
         let concrete = path
             .replace("{tenant}", "acme")
             .replace("{name}", "p")
             .replace("{id}", "1")
             .replace("{stream}", "s")
             .replace("{key}", "k");
-        let method = openapi["paths"][path]
-            .as_object()
-            .unwrap()
-            .keys()
-            .next()
-            .unwrap()
-            .to_uppercase();
-        let (_, body) = json_of(
-            server
-                .send(method.parse().unwrap(), &concrete, &server.admin, None)
-                .await,
-        )
-        .await;
-        assert_ne!(body["error"]["message"], "no such route", "{method} {path}");
+        for method in operations.as_object().unwrap().keys() {
+            let (_, body) = body_of(
+                server
+                    .send(
+                        method.to_uppercase().parse().unwrap(),
+                        &concrete,
+                        server.admin(),
+                        None,
+                    )
+                    .await,
+            )
+            .await;
+            assert_ne!(body["error"]["message"], "no such route", "{method} {path}");
+        }
     }
-    let (code, body) = json_of(server.get("/no/such/thing", &server.admin).await).await;
-    assert_error(code, &body, StatusCode::NOT_FOUND, "not_found");
+    assert_error(
+        server.get("/no/such/thing", server.admin()).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
 }

@@ -1,405 +1,1000 @@
-//! The store and command semantics over HTTP, run on both backends: each scenario
-//! runs once on SQLite and once on PostgreSQL (a fresh database per test).
+//! Store and command semantics over HTTP against a real `cairn` process: expected
+//! versions, idempotent appends, paged reads, the tenant's log, command ids,
+//! metadata, temporal reads, snapshots, concurrency, gap-free following and SSE.
 
-mod support;
+mod common;
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Server, assert_error, json_of, plugin};
 
-macro_rules! on_every_backend {
-    ($name:ident, $scenario:ident $(, $arg:expr)*) => {
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                let server = super::Server::start_with(&[$($arg),*]).await;
-                super::$scenario(std::sync::Arc::new(server)).await;
-            }
-            #[tokio::test]
-            async fn postgres() {
-                let (url, name) = super::support::postgres_database().await;
-                let server = super::Server::start_with(&["--database", &url $(, $arg)*]).await;
-                super::$scenario(std::sync::Arc::new(server)).await;
-                super::support::drop_database(&name).await;
-            }
-        }
-    };
+use common::{Server, assert_error, expect};
+
+/// One event of `data` with the given type.
+fn ev(event_type: &str) -> Value {
+    json!({"type": event_type, "data": {"n": 1}})
 }
 
-async fn append(server: &Server, token: &str, stream: &str, body: Value) -> (StatusCode, Value) {
-    json_of(
-        server
-            .post(&format!("/t/acme/streams/{stream}"), token, body)
-            .await,
+async fn append_ok(server: &Server, token: &str, tenant: &str, stream: &str, body: Value) -> Value {
+    expect(
+        server.append(token, tenant, stream, body).await,
+        StatusCode::OK,
     )
     .await
 }
 
-fn events(ids: &[&str]) -> Value {
-    Value::Array(
-        ids.iter()
-            .map(|id| json!({"event_id": id, "type": "Happened", "data": {"id": id}}))
-            .collect(),
-    )
-}
-
-async fn head(server: &Server, token: &str) -> u64 {
-    let (_, log) = json_of(server.get("/t/acme/events?limit=1", token).await).await;
-    log["head"].as_u64().unwrap()
-}
-
-async fn expected_versions_and_idempotency(server: Arc<Server>) {
-    let token = server.tenant("acme").await;
-    let (code, body) = append(
-        &server,
-        &token,
-        "s",
-        json!({"expected_version": "stream_exists", "events": events(&["a"])}),
-    )
-    .await;
-    assert_error(code, &body, StatusCode::CONFLICT, "wrong_expected_version");
-    assert_eq!(body["error"]["current_version"], 0);
-    let (code, first) = append(
-        &server,
-        &token,
-        "s",
-        json!({"expected_version": "no_stream", "events": events(&["a", "b"])}),
-    )
-    .await;
-    assert_eq!(code, StatusCode::OK, "{first}");
-    assert_eq!(
-        first,
-        json!({"first_version": 1, "last_version": 2, "first_position": 1, "last_position": 2})
-    );
-    let (code, body) = append(
-        &server,
-        &token,
-        "s",
-        json!({"expected_version": "no_stream", "events": events(&["c"])}),
-    )
-    .await;
-    assert_error(code, &body, StatusCode::CONFLICT, "wrong_expected_version");
-    assert_eq!(body["error"]["current_version"], 2);
-    let (code, _) = append(
-        &server,
-        &token,
-        "s",
-        json!({"expected_version": 2, "events": events(&["c"])}),
-    )
-    .await;
-    assert_eq!(code, StatusCode::OK);
-    let (code, body) = append(
-        &server,
-        &token,
-        "s",
-        json!({"expected_version": 2, "events": events(&["d"])}),
-    )
-    .await;
-    assert_error(code, &body, StatusCode::CONFLICT, "wrong_expected_version");
-    assert_eq!(body["error"]["current_version"], 3);
-    let (code, _) = append(
-        &server,
-        &token,
-        "s",
-        json!({"expected_version": "stream_exists", "events": events(&["d"])}),
-    )
-    .await;
-    assert_eq!(code, StatusCode::OK);
-    let (code, _) = append(
-        &server,
-        &token,
-        "s",
-        json!({"expected_version": "any", "events": events(&["e"])}),
-    )
-    .await;
-    assert_eq!(code, StatusCode::OK);
-    // Ids are generated when absent.
-    let (code, _) = append(
-        &server,
-        &token,
-        "s",
-        json!({"events": [{"type": "NoId", "data": {}}]}),
-    )
-    .await;
-    assert_eq!(code, StatusCode::OK);
-    // The same ids at the same place: the original positions, nothing written.
-    let before = head(&server, &token).await;
-    let (code, retry) = append(
-        &server,
-        &token,
-        "s",
-        json!({"expected_version": "no_stream", "events": events(&["a", "b"])}),
-    )
-    .await;
-    assert_eq!(code, StatusCode::OK, "{retry}");
-    assert_eq!(retry, first);
-    assert_eq!(head(&server, &token).await, before);
-    // Ids that only partly match.
-    let (code, body) = append(&server, &token, "s", json!({"events": events(&["b", "z"])})).await;
-    assert_error(code, &body, StatusCode::CONFLICT, "idempotency_conflict");
-    assert_eq!(
-        head(&server, &token).await,
-        before,
-        "a refused append writes nothing"
-    );
-    // Malformed input.
-    let response = server
-        .http
-        .post(server.url("/t/acme/streams/s"))
-        .bearer_auth(&token)
-        .body("{\"events\": [")
-        .send()
-        .await
-        .unwrap();
-    let (code, body) = json_of(response).await;
-    assert_error(code, &body, StatusCode::BAD_REQUEST, "bad_request");
-    let (code, body) = append(
-        &server,
-        &token,
-        "s",
-        json!({"expected_version": "sometimes", "events": events(&["q"])}),
-    )
-    .await;
-    assert_error(code, &body, StatusCode::BAD_REQUEST, "bad_request");
-    let (code, body) = append(&server, &token, "s", json!({"events": []})).await;
-    assert_error(code, &body, StatusCode::BAD_REQUEST, "bad_request");
-}
-on_every_backend!(appends, expected_versions_and_idempotency);
-
-async fn reads_and_the_log(server: Arc<Server>) {
-    let token = server.tenant("acme").await;
-    let other = server.tenant("other").await;
-    let ids: Vec<String> = (1..=7).map(|i| format!("e{i}")).collect();
-    for (i, id) in ids.iter().enumerate() {
-        let kind = if i % 2 == 0 { "Even" } else { "Odd" };
-        let (code, _) = append(
-            &server,
-            &token,
-            "s",
-            json!({"events": [{"event_id": id, "type": kind, "data": {}}]}),
-        )
-        .await;
-        assert_eq!(code, StatusCode::OK);
-        let (code, _) = json_of(
-            server
-                .post(
-                    "/t/other/streams/x",
-                    &other,
-                    json!({"events": [{"type": "Theirs", "data": {}}]}),
-                )
-                .await,
-        )
-        .await;
-        assert_eq!(code, StatusCode::OK);
-    }
-    let versions = |body: &Value| -> Vec<u64> {
-        body["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["version"].as_u64().unwrap())
-            .collect()
-    };
-    let (_, page) = json_of(server.get("/t/acme/streams/s?from=1&limit=3", &token).await).await;
-    assert_eq!(
-        (versions(&page), page["next"].clone()),
-        (vec![1, 2, 3], json!(4))
-    );
-    let (_, page) = json_of(server.get("/t/acme/streams/s?from=4&limit=4", &token).await).await;
-    assert_eq!(
-        (versions(&page), page["next"].clone()),
-        (vec![4, 5, 6, 7], Value::Null)
-    );
-    let (_, back) = json_of(
+async fn head(server: &Server, token: &str, tenant: &str) -> u64 {
+    let log = expect(
         server
-            .get("/t/acme/streams/s?direction=backward&limit=3", &token)
+            .get(&format!("/t/{tenant}/events?limit=1"), token)
             .await,
-    )
-    .await;
-    assert_eq!(
-        (versions(&back), back["next"].clone()),
-        (vec![7, 6, 5], json!(4))
-    );
-    let (code, body) = json_of(server.get("/t/acme/streams/nothing", &token).await).await;
-    assert_error(code, &body, StatusCode::NOT_FOUND, "not_found");
-    // The log: the tenant's own positions 1..7, in order, filtered by type.
-    let (_, log) = json_of(server.get("/t/acme/events?after=2&limit=3", &token).await).await;
-    let positions: Vec<u64> = log["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["position"].as_u64().unwrap())
-        .collect();
-    assert_eq!(positions, [3, 4, 5]);
-    assert_eq!(log["head"], 7);
-    let (_, odd) = json_of(server.get("/t/acme/events?types=Odd", &token).await).await;
-    let positions: Vec<u64> = odd["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["position"].as_u64().unwrap())
-        .collect();
-    assert_eq!(positions, [2, 4, 6]);
-    let (_, theirs) = json_of(server.get("/t/other/events", &other).await).await;
-    assert_eq!(
-        theirs["events"][0]["position"], 1,
-        "positions are per tenant"
-    );
-    assert_eq!(theirs["head"], 7);
-}
-on_every_backend!(reads, reads_and_the_log);
-
-async fn command_semantics(server: Arc<Server>) {
-    let token = server.tenant("acme").await;
-    assert_eq!(
-        server
-            .upload("acme", &token, "account", plugin("account"))
-            .await
-            .status(),
-        201
-    );
-    let cmd = |body: Value| {
-        let (server, token) = (server.clone(), token.clone());
-        async move { server.command("acme", &token, "account", "1", body).await }
-    };
-    let (code, opened) = cmd(json!({"type": "Open", "payload": {"owner": "ann"},
-        "command_id": "c-1", "metadata": {"user": "ann", "correlation_id": "corr-9"}}))
-    .await;
-    assert_eq!(code, StatusCode::OK, "{opened}");
-    let meta = &opened["events"][0]["metadata"];
-    assert_eq!(meta["user"], "ann");
-    assert_eq!(meta["correlation_id"], "corr-9", "carried over");
-    assert_eq!(meta["causation_id"], "c-1", "the command id");
-    let (code, again) =
-        cmd(json!({"type": "Open", "payload": {"owner": "ann"}, "command_id": "c-1"})).await;
-    assert_eq!(
-        code,
         StatusCode::OK,
-        "a repeat answers the first answer, not already_open: {again}"
-    );
-    assert_eq!(again, opened);
-    let (_, stream) = json_of(server.get("/t/acme/streams/account-1", &token).await).await;
-    assert_eq!(
-        stream["events"].as_array().unwrap().len(),
-        1,
-        "the repeat wrote nothing"
-    );
-    let (code, body) =
-        cmd(json!({"type": "Deposit", "payload": {"amount": 5}, "expected_version": 0})).await;
-    assert_error(code, &body, StatusCode::CONFLICT, "wrong_expected_version");
-    assert_eq!(body["error"]["current_version"], 1);
-    let (code, _) =
-        cmd(json!({"type": "Deposit", "payload": {"amount": 5}, "expected_version": 1})).await;
-    assert_eq!(code, StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let between = chrono_now();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    // 300 commands on one stream, then exact state now, at version 11 and at a time.
-    for _ in 0..300 {
-        let (code, body) = cmd(json!({"type": "Deposit", "payload": {"amount": 1}})).await;
-        assert_eq!(code, StatusCode::OK, "{body}");
-    }
-    let (_, now) = json_of(server.get("/t/acme/aggregates/account/1", &token).await).await;
-    assert_eq!(
-        (now["version"].as_u64(), now["state"]["balance"].as_i64()),
-        (Some(302), Some(305))
-    );
-    let (_, at11) = json_of(
+    )
+    .await;
+    log["head"].as_u64().expect("a head")
+}
+
+fn field(events: &Value, name: &str) -> Vec<u64> {
+    events
+        .as_array()
+        .expect("an array of events")
+        .iter()
+        .map(|e| e[name].as_u64().unwrap())
+        .collect()
+}
+
+async fn deposit(server: &Server, token: &str, id: &str, amount: i64) -> reqwest::Response {
+    server
+        .command(
+            token,
+            "acme",
+            "account",
+            id,
+            json!({"type": "Deposit", "payload": {"amount": amount}}),
+        )
+        .await
+}
+
+async fn open(server: &Server, token: &str, id: &str) -> Value {
+    let resp = server
+        .command(
+            token,
+            "acme",
+            "account",
+            id,
+            json!({"type": "Open", "payload": {"owner": "ann"}}),
+        )
+        .await;
+    expect(resp, StatusCode::OK).await
+}
+
+async fn state(server: &Server, token: &str, query: &str) -> Value {
+    expect(
         server
-            .get("/t/acme/aggregates/account/1?version=11", &token)
+            .get(&format!("/t/acme/aggregates/account/42{query}"), token)
             .await,
+        StatusCode::OK,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn expected_version_modes_on_raw_appends() {
+    let server = Server::start().await;
+    let t = server.create_tenant("acme").await;
+
+    // any: on an empty stream, then on an existing one.
+    let r = append_ok(
+        &server,
+        &t,
+        "acme",
+        "s-any",
+        json!({"expected_version": "any", "events": [ev("A")]}),
     )
     .await;
     assert_eq!(
-        (at11["version"].as_u64(), at11["state"]["balance"].as_i64()),
-        (Some(11), Some(14))
+        r,
+        json!({"first_version": 1, "last_version": 1, "first_position": 1, "last_position": 1})
     );
-    let (_, then) = json_of(
+    let r = append_ok(
+        &server,
+        &t,
+        "acme",
+        "s-any",
+        json!({"events": [ev("A"), ev("B")]}),
+    )
+    .await;
+    assert_eq!(
+        r,
+        json!({"first_version": 2, "last_version": 3, "first_position": 2, "last_position": 3})
+    );
+
+    // no_stream
+    let r = append_ok(
+        &server,
+        &t,
+        "acme",
+        "s-new",
+        json!({"expected_version": "no_stream", "events": [ev("A")]}),
+    )
+    .await;
+    assert_eq!(r["first_version"], 1);
+    assert_eq!(r["first_position"], 4);
+    let e = assert_error(
         server
-            .get(
-                &format!("/t/acme/aggregates/account/1?at={between}"),
-                &token,
+            .append(
+                &t,
+                "acme",
+                "s-new",
+                json!({"expected_version": "no_stream", "events": [ev("A")]}),
             )
             .await,
+        StatusCode::CONFLICT,
+        "wrong_expected_version",
+    )
+    .await;
+    assert_eq!(e["current_version"], 1);
+
+    // stream_exists
+    let e = assert_error(
+        server
+            .append(
+                &t,
+                "acme",
+                "s-exists",
+                json!({"expected_version": "stream_exists", "events": [ev("A")]}),
+            )
+            .await,
+        StatusCode::CONFLICT,
+        "wrong_expected_version",
+    )
+    .await;
+    assert_eq!(e["current_version"], 0);
+    let r = append_ok(
+        &server,
+        &t,
+        "acme",
+        "s-new",
+        json!({"expected_version": "stream_exists", "events": [ev("B")]}),
+    )
+    .await;
+    assert_eq!(r["first_version"], 2);
+
+    // exact
+    let r = append_ok(
+        &server,
+        &t,
+        "acme",
+        "s-new",
+        json!({"expected_version": 2, "events": [ev("C")]}),
     )
     .await;
     assert_eq!(
-        (then["version"].as_u64(), then["state"]["balance"].as_i64()),
+        (r["first_version"].as_u64(), r["last_version"].as_u64()),
+        (Some(3), Some(3))
+    );
+    for stale in [2, 1, 7] {
+        let e = assert_error(
+            server
+                .append(
+                    &t,
+                    "acme",
+                    "s-new",
+                    json!({"expected_version": stale, "events": [ev("D")]}),
+                )
+                .await,
+            StatusCode::CONFLICT,
+            "wrong_expected_version",
+        )
+        .await;
+        assert_eq!(e["current_version"], 3, "stale {stale}");
+    }
+    let e = assert_error(
+        server
+            .append(
+                &t,
+                "acme",
+                "s-empty",
+                json!({"expected_version": 1, "events": [ev("D")]}),
+            )
+            .await,
+        StatusCode::CONFLICT,
+        "wrong_expected_version",
+    )
+    .await;
+    assert_eq!(e["current_version"], 0);
+
+    // Refused appends took no positions: the log is 1..=6 without gaps.
+    let r = append_ok(
+        &server,
+        &t,
+        "acme",
+        "s-any",
+        json!({"expected_version": 3, "events": [ev("Z")]}),
+    )
+    .await;
+    assert_eq!(r["first_position"], 7);
+    let log = expect(server.get("/t/acme/events", &t).await, StatusCode::OK).await;
+    assert_eq!(
+        field(&log["events"], "position"),
+        (1..=7).collect::<Vec<_>>()
+    );
+    assert_eq!(log["head"], 7);
+
+    // Malformed expected versions are 400s.
+    for bad in [json!("sometimes"), json!(-1), json!(1.5), json!([1])] {
+        assert_error(
+            server
+                .append(
+                    &t,
+                    "acme",
+                    "s-any",
+                    json!({"expected_version": bad, "events": [ev("A")]}),
+                )
+                .await,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        )
+        .await;
+    }
+    assert_eq!(head(&server, &t, "acme").await, 7);
+}
+
+#[tokio::test]
+async fn idempotent_retries_answer_the_original_positions() {
+    let server = Server::start().await;
+    let t = server.create_tenant("acme").await;
+    append_ok(&server, &t, "acme", "before", json!({"events": [ev("X")]})).await;
+    let request = json!({"expected_version": "no_stream", "events": [
+        {"event_id": "e-a", "type": "A", "data": {"i": 1}},
+        {"event_id": "e-b", "type": "B", "data": {"i": 2}},
+    ]});
+    let first = append_ok(&server, &t, "acme", "s", request.clone()).await;
+    assert_eq!(
+        first,
+        json!({"first_version": 1, "last_version": 2, "first_position": 2, "last_position": 3})
+    );
+
+    let retry = append_ok(&server, &t, "acme", "s", request.clone()).await;
+    assert_eq!(retry, first, "a retry answers the original positions");
+    assert_eq!(head(&server, &t, "acme").await, 3, "a retry writes nothing");
+
+    // Some ids match, some do not: a conflict, nothing written.
+    assert_error(
+        server
+            .append(
+                &t,
+                "acme",
+                "s",
+                json!({"expected_version": "any", "events": [
+                    {"event_id": "e-b", "type": "B", "data": {"i": 2}},
+                    {"event_id": "e-z", "type": "Z", "data": {}},
+                ]}),
+            )
+            .await,
+        StatusCode::CONFLICT,
+        "idempotency_conflict",
+    )
+    .await;
+    // The same ids on another stream are not a retry either.
+    let other = server.append(&t, "acme", "elsewhere", request).await;
+    assert_eq!(other.status(), StatusCode::CONFLICT);
+    assert_eq!(head(&server, &t, "acme").await, 3);
+    let read = expect(server.get("/t/acme/streams/s", &t).await, StatusCode::OK).await;
+    let ids: Vec<&str> = read["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["e-a", "e-b"]);
+    let missing = server.get("/t/acme/streams/elsewhere", &t).await;
+    assert_error(missing, StatusCode::NOT_FOUND, "not_found").await;
+}
+
+#[tokio::test]
+async fn stream_reads_page_forward_and_backward() {
+    let server = Server::start().await;
+    let t = server.create_tenant("acme").await;
+    append_ok(&server, &t, "acme", "noise", json!({"events": [ev("N")]})).await;
+    let events: Vec<Value> = (1..=5)
+        .map(|i| json!({"type": format!("E{i}"), "data": {"i": i}}))
+        .collect();
+    append_ok(&server, &t, "acme", "s", json!({"events": events})).await;
+
+    let page = |q: &'static str| {
+        let server = &server;
+        let t = &t;
+        async move {
+            expect(
+                server.get(&format!("/t/acme/streams/s{q}"), t).await,
+                StatusCode::OK,
+            )
+            .await
+        }
+    };
+    let p = page("?limit=2").await;
+    assert_eq!(field(&p["events"], "version"), [1, 2]);
+    assert_eq!(field(&p["events"], "position"), [2, 3]);
+    assert_eq!(p["next"], 3);
+    let p = page("?from=3&limit=2&direction=forward").await;
+    assert_eq!(field(&p["events"], "version"), [3, 4]);
+    assert_eq!(p["next"], 5);
+    let p = page("?from=5&limit=2").await;
+    assert_eq!(field(&p["events"], "version"), [5]);
+    assert_eq!(p["next"], Value::Null);
+    assert_eq!(p["events"][0]["type"], "E5");
+    assert_eq!(p["events"][0]["data"], json!({"i": 5}));
+    let p = page("").await;
+    assert_eq!(field(&p["events"], "version"), [1, 2, 3, 4, 5]);
+    assert_eq!(p["next"], Value::Null);
+
+    let p = page("?direction=backward&limit=2").await;
+    assert_eq!(field(&p["events"], "version"), [5, 4]);
+    assert_eq!(p["next"], 3);
+    let p = page("?direction=backward&from=3&limit=2").await;
+    assert_eq!(field(&p["events"], "version"), [3, 2]);
+    assert_eq!(p["next"], 1);
+    let p = page("?direction=backward&from=1&limit=2").await;
+    assert_eq!(field(&p["events"], "version"), [1]);
+    assert_eq!(p["next"], Value::Null);
+    let p = page("?direction=backward").await;
+    assert_eq!(field(&p["events"], "version"), [5, 4, 3, 2, 1]);
+
+    let missing = server.get("/t/acme/streams/never-written", &t).await;
+    assert_error(missing, StatusCode::NOT_FOUND, "not_found").await;
+}
+
+#[tokio::test]
+async fn the_tenant_log_filters_and_pages_in_position_order() {
+    let server = Server::start().await;
+    let t = server.create_tenant("acme").await;
+    append_ok(&server, &t, "acme", "a", json!({"events": [ev("A")]})).await;
+    append_ok(&server, &t, "acme", "b", json!({"events": [ev("B")]})).await;
+    append_ok(
+        &server,
+        &t,
+        "acme",
+        "a",
+        json!({"events": [ev("A"), ev("B")]}),
+    )
+    .await;
+    append_ok(&server, &t, "acme", "b", json!({"events": [ev("A")]})).await;
+
+    let log = |q: &'static str| {
+        let server = &server;
+        let t = &t;
+        async move {
+            expect(
+                server.get(&format!("/t/acme/events{q}"), t).await,
+                StatusCode::OK,
+            )
+            .await
+        }
+    };
+    let all = log("").await;
+    assert_eq!(field(&all["events"], "position"), [1, 2, 3, 4, 5]);
+    assert_eq!(all["head"], 5);
+    let streams: Vec<&str> = all["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["stream_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(streams, ["a", "b", "a", "a", "b"]);
+    assert_eq!(field(&all["events"], "version"), [1, 1, 2, 3, 2]);
+
+    let p = log("?after=2&limit=2").await;
+    assert_eq!(field(&p["events"], "position"), [3, 4]);
+    assert_eq!(p["head"], 5);
+    let p = log("?types=A").await;
+    assert_eq!(field(&p["events"], "position"), [1, 3, 5]);
+    assert_eq!(p["head"], 5);
+    let p = log("?types=A,B&after=3").await;
+    assert_eq!(field(&p["events"], "position"), [4, 5]);
+    let p = log("?types=B&after=1&limit=1").await;
+    assert_eq!(field(&p["events"], "position"), [2]);
+    let p = log("?types=Nothing").await;
+    assert_eq!(p["events"], json!([]));
+    assert_eq!(p["head"], 5);
+    let p = log("?after=5").await;
+    assert_eq!(p["events"], json!([]));
+    assert_eq!(p["head"], 5);
+}
+
+#[tokio::test]
+async fn positions_belong_to_each_tenant() {
+    let server = Server::start().await;
+    let a = server.create_tenant("alpha").await;
+    let b = server.create_tenant("beta").await;
+    for i in 1..=3u64 {
+        let ra = append_ok(&server, &a, "alpha", "s", json!({"events": [ev("A")]})).await;
+        let rb = append_ok(&server, &b, "beta", "s", json!({"events": [ev("B")]})).await;
+        assert_eq!(ra["first_position"], i);
+        assert_eq!(rb["first_position"], i);
+    }
+    for (tenant, token, ty) in [("alpha", &a, "A"), ("beta", &b, "B")] {
+        let log = expect(
+            server.get(&format!("/t/{tenant}/events"), token).await,
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(field(&log["events"], "position"), [1, 2, 3]);
+        assert_eq!(log["head"], 3);
+        assert!(
+            log["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|e| e["type"] == ty),
+            "{log}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_repeated_command_id_answers_the_first_answer_and_writes_nothing() {
+    let server = Server::start().await;
+    let t = server.tenant_with_account("acme").await;
+    let send = |id: &'static str, body: Value| server.command(&t, "acme", "account", id, body);
+
+    let open = json!({"type": "Open", "payload": {"owner": "ann"}, "command_id": "open-1"});
+    let first = expect(send("42", open.clone()).await, StatusCode::OK).await;
+    let again = expect(send("42", open.clone()).await, StatusCode::OK).await;
+    assert_eq!(again, first, "the first answer, event ids and all");
+
+    let dep = expect(
+        send(
+            "42",
+            json!({"type": "Deposit", "payload": {"amount": 10}, "command_id": "dep-1"}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(dep["version"], 2);
+    // Even with another payload, a seen command id is the first answer.
+    let dep_again = expect(
+        send(
+            "42",
+            json!({"type": "Deposit", "payload": {"amount": 999}, "command_id": "dep-1"}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(dep_again, dep);
+    assert_eq!(head(&server, &t, "acme").await, 2, "repeats wrote nothing");
+    let s = state(&server, &t, "").await;
+    assert_eq!(
+        (s["version"].as_u64(), s["state"]["balance"].as_i64()),
+        (Some(2), Some(10))
+    );
+
+    // The id is scoped to its stream: on another account it is a new command.
+    let other = expect(send("43", open).await, StatusCode::OK).await;
+    assert_eq!(other["stream_id"], "account-43");
+    assert_eq!(other["version"], 1);
+    assert_eq!(other["position"], 3);
+}
+
+#[tokio::test]
+async fn command_metadata_is_kept_with_correlation_and_causation() {
+    let server = Server::start().await;
+    let t = server.tenant_with_account("acme").await;
+    let answer = expect(
+        server
+            .command(
+                &t,
+                "acme",
+                "account",
+                "42",
+                json!({
+                    "type": "Open", "payload": {"owner": "ann"}, "command_id": "cmd-1",
+                    "metadata": {"user": "ann", "correlation_id": "corr-9"},
+                }),
+            )
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let meta = &answer["events"][0]["metadata"];
+    assert_eq!(meta["user"], "ann", "{meta}");
+    assert_eq!(meta["correlation_id"], "corr-9", "{meta}");
+    assert_eq!(meta["causation_id"], "cmd-1", "{meta}");
+
+    expect(
+        server
+            .command(
+                &t,
+                "acme",
+                "account",
+                "42",
+                json!({
+                    "type": "Deposit", "payload": {"amount": 3}, "command_id": "cmd-2",
+                    "metadata": {"user": "bob"},
+                }),
+            )
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    // Stored, not only answered.
+    let read = expect(
+        server.get("/t/acme/streams/account-42", &t).await,
+        StatusCode::OK,
+    )
+    .await;
+    let m1 = &read["events"][0]["metadata"];
+    assert_eq!(
+        (&m1["user"], &m1["correlation_id"], &m1["causation_id"]),
+        (&json!("ann"), &json!("corr-9"), &json!("cmd-1"))
+    );
+    let m2 = &read["events"][1]["metadata"];
+    assert_eq!(m2["user"], "bob", "{m2}");
+    assert_eq!(m2["causation_id"], "cmd-2", "{m2}");
+}
+
+#[tokio::test]
+async fn a_stale_expected_version_on_a_command_is_409() {
+    let server = Server::start().await;
+    let t = server.tenant_with_account("acme").await;
+    open(&server, &t, "42").await;
+    let ok = server
+        .command(
+            &t,
+            "acme",
+            "account",
+            "42",
+            json!({"type": "Deposit", "payload": {"amount": 5}, "expected_version": 1}),
+        )
+        .await;
+    assert_eq!(expect(ok, StatusCode::OK).await["version"], 2);
+    let stale = server
+        .command(
+            &t,
+            "acme",
+            "account",
+            "42",
+            json!({"type": "Deposit", "payload": {"amount": 5}, "expected_version": 1}),
+        )
+        .await;
+    let e = assert_error(stale, StatusCode::CONFLICT, "wrong_expected_version").await;
+    assert_eq!(e["current_version"], 2);
+    let ahead = server
+        .command(
+            &t,
+            "acme",
+            "account",
+            "42",
+            json!({"type": "Deposit", "payload": {"amount": 5}, "expected_version": 9}),
+        )
+        .await;
+    let e = assert_error(ahead, StatusCode::CONFLICT, "wrong_expected_version").await;
+    assert_eq!(e["current_version"], 2);
+    let s = state(&server, &t, "").await;
+    assert_eq!(
+        (s["version"].as_u64(), s["state"]["balance"].as_i64()),
         (Some(2), Some(5))
     );
-    let metrics = server
+}
+
+#[tokio::test]
+async fn temporal_state_reads_by_version_and_time() {
+    let server = Server::start().await;
+    let t = server.tenant_with_account("acme").await;
+    open(&server, &t, "42").await;
+    let mut recorded = Vec::new();
+    for amount in [10, 20] {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let r = expect(deposit(&server, &t, "42", amount).await, StatusCode::OK).await;
+        recorded.push(r["events"][0]["recorded_at"].as_str().unwrap().to_owned());
+    }
+    let s = state(&server, &t, "?version=1").await;
+    assert_eq!(
+        (s["version"].as_u64(), s["state"]["balance"].as_i64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(s["state"]["owner"], "ann");
+    let s = state(&server, &t, "?version=2").await;
+    assert_eq!(
+        (s["version"].as_u64(), s["state"]["balance"].as_i64()),
+        (Some(2), Some(10))
+    );
+    let s = state(&server, &t, "").await;
+    assert_eq!(
+        (s["version"].as_u64(), s["state"]["balance"].as_i64()),
+        (Some(3), Some(30))
+    );
+
+    // At the instant version 2 was recorded, and a little after (before version 3).
+    let v2 = chrono::DateTime::parse_from_rfc3339(&recorded[0]).unwrap();
+    let fmt = |t: chrono::DateTime<chrono::FixedOffset>| {
+        t.with_timezone(&chrono::Utc)
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    for at in [fmt(v2), fmt(v2 + chrono::Duration::milliseconds(20))] {
+        let s = state(&server, &t, &format!("?at={at}")).await;
+        assert_eq!(
+            (s["version"].as_u64(), s["state"]["balance"].as_i64()),
+            (Some(2), Some(10)),
+            "at {at}"
+        );
+    }
+    let later = fmt(chrono::Utc::now().fixed_offset() + chrono::Duration::seconds(5));
+    let s = state(&server, &t, &format!("?at={later}")).await;
+    assert_eq!(s["version"], 3);
+    let bad = server
+        .get("/t/acme/aggregates/account/42?at=yesterday", &t)
+        .await;
+    assert_error(bad, StatusCode::BAD_REQUEST, "bad_request").await;
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .map(|l| l.split_whitespace().last().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn three_hundred_deposits_with_snapshots_stay_exact() {
+    let mut server = Server::start_with(&["--snapshot-every", "100"]).await;
+    let t = server.tenant_with_account("acme").await;
+    open(&server, &t, "42").await;
+    for amount in 1..=300 {
+        let r = expect(deposit(&server, &t, "42", amount).await, StatusCode::OK).await;
+        assert_eq!(r["version"], amount + 1);
+    }
+    let sum = |n: i64| n * (n + 1) / 2;
+    let s = state(&server, &t, "?version=11").await;
+    assert_eq!(
+        (s["version"].as_u64(), s["state"]["balance"].as_i64()),
+        (Some(11), Some(sum(10)))
+    );
+    let s = state(&server, &t, "?version=150").await;
+    assert_eq!(s["state"]["balance"], sum(149));
+    let s = state(&server, &t, "").await;
+    assert_eq!(
+        (s["version"].as_u64(), s["state"]["balance"].as_i64()),
+        (Some(301), Some(sum(300)))
+    );
+
+    let text = server
         .http
         .get(server.url("/metrics"))
+        .bearer_auth(server.admin())
         .send()
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    let written: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("cairn_snapshots_written_total "))
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(written >= 2, "snapshots every 100 events: {written}");
+    let written = metric(&text, "cairn_snapshots_written_total");
+    assert!(
+        written > 0.0,
+        "no snapshots written after 300 events:\n{text}"
+    );
 
-    // A second version of the aggregate mid-stream (same code, other bytes): it serves
-    // the next commands, ignores the old snapshots, and the state stays exact.
-    let (code, v2) = json_of(
+    // From snapshots after a restart, still exact.
+    server.restart().await;
+    let s = state(&server, &t, "").await;
+    assert_eq!(
+        (s["version"].as_u64(), s["state"]["balance"].as_i64()),
+        (Some(301), Some(sum(300)))
+    );
+    let s = state(&server, &t, "?version=250").await;
+    assert_eq!(s["state"]["balance"], sum(249));
+    let r = expect(deposit(&server, &t, "42", 1000).await, StatusCode::OK).await;
+    assert_eq!(r["version"], 302);
+    let s = state(&server, &t, "").await;
+    assert_eq!(s["state"]["balance"], sum(300) + 1000);
+}
+
+#[tokio::test]
+async fn concurrent_commands_on_one_stream_all_land_contiguously() {
+    let server = Arc::new(Server::start().await);
+    let t = server.tenant_with_account("acme").await;
+    open(&server, &t, "42").await;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (server, t) = (server.clone(), t.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut versions = Vec::new();
+            for _ in 0..25 {
+                let r = expect(deposit(&server, &t, "42", 1).await, StatusCode::OK).await;
+                versions.push(r["version"].as_u64().unwrap());
+            }
+            versions
+        }));
+    }
+    let mut versions = BTreeSet::new();
+    for task in tasks {
+        for v in task.await.unwrap() {
+            assert!(versions.insert(v), "version {v} answered twice");
+        }
+    }
+    assert_eq!(versions, (2..=201).collect::<BTreeSet<_>>());
+    let read = expect(
         server
-            .upload(
-                "acme",
-                &token,
-                "account",
-                with_custom_section(plugin("account")),
-            )
+            .get("/t/acme/streams/account-42?limit=1000", &t)
             .await,
+        StatusCode::OK,
     )
     .await;
-    assert_eq!(code, StatusCode::CREATED);
-    assert_eq!(v2["version"], 2);
-    let (code, body) = cmd(json!({"type": "Withdraw", "payload": {"amount": 300}})).await;
-    assert_eq!(code, StatusCode::OK, "{body}");
-    let (_, now) = json_of(server.get("/t/acme/aggregates/account/1", &token).await).await;
     assert_eq!(
-        (now["version"].as_u64(), now["state"]["balance"].as_i64()),
-        (Some(303), Some(5))
+        field(&read["events"], "version"),
+        (1..=201).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        field(&read["events"], "position"),
+        (1..=201).collect::<Vec<_>>()
+    );
+    let s = state(&server, &t, "").await;
+    assert_eq!(
+        (s["version"].as_u64(), s["state"]["balance"].as_i64()),
+        (Some(201), Some(200))
     );
 }
-on_every_backend!(commands, command_semantics, "--snapshot-every", "100");
 
-fn chrono_now() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    // RFC 3339 in UTC from the unix time, without a date library.
-    let secs = now.as_secs();
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60,
-        now.subsec_millis()
-    )
+/// 8 writers append 1 to 3 events at a time to their own streams while a follower
+/// pages the log with `after`. The follower asserts it sees every position exactly
+/// once, in order, without gaps; it returns the (position, head) pairs where an event
+/// was listed above the `head` reported with it.
+async fn follow_while_writing() -> Vec<(u64, u64)> {
+    let server = Arc::new(Server::start().await);
+    let t = server.create_tenant("acme").await;
+    const WRITERS: u64 = 8;
+    const APPENDS: u64 = 25;
+    let per_writer: u64 = (0..APPENDS).map(|i| i % 3 + 1).sum();
+    let total = WRITERS * per_writer;
+    let follower = {
+        let (server, t) = (server.clone(), t.clone());
+        tokio::spawn(async move {
+            let mut last = 0u64;
+            let mut above_head = Vec::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+            while last < total {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the follower stalled at {last}"
+                );
+                let page = expect(
+                    server
+                        .get(&format!("/t/acme/events?after={last}&limit=7"), &t)
+                        .await,
+                    StatusCode::OK,
+                )
+                .await;
+                let head = page["head"].as_u64().unwrap();
+                for p in field(&page["events"], "position") {
+                    assert_eq!(p, last + 1, "the follower skipped or repeated a position");
+                    if p > head {
+                        above_head.push((p, head));
+                    }
+                    last = p;
+                }
+                if page["events"].as_array().unwrap().is_empty() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            (last, above_head)
+        })
+    };
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let (server, t) = (server.clone(), t.clone());
+        writers.push(tokio::spawn(async move {
+            for i in 0..APPENDS {
+                let events: Vec<Value> = (0..i % 3 + 1).map(|_| ev("W")).collect();
+                let r = append_ok(
+                    &server,
+                    &t,
+                    "acme",
+                    &format!("w-{w}"),
+                    json!({"expected_version": "any", "events": events}),
+                )
+                .await;
+                let (f, l) = (
+                    r["first_position"].as_u64().unwrap(),
+                    r["last_position"].as_u64().unwrap(),
+                );
+                assert_eq!(l - f, i % 3, "one append's positions are contiguous");
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let (last, above_head) = follower.await.unwrap();
+    assert_eq!(last, total);
+    assert_eq!(head(&server, &t, "acme").await, total);
+    for w in 0..WRITERS {
+        let read = expect(
+            server
+                .get(&format!("/t/acme/streams/w-{w}?limit=1000"), &t)
+                .await,
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(
+            field(&read["events"], "version"),
+            (1..=per_writer).collect::<Vec<_>>()
+        );
+    }
+    above_head
 }
 
-/// The same component with a custom section appended: other bytes, same behaviour.
+#[tokio::test]
+async fn a_follower_sees_every_position_once_while_streams_are_written() {
+    follow_while_writing().await;
+}
+
+#[tokio::test]
+async fn the_log_head_is_never_below_the_events_listed_with_it() {
+    let above_head = follow_while_writing().await;
+    assert!(
+        above_head.is_empty(),
+        "events listed above the `head` of the same answer, (position, head): {above_head:?}"
+    );
+}
+
+// ---- Server-Sent Events -------------------------------------------------------
+
+#[derive(Debug, Default)]
+struct SseEvent {
+    id: Option<String>,
+    event: Option<String>,
+    data: String,
+}
+
+struct Sse {
+    body: Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+}
+
+impl Sse {
+    async fn connect(server: &Server, token: &str, path: &str, last_event_id: Option<&str>) -> Sse {
+        // A client without an overall timeout: the stream never ends by itself.
+        let mut request = reqwest::Client::new()
+            .get(server.url(path))
+            .bearer_auth(token);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let resp = request.send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let content_type = resp.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(
+            content_type.starts_with("text/event-stream"),
+            "{content_type}"
+        );
+        Sse {
+            body: Box::pin(resp.bytes_stream()),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event (comments and heartbeats skipped), within 10 s.
+    async fn next(&mut self) -> SseEvent {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = SseEvent::default();
+                let mut data = Vec::new();
+                for line in block.lines() {
+                    let (key, value) = line.split_once(':').unwrap_or((line, ""));
+                    let value = value.strip_prefix(' ').unwrap_or(value);
+                    match key {
+                        "id" => event.id = Some(value.to_owned()),
+                        "event" => event.event = Some(value.to_owned()),
+                        "data" => data.push(value.to_owned()),
+                        _ => {} // "" is a comment
+                    }
+                }
+                event.data = data.join("\n");
+                if event.id.is_some() || event.event.is_some() || !event.data.is_empty() {
+                    return event;
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.body.next())
+                .await
+                .expect("no SSE event within 10 s")
+                .expect("the SSE stream ended")
+                .unwrap();
+            self.buffer
+                .push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"));
+        }
+    }
+
+    /// Asserts the next event is the log event at `position` of type `ty`.
+    async fn expect_event(&mut self, position: u64, ty: &str) -> Value {
+        let e = self.next().await;
+        assert_eq!(
+            e.id.as_deref(),
+            Some(position.to_string().as_str()),
+            "{e:?}"
+        );
+        assert_eq!(e.event.as_deref(), Some(ty), "{e:?}");
+        let data: Value = serde_json::from_str(&e.data).expect("data is a recorded event");
+        assert_eq!(data["position"], position, "{e:?}");
+        assert_eq!(data["type"], ty, "{e:?}");
+        data
+    }
+
+    async fn expect_caught_up(&mut self) {
+        let e = self.next().await;
+        assert_eq!(e.event.as_deref(), Some("caught-up"), "{e:?}");
+    }
+}
+
+#[tokio::test]
+async fn live_events_deliver_the_backlog_then_new_events_and_resume() {
+    let server = Server::start().await;
+    let t = server.create_tenant("acme").await;
+    append_ok(
+        &server,
+        &t,
+        "acme",
+        "s",
+        json!({"events": [ev("A"), ev("B"), ev("C")]}),
+    )
+    .await;
+
+    let mut live = Sse::connect(&server, &t, "/t/acme/events/live", None).await;
+    live.expect_event(1, "A").await;
+    live.expect_event(2, "B").await;
+    let third = live.expect_event(3, "C").await;
+    assert_eq!(third["stream_id"], "s");
+    assert_eq!(third["version"], 3);
+    live.expect_caught_up().await;
+
+    append_ok(
+        &server,
+        &t,
+        "acme",
+        "other",
+        json!({"events": [{"type": "D", "data": {"fresh": true}}]}),
+    )
+    .await;
+    let fresh = live.expect_event(4, "D").await;
+    assert_eq!(fresh["stream_id"], "other");
+    assert_eq!(fresh["data"], json!({"fresh": true}));
+
+    // Resume after position 2 with Last-Event-ID.
+    let mut resumed = Sse::connect(&server, &t, "/t/acme/events/live", Some("2")).await;
+    resumed.expect_event(3, "C").await;
+    resumed.expect_event(4, "D").await;
+    resumed.expect_caught_up().await;
+
+    // Or with ?after=.
+    let mut after = Sse::connect(&server, &t, "/t/acme/events/live?after=3", None).await;
+    after.expect_event(4, "D").await;
+    after.expect_caught_up().await;
+
+    // Everyone sees the next one.
+    append_ok(&server, &t, "acme", "s", json!({"events": [ev("E")]})).await;
+    live.expect_event(5, "E").await;
+    resumed.expect_event(5, "E").await;
+    after.expect_event(5, "E").await;
+
+    // An empty backlog is caught up at once; another tenant's token is refused.
+    let mut at_head = Sse::connect(&server, &t, "/t/acme/events/live", Some("5")).await;
+    at_head.expect_caught_up().await;
+    let other = server.create_tenant("other").await;
+    let refused = server.get("/t/acme/events/live", &other).await;
+    assert_error(refused, StatusCode::FORBIDDEN, "forbidden").await;
+}
+
+/// The same component with a custom section appended: other bytes (so another
+/// version and digest), the same behaviour.
 fn with_custom_section(mut wasm: Vec<u8>) -> Vec<u8> {
     let name = b"cairn-test-version";
     let payload = b"2";
@@ -411,193 +1006,34 @@ fn with_custom_section(mut wasm: Vec<u8>) -> Vec<u8> {
     wasm
 }
 
-async fn concurrency(server: Arc<Server>) {
-    let token = server.tenant("acme").await;
-    assert_eq!(
-        server
-            .upload("acme", &token, "account", plugin("account"))
-            .await
-            .status(),
-        201
-    );
-    let (code, _) = server
-        .command(
+#[tokio::test]
+async fn a_new_aggregate_version_mid_stream_keeps_state_exact() {
+    let server = Server::start_with(&["--snapshot-every", "10"]).await;
+    let token = server.tenant_with_account("acme").await;
+    open(&server, &token, "42").await;
+    for _ in 0..25 {
+        expect(deposit(&server, &token, "42", 2).await, StatusCode::OK).await;
+    }
+    let upload = server
+        .upload(
+            &token,
             "acme",
-            &token,
             "account",
-            "hot",
-            json!({"type": "Open", "payload": {"owner": "h"}}),
+            with_custom_section(common::plugin_bytes("account")),
         )
         .await;
-    assert_eq!(code, StatusCode::OK);
-    // Many writers on one stream, without expected versions: the host retries its
-    // own conflicts, nothing is lost, versions stay contiguous.
-    let writers: Vec<_> = (0..8)
-        .map(|_| {
-            let (server, token) = (server.clone(), token.clone());
-            tokio::spawn(async move {
-                for _ in 0..25 {
-                    let (code, body) = server
-                        .command(
-                            "acme",
-                            &token,
-                            "account",
-                            "hot",
-                            json!({"type": "Deposit", "payload": {"amount": 1}}),
-                        )
-                        .await;
-                    assert_eq!(code, StatusCode::OK, "{body}");
-                }
-            })
-        })
-        .collect();
-    // Writers on many streams at once, and a follower of the log that must see every
-    // event exactly once, with no gap.
-    let many: Vec<_> = (0..8)
-        .map(|w| {
-            let (server, token) = (server.clone(), token.clone());
-            tokio::spawn(async move {
-                for i in 0..25 {
-                    let (code, body) = json_of(
-                        server
-                            .post(
-                                &format!("/t/acme/streams/many-{w}"),
-                                &token,
-                                json!({"events": [{"type": "M", "data": {"i": i}}]}),
-                            )
-                            .await,
-                    )
-                    .await;
-                    assert_eq!(code, StatusCode::OK, "{body}");
-                }
-            })
-        })
-        .collect();
-    let follower = {
-        let (server, token) = (server.clone(), token.clone());
-        tokio::spawn(async move {
-            let mut after = 0;
-            let mut seen = HashSet::new();
-            while seen.len() < 401 {
-                let (_, log) = json_of(
-                    server
-                        .get(&format!("/t/acme/events?after={after}&limit=50"), &token)
-                        .await,
-                )
-                .await;
-                for e in log["events"].as_array().unwrap() {
-                    let position = e["position"].as_u64().unwrap();
-                    assert_eq!(position, after + 1, "the follower skipped a position");
-                    after = position;
-                    assert!(
-                        seen.insert(e["event_id"].as_str().unwrap().to_owned()),
-                        "seen twice"
-                    );
-                }
-            }
-            seen.len()
-        })
-    };
-    for task in writers.into_iter().chain(many) {
-        task.await.unwrap();
-    }
-    assert_eq!(follower.await.unwrap(), 401);
-    let (_, stream) = json_of(
-        server
-            .get("/t/acme/streams/account-hot?limit=1000", &token)
-            .await,
+    let v2 = expect(upload, StatusCode::CREATED).await;
+    assert_eq!(v2["version"], 2);
+    // The next command runs on version 2: it ignores version 1's snapshots and cache,
+    // folds the stream itself, and the state is exact.
+    let answer = expect(deposit(&server, &token, "42", 2).await, StatusCode::OK).await;
+    assert_eq!(answer["version"], 27);
+    let now = state(&server, &token, "").await;
+    assert_eq!(now["state"]["balance"], 52);
+    let listing = expect(
+        server.get("/t/acme/plugins/account", &token).await,
+        StatusCode::OK,
     )
     .await;
-    let versions: Vec<u64> = stream["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["version"].as_u64().unwrap())
-        .collect();
-    assert_eq!(versions, (1..=201).collect::<Vec<_>>());
-    let (_, state) = json_of(server.get("/t/acme/aggregates/account/hot", &token).await).await;
-    assert_eq!(state["state"]["balance"], 200);
+    assert_eq!(listing["active_version"], 2);
 }
-on_every_backend!(concurrent_writers, concurrency);
-
-/// Reads SSE frames until `until` matches one; returns the frames read.
-async fn read_sse(
-    stream: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
-    buffer: &mut String,
-    until: impl Fn(&str) -> bool,
-) -> Vec<String> {
-    let mut frames = Vec::new();
-    loop {
-        while let Some(end) = buffer.find("\n\n") {
-            let frame = buffer[..end].to_owned();
-            buffer.drain(..end + 2);
-            let done = until(&frame);
-            frames.push(frame);
-            if done {
-                return frames;
-            }
-        }
-        let chunk = tokio::time::timeout(Duration::from_secs(20), stream.next())
-            .await
-            .expect("no SSE data within 20 s")
-            .expect("the SSE stream ended")
-            .unwrap();
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-    }
-}
-
-async fn live_subscriptions(server: Arc<Server>) {
-    let token = server.tenant("acme").await;
-    for i in 0..3 {
-        append(
-            &server,
-            &token,
-            "s",
-            json!({"events": [{"type": "Before", "data": {"i": i}}]}),
-        )
-        .await;
-    }
-    let response = server.get("/t/acme/events/live", &token).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let mut stream = response.bytes_stream();
-    let mut buffer = String::new();
-    let frames = read_sse(&mut stream, &mut buffer, |f| f.contains("event: caught-up")).await;
-    let ids: Vec<&str> = frames
-        .iter()
-        .filter_map(|f| f.lines().find_map(|l| l.strip_prefix("id: ")))
-        .collect();
-    assert_eq!(
-        ids,
-        ["1", "2", "3"],
-        "the backlog, in order, before caught-up"
-    );
-    append(
-        &server,
-        &token,
-        "s",
-        json!({"events": [{"type": "After", "data": {}}]}),
-    )
-    .await;
-    let frames = read_sse(&mut stream, &mut buffer, |f| f.contains("id: 4")).await;
-    let last = frames.last().unwrap();
-    assert!(last.contains("event: After"), "{last}");
-    assert!(last.contains("\"position\":4"), "{last}");
-    // Resume after 2 with Last-Event-ID.
-    let response = server
-        .http
-        .get(server.url("/t/acme/events/live"))
-        .bearer_auth(&token)
-        .header("last-event-id", "2")
-        .send()
-        .await
-        .unwrap();
-    let mut stream = response.bytes_stream();
-    let mut buffer = String::new();
-    let frames = read_sse(&mut stream, &mut buffer, |f| f.contains("event: caught-up")).await;
-    let ids: Vec<&str> = frames
-        .iter()
-        .filter_map(|f| f.lines().find_map(|l| l.strip_prefix("id: ")))
-        .collect();
-    assert_eq!(ids, ["3", "4"]);
-}
-on_every_backend!(live, live_subscriptions);

@@ -3,11 +3,11 @@
 //! another tenant's data. Deleting a tenant removes every row and file of it. Tokens
 //! rotate.
 
-mod support;
+mod common;
 
+use common::{Server, assert_error_body, body_of, plugin_bytes};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{Server, assert_error, json_of, plugin};
 
 /// Every tenant-scoped route of the API, with a body where one is needed.
 fn tenant_routes(t: &str) -> Vec<(Method, String, Option<Value>)> {
@@ -81,30 +81,30 @@ fn admin_routes() -> Vec<(Method, String, Option<Value>)> {
 
 async fn seeded() -> (Server, String, String) {
     let server = Server::start().await;
-    let alpha = server.tenant("alpha").await;
-    let beta = server.tenant("beta").await;
+    let alpha = server.create_tenant("alpha").await;
+    let beta = server.create_tenant("beta").await;
     for (t, token, owner) in [
         ("alpha", &alpha, "alice-secret"),
         ("beta", &beta, "bob-secret"),
     ] {
         assert_eq!(
             server
-                .upload(t, token, "account", plugin("account"))
+                .upload(token, t, "account", plugin_bytes("account"))
                 .await
                 .status(),
             201
         );
         assert_eq!(
             server
-                .upload(t, token, "balances", plugin("balances"))
+                .upload(token, t, "balances", plugin_bytes("balances"))
                 .await
                 .status(),
             201
         );
         let (code, _) = server
-            .command(
-                t,
+            .command_answer(
                 token,
+                t,
                 "account",
                 "1",
                 json!({"type": "Open", "payload": {"owner": owner}}),
@@ -119,79 +119,79 @@ async fn seeded() -> (Server, String, String) {
 async fn every_endpoint_refuses_the_wrong_caller() {
     let (server, alpha, beta) = seeded().await;
     for (method, path, body) in tenant_routes("alpha") {
-        let (code, answer) = json_of(
+        let (code, answer) = body_of(
             server
                 .send(method.clone(), &path, &beta, body.clone())
                 .await,
         )
         .await;
-        assert_error(code, &answer, StatusCode::FORBIDDEN, "forbidden");
+        assert_error_body(code, &answer, StatusCode::FORBIDDEN, "forbidden");
         assert!(!answer.to_string().contains("alice"), "{path}: {answer}");
-        let (code, answer) = json_of(
+        let (code, answer) = body_of(
             server
                 .send(method.clone(), &path, "cairn_wrong", body.clone())
                 .await,
         )
         .await;
-        assert_error(code, &answer, StatusCode::UNAUTHORIZED, "unauthorized");
+        assert_error_body(code, &answer, StatusCode::UNAUTHORIZED, "unauthorized");
         let mut request = server.http.request(method.clone(), server.url(&path));
         if let Some(body) = &body {
             request = request.json(body);
         }
-        let (code, answer) = json_of(request.send().await.unwrap()).await;
-        assert_error(code, &answer, StatusCode::UNAUTHORIZED, "unauthorized");
+        let (code, answer) = body_of(request.send().await.unwrap()).await;
+        assert_error_body(code, &answer, StatusCode::UNAUTHORIZED, "unauthorized");
     }
     for (method, path, body) in admin_routes() {
-        let (code, answer) = json_of(server.send(method, &path, &alpha, body).await).await;
-        assert_error(code, &answer, StatusCode::FORBIDDEN, "forbidden");
+        let (code, answer) = body_of(server.send(method, &path, &alpha, body).await).await;
+        assert_error_body(code, &answer, StatusCode::FORBIDDEN, "forbidden");
     }
     // A tenant reaches its own data; another tenant's plugin names are simply unknown.
-    let (code, state) = json_of(server.get("/t/beta/aggregates/account/1", &beta).await).await;
+    let (code, state) = body_of(server.get("/t/beta/aggregates/account/1", &beta).await).await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(state["state"]["owner"], "bob-secret");
-    let (code, _) = json_of(
+    let (code, _) = body_of(
         server
-            .upload("beta", &beta, "only-alpha", b"junk".to_vec())
+            .upload(&beta, "beta", "only-alpha", b"junk".to_vec())
             .await,
     )
     .await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
-    let (code, _) = json_of(server.get("/t/alpha/plugins/only-alpha", &alpha).await).await;
+    let (code, _) = body_of(server.get("/t/alpha/plugins/only-alpha", &alpha).await).await;
     assert_eq!(code, StatusCode::NOT_FOUND);
     // Each tenant's log holds only its own events, numbered from 1.
     for (t, token, own, other) in [
         ("alpha", &alpha, "alice", "bob"),
         ("beta", &beta, "bob", "alice"),
     ] {
-        let (_, log) = json_of(server.get(&format!("/t/{t}/events"), token).await).await;
+        let (_, log) = body_of(server.get(&format!("/t/{t}/events"), token).await).await;
         let text = log.to_string();
         assert!(text.contains(own) && !text.contains(other), "{text}");
         assert_eq!(log["events"][0]["position"], 1);
     }
     // Bad tenant ids in admin routes are a 400 for the operator.
-    let (code, body) = json_of(server.get("/admin/tenants/Not_Valid", &server.admin).await).await;
-    assert_error(code, &body, StatusCode::BAD_REQUEST, "bad_request");
+    let (code, body) = body_of(server.get("/admin/tenants/Not_Valid", server.admin()).await).await;
+    assert_error_body(code, &body, StatusCode::BAD_REQUEST, "bad_request");
 }
 
 #[tokio::test]
 async fn deleting_a_tenant_removes_every_row_and_file() {
     let (server, alpha, beta) = seeded().await;
     // beta uploaded the same components: compiled artifacts are shared by digest.
-    let (code, _) = json_of(
+    let (code, _) = body_of(
         server
-            .send(Method::DELETE, "/admin/tenants/alpha", &server.admin, None)
+            .send(Method::DELETE, "/admin/tenants/alpha", server.admin(), None)
             .await,
     )
     .await;
     assert_eq!(code, StatusCode::NO_CONTENT);
-    let (code, body) = json_of(
+    let (code, body) = body_of(
         server
-            .get("/t/alpha/streams/account-1", &server.admin)
+            .get("/t/alpha/streams/account-1", server.admin())
             .await,
     )
     .await;
-    assert_error(code, &body, StatusCode::NOT_FOUND, "not_found");
-    let (code, _) = json_of(server.get("/t/alpha/events", &alpha).await).await;
+    assert_error_body(code, &body, StatusCode::NOT_FOUND, "not_found");
+    let (code, _) = body_of(server.get("/t/alpha/events", &alpha).await).await;
     assert_eq!(
         code,
         StatusCode::UNAUTHORIZED,
@@ -224,9 +224,9 @@ async fn deleting_a_tenant_removes_every_row_and_file() {
     assert_eq!(n, 0);
     // beta, which uses the same components, is untouched and its artifacts remain.
     let (code, _) = server
-        .command(
-            "beta",
+        .command_answer(
             &beta,
+            "beta",
             "account",
             "1",
             json!({"type": "Deposit", "payload": {"amount": 2}}),
@@ -240,9 +240,9 @@ async fn deleting_a_tenant_removes_every_row_and_file() {
         artifacts, 2,
         "shared compiled components stay while beta uses them"
     );
-    let (code, _) = json_of(
+    let (code, _) = body_of(
         server
-            .send(Method::DELETE, "/admin/tenants/beta", &server.admin, None)
+            .send(Method::DELETE, "/admin/tenants/beta", server.admin(), None)
             .await,
     )
     .await;
@@ -256,14 +256,14 @@ async fn deleting_a_tenant_removes_every_row_and_file() {
 #[tokio::test]
 async fn tokens_rotate_and_the_operator_token_file_is_private() {
     let server = Server::start().await;
-    let old = server.tenant("alpha").await;
+    let old = server.create_tenant("alpha").await;
     assert!(old.len() >= 64, "256-bit tokens");
-    let (code, body) = json_of(
+    let (code, body) = body_of(
         server
             .send(
                 Method::POST,
                 "/admin/tenants/alpha/token",
-                &server.admin,
+                server.admin(),
                 None,
             )
             .await,
@@ -280,13 +280,13 @@ async fn tokens_rotate_and_the_operator_token_file_is_private() {
         server.get("/t/alpha/events", new).await.status(),
         StatusCode::OK
     );
-    let (code, body) = json_of(
+    let (code, body) = body_of(
         server
-            .post("/admin/tenants", &server.admin, json!({"id": "alpha"}))
+            .post("/admin/tenants", server.admin(), json!({"id": "alpha"}))
             .await,
     )
     .await;
-    assert_error(code, &body, StatusCode::CONFLICT, "already_exists");
+    assert_error_body(code, &body, StatusCode::CONFLICT, "already_exists");
 }
 
 #[cfg(unix)]

@@ -2,15 +2,15 @@
 //! `kill -9`, a hot swap under concurrent readers, rollback, rebuild, a failing
 //! projection parked while another keeps up, and fairness between tenants.
 
-mod support;
+mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{Server, assert_error_body, body_of, hostile_bytes, plugin_bytes};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Server, hostile, json_of, plugin};
 
 /// Appends `deposits` Deposited events to each of `accounts` account streams with raw
 /// appends (fast), after an Opened event; returns the expected balance per account.
@@ -21,7 +21,7 @@ async fn load(server: &Server, tenant: &str, token: &str, accounts: u64, deposit
         for d in 0..deposits {
             events.push(json!({"type": "Deposited", "data": {"amount": d + 1}}));
         }
-        let (status, body) = json_of(
+        let (status, body) = body_of(
             server
                 .post(
                     &format!("/t/{tenant}/streams/account-{a}"),
@@ -38,7 +38,7 @@ async fn load(server: &Server, tenant: &str, token: &str, accounts: u64, deposit
 }
 
 async fn status(server: &Server, tenant: &str, token: &str, name: &str) -> Value {
-    let (code, body) = json_of(
+    let (code, body) = body_of(
         server
             .get(&format!("/t/{tenant}/projections/{name}"), token)
             .await,
@@ -62,17 +62,17 @@ async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
 #[tokio::test]
 async fn commands_then_read_your_writes() {
     let server = Server::start().await;
-    let token = server.tenant("acme").await;
+    let token = server.create_tenant("acme").await;
     assert_eq!(
         server
-            .upload("acme", &token, "account", plugin("account"))
+            .upload(&token, "acme", "account", plugin_bytes("account"))
             .await
             .status(),
         201
     );
     assert_eq!(
         server
-            .upload("acme", &token, "balances", plugin("balances"))
+            .upload(&token, "acme", "balances", plugin_bytes("balances"))
             .await
             .status(),
         201
@@ -80,9 +80,9 @@ async fn commands_then_read_your_writes() {
     let mut last = 0;
     for id in 0..20 {
         server
-            .command(
-                "acme",
+            .command_answer(
                 &token,
+                "acme",
                 "account",
                 &id.to_string(),
                 json!({"type": "Open", "payload": {"owner": "x"}}),
@@ -90,9 +90,9 @@ async fn commands_then_read_your_writes() {
             .await;
         for _ in 0..10 {
             let (code, body) = server
-                .command(
-                    "acme",
+                .command_answer(
                     &token,
+                    "acme",
                     "account",
                     &id.to_string(),
                     json!({"type": "Deposit", "payload": {"amount": 3}}),
@@ -102,7 +102,7 @@ async fn commands_then_read_your_writes() {
             last = body["position"].as_u64().unwrap();
         }
     }
-    let (code, doc) = json_of(
+    let (code, doc) = body_of(
         server
             .get(
                 &format!("/t/acme/projections/balances/docs/account-7?min_position={last}"),
@@ -113,7 +113,7 @@ async fn commands_then_read_your_writes() {
     .await;
     assert_eq!(code, StatusCode::OK, "{doc}");
     assert_eq!(doc, json!({"owner": "x", "balance": 30, "version": 11}));
-    let (code, page) = json_of(
+    let (code, page) = body_of(
         server
             .get(
                 &format!(
@@ -127,7 +127,7 @@ async fn commands_then_read_your_writes() {
     assert_eq!(code, StatusCode::OK);
     assert_eq!(page["docs"].as_array().unwrap().len(), 15);
     let next = page["next"].as_str().unwrap().to_owned();
-    let (_, rest) = json_of(
+    let (_, rest) = body_of(
         server
             .get(
                 &format!("/t/acme/projections/balances/docs?prefix=account-&after={next}"),
@@ -139,7 +139,7 @@ async fn commands_then_read_your_writes() {
     assert_eq!(rest["docs"].as_array().unwrap().len(), 5);
     assert!(rest["next"].is_null());
     // A position the projection cannot reach yet: 503 after the bound.
-    let (code, body) = json_of(
+    let (code, body) = body_of(
         server
             .get(
                 &format!(
@@ -151,7 +151,7 @@ async fn commands_then_read_your_writes() {
             .await,
     )
     .await;
-    support::assert_error(
+    assert_error_body(
         code,
         &body,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -162,11 +162,11 @@ async fn commands_then_read_your_writes() {
 #[tokio::test]
 async fn exactly_once_across_kill_9_mid_catch_up() {
     let mut server = Server::start().await;
-    let token = server.tenant("acme").await;
+    let token = server.create_tenant("acme").await;
     let head = load(&server, "acme", &token, 40, 99).await; // 4000 events
     assert_eq!(
         server
-            .upload("acme", &token, "balances", plugin("balances"))
+            .upload(&token, "acme", "balances", plugin_bytes("balances"))
             .await
             .status(),
         201
@@ -180,10 +180,10 @@ async fn exactly_once_across_kill_9_mid_catch_up() {
     })
     .await;
     server.kill9();
-    server.restart().await;
+    server.crash_restart().await;
     let expected: u64 = (1..=99).sum();
     for a in 0..40 {
-        let (code, doc) = json_of(
+        let (code, doc) = body_of(
             server
                 .get(&format!("/t/acme/projections/balances/docs/account-{a}?min_position={head}&timeout_ms=30000"), &token)
                 .await,
@@ -201,18 +201,18 @@ async fn exactly_once_across_kill_9_mid_catch_up() {
 #[tokio::test]
 async fn hot_swap_under_readers_then_rollback_and_rebuild() {
     let server = Arc::new(Server::start().await);
-    let token = server.tenant("acme").await;
+    let token = server.create_tenant("acme").await;
     let head = load(&server, "acme", &token, 10, 50).await;
     assert_eq!(
         server
-            .upload("acme", &token, "balances", plugin("balances"))
+            .upload(&token, "acme", "balances", plugin_bytes("balances"))
             .await
             .status(),
         201
     );
     let doc_path =
         format!("/t/acme/projections/balances/docs/account-3?min_position={head}&timeout_ms=30000");
-    let (code, v1) = json_of(server.get(&doc_path, &token).await).await;
+    let (code, v1) = body_of(server.get(&doc_path, &token).await).await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(v1["balance"], 1275);
 
@@ -231,7 +231,7 @@ async fn hot_swap_under_readers_then_rollback_and_rebuild() {
         );
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let (code, doc) = json_of(
+                let (code, doc) = body_of(
                     server
                         .get("/t/acme/projections/balances/docs/account-3", &token)
                         .await,
@@ -251,7 +251,7 @@ async fn hot_swap_under_readers_then_rollback_and_rebuild() {
     };
     assert_eq!(
         server
-            .upload("acme", &token, "balances", plugin("balances-v2"))
+            .upload(&token, "acme", "balances", plugin_bytes("balances-v2"))
             .await
             .status(),
         201
@@ -277,7 +277,7 @@ async fn hot_swap_under_readers_then_rollback_and_rebuild() {
     assert_eq!(s["versions"][1]["status"], "active");
 
     // Rollback to version 1.
-    let (code, _) = json_of(
+    let (code, _) = body_of(
         server
             .post(
                 "/t/acme/projections/balances/promote",
@@ -288,11 +288,11 @@ async fn hot_swap_under_readers_then_rollback_and_rebuild() {
     )
     .await;
     assert_eq!(code, StatusCode::OK);
-    let (_, doc) = json_of(server.get(&doc_path, &token).await).await;
+    let (_, doc) = body_of(server.get(&doc_path, &token).await).await;
     assert_eq!(doc, json!({"owner": "o3", "balance": 1275, "version": 51}));
 
     // Rebuild the active code beside itself: a new version that takes over.
-    let (code, body) = json_of(
+    let (code, body) = body_of(
         server
             .post("/t/acme/projections/balances/rebuild", &token, json!({}))
             .await,
@@ -305,10 +305,10 @@ async fn hot_swap_under_readers_then_rollback_and_rebuild() {
         status(&server, "acme", &token, "balances").await["active_version"] == rebuilt
     })
     .await;
-    let (_, doc) = json_of(server.get(&doc_path, &token).await).await;
+    let (_, doc) = body_of(server.get(&doc_path, &token).await).await;
     assert_eq!(doc["owner"], "o3", "the rebuild runs version 1's code");
     // Unknown versions cannot be promoted.
-    let (code, body) = json_of(
+    let (code, body) = body_of(
         server
             .post(
                 "/t/acme/projections/balances/promote",
@@ -318,29 +318,29 @@ async fn hot_swap_under_readers_then_rollback_and_rebuild() {
             .await,
     )
     .await;
-    support::assert_error(code, &body, StatusCode::NOT_FOUND, "not_found");
+    assert_error_body(code, &body, StatusCode::NOT_FOUND, "not_found");
 }
 
 #[tokio::test]
 async fn a_failing_projection_is_parked_while_another_keeps_up() {
     let server = Server::start().await;
-    let token = server.tenant("acme").await;
+    let token = server.create_tenant("acme").await;
     assert_eq!(
         server
-            .upload("acme", &token, "stuck", hostile("projection"))
+            .upload(&token, "acme", "stuck", hostile_bytes("projection"))
             .await
             .status(),
         201
     );
     assert_eq!(
         server
-            .upload("acme", &token, "balances", plugin("balances"))
+            .upload(&token, "acme", "balances", plugin_bytes("balances"))
             .await
             .status(),
         201
     );
     let head = load(&server, "acme", &token, 2, 3).await;
-    let (code, body) = json_of(
+    let (code, body) = body_of(
         server
             .post(
                 "/t/acme/streams/poison-1",
@@ -352,7 +352,7 @@ async fn a_failing_projection_is_parked_while_another_keeps_up() {
     .await;
     assert_eq!(code, StatusCode::OK);
     let poison = body["last_position"].as_u64().unwrap();
-    let (code, body) = json_of(
+    let (code, body) = body_of(
         server
             .post(
                 "/t/acme/streams/account-9",
@@ -380,7 +380,7 @@ async fn a_failing_projection_is_parked_while_another_keeps_up() {
         "parked before the poison event"
     );
     // The healthy projection went past the poison and keeps up with later events.
-    let (code, doc) = json_of(
+    let (code, doc) = body_of(
         server
             .get(
                 &format!("/t/acme/projections/balances/docs/account-9?min_position={last}"),
@@ -392,7 +392,7 @@ async fn a_failing_projection_is_parked_while_another_keeps_up() {
     assert_eq!(code, StatusCode::OK, "{doc}");
     assert_eq!(doc, json!({"owner": "late", "balance": 4, "version": 2}));
     // Parked versions cannot be promoted.
-    let (code, body) = json_of(
+    let (code, body) = body_of(
         server
             .post(
                 "/t/acme/projections/stuck/promote",
@@ -412,20 +412,20 @@ async fn a_failing_projection_is_parked_while_another_keeps_up() {
 #[tokio::test]
 async fn a_heavy_tenant_does_not_starve_a_light_one() {
     let server = Server::start().await;
-    let heavy = server.tenant("heavy").await;
-    let light = server.tenant("light").await;
+    let heavy = server.create_tenant("heavy").await;
+    let light = server.create_tenant("light").await;
     load(&server, "heavy", &heavy, 100, 199).await; // 20 000 events to catch up
     for (tenant, token) in [("heavy", &heavy), ("light", &light)] {
         assert_eq!(
             server
-                .upload(tenant, token, "balances", plugin("balances"))
+                .upload(token, tenant, "balances", plugin_bytes("balances"))
                 .await
                 .status(),
             201
         );
     }
     let head = load(&server, "light", &light, 1, 1).await;
-    let (code, doc) = json_of(
+    let (code, doc) = body_of(
         server
             .get(
                 &format!("/t/light/projections/balances/docs/account-0?min_position={head}"),

@@ -2,18 +2,18 @@
 //! answers a clear error, writes nothing, leaves the host serving, and a neighbour
 //! tenant's commands keep completing meanwhile. Also per-tenant limits and usage.
 
-mod support;
+mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use common::{Server, assert_error_body, body_of, hostile_bytes, plugin_bytes};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Server, assert_error, hostile, json_of, plugin};
 
 async fn version_of(server: &Server, tenant: &str, token: &str, stream: &str) -> u64 {
-    let (code, body) = json_of(
+    let (code, body) = body_of(
         server
             .get(
                 &format!("/t/{tenant}/streams/{stream}?direction=backward&limit=1"),
@@ -31,26 +31,26 @@ async fn version_of(server: &Server, tenant: &str, token: &str, stream: &str) ->
 #[tokio::test]
 async fn hostile_aggregate_corpus_is_contained() {
     let server = Arc::new(Server::start().await);
-    let evil = server.tenant("evil").await;
-    let good = server.tenant("good").await;
+    let evil = server.create_tenant("evil").await;
+    let good = server.create_tenant("good").await;
     assert_eq!(
         server
-            .upload("evil", &evil, "h", hostile("aggregate"))
+            .upload(&evil, "evil", "h", hostile_bytes("aggregate"))
             .await
             .status(),
         201
     );
     assert_eq!(
         server
-            .upload("good", &good, "account", plugin("account"))
+            .upload(&good, "good", "account", plugin_bytes("account"))
             .await
             .status(),
         201
     );
     let (code, _) = server
-        .command(
-            "good",
+        .command_answer(
             &good,
+            "good",
             "account",
             "1",
             json!({"type": "Open", "payload": {"owner": "n"}}),
@@ -67,9 +67,9 @@ async fn hostile_aggregate_corpus_is_contained() {
             while !stop.load(Ordering::Relaxed) {
                 let sent = Instant::now();
                 let (code, body) = server
-                    .command(
-                        "good",
+                    .command_answer(
                         &good,
+                        "good",
                         "account",
                         "1",
                         json!({"type": "Deposit", "payload": {"amount": 1}}),
@@ -83,7 +83,7 @@ async fn hostile_aggregate_corpus_is_contained() {
     };
 
     let (code, _) = server
-        .command("evil", &evil, "h", "1", json!({"type": "Ok"}))
+        .command_answer(&evil, "evil", "h", "1", json!({"type": "Ok"}))
         .await;
     assert_eq!(code, StatusCode::OK);
     for (attack, reason) in [
@@ -94,9 +94,9 @@ async fn hostile_aggregate_corpus_is_contained() {
         ("Flood", "memory"),
     ] {
         let (code, body) = server
-            .command("evil", &evil, "h", "1", json!({"type": attack}))
+            .command_answer(&evil, "evil", "h", "1", json!({"type": attack}))
             .await;
-        assert_error(
+        assert_error_body(
             code,
             &body,
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -111,7 +111,7 @@ async fn hostile_aggregate_corpus_is_contained() {
     }
     // The panic message reaches the caller and the plugin's logs.
     let (_, body) = server
-        .command("evil", &evil, "h", "1", json!({"type": "Panic"}))
+        .command_answer(&evil, "evil", "h", "1", json!({"type": "Panic"}))
         .await;
     assert!(
         body["error"]["message"]
@@ -120,7 +120,7 @@ async fn hostile_aggregate_corpus_is_contained() {
             .contains("panicked on purpose"),
         "{body}"
     );
-    let (_, logs) = json_of(server.get("/t/evil/plugins/h/logs", &evil).await).await;
+    let (_, logs) = body_of(server.get("/t/evil/plugins/h/logs", &evil).await).await;
     assert!(
         logs["lines"]
             .as_array()
@@ -132,7 +132,7 @@ async fn hostile_aggregate_corpus_is_contained() {
     // Files and sockets do not exist inside the sandbox: the plugin sees an error.
     for attack in ["OpenFile", "Connect"] {
         let (code, body) = server
-            .command("evil", &evil, "h", "1", json!({"type": attack}))
+            .command_answer(&evil, "evil", "h", "1", json!({"type": attack}))
             .await;
         assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{attack}: {body}");
         assert_eq!(
@@ -142,13 +142,13 @@ async fn hostile_aggregate_corpus_is_contained() {
     }
     // A poisoned stream: evolve loops on it, every later command is refused cleanly.
     let (code, _) = server
-        .command("evil", &evil, "h", "2", json!({"type": "Poison"}))
+        .command_answer(&evil, "evil", "h", "2", json!({"type": "Poison"}))
         .await;
     assert_eq!(code, StatusCode::OK);
     let (code, body) = server
-        .command("evil", &evil, "h", "2", json!({"type": "Ok"}))
+        .command_answer(&evil, "evil", "h", "2", json!({"type": "Ok"}))
         .await;
-    assert_error(
+    assert_error_body(
         code,
         &body,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -171,7 +171,7 @@ async fn hostile_aggregate_corpus_is_contained() {
         latencies.last().unwrap()
     );
     // The host still serves, and the usage shows what happened.
-    let (code, tenant) = json_of(server.get("/admin/tenants/evil", &server.admin).await).await;
+    let (code, tenant) = body_of(server.get("/admin/tenants/evil", server.admin()).await).await;
     assert_eq!(code, StatusCode::OK);
     let usage = &tenant["usage"];
     assert!(usage["deadline_hits"].as_u64().unwrap() >= 2, "{usage}");
@@ -196,14 +196,14 @@ async fn hostile_aggregate_corpus_is_contained() {
 #[tokio::test]
 async fn components_that_import_unknown_interfaces_are_refused_at_upload() {
     let server = Server::start().await;
-    let token = server.tenant("acme").await;
-    let (code, body) = json_of(
+    let token = server.create_tenant("acme").await;
+    let (code, body) = body_of(
         server
-            .upload("acme", &token, "bad", hostile("bad-import"))
+            .upload(&token, "acme", "bad", hostile_bytes("bad-import"))
             .await,
     )
     .await;
-    assert_error(
+    assert_error_body(
         code,
         &body,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -216,7 +216,7 @@ async fn components_that_import_unknown_interfaces_are_refused_at_upload() {
             .contains("evil:host/backdoor"),
         "{body}"
     );
-    let (code, _) = json_of(server.get("/t/acme/plugins/bad", &token).await).await;
+    let (code, _) = body_of(server.get("/t/acme/plugins/bad", &token).await).await;
     assert_eq!(code, StatusCode::NOT_FOUND, "nothing was recorded");
 }
 
@@ -229,23 +229,23 @@ async fn limits_are_enforced_per_tenant() {
         json!({"call_timeout_ms": "fast"}),
         json!({"nonsense": 1}),
     ] {
-        let (code, body) = json_of(
+        let (code, body) = body_of(
             server
                 .post(
                     "/admin/tenants",
-                    &server.admin,
+                    server.admin(),
                     json!({"id": "bad", "limits": limits}),
                 )
                 .await,
         )
         .await;
-        assert_error(code, &body, StatusCode::BAD_REQUEST, "bad_request");
+        assert_error_body(code, &body, StatusCode::BAD_REQUEST, "bad_request");
     }
-    let (code, body) = json_of(
+    let (code, body) = body_of(
         server
             .post(
                 "/admin/tenants",
-                &server.admin,
+                server.admin(),
                 json!({"id": "small", "limits": {"max_plugin_bytes": 65536, "commands_per_second": 2, "max_body_bytes": 2048}}),
             )
             .await,
@@ -254,20 +254,20 @@ async fn limits_are_enforced_per_tenant() {
     assert_eq!(code, StatusCode::CREATED, "{body}");
     let token = body["token"].as_str().unwrap().to_owned();
     // A plugin over the tenant's size limit: 413, refused on its declared length.
-    let (code, body) = json_of(
+    let (code, body) = body_of(
         server
-            .upload("small", &token, "account", plugin("account"))
+            .upload(&token, "small", "account", plugin_bytes("account"))
             .await,
     )
     .await;
-    assert_error(code, &body, StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+    assert_error_body(code, &body, StatusCode::PAYLOAD_TOO_LARGE, "too_large");
     // Raise the limit through the admin API, then the same upload works.
-    let (code, body) = json_of(
+    let (code, body) = body_of(
         server
             .send(
                 reqwest::Method::PATCH,
                 "/admin/tenants/small",
-                &server.admin,
+                server.admin(),
                 Some(json!({"limits": {"max_plugin_bytes": 16777216}})),
             )
             .await,
@@ -280,7 +280,7 @@ async fn limits_are_enforced_per_tenant() {
     );
     assert_eq!(
         server
-            .upload("small", &token, "account", plugin("account"))
+            .upload(&token, "small", "account", plugin_bytes("account"))
             .await
             .status(),
         201
@@ -288,22 +288,22 @@ async fn limits_are_enforced_per_tenant() {
     // A body over the tenant's body limit.
     let big = "x".repeat(4096);
     let (code, body) = server
-        .command(
-            "small",
+        .command_answer(
             &token,
+            "small",
             "account",
             "1",
             json!({"type": "Open", "payload": {"owner": big}}),
         )
         .await;
-    assert_error(code, &body, StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+    assert_error_body(code, &body, StatusCode::PAYLOAD_TOO_LARGE, "too_large");
     // The command rate: a burst beyond 2 per second meets 429.
     let mut over = 0;
     for _ in 0..6 {
         let (code, body) = server
-            .command(
-                "small",
+            .command_answer(
                 &token,
+                "small",
                 "account",
                 "1",
                 json!({"type": "Open", "payload": {"owner": "x"}}),
@@ -320,7 +320,7 @@ async fn limits_are_enforced_per_tenant() {
 #[tokio::test]
 async fn a_huge_upload_is_refused_before_it_is_read() {
     let server = Server::start().await;
-    let token = server.tenant("acme").await;
+    let token = server.create_tenant("acme").await;
     // 200 MiB announced; the server answers from the header.
     let body = reqwest::Body::wrap_stream(futures::stream::iter(
         (0..200).map(|_| Ok::<_, std::io::Error>(vec![0u8; 1 << 20])),
@@ -334,8 +334,8 @@ async fn a_huge_upload_is_refused_before_it_is_read() {
         .send()
         .await;
     let (code, body): (StatusCode, Value) = match response {
-        Ok(r) => json_of(r).await,
+        Ok(r) => body_of(r).await,
         Err(e) => panic!("no answer: {e}"),
     };
-    assert_error(code, &body, StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+    assert_error_body(code, &body, StatusCode::PAYLOAD_TOO_LARGE, "too_large");
 }

@@ -1,6 +1,12 @@
-//! A real `cairn` process for the black-box HTTP tests (tests/api.rs,
-//! tests/conformance_http.rs): a temporary data directory, a free loopback port, a
-//! random operator token, and small helpers that speak the contract in shared/API.md.
+//! A real `cairn` process for the black-box HTTP tests: a temporary data directory,
+//! a free loopback port, a random operator token, and small helpers that speak the
+//! contract in shared/API.md.
+//!
+//! With `CAIRN_TEST_BACKEND=postgres` every server runs on a fresh PostgreSQL
+//! database (made from `CAIRN_TEST_POSTGRES`, default
+//! `postgres://postgres@127.0.0.1:5432/test`) that is dropped afterwards; the tests
+//! then fail, never skip, when PostgreSQL is unreachable. `cargo xtask ci` runs the
+//! HTTP suites both ways.
 #![allow(dead_code)] // each test file uses a different part of it
 
 use std::io::{BufRead, BufReader};
@@ -20,6 +26,67 @@ pub struct Server {
     /// Outlives restarts; removed when the server is dropped.
     pub data_dir: tempfile::TempDir,
     args: Vec<String>,
+    /// The PostgreSQL database made for this server, dropped with it.
+    database: Option<String>,
+}
+
+fn postgres_admin_url() -> String {
+    std::env::var("CAIRN_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// Makes a fresh PostgreSQL database; returns its URL and name.
+pub async fn postgres_database() -> (String, String) {
+    use sqlx::Connection;
+    let admin = postgres_admin_url();
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL is required for this test and is not reachable at {admin}: {e}")
+        });
+    let name = format!("cairn_http_{}", uuid::Uuid::new_v4().simple());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').unwrap().0;
+    (format!("{base}/{name}"), name)
+}
+
+/// Drops a database made by `postgres_database` (from any thread, runtime or not).
+fn drop_database(name: String) {
+    let dropper = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&postgres_admin_url())
+                .await
+                .unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        });
+    });
+    let _ = dropper.join();
+}
+
+/// The bytes of `target/hostile/<name>.wasm`, built by `cargo xtask build-plugins`.
+pub fn hostile_bytes(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/hostile")
+        .join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{} is missing ({e}): run `cargo xtask build-plugins` first",
+            path.display()
+        )
+    })
 }
 
 /// The bytes of `target/plugins/<name>.wasm`, built by `cargo xtask build-plugins`.
@@ -42,6 +109,14 @@ impl Server {
 
     /// With extra `cairn serve` arguments, e.g. `["--snapshot-every", "100"]`.
     pub async fn start_with(args: &[&str]) -> Server {
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut database = None;
+        let on_postgres = std::env::var("CAIRN_TEST_BACKEND").is_ok_and(|b| b == "postgres");
+        if on_postgres && !args.iter().any(|a| a == "--database") {
+            let (url, name) = postgres_database().await;
+            args.extend(["--database".to_owned(), url]);
+            database = Some(name);
+        }
         let mut server = Server {
             child: None,
             base: String::new(),
@@ -51,7 +126,8 @@ impl Server {
                 .build()
                 .unwrap(),
             data_dir: tempfile::tempdir().unwrap(),
-            args: args.iter().map(|a| a.to_string()).collect(),
+            args,
+            database,
         };
         server.spawn().await;
         server
@@ -99,14 +175,19 @@ impl Server {
             {
                 return;
             }
-            assert!(started.elapsed() < Duration::from_secs(30), "cairn never became ready");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "cairn never became ready"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     /// SIGTERM, then wait for the process to exit (SIGKILL after 20 s).
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
@@ -155,6 +236,21 @@ impl Server {
             .send()
             .await
             .unwrap()
+    }
+
+    /// Any method, with an optional JSON body.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> Response {
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
     }
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> Response {
@@ -213,6 +309,18 @@ impl Server {
         .await
     }
 
+    /// A command, with its status and JSON body.
+    pub async fn command_answer(
+        &self,
+        token: &str,
+        tenant: &str,
+        aggregate: &str,
+        id: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        body_of(self.command(token, tenant, aggregate, id, body).await).await
+    }
+
     /// A raw append to a stream.
     pub async fn append(&self, token: &str, tenant: &str, stream: &str, body: Value) -> Response {
         self.post(&format!("/t/{tenant}/streams/{stream}"), token, body)
@@ -223,7 +331,17 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
+        if let Some(name) = self.database.take() {
+            drop_database(name);
+        }
     }
+}
+
+/// Asserts the contract's error shape on a status and body already read.
+pub fn assert_error_body(status: StatusCode, body: &Value, expected: StatusCode, code: &str) {
+    assert_eq!(status, expected, "unexpected status; body: {body}");
+    assert_eq!(body["error"]["code"], code, "unexpected error code: {body}");
+    assert!(body["error"]["message"].is_string(), "no message: {body}");
 }
 
 /// Status and body (JSON, or the text as a JSON string when it is not JSON).
@@ -249,7 +367,9 @@ pub async fn assert_error(resp: Response, status: StatusCode, code: &str) -> Val
     let error = &body["error"];
     assert!(error.is_object(), "not the error shape: {body}");
     assert_eq!(error["code"], code, "unexpected error code: {body}");
-    let message = error["message"].as_str().unwrap_or_else(|| panic!("no message: {body}"));
+    let message = error["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no message: {body}"));
     assert!(!message.is_empty(), "empty message: {body}");
     error.clone()
 }
