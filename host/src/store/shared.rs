@@ -1,0 +1,895 @@
+//! The SQL both backends share, written once. This file is compiled twice, as
+//! `sqlite::shared` and `postgres::shared` (`#[path]` modules); each parent module
+//! names its sqlx database `Db`, its row type `DbRow` and its store `Backend` (with
+//! `writer()` and `reader()` pools). Statements use `?` placeholders; the engine's
+//! [`Dialect`] rewrites them and supplies the few words the engines disagree on.
+
+use anyhow::Context;
+use async_trait::async_trait;
+use sqlx::{QueryBuilder, Row, Transaction};
+
+use super::{Backend, Db, DbRow};
+use crate::store::dialect::Dialect;
+use crate::store::plan::{self, AppendDecision, ExistingId};
+use crate::store::*;
+
+/// Rows per multi-row INSERT: 9 parameters each keeps a statement well under either
+/// engine's parameter limit.
+const INSERT_CHUNK: usize = 200;
+
+/// A statement in this engine's dialect.
+fn sql(text: &str) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(<Db as Dialect>::sql(text))
+}
+
+impl Backend {
+    /// Applies every request inside one transaction. An `Err` means the transaction
+    /// failed as a whole and nothing of it was written.
+    async fn append_in_one_transaction(
+        &self,
+        requests: &[AppendRequest],
+    ) -> anyhow::Result<Vec<Result<AppendOutcome, AppendError>>> {
+        let mut tx = self.writer().begin().await?;
+        let recorded_at = now_ms();
+        // Tenant rows are locked in id order (see the module comment).
+        let mut order: Vec<usize> = (0..requests.len()).collect();
+        order.sort_by(|a, b| requests[*a].tenant.cmp(&requests[*b].tenant));
+        let mut results: Vec<Option<Result<AppendOutcome, AppendError>>> =
+            vec![None; requests.len()];
+        for index in order {
+            results[index] = Some(append_one(&mut tx, &requests[index], recorded_at).await?);
+        }
+        tx.commit().await?;
+        Ok(results
+            .into_iter()
+            .map(|r| r.expect("every request answered"))
+            .collect())
+    }
+}
+
+async fn append_one(
+    tx: &mut Transaction<'_, Db>,
+    request: &AppendRequest,
+    recorded_at: i64,
+) -> anyhow::Result<Result<AppendOutcome, AppendError>> {
+    let tenant = request.tenant.as_str();
+    let known: Option<i64> = sqlx::query_scalar(sql(&format!(
+        "SELECT head FROM tenants WHERE id = ?{}",
+        <Db as Dialect>::LOCK_ROW
+    )))
+    .bind(tenant)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if known.is_none() {
+        return Ok(Err(AppendError::UnknownTenant));
+    }
+    if let Some(command_id) = &request.command_id {
+        let seen: Option<String> = sqlx::query_scalar(sql("SELECT command_id FROM commands WHERE tenant_id = ? AND stream_id = ? AND command_id = ?"))
+        .bind(tenant)
+        .bind(&request.stream_id)
+        .bind(command_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if seen.is_some() {
+            return Ok(Err(AppendError::CommandAlreadyApplied));
+        }
+    }
+    let current = stream_version(&mut **tx, tenant, &request.stream_id).await?;
+    let existing = if request.ids_from_writer {
+        existing_ids(tx, tenant, &request.events).await?
+    } else {
+        Vec::new()
+    };
+    let ids: Vec<&str> = request.events.iter().map(|e| e.event_id.as_str()).collect();
+    match plan::check_append(
+        &request.stream_id,
+        request.expected,
+        &ids,
+        current,
+        &existing,
+    ) {
+        Err(refused) => Ok(Err(refused)),
+        Ok(AppendDecision::Replay {
+            first_version,
+            last_version,
+        }) => {
+            let events = range(
+                &mut **tx,
+                tenant,
+                &request.stream_id,
+                first_version - 1,
+                last_version,
+            )
+            .await?;
+            Ok(Ok(AppendOutcome {
+                version: current,
+                events,
+                replayed: true,
+            }))
+        }
+        Ok(AppendDecision::Write) => {
+            let n = request.events.len() as i64;
+            let head: i64 = if n == 0 {
+                known.unwrap_or(0)
+            } else {
+                sqlx::query_scalar(sql(
+                    "UPDATE tenants SET head = head + ? WHERE id = ? RETURNING head",
+                ))
+                .bind(n)
+                .bind(tenant)
+                .fetch_one(&mut **tx)
+                .await?
+            };
+            let events = plan::number_events(request, current, head as u64, recorded_at);
+            for chunk in events.chunks(INSERT_CHUNK) {
+                let mut insert = QueryBuilder::<Db>::new(
+                    "INSERT INTO events (tenant_id, position, stream_id, version, event_id, \
+                     event_type, payload, metadata, recorded_at) ",
+                );
+                insert.push_values(chunk, |mut row, e| {
+                    row.push_bind(tenant)
+                        .push_bind(e.position as i64)
+                        .push_bind(&e.stream_id)
+                        .push_bind(e.version as i64)
+                        .push_bind(&e.event_id)
+                        .push_bind(&e.event_type)
+                        .push_bind(&e.payload)
+                        .push_bind(&e.metadata)
+                        .push_bind(e.recorded_at);
+                });
+                insert.build().execute(&mut **tx).await?;
+            }
+            let version = current + events.len() as u64;
+            if let Some(command_id) = &request.command_id {
+                sqlx::query(sql(
+                    "INSERT INTO commands (tenant_id, stream_id, command_id, first_version, \
+                     last_version) VALUES (?, ?, ?, ?, ?)",
+                ))
+                .bind(tenant)
+                .bind(&request.stream_id)
+                .bind(command_id)
+                .bind(current as i64 + 1)
+                .bind(version as i64)
+                .execute(&mut **tx)
+                .await?;
+            }
+            Ok(Ok(AppendOutcome {
+                version,
+                events,
+                replayed: false,
+            }))
+        }
+    }
+}
+
+async fn existing_ids(
+    tx: &mut Transaction<'_, Db>,
+    tenant: &str,
+    events: &[ProposedEvent],
+) -> anyhow::Result<Vec<ExistingId>> {
+    let mut query = QueryBuilder::<Db>::new(
+        "SELECT event_id, stream_id, version FROM events WHERE tenant_id = ",
+    );
+    query.push_bind(tenant).push(" AND event_id IN (");
+    let mut ids = query.separated(", ");
+    for e in events {
+        ids.push_bind(&e.event_id);
+    }
+    ids.push_unseparated(")");
+    let rows = query.build().fetch_all(&mut **tx).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ExistingId {
+            event_id: r.get(0),
+            stream_id: r.get(1),
+            version: r.get::<i64, _>(2) as u64,
+        })
+        .collect())
+}
+
+const EVENT_COLUMNS: &str =
+    "event_id, stream_id, version, position, event_type, payload, metadata, recorded_at";
+
+fn to_event(row: DbRow) -> RecordedEvent {
+    RecordedEvent {
+        event_id: row.get(0),
+        stream_id: row.get(1),
+        version: row.get::<i64, _>(2) as u64,
+        position: row.get::<i64, _>(3) as u64,
+        event_type: row.get(4),
+        payload: row.get(5),
+        metadata: row.get(6),
+        recorded_at: row.get(7),
+    }
+}
+
+async fn stream_version<'e, E: sqlx::Executor<'e, Database = Db>>(
+    db: E,
+    tenant: &str,
+    stream_id: &str,
+) -> anyhow::Result<u64> {
+    let v: Option<i64> = sqlx::query_scalar(sql(
+        "SELECT MAX(version) FROM events WHERE tenant_id = ? AND stream_id = ?",
+    ))
+    .bind(tenant)
+    .bind(stream_id)
+    .fetch_one(db)
+    .await?;
+    Ok(v.unwrap_or(0) as u64)
+}
+
+async fn range<'e, E: sqlx::Executor<'e, Database = Db>>(
+    db: E,
+    tenant: &str,
+    stream_id: &str,
+    after: u64,
+    until: u64,
+) -> anyhow::Result<Vec<RecordedEvent>> {
+    let text = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = ? AND stream_id = ? \
+         AND version > ? AND version <= ? ORDER BY version"
+    );
+    let rows = sqlx::query(sql(&text))
+        .bind(tenant)
+        .bind(stream_id)
+        .bind(after as i64)
+        .bind(until.min(i64::MAX as u64) as i64)
+        .fetch_all(db)
+        .await?;
+    Ok(rows.into_iter().map(to_event).collect())
+}
+
+fn to_tenant(row: DbRow) -> anyhow::Result<TenantRecord> {
+    let id: String = row.get(0);
+    let limits: String = row.get(1);
+    Ok(TenantRecord {
+        id: TenantId::parse(&id).context("stored tenant id is invalid")?,
+        limits: serde_json::from_str(&limits)?,
+        created_at: row.get(2),
+    })
+}
+
+fn to_plugin(row: DbRow) -> anyhow::Result<PluginVersion> {
+    let kind: String = row.get(2);
+    Ok(PluginVersion {
+        name: row.get(0),
+        version: row.get::<i64, _>(1) as u64,
+        kind: PluginKind::parse(&kind).context("stored plugin kind is invalid")?,
+        digest: row.get(3),
+        uploaded_at: row.get(4),
+    })
+}
+
+/// Tables that hold tenant rows, emptied when a tenant is deleted.
+const TENANT_TABLES: [&str; 6] = [
+    "events",
+    "commands",
+    "snapshots",
+    "plugins",
+    "documents",
+    "projections",
+];
+
+#[async_trait]
+impl EventStore for Backend {
+    async fn ready(&self) -> bool {
+        sqlx::query(sql("SELECT 1 FROM tenants LIMIT 1"))
+            .fetch_optional(self.reader())
+            .await
+            .is_ok()
+    }
+
+    async fn create_tenant(
+        &self,
+        id: &TenantId,
+        token_hash: &str,
+        limits: &serde_json::Value,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(sql(
+            "INSERT INTO tenants (id, token_hash, limits, created_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (id) DO NOTHING",
+        ))
+        .bind(id.as_str())
+        .bind(token_hash)
+        .bind(limits.to_string())
+        .bind(now_ms())
+        .execute(self.writer())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn tenant(&self, id: &TenantId) -> StoreResult<Option<TenantRecord>> {
+        sqlx::query(sql(
+            "SELECT id, limits, created_at FROM tenants WHERE id = ?",
+        ))
+        .bind(id.as_str())
+        .fetch_optional(self.reader())
+        .await?
+        .map(to_tenant)
+        .transpose()
+    }
+
+    async fn tenants(&self) -> StoreResult<Vec<TenantRecord>> {
+        sqlx::query(sql(
+            "SELECT id, limits, created_at FROM tenants ORDER BY id",
+        ))
+        .fetch_all(self.reader())
+        .await?
+        .into_iter()
+        .map(to_tenant)
+        .collect()
+    }
+
+    async fn tenant_by_token_hash(&self, token_hash: &str) -> StoreResult<Option<TenantId>> {
+        let id: Option<String> =
+            sqlx::query_scalar(sql("SELECT id FROM tenants WHERE token_hash = ?"))
+                .bind(token_hash)
+                .fetch_optional(self.reader())
+                .await?;
+        Ok(id.and_then(|id| TenantId::parse(&id)))
+    }
+
+    async fn digest_in_use(&self, digest: &str) -> StoreResult<bool> {
+        let found: Option<String> =
+            sqlx::query_scalar(sql("SELECT digest FROM plugins WHERE digest = ? LIMIT 1"))
+                .bind(digest)
+                .fetch_optional(self.reader())
+                .await?;
+        Ok(found.is_some())
+    }
+
+    async fn set_tenant_limits(
+        &self,
+        id: &TenantId,
+        limits: &serde_json::Value,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(sql("UPDATE tenants SET limits = ? WHERE id = ?"))
+            .bind(limits.to_string())
+            .bind(id.as_str())
+            .execute(self.writer())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_tenant_token(&self, id: &TenantId, token_hash: &str) -> StoreResult<bool> {
+        let done = sqlx::query(sql("UPDATE tenants SET token_hash = ? WHERE id = ?"))
+            .bind(token_hash)
+            .bind(id.as_str())
+            .execute(self.writer())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn stored_usage(&self, id: &TenantId) -> StoreResult<(u64, u64)> {
+        let row = sqlx::query(sql("SELECT COUNT(*), CAST(COALESCE(SUM(LENGTH(payload) + LENGTH(metadata)), 0) AS BIGINT) FROM events \
+             WHERE tenant_id = ?"))
+        .bind(id.as_str())
+        .fetch_one(self.reader())
+        .await?;
+        Ok((row.get::<i64, _>(0) as u64, row.get::<i64, _>(1) as u64))
+    }
+
+    async fn delete_tenant(&self, id: &TenantId) -> StoreResult<bool> {
+        let mut tx = self.writer().begin().await?;
+        for table in TENANT_TABLES {
+            sqlx::query(sql(&format!("DELETE FROM {table} WHERE tenant_id = ?")))
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let gone = sqlx::query(sql("DELETE FROM tenants WHERE id = ?"))
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(gone.rows_affected() == 1)
+    }
+
+    async fn add_plugin_version(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        kind: PluginKind,
+        digest: &str,
+        wasm: &[u8],
+    ) -> StoreResult<(PluginVersion, bool)> {
+        let mut tx = self.writer().begin().await?;
+        let newest = sqlx::query(sql(
+            "SELECT name, version, kind, digest, uploaded_at FROM plugins \
+             WHERE tenant_id = ? AND name = ? ORDER BY version DESC LIMIT 1",
+        ))
+        .bind(tenant.as_str())
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(to_plugin)
+        .transpose()?;
+        if let Some(newest) = &newest
+            && newest.digest == digest
+        {
+            return Ok((newest.clone(), false));
+        }
+        let version = PluginVersion {
+            name: name.to_owned(),
+            version: newest.map_or(1, |n| n.version + 1),
+            kind,
+            digest: digest.to_owned(),
+            uploaded_at: now_ms(),
+        };
+        sqlx::query(sql(
+            "INSERT INTO plugins (tenant_id, name, version, kind, digest, wasm, uploaded_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(version.version as i64)
+        .bind(kind.as_str())
+        .bind(digest)
+        .bind(wasm)
+        .bind(version.uploaded_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((version, true))
+    }
+
+    async fn plugin_versions(&self, tenant: &TenantId) -> StoreResult<Vec<PluginVersion>> {
+        sqlx::query(sql(
+            "SELECT name, version, kind, digest, uploaded_at FROM plugins \
+             WHERE tenant_id = ? ORDER BY name, version",
+        ))
+        .bind(tenant.as_str())
+        .fetch_all(self.reader())
+        .await?
+        .into_iter()
+        .map(to_plugin)
+        .collect()
+    }
+
+    async fn plugin_wasm(&self, tenant: &TenantId, digest: &str) -> StoreResult<Option<Vec<u8>>> {
+        Ok(sqlx::query_scalar(sql(
+            "SELECT wasm FROM plugins WHERE tenant_id = ? AND digest = ? LIMIT 1",
+        ))
+        .bind(tenant.as_str())
+        .bind(digest)
+        .fetch_optional(self.reader())
+        .await?)
+    }
+
+    async fn append_batch(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Vec<Result<AppendOutcome, AppendError>> {
+        match self.append_in_one_transaction(&requests).await {
+            Ok(results) => results,
+            Err(error) if requests.len() == 1 => {
+                vec![Err(AppendError::Store(format!("{error:#}")))]
+            }
+            // Something in the group broke the shared transaction: give each request a
+            // transaction of its own so that its neighbours' outcomes stay exact.
+            Err(_) => {
+                let mut results = Vec::with_capacity(requests.len());
+                for request in requests {
+                    let one = self
+                        .append_in_one_transaction(std::slice::from_ref(&request))
+                        .await;
+                    results.push(match one {
+                        Ok(mut r) => r.pop().expect("one result per request"),
+                        Err(error) => Err(AppendError::Store(format!("{error:#}"))),
+                    });
+                }
+                results
+            }
+        }
+    }
+
+    async fn stream_version(&self, tenant: &TenantId, stream_id: &str) -> StoreResult<u64> {
+        stream_version(self.reader(), tenant.as_str(), stream_id).await
+    }
+
+    async fn read_stream(
+        &self,
+        tenant: &TenantId,
+        stream_id: &str,
+        from: u64,
+        limit: u32,
+        direction: Direction,
+    ) -> StoreResult<Vec<RecordedEvent>> {
+        let (cmp, order) = match direction {
+            Direction::Forward => (">=", "ASC"),
+            Direction::Backward => ("<=", "DESC"),
+        };
+        let text = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = ? AND stream_id = ? \
+             AND version {cmp} ? ORDER BY version {order} LIMIT ?"
+        );
+        let rows = sqlx::query(sql(&text))
+            .bind(tenant.as_str())
+            .bind(stream_id)
+            .bind(from.min(i64::MAX as u64) as i64)
+            .bind(limit as i64)
+            .fetch_all(self.reader())
+            .await?;
+        Ok(rows.into_iter().map(to_event).collect())
+    }
+
+    async fn read_stream_range(
+        &self,
+        tenant: &TenantId,
+        stream_id: &str,
+        after: u64,
+        until: u64,
+    ) -> StoreResult<Vec<RecordedEvent>> {
+        range(self.reader(), tenant.as_str(), stream_id, after, until).await
+    }
+
+    async fn stream_version_at(
+        &self,
+        tenant: &TenantId,
+        stream_id: &str,
+        at_ms: i64,
+    ) -> StoreResult<u64> {
+        let v: Option<i64> = sqlx::query_scalar(sql(
+            "SELECT MAX(version) FROM events WHERE tenant_id = ? AND stream_id = ? \
+             AND recorded_at <= ?",
+        ))
+        .bind(tenant.as_str())
+        .bind(stream_id)
+        .bind(at_ms)
+        .fetch_one(self.reader())
+        .await?;
+        Ok(v.unwrap_or(0) as u64)
+    }
+
+    async fn read_log(
+        &self,
+        tenant: &TenantId,
+        after: u64,
+        limit: u32,
+        types: &[String],
+    ) -> StoreResult<Vec<RecordedEvent>> {
+        let mut query = QueryBuilder::<Db>::new(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = "
+        ));
+        query
+            .push_bind(tenant.as_str())
+            .push(" AND position > ")
+            .push_bind(after.min(i64::MAX as u64) as i64);
+        if !types.is_empty() {
+            query.push(" AND event_type IN (");
+            let mut list = query.separated(", ");
+            for t in types {
+                list.push_bind(t);
+            }
+            list.push_unseparated(")");
+        }
+        query
+            .push(" ORDER BY position LIMIT ")
+            .push_bind(limit as i64);
+        let rows = query.build().fetch_all(self.reader()).await?;
+        Ok(rows.into_iter().map(to_event).collect())
+    }
+
+    async fn head(&self, tenant: &TenantId) -> StoreResult<u64> {
+        let head: Option<i64> = sqlx::query_scalar(sql("SELECT head FROM tenants WHERE id = ?"))
+            .bind(tenant.as_str())
+            .fetch_optional(self.reader())
+            .await?;
+        Ok(head.unwrap_or(0) as u64)
+    }
+
+    async fn command_record(
+        &self,
+        tenant: &TenantId,
+        stream_id: &str,
+        command_id: &str,
+    ) -> StoreResult<Option<CommandRecord>> {
+        let row = sqlx::query(sql("SELECT first_version, last_version FROM commands \
+             WHERE tenant_id = ? AND stream_id = ? AND command_id = ?"))
+        .bind(tenant.as_str())
+        .bind(stream_id)
+        .bind(command_id)
+        .fetch_optional(self.reader())
+        .await?;
+        Ok(row.map(|r| CommandRecord {
+            first_version: r.get::<i64, _>(0) as u64,
+            last_version: r.get::<i64, _>(1) as u64,
+        }))
+    }
+
+    async fn snapshot(
+        &self,
+        tenant: &TenantId,
+        stream_id: &str,
+        digest: &str,
+        max_version: u64,
+    ) -> StoreResult<Option<Snapshot>> {
+        let row = sqlx::query(sql(
+            "SELECT version, state FROM snapshots WHERE tenant_id = ? AND stream_id = ? \
+             AND plugin_digest = ? AND version <= ?",
+        ))
+        .bind(tenant.as_str())
+        .bind(stream_id)
+        .bind(digest)
+        .bind(max_version.min(i64::MAX as u64) as i64)
+        .fetch_optional(self.reader())
+        .await?;
+        Ok(row.map(|r| Snapshot {
+            version: r.get::<i64, _>(0) as u64,
+            state: r.get(1),
+        }))
+    }
+
+    async fn put_snapshot(
+        &self,
+        tenant: &TenantId,
+        stream_id: &str,
+        digest: &str,
+        snapshot: &Snapshot,
+    ) -> StoreResult<()> {
+        sqlx::query(sql(
+            "INSERT INTO snapshots (tenant_id, stream_id, plugin_digest, version, state) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, stream_id, plugin_digest) \
+             DO UPDATE SET version = excluded.version, state = excluded.state \
+             WHERE excluded.version > snapshots.version",
+        ))
+        .bind(tenant.as_str())
+        .bind(stream_id)
+        .bind(digest)
+        .bind(snapshot.version as i64)
+        .bind(&snapshot.state)
+        .execute(self.writer())
+        .await?;
+        Ok(())
+    }
+
+    async fn add_projection_version(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        plugin_version: u64,
+        digest: &str,
+        status: ProjectionStatus,
+    ) -> StoreResult<ProjectionRecord> {
+        let mut tx = self.writer().begin().await?;
+        let newest: Option<i64> = sqlx::query_scalar(sql(
+            "SELECT MAX(version) FROM projections WHERE tenant_id = ? AND name = ?",
+        ))
+        .bind(tenant.as_str())
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+        let record = ProjectionRecord {
+            tenant: tenant.clone(),
+            name: name.to_owned(),
+            version: newest.unwrap_or(0) as u64 + 1,
+            plugin_version,
+            digest: digest.to_owned(),
+            status,
+            position: 0,
+            error: None,
+        };
+        sqlx::query(sql(
+            "INSERT INTO projections (tenant_id, name, version, plugin_version, digest, status, \
+             position, created_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
+        ))
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(record.version as i64)
+        .bind(plugin_version as i64)
+        .bind(digest)
+        .bind(status.as_str())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn projections(&self, tenant: Option<&TenantId>) -> StoreResult<Vec<ProjectionRecord>> {
+        let rows = sqlx::query(sql("SELECT tenant_id, name, version, plugin_version, digest, status, position, error \
+             FROM projections WHERE (CAST(? AS TEXT) IS NULL OR tenant_id = ?) ORDER BY tenant_id, name, version"))
+        .bind(tenant.map(|t| t.as_str()))
+        .bind(tenant.map(|t| t.as_str()))
+        .fetch_all(self.reader())
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let tenant: String = r.get(0);
+                let status: String = r.get(5);
+                Ok(ProjectionRecord {
+                    tenant: TenantId::parse(&tenant).context("stored tenant id is invalid")?,
+                    name: r.get(1),
+                    version: r.get::<i64, _>(2) as u64,
+                    plugin_version: r.get::<i64, _>(3) as u64,
+                    digest: r.get(4),
+                    status: ProjectionStatus::parse(&status).context("stored status is invalid")?,
+                    position: r.get::<i64, _>(6) as u64,
+                    error: r.get(7),
+                })
+            })
+            .collect()
+    }
+
+    async fn commit_projection_batch(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+        from: u64,
+        to: u64,
+        writes: &DocumentWrites,
+    ) -> StoreResult<bool> {
+        let mut tx = self.writer().begin().await?;
+        let moved = sqlx::query(sql(
+            "UPDATE projections SET position = ? WHERE tenant_id = ? AND name = ? \
+             AND version = ? AND position = ?",
+        ))
+        .bind(to as i64)
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(version as i64)
+        .bind(from as i64)
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() != 1 {
+            return Ok(false);
+        }
+        for (key, doc) in writes {
+            match doc {
+                Some(doc) => {
+                    sqlx::query(sql(
+                        "INSERT INTO documents (tenant_id, projection, version, key, doc) \
+                         VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, projection, version, key) \
+                         DO UPDATE SET doc = excluded.doc",
+                    ))
+                    .bind(tenant.as_str())
+                    .bind(name)
+                    .bind(version as i64)
+                    .bind(key)
+                    .bind(String::from_utf8_lossy(doc).as_ref())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                None => {
+                    sqlx::query(sql(
+                        "DELETE FROM documents WHERE tenant_id = ? AND projection = ? \
+                         AND version = ? AND key = ?",
+                    ))
+                    .bind(tenant.as_str())
+                    .bind(name)
+                    .bind(version as i64)
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn set_projection_status(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+        status: ProjectionStatus,
+        error: Option<&str>,
+    ) -> StoreResult<()> {
+        sqlx::query(sql(
+            "UPDATE projections SET status = ?, error = ? WHERE tenant_id = ? AND name = ? \
+             AND version = ?",
+        ))
+        .bind(status.as_str())
+        .bind(error)
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(version as i64)
+        .execute(self.writer())
+        .await?;
+        Ok(())
+    }
+
+    async fn promote_projection(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+        keep_retired: usize,
+    ) -> StoreResult<Vec<u64>> {
+        let mut tx = self.writer().begin().await?;
+        sqlx::query(sql(
+            "UPDATE projections SET status = 'retired' WHERE tenant_id = ? AND name = ? \
+             AND status = 'active' AND version <> ?",
+        ))
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(version as i64)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(sql(
+            "UPDATE projections SET status = 'active', error = NULL WHERE tenant_id = ? \
+             AND name = ? AND version = ?",
+        ))
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(version as i64)
+        .execute(&mut *tx)
+        .await?;
+        let retired: Vec<i64> = sqlx::query_scalar(sql(
+            "SELECT version FROM projections WHERE tenant_id = ? AND name = ? \
+             AND status = 'retired' ORDER BY version DESC",
+        ))
+        .bind(tenant.as_str())
+        .bind(name)
+        .fetch_all(&mut *tx)
+        .await?;
+        let doomed: Vec<u64> = retired
+            .iter()
+            .skip(keep_retired)
+            .map(|v| *v as u64)
+            .collect();
+        for old in &doomed {
+            for table in [
+                "DELETE FROM documents WHERE tenant_id = ? AND projection = ? AND version = ?",
+                "DELETE FROM projections WHERE tenant_id = ? AND name = ? AND version = ?",
+            ] {
+                sqlx::query(sql(table))
+                    .bind(tenant.as_str())
+                    .bind(name)
+                    .bind(*old as i64)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(doomed)
+    }
+
+    async fn document(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+        key: &str,
+    ) -> StoreResult<Option<String>> {
+        Ok(sqlx::query_scalar(sql(
+            "SELECT doc FROM documents WHERE tenant_id = ? AND projection = ? AND version = ? \
+             AND key = ?",
+        ))
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(version as i64)
+        .bind(key)
+        .fetch_optional(self.reader())
+        .await?)
+    }
+
+    async fn documents(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<(String, String)>> {
+        let start = after.filter(|a| *a >= prefix).unwrap_or(prefix);
+        let rows = sqlx::query(sql("SELECT key, doc FROM documents WHERE tenant_id = ? AND projection = ? \
+             AND version = ? AND key >= ? AND (CAST(? AS TEXT) IS NULL OR key < ?) AND (CAST(? AS TEXT) IS NULL OR key <> ?) \
+             ORDER BY key LIMIT ?"))
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(version as i64)
+        .bind(start)
+        .bind(prefix_end(prefix))
+        .bind(prefix_end(prefix))
+        .bind(after)
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(self.reader())
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}
