@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use common::{Server, assert_error_body, body_of, hostile_bytes, plugin_bytes};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 async fn version_of(server: &Server, tenant: &str, token: &str, stream: &str) -> u64 {
     let (code, body) = body_of(
