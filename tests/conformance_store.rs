@@ -3,6 +3,8 @@
 //! database per test). PostgreSQL must be reachable: these tests fail, never skip,
 //! when it is not (set CAIRN_TEST_POSTGRES to point elsewhere).
 
+mod common;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -12,13 +14,6 @@ use cairn_host::store::{
     AppendError, AppendRequest, Direction, DocumentWrites, EventStore, ExpectedVersion,
     ProjectionStatus, ProposedEvent, TenantId,
 };
-
-/// The server the PostgreSQL runs use: the maintenance database, from which each test
-/// creates its own.
-fn postgres_admin_url() -> String {
-    std::env::var("CAIRN_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
 
 /// A store on a fresh database, and what must be kept alive while it is used.
 struct Backend {
@@ -30,18 +25,10 @@ struct Backend {
 
 impl Backend {
     async fn finish(self) {
-        use sqlx::Connection;
-        let Some(name) = self.database else { return };
         drop(self.store);
-        let mut conn = sqlx::PgConnection::connect(&postgres_admin_url())
-            .await
-            .unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+        if let Some(name) = self.database {
+            common::drop_database(name);
+        }
     }
 }
 
@@ -56,24 +43,9 @@ async fn sqlite() -> Backend {
 }
 
 async fn postgres() -> Backend {
-    use sqlx::Connection;
-    let admin = postgres_admin_url();
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .unwrap_or_else(|e| {
-            panic!("PostgreSQL is required for these tests and is not reachable at {admin}: {e}")
-        });
-    let name = format!("cairn_conf_{}", uuid::Uuid::new_v4().simple());
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let base = admin.rsplit_once('/').unwrap().0;
-    let store = PostgresStore::open(&format!("{base}/{name}"))
-        .await
-        .unwrap();
+    let (url, name) = common::postgres_database().await;
     Backend {
-        store: Arc::new(store),
+        store: Arc::new(PostgresStore::open(&url).await.unwrap()),
         _dir: None,
         database: Some(name),
     }

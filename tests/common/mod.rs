@@ -54,7 +54,7 @@ pub async fn postgres_database() -> (String, String) {
 }
 
 /// Drops a database made by `postgres_database` (from any thread, runtime or not).
-fn drop_database(name: String) {
+pub fn drop_database(name: String) {
     let dropper = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
