@@ -81,5 +81,28 @@ pub fn router(app: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(BODY_CEILING))
+        .layer(axum::middleware::from_fn(close_after_refused_body))
         .with_state(app)
+}
+
+/// An error answered to a request that carried a body may leave that body unread (a
+/// 401 before an upload is read, a 413 on its declared length). Such a connection
+/// cannot carry another request, so say so: a client must not reuse it.
+async fn close_after_refused_body(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let had_body = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|length| length != "0")
+        || request.headers().contains_key(header::TRANSFER_ENCODING);
+    let mut response = next.run(request).await;
+    if had_body && (response.status().is_client_error() || response.status().is_server_error()) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }

@@ -4,6 +4,8 @@
 //! `writer()` and `reader()` pools). Statements use `?` placeholders; the engine's
 //! [`Dialect`] rewrites them and supplies the few words the engines disagree on.
 
+use std::collections::{BTreeSet, HashMap, HashSet};
+
 use anyhow::Context;
 use async_trait::async_trait;
 use sqlx::{QueryBuilder, Row, Transaction};
@@ -23,168 +25,308 @@ fn sql(text: &str) -> sqlx::AssertSqlSafe<String> {
 }
 
 impl Backend {
-    /// Applies every request inside one transaction. An `Err` means the transaction
-    /// failed as a whole and nothing of it was written.
+    /// Applies every request inside one transaction with a fixed number of statements
+    /// per tenant, however many requests there are: the facts for all of them are read
+    /// at once, the rules applied in memory ([`plan`]), and every row written with
+    /// multi-row inserts. An `Err` means the transaction failed as a whole and nothing
+    /// of it was written.
     async fn append_in_one_transaction(
         &self,
         requests: &[AppendRequest],
     ) -> anyhow::Result<Vec<Result<AppendOutcome, AppendError>>> {
         let mut tx = self.writer().begin().await?;
+        let mut batch = Batch::default();
+        // Tenants in id order: concurrent hosts lock tenant rows in the same order.
+        let tenants: BTreeSet<&TenantId> = requests.iter().map(|r| &r.tenant).collect();
+        for tenant in tenants {
+            let theirs: Vec<&AppendRequest> =
+                requests.iter().filter(|r| &r.tenant == tenant).collect();
+            batch.load(&mut tx, tenant, &theirs).await?;
+        }
         let recorded_at = now_ms();
-        // Tenant rows are locked in id order (see the module comment).
-        let mut order: Vec<usize> = (0..requests.len()).collect();
-        order.sort_by(|a, b| requests[*a].tenant.cmp(&requests[*b].tenant));
-        let mut results: Vec<Option<Result<AppendOutcome, AppendError>>> =
-            vec![None; requests.len()];
-        for index in order {
-            results[index] = Some(append_one(&mut tx, &requests[index], recorded_at).await?);
+        let planned: Vec<_> = requests
+            .iter()
+            .map(|r| batch.decide(r, recorded_at))
+            .collect();
+        batch.write(&mut tx).await?;
+        let mut results = Vec::with_capacity(requests.len());
+        for (request, plan) in requests.iter().zip(planned) {
+            results.push(match plan {
+                Ok(Planned::Written(outcome)) => Ok(outcome),
+                // The original events: committed before, or written above in this batch.
+                Ok(Planned::Replay {
+                    current,
+                    first,
+                    last,
+                }) => Ok(AppendOutcome {
+                    version: current,
+                    events: range(
+                        &mut *tx,
+                        request.tenant.as_str(),
+                        &request.stream_id,
+                        first - 1,
+                        last,
+                    )
+                    .await?,
+                    replayed: true,
+                }),
+                Err(refused) => Err(refused),
+            });
         }
         tx.commit().await?;
-        Ok(results
-            .into_iter()
-            .map(|r| r.expect("every request answered"))
-            .collect())
+        Ok(results)
     }
 }
 
-async fn append_one(
-    tx: &mut Transaction<'_, Db>,
-    request: &AppendRequest,
-    recorded_at: i64,
-) -> anyhow::Result<Result<AppendOutcome, AppendError>> {
-    let tenant = request.tenant.as_str();
-    let known: Option<i64> = sqlx::query_scalar(sql(&format!(
-        "SELECT head FROM tenants WHERE id = ?{}",
-        <Db as Dialect>::LOCK_ROW
-    )))
-    .bind(tenant)
-    .fetch_optional(&mut **tx)
-    .await?;
-    if known.is_none() {
-        return Ok(Err(AppendError::UnknownTenant));
-    }
-    if let Some(command_id) = &request.command_id {
-        let seen: Option<String> = sqlx::query_scalar(sql("SELECT command_id FROM commands WHERE tenant_id = ? AND stream_id = ? AND command_id = ?"))
-        .bind(tenant)
-        .bind(&request.stream_id)
-        .bind(command_id)
+/// What one request will do, decided before anything is written.
+enum Planned {
+    Written(AppendOutcome),
+    Replay { current: u64, first: u64, last: u64 },
+}
+
+/// The facts one append transaction read, updated as its requests are decided, and the
+/// rows it will write.
+#[derive(Default)]
+struct Batch {
+    /// Log head per tenant as of the requests decided so far; `None`: no such tenant.
+    heads: HashMap<TenantId, Option<u64>>,
+    /// Tenants whose head moved, to write back.
+    moved: BTreeSet<TenantId>,
+    /// Stream versions as of the requests decided so far (absent: 0).
+    versions: HashMap<(TenantId, String), u64>,
+    /// Command ids already applied, per tenant and stream.
+    commands: HashSet<(TenantId, String, String)>,
+    /// Where the writer-given event ids of these requests already are.
+    event_ids: HashMap<(TenantId, String), (String, u64)>,
+    events: Vec<(TenantId, RecordedEvent)>,
+    /// (tenant, stream, command id, first version, last version).
+    command_rows: Vec<(TenantId, String, String, u64, u64)>,
+}
+
+/// Keeps `IN (…)` lists well inside every engine's parameter limit.
+const IN_CHUNK: usize = 500;
+
+impl Batch {
+    /// Reads, with a handful of statements, what the tenant's requests depend on; on
+    /// PostgreSQL this also locks the tenant's row until commit.
+    async fn load(
+        &mut self,
+        tx: &mut Transaction<'_, Db>,
+        tenant: &TenantId,
+        requests: &[&AppendRequest],
+    ) -> anyhow::Result<()> {
+        let t = tenant.as_str();
+        let head: Option<i64> = sqlx::query_scalar(sql(&format!(
+            "SELECT head FROM tenants WHERE id = ?{}",
+            <Db as Dialect>::LOCK_ROW
+        )))
+        .bind(t)
         .fetch_optional(&mut **tx)
         .await?;
-        if seen.is_some() {
-            return Ok(Err(AppendError::CommandAlreadyApplied));
+        self.heads.insert(tenant.clone(), head.map(|h| h as u64));
+        if head.is_none() {
+            return Ok(());
+        }
+        let streams: BTreeSet<&str> = requests.iter().map(|r| r.stream_id.as_str()).collect();
+        let streams: Vec<&str> = streams.into_iter().collect();
+        for chunk in streams.chunks(IN_CHUNK) {
+            let mut query = QueryBuilder::<Db>::new(
+                "SELECT stream_id, MAX(version) FROM events WHERE tenant_id = ",
+            );
+            query.push_bind(t).push(" AND stream_id IN (");
+            let mut list = query.separated(", ");
+            for stream in chunk {
+                list.push_bind(*stream);
+            }
+            list.push_unseparated(") GROUP BY stream_id");
+            for row in query.build().fetch_all(&mut **tx).await? {
+                let version: i64 = row.get(1);
+                self.versions
+                    .insert((tenant.clone(), row.get(0)), version as u64);
+            }
+        }
+        let command_ids: Vec<&str> = requests
+            .iter()
+            .filter_map(|r| r.command_id.as_deref())
+            .collect();
+        for chunk in command_ids.chunks(IN_CHUNK) {
+            let mut query = QueryBuilder::<Db>::new(
+                "SELECT stream_id, command_id FROM commands WHERE tenant_id = ",
+            );
+            query.push_bind(t).push(" AND command_id IN (");
+            let mut list = query.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            list.push_unseparated(")");
+            for row in query.build().fetch_all(&mut **tx).await? {
+                self.commands
+                    .insert((tenant.clone(), row.get(0), row.get(1)));
+            }
+        }
+        let event_ids: Vec<&str> = requests
+            .iter()
+            .filter(|r| r.ids_from_writer)
+            .flat_map(|r| r.events.iter().map(|e| e.event_id.as_str()))
+            .collect();
+        for chunk in event_ids.chunks(IN_CHUNK) {
+            let mut query = QueryBuilder::<Db>::new(
+                "SELECT event_id, stream_id, version FROM events WHERE tenant_id = ",
+            );
+            query.push_bind(t).push(" AND event_id IN (");
+            let mut list = query.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            list.push_unseparated(")");
+            for row in query.build().fetch_all(&mut **tx).await? {
+                let version: i64 = row.get(2);
+                self.event_ids
+                    .insert((tenant.clone(), row.get(0)), (row.get(1), version as u64));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the append rules to one request against the facts so far and, when it
+    /// writes, moves the facts on so later requests of the batch see its effects.
+    fn decide(
+        &mut self,
+        request: &AppendRequest,
+        recorded_at: i64,
+    ) -> Result<Planned, AppendError> {
+        let tenant = &request.tenant;
+        let Some(Some(head)) = self.heads.get(tenant).copied() else {
+            return Err(AppendError::UnknownTenant);
+        };
+        let stream = (tenant.clone(), request.stream_id.clone());
+        if let Some(command_id) = &request.command_id
+            && self.commands.contains(&(
+                tenant.clone(),
+                request.stream_id.clone(),
+                command_id.clone(),
+            ))
+        {
+            return Err(AppendError::CommandAlreadyApplied);
+        }
+        let current = self.versions.get(&stream).copied().unwrap_or(0);
+        let existing: Vec<ExistingId> = if request.ids_from_writer {
+            request
+                .events
+                .iter()
+                .filter_map(|e| {
+                    let (stream_id, version) =
+                        self.event_ids.get(&(tenant.clone(), e.event_id.clone()))?;
+                    Some(ExistingId {
+                        event_id: e.event_id.clone(),
+                        stream_id: stream_id.clone(),
+                        version: *version,
+                    })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let ids: Vec<&str> = request.events.iter().map(|e| e.event_id.as_str()).collect();
+        match plan::check_append(
+            &request.stream_id,
+            request.expected,
+            &ids,
+            current,
+            &existing,
+        )? {
+            AppendDecision::Replay {
+                first_version,
+                last_version,
+            } => Ok(Planned::Replay {
+                current,
+                first: first_version,
+                last: last_version,
+            }),
+            AppendDecision::Write => {
+                let count = request.events.len() as u64;
+                let new_head = head + count;
+                let events = plan::number_events(request, current, new_head, recorded_at);
+                let version = current + count;
+                if count > 0 {
+                    self.heads.insert(tenant.clone(), Some(new_head));
+                    self.moved.insert(tenant.clone());
+                }
+                self.versions.insert(stream, version);
+                for e in &events {
+                    self.event_ids.insert(
+                        (tenant.clone(), e.event_id.clone()),
+                        (e.stream_id.clone(), e.version),
+                    );
+                    self.events.push((tenant.clone(), e.clone()));
+                }
+                if let Some(command_id) = &request.command_id {
+                    self.commands.insert((
+                        tenant.clone(),
+                        request.stream_id.clone(),
+                        command_id.clone(),
+                    ));
+                    self.command_rows.push((
+                        tenant.clone(),
+                        request.stream_id.clone(),
+                        command_id.clone(),
+                        current + 1,
+                        version,
+                    ));
+                }
+                Ok(Planned::Written(AppendOutcome {
+                    version,
+                    events,
+                    replayed: false,
+                }))
+            }
         }
     }
-    let current = stream_version(&mut **tx, tenant, &request.stream_id).await?;
-    let existing = if request.ids_from_writer {
-        existing_ids(tx, tenant, &request.events).await?
-    } else {
-        Vec::new()
-    };
-    let ids: Vec<&str> = request.events.iter().map(|e| e.event_id.as_str()).collect();
-    match plan::check_append(
-        &request.stream_id,
-        request.expected,
-        &ids,
-        current,
-        &existing,
-    ) {
-        Err(refused) => Ok(Err(refused)),
-        Ok(AppendDecision::Replay {
-            first_version,
-            last_version,
-        }) => {
-            let events = range(
-                &mut **tx,
-                tenant,
-                &request.stream_id,
-                first_version - 1,
-                last_version,
-            )
-            .await?;
-            Ok(Ok(AppendOutcome {
-                version: current,
-                events,
-                replayed: true,
-            }))
+
+    /// Writes every row the batch decided on: multi-row inserts and one head per tenant.
+    async fn write(&self, tx: &mut Transaction<'_, Db>) -> anyhow::Result<()> {
+        for chunk in self.events.chunks(INSERT_CHUNK) {
+            let mut insert = QueryBuilder::<Db>::new(
+                "INSERT INTO events (tenant_id, position, stream_id, version, event_id, \
+                 event_type, payload, metadata, recorded_at) ",
+            );
+            insert.push_values(chunk, |mut row, (tenant, e)| {
+                row.push_bind(tenant.as_str())
+                    .push_bind(e.position as i64)
+                    .push_bind(&e.stream_id)
+                    .push_bind(e.version as i64)
+                    .push_bind(&e.event_id)
+                    .push_bind(&e.event_type)
+                    .push_bind(&e.payload)
+                    .push_bind(&e.metadata)
+                    .push_bind(e.recorded_at);
+            });
+            insert.build().execute(&mut **tx).await?;
         }
-        Ok(AppendDecision::Write) => {
-            let n = request.events.len() as i64;
-            let head: i64 = if n == 0 {
-                known.unwrap_or(0)
-            } else {
-                sqlx::query_scalar(sql(
-                    "UPDATE tenants SET head = head + ? WHERE id = ? RETURNING head",
-                ))
-                .bind(n)
-                .bind(tenant)
-                .fetch_one(&mut **tx)
-                .await?
-            };
-            let events = plan::number_events(request, current, head as u64, recorded_at);
-            for chunk in events.chunks(INSERT_CHUNK) {
-                let mut insert = QueryBuilder::<Db>::new(
-                    "INSERT INTO events (tenant_id, position, stream_id, version, event_id, \
-                     event_type, payload, metadata, recorded_at) ",
-                );
-                insert.push_values(chunk, |mut row, e| {
-                    row.push_bind(tenant)
-                        .push_bind(e.position as i64)
-                        .push_bind(&e.stream_id)
-                        .push_bind(e.version as i64)
-                        .push_bind(&e.event_id)
-                        .push_bind(&e.event_type)
-                        .push_bind(&e.payload)
-                        .push_bind(&e.metadata)
-                        .push_bind(e.recorded_at);
-                });
-                insert.build().execute(&mut **tx).await?;
-            }
-            let version = current + events.len() as u64;
-            if let Some(command_id) = &request.command_id {
-                sqlx::query(sql(
-                    "INSERT INTO commands (tenant_id, stream_id, command_id, first_version, \
-                     last_version) VALUES (?, ?, ?, ?, ?)",
-                ))
-                .bind(tenant)
-                .bind(&request.stream_id)
-                .bind(command_id)
-                .bind(current as i64 + 1)
-                .bind(version as i64)
+        for chunk in self.command_rows.chunks(INSERT_CHUNK) {
+            let mut insert = QueryBuilder::<Db>::new(
+                "INSERT INTO commands (tenant_id, stream_id, command_id, first_version, \
+                 last_version) ",
+            );
+            insert.push_values(chunk, |mut row, (tenant, stream, command, first, last)| {
+                row.push_bind(tenant.as_str())
+                    .push_bind(stream)
+                    .push_bind(command)
+                    .push_bind(*first as i64)
+                    .push_bind(*last as i64);
+            });
+            insert.build().execute(&mut **tx).await?;
+        }
+        for tenant in &self.moved {
+            let head = self.heads[tenant].expect("a moved tenant exists");
+            sqlx::query(sql("UPDATE tenants SET head = ? WHERE id = ?"))
+                .bind(head as i64)
+                .bind(tenant.as_str())
                 .execute(&mut **tx)
                 .await?;
-            }
-            Ok(Ok(AppendOutcome {
-                version,
-                events,
-                replayed: false,
-            }))
         }
+        Ok(())
     }
-}
-
-async fn existing_ids(
-    tx: &mut Transaction<'_, Db>,
-    tenant: &str,
-    events: &[ProposedEvent],
-) -> anyhow::Result<Vec<ExistingId>> {
-    let mut query = QueryBuilder::<Db>::new(
-        "SELECT event_id, stream_id, version FROM events WHERE tenant_id = ",
-    );
-    query.push_bind(tenant).push(" AND event_id IN (");
-    let mut ids = query.separated(", ");
-    for e in events {
-        ids.push_bind(&e.event_id);
-    }
-    ids.push_unseparated(")");
-    let rows = query.build().fetch_all(&mut **tx).await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| ExistingId {
-            event_id: r.get(0),
-            stream_id: r.get(1),
-            version: r.get::<i64, _>(2) as u64,
-        })
-        .collect())
 }
 
 const EVENT_COLUMNS: &str =
