@@ -36,7 +36,7 @@ pub struct App {
     pub heads: Arc<LogHeads>,
     pub runtime: Arc<Runtime>,
     pub plugins: Arc<Plugins>,
-    pub tenants: Tenants,
+    pub tenants: Arc<Tenants>,
     pub commands: Commands,
     pub projections: Arc<Projections>,
     pub metrics: Arc<Metrics>,
@@ -74,11 +74,17 @@ impl App {
             locks: StreamLocks::default(),
             snapshot_every: settings.snapshot_every.max(1),
         };
-        let projections = Projections::new(store.clone(), runtime.clone(), heads.clone());
+        let tenants = Arc::new(Tenants::new(store.clone(), &operator_token));
+        let projections = Projections::new(
+            store.clone(),
+            runtime.clone(),
+            heads.clone(),
+            tenants.clone(),
+        );
         projections.resume_all().await?;
         Ok(Arc::new(App {
             projections,
-            tenants: Tenants::new(store.clone(), &operator_token),
+            tenants,
             store,
             appender,
             heads,

@@ -22,6 +22,7 @@ use crate::appender::LogHeads;
 use crate::error::{ApiError, ApiResult};
 use crate::runtime::Runtime;
 use crate::store::{EventStore, ProjectionRecord, ProjectionStatus, TenantId};
+use crate::tenant::Tenants;
 
 /// Retired builds kept for rollback; older ones are deleted with their documents.
 const KEEP_RETIRED: usize = 2;
@@ -49,6 +50,8 @@ pub struct Projections {
     store: Arc<dyn EventStore>,
     runtime: Arc<Runtime>,
     heads: Arc<LogHeads>,
+    /// Per-tenant limits, call slots, usage and plugin logs apply to projections too.
+    tenants: Arc<Tenants>,
     /// Bounds concurrent batches; tokio's semaphore is FIFO, so workers take turns.
     batch_slots: Arc<Semaphore>,
     /// Builds by projection, by version. A std `Mutex`: never held across an await.
@@ -79,11 +82,13 @@ impl Projections {
         store: Arc<dyn EventStore>,
         runtime: Arc<Runtime>,
         heads: Arc<LogHeads>,
+        tenants: Arc<Tenants>,
     ) -> Arc<Projections> {
         Arc::new(Projections {
             store,
             runtime,
             heads,
+            tenants,
             batch_slots: Arc::new(Semaphore::new(BATCH_SLOTS)),
             builds: Mutex::new(HashMap::new()),
         })

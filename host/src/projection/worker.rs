@@ -93,15 +93,11 @@ async fn follow(projections: &Arc<Projections>, record: ProjectionRecord) -> Res
     } = record;
     let key: ProjectionKey = (tenant.clone(), name.clone());
     let store = projections.store.clone();
-    let limits = projections
-        .store
-        .tenant(&tenant)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|t| serde_json::from_value::<crate::limits::Limits>(t.limits).ok())
-        .unwrap_or_default()
-        .call_limits();
+    let gate = |tenant: &TenantId| {
+        let (tenants, tenant) = (projections.tenants.clone(), tenant.clone());
+        async move { tenants.gate(&tenant).await.map_err(|e| e.message) }
+    };
+    let limits = gate(&tenant).await?.limits.call_limits();
     let plugin_store = store.clone();
     let plugin_tenant = tenant.clone();
     let plugin_digest = digest.clone();
@@ -166,14 +162,24 @@ async fn follow(projections: &Arc<Projections>, record: ProjectionRecord) -> Res
         let writes = if events.is_empty() {
             DocumentWrites::new()
         } else {
+            // The tenant's gate, fresh each batch so changed limits apply at once.
+            let gate = gate(&tenant).await?;
             let handled = async {
-                let (mut instance, _call) =
-                    projections.runtime.projection(&component, limits).await?;
-                instance
+                let _tenant_slot = gate.call_slot().await;
+                let (mut instance, _call) = projections
+                    .runtime
+                    .projection(&component, gate.limits.call_limits())
+                    .await?;
+                let writes = instance
                     .handle(&events, source.clone(), MAX_BATCH_WRITE_BYTES)
-                    .await
+                    .await;
+                gate.logs.record(tenant.as_str(), &name, &instance.output());
+                writes
             }
             .await;
+            if let Err(failure) = &handled {
+                gate.usage.failure(failure);
+            }
             match handled {
                 Ok(writes) => writes,
                 Err(failure) => {

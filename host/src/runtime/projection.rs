@@ -110,6 +110,11 @@ impl ProjectionInstance {
         }
     }
 
+    /// What the guest printed during this instance's calls.
+    pub fn output(&self) -> String {
+        self.store.data().output.tail(4096)
+    }
+
     pub async fn event_types(&mut self) -> Result<Vec<String>, PluginFailure> {
         let result = self.bindings.call_event_types(&mut self.store).await;
         result.map_err(|e| classify(e, &self.store))
