@@ -379,6 +379,12 @@ async fn a_failing_projection_is_parked_while_another_keeps_up() {
         stuck["versions"][0]["position"], head,
         "parked before the poison event"
     );
+    // Projection calls count against the tenant like any plugin call.
+    let (_, tenant) = body_of(server.get("/admin/tenants/acme", server.admin()).await).await;
+    assert!(
+        tenant["usage"]["deadline_hits"].as_u64().unwrap() >= 1,
+        "{tenant}"
+    );
     // The healthy projection went past the poison and keeps up with later events.
     let (code, doc) = body_of(
         server
