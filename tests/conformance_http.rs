@@ -1037,3 +1037,31 @@ async fn a_new_aggregate_version_mid_stream_keeps_state_exact() {
     .await;
     assert_eq!(listing["active_version"], 2);
 }
+
+#[tokio::test]
+async fn a_version_uploaded_through_another_host_serves_the_next_command() {
+    // Two hosts on one PostgreSQL database, as in a fleet.
+    let (url, name) = common::postgres_database().await;
+    {
+        let a = Server::start_with(&["--database", &url]).await;
+        let b = Server::start_with(&["--database", &url]).await;
+        let token = a.tenant_with_account("acme").await;
+        open(&a, &token, "42").await;
+        // Through host B, the same name now holds a component that loops on "Loop".
+        let upload = b
+            .upload(
+                &token,
+                "acme",
+                "account",
+                common::hostile_bytes("aggregate"),
+            )
+            .await;
+        assert_eq!(expect(upload, StatusCode::CREATED).await["version"], 2);
+        let answer = a
+            .command(&token, "acme", "account", "7", json!({"type": "Loop"}))
+            .await;
+        let error = assert_error(answer, StatusCode::UNPROCESSABLE_ENTITY, "plugin_failed").await;
+        assert_eq!(error["reason"], "deadline", "host A ran version 2: {error}");
+    }
+    common::drop_database(name);
+}

@@ -92,16 +92,23 @@ impl Plugins {
     }
 
     /// The newest version of an aggregate plugin and its component.
+    ///
+    /// One indexed read per command checks the cached list against the store, so a
+    /// version uploaded through another host (sharing the database) serves every
+    /// command that arrives after its upload returned, here too.
     pub async fn aggregate(
         &self,
         tenant: &TenantId,
         name: &str,
     ) -> ApiResult<(PluginVersion, Arc<LoadedComponent>)> {
-        let newest = self
-            .versions_of(tenant, name)
-            .await?
-            .pop()
-            .ok_or_else(|| ApiError::not_found(format!("no plugin named {name}")))?;
+        let stored = self.store.newest_plugin_version(tenant, name).await?;
+        let mut cached = self.versions_of(tenant, name).await?.pop();
+        if cached.as_ref().map_or(0, |v| v.version) != stored {
+            self.refresh(tenant).await?;
+            cached = self.versions_of(tenant, name).await?.pop();
+        }
+        let newest =
+            cached.ok_or_else(|| ApiError::not_found(format!("no plugin named {name}")))?;
         if newest.kind != PluginKind::Aggregate {
             return Err(ApiError::not_found(format!(
                 "plugin {name} is not an aggregate"

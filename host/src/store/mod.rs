@@ -213,6 +213,9 @@ pub trait EventStore: Send + Sync + 'static {
         digest: &str,
         wasm: &[u8],
     ) -> StoreResult<(PluginVersion, bool)>;
+    /// The newest version number of one plugin (0 when there is none): a cheap check
+    /// that a host's cached list is still current when hosts share the database.
+    async fn newest_plugin_version(&self, tenant: &TenantId, name: &str) -> StoreResult<u64>;
     /// All versions of all plugins of a tenant, ordered by name then version.
     async fn plugin_versions(&self, tenant: &TenantId) -> StoreResult<Vec<PluginVersion>>;
     /// The bytes of a component by digest, from any version of this tenant.

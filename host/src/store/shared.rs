@@ -575,6 +575,17 @@ impl EventStore for Backend {
         Ok((version, true))
     }
 
+    async fn newest_plugin_version(&self, tenant: &TenantId, name: &str) -> StoreResult<u64> {
+        let newest: Option<i64> = sqlx::query_scalar(sql(
+            "SELECT MAX(version) FROM plugins WHERE tenant_id = ? AND name = ?",
+        ))
+        .bind(tenant.as_str())
+        .bind(name)
+        .fetch_one(self.reader())
+        .await?;
+        Ok(newest.unwrap_or(0) as u64)
+    }
+
     async fn plugin_versions(&self, tenant: &TenantId) -> StoreResult<Vec<PluginVersion>> {
         sqlx::query(sql(
             "SELECT name, version, kind, digest, uploaded_at FROM plugins \
