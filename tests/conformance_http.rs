@@ -1006,6 +1006,26 @@ fn with_custom_section(mut wasm: Vec<u8>) -> Vec<u8> {
     wasm
 }
 
+/// Waits until `version` of the `account` plugin serves.
+async fn wait_active(server: &Server, token: &str, version: u64) {
+    let started = std::time::Instant::now();
+    loop {
+        let listing = expect(
+            server.get("/t/acme/plugins/account", token).await,
+            StatusCode::OK,
+        )
+        .await;
+        if listing["active_version"] == version {
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "version {version} never became active: {listing}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_new_aggregate_version_mid_stream_keeps_state_exact() {
     let server = Server::start_with(&["--snapshot-every", "10"]).await;
@@ -1022,8 +1042,10 @@ async fn a_new_aggregate_version_mid_stream_keeps_state_exact() {
             with_custom_section(common::plugin_bytes("account")),
         )
         .await;
-    let v2 = expect(upload, StatusCode::CREATED).await;
+    // The stream has history, so version 2 is verified by replay before it serves.
+    let v2 = expect(upload, StatusCode::ACCEPTED).await;
     assert_eq!(v2["version"], 2);
+    wait_active(&server, &token, 2).await;
     // The next command runs on version 2: it ignores version 1's snapshots and cache,
     // folds the stream itself, and the state is exact.
     let answer = expect(deposit(&server, &token, "42", 2).await, StatusCode::OK).await;
@@ -1056,7 +1078,10 @@ async fn a_version_uploaded_through_another_host_serves_the_next_command() {
                 common::hostile_bytes("aggregate"),
             )
             .await;
-        assert_eq!(expect(upload, StatusCode::CREATED).await["version"], 2);
+        // Verified by replaying account-42 (the hostile aggregate folds anything),
+        // then activated through the shared database.
+        assert_eq!(expect(upload, StatusCode::ACCEPTED).await["version"], 2);
+        wait_active(&b, &token, 2).await;
         let answer = a
             .command(&token, "acme", "account", "7", json!({"type": "Loop"}))
             .await;

@@ -379,6 +379,29 @@ async fn a_failing_projection_is_parked_while_another_keeps_up() {
         stuck["versions"][0]["position"], head,
         "parked before the poison event"
     );
+    // A read that waits for a position past the parked one is told at once, not
+    // after its wait: 409 projection_failed with where and why.
+    let started = std::time::Instant::now();
+    let parked = common::assert_error(
+        server
+            .get(
+                &format!("/t/acme/projections/stuck/docs?min_position={last}&timeout_ms=20000"),
+                &token,
+            )
+            .await,
+        StatusCode::CONFLICT,
+        "projection_failed",
+    )
+    .await;
+    assert_eq!(parked["position"], head, "{parked}");
+    assert!(
+        parked["error"].as_str().unwrap().contains("deadline"),
+        "{parked}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "answered before the wait ran out"
+    );
     // Projection calls count against the tenant like any plugin call.
     let (_, tenant) = body_of(server.get("/admin/tenants/acme", server.admin()).await).await;
     assert!(

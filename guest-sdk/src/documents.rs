@@ -32,13 +32,23 @@ impl Documents {
         }
     }
 
-    /// The document at `key`, if there is one and it decodes as `T`.
+    /// The document at `key`, if there is one.
+    ///
+    /// Panics when the stored document does not decode as `T`: treating it as absent
+    /// would let the next `put` overwrite it silently, whereas a trap parks the
+    /// projection with the error shown and loses nothing.
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
         let bytes = match &self.backend {
             Backend::Host => crate::projection_bindings::cairn::plugin::documents::get(key)?,
             Backend::Memory(map) => map.get(key)?.clone(),
         };
-        serde_json::from_slice(&bytes).ok()
+        match serde_json::from_slice(&bytes) {
+            Ok(doc) => Some(doc),
+            Err(e) => panic!(
+                "document {key:?} does not decode as {}: {e}",
+                std::any::type_name::<T>()
+            ),
+        }
     }
 
     /// Writes (or replaces) the document at `key`.
@@ -68,5 +78,28 @@ impl Documents {
             Backend::Host => Vec::new(),
             Backend::Memory(map) => map.keys().cloned().collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_memory_round_trip() {
+        let mut docs = Documents::in_memory();
+        assert_eq!(docs.get::<i64>("a"), None);
+        docs.put("a", &5_i64);
+        assert_eq!(docs.get::<i64>("a"), Some(5));
+        docs.delete("a");
+        assert!(docs.keys().is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "document \"a\" does not decode as")]
+    fn undecodable_documents_panic() {
+        let mut docs = Documents::in_memory();
+        docs.put("a", &"text");
+        docs.get::<i64>("a");
     }
 }

@@ -65,8 +65,15 @@ pub mod glue {
     }
 
     pub fn handle<P: Projection>(events: Vec<wit::RecordedEvent>) {
+        handle_with::<P>(events, &mut Documents::host());
+    }
+
+    /// `handle` over any documents, so that the glue is testable natively.
+    pub(crate) fn handle_with<P: Projection>(
+        events: Vec<wit::RecordedEvent>,
+        docs: &mut Documents,
+    ) {
         let filtered = !P::event_types().is_empty();
-        let mut docs = Documents::host();
         for e in events {
             let data: P::Event = match envelope::decode(&e.event_type, &e.payload) {
                 Ok(data) => data,
@@ -86,7 +93,87 @@ pub mod glue {
                 metadata: serde_json::from_slice(&e.metadata).unwrap_or(serde_json::Value::Null),
                 data,
             };
-            P::handle(event, &mut docs);
+            P::handle(event, docs);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::projection_bindings::cairn::plugin::types as wit;
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    enum CounterEvent {
+        Added { by: i64 },
+    }
+
+    /// Sums every `Added` per stream; `FILTERED` says whether it names its event types.
+    struct Sums<const FILTERED: bool>;
+
+    impl<const FILTERED: bool> Projection for Sums<FILTERED> {
+        type Event = CounterEvent;
+
+        fn event_types() -> Vec<&'static str> {
+            if FILTERED { vec!["Added"] } else { Vec::new() }
+        }
+
+        fn handle(event: Event<CounterEvent>, docs: &mut Documents) {
+            let CounterEvent::Added { by } = event.data;
+            let sum: i64 = docs.get(&event.stream_id).unwrap_or(0);
+            docs.put(&event.stream_id, &(sum + by));
+            docs.put("last", &(event.position, event.recorded_at, event.metadata));
+        }
+    }
+
+    fn recorded(position: u64, event_type: &str, payload: &str) -> wit::RecordedEvent {
+        wit::RecordedEvent {
+            event_id: format!("e{position}"),
+            stream_id: "counter-1".into(),
+            version: position,
+            position,
+            event_type: event_type.into(),
+            payload: payload.as_bytes().to_vec(),
+            metadata: br#"{"correlation-id":"c"}"#.to_vec(),
+            recorded_at: 1_000 + position,
+        }
+    }
+
+    #[test]
+    fn a_batch_is_handled_in_order_with_the_hosts_facts() {
+        let mut docs = Documents::in_memory();
+        glue::handle_with::<Sums<true>>(
+            vec![
+                recorded(1, "Added", r#"{"by":2}"#),
+                recorded(2, "Added", r#"{"by":3}"#),
+            ],
+            &mut docs,
+        );
+        assert_eq!(docs.get::<i64>("counter-1"), Some(5));
+        let last: (u64, u64, serde_json::Value) = docs.get("last").unwrap();
+        assert_eq!(last, (2, 1_002, serde_json::json!({"correlation-id": "c"})));
+    }
+
+    #[test]
+    fn unfiltered_projections_skip_events_they_do_not_know() {
+        let mut docs = Documents::in_memory();
+        glue::handle_with::<Sums<false>>(
+            vec![
+                recorded(1, "Renamed", "{}"),
+                recorded(2, "Added", r#"{"by":3}"#),
+            ],
+            &mut docs,
+        );
+        assert_eq!(docs.get::<i64>("counter-1"), Some(3));
+    }
+
+    #[test]
+    #[should_panic(expected = "event Added of counter-1 (position 1) does not decode")]
+    fn filtered_projections_trap_on_events_that_do_not_decode() {
+        glue::handle_with::<Sums<true>>(
+            vec![recorded(1, "Added", "{}")],
+            &mut Documents::in_memory(),
+        );
     }
 }

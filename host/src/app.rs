@@ -53,7 +53,7 @@ impl App {
         let heads = Arc::new(LogHeads::default());
         let appender = Appender::start(store.clone(), heads.clone());
         let metrics = Arc::new(Metrics::default());
-        let plugins = Arc::new(Plugins::new(store.clone(), runtime.clone()));
+        let plugins = Plugins::new(store.clone(), runtime.clone());
         // Every file the host itself touches is below the data directory: it is opened
         // once as a capability and paths are resolved inside it.
         let data_dir =
@@ -82,6 +82,7 @@ impl App {
             tenants.clone(),
         );
         projections.resume_all().await?;
+        plugins.resume_verifications(&tenants).await?;
         Ok(Arc::new(App {
             projections,
             tenants,

@@ -15,9 +15,9 @@ use crate::appender::Appender;
 use crate::error::{ApiError, ApiResult};
 use crate::gate::TenantGate;
 use crate::metrics::Metrics;
-use crate::plugins::Plugins;
+use crate::plugins::{Plugins, ServingAggregate};
 use crate::runtime::aggregate::Command;
-use crate::runtime::{AggregateInstance, LoadedComponent, PluginFailure, Runtime};
+use crate::runtime::{AggregateInstance, PluginFailure, Runtime};
 use crate::state_cache::{CachedState, StateCache, StreamLocks};
 use crate::store::{
     AppendError, AppendRequest, Direction, EventStore, ExpectedVersion, ProposedEvent,
@@ -92,7 +92,7 @@ impl Commands {
         gate.admit_command()?;
         Metrics::add(&self.metrics.commands, 1);
         let stream_id = stream_of(plugin, id);
-        let (_, component) = self.plugins.aggregate(tenant, plugin).await?;
+        let serving = self.plugins.aggregate(tenant, plugin).await?;
         let _turn = self.locks.lock(tenant, &stream_id).await;
 
         if let Some(command_id) = &request.command_id
@@ -110,11 +110,11 @@ impl Commands {
             let _tenant_slot = gate.call_slot().await;
             let (mut instance, _slot) = self
                 .runtime
-                .aggregate(&component, gate.limits.call_limits())
+                .aggregate(&serving.component, gate.limits.call_limits())
                 .await
                 .map_err(|f| self.failed(gate, f))?;
             let loaded = self
-                .load_latest(&mut instance, gate, tenant, &stream_id, &component)
+                .load_latest(&mut instance, gate, tenant, &stream_id, &serving)
                 .await;
             let loaded = self.logged(gate, tenant, plugin, &instance, loaded)?;
             if let Some(expected) = request.expected_version
@@ -128,8 +128,12 @@ impl Commands {
                 payload: payload.clone(),
                 issued_at: now_ms().max(0) as u64,
             };
+            let seed = match &request.command_id {
+                Some(id) => format!("command:{id}"),
+                None => format!("stream:{stream_id}@{}", loaded.version),
+            };
             let decided = instance
-                .decide(&loaded.state, &command)
+                .decide(&loaded.state, &command, &seed)
                 .await
                 .map_err(|f| self.failed(gate, f));
             let decided = self.logged(gate, tenant, plugin, &instance, decided)?;
@@ -207,15 +211,15 @@ impl Commands {
         at: StateAt,
     ) -> ApiResult<StateView> {
         let stream_id = stream_of(plugin, id);
-        let (_, component) = self.plugins.aggregate(tenant, plugin).await?;
+        let serving = self.plugins.aggregate(tenant, plugin).await?;
         let _tenant_slot = gate.call_slot().await;
         let (mut instance, _slot) = self
             .runtime
-            .aggregate(&component, gate.limits.call_limits())
+            .aggregate(&serving.component, gate.limits.call_limits())
             .await
             .map_err(|f| self.failed(gate, f))?;
         let read = self
-            .state_of(&mut instance, gate, tenant, &stream_id, &component, at)
+            .state_of(&mut instance, gate, tenant, &stream_id, &serving, at)
             .await;
         let (version, state) = self.logged(gate, tenant, plugin, &instance, read)?;
         if version == 0 {
@@ -234,14 +238,14 @@ impl Commands {
         gate: &TenantGate,
         tenant: &TenantId,
         stream_id: &str,
-        component: &LoadedComponent,
+        serving: &ServingAggregate,
         at: StateAt,
     ) -> ApiResult<(u64, Vec<u8>)> {
         let stream_id = stream_id.to_owned();
         Ok(match at {
             StateAt::Latest => {
                 let loaded = self
-                    .load_latest(instance, gate, tenant, &stream_id, component)
+                    .load_latest(instance, gate, tenant, &stream_id, serving)
                     .await?;
                 (loaded.version, loaded.state.to_vec())
             }
@@ -253,7 +257,7 @@ impl Commands {
                     )));
                 }
                 let state = self
-                    .fold_until(instance, gate, tenant, &stream_id, component, version)
+                    .fold_until(instance, gate, tenant, &stream_id, serving, version)
                     .await?;
                 (version, state)
             }
@@ -263,7 +267,7 @@ impl Commands {
                     .stream_version_at(tenant, &stream_id, at_ms)
                     .await?;
                 let state = self
-                    .fold_until(instance, gate, tenant, &stream_id, component, version)
+                    .fold_until(instance, gate, tenant, &stream_id, serving, version)
                     .await?;
                 (version, state)
             }
@@ -338,17 +342,17 @@ impl Commands {
         gate: &TenantGate,
         tenant: &TenantId,
         stream_id: &str,
-        component: &LoadedComponent,
+        serving: &ServingAggregate,
     ) -> ApiResult<CachedState> {
         let started = Instant::now();
-        let base = match self.cache.get(tenant, stream_id, &component.digest) {
+        let base = match self.cache.get(tenant, stream_id, &serving.state_key) {
             Some(cached) => {
                 Metrics::add(&self.metrics.state_cache_hits, 1);
                 cached
             }
             None => {
                 Metrics::add(&self.metrics.state_cache_misses, 1);
-                self.base_state(instance, gate, tenant, stream_id, component, u64::MAX)
+                self.base_state(instance, gate, tenant, stream_id, serving, u64::MAX)
                     .await?
             }
         };
@@ -368,17 +372,19 @@ impl Commands {
             let Some(last) = tail.last() else { break };
             loaded.version = last.version;
             loaded.last_position = last.position;
+            let full_page = tail.len() >= LOAD_PAGE as usize;
+            let tail = self.upcast(serving, gate, tail).await?;
             state = instance
                 .evolve(state, &tail)
                 .await
                 .map_err(|f| self.failed(gate, f))?;
-            if tail.len() < LOAD_PAGE as usize {
+            if !full_page {
                 break;
             }
         }
         loaded.state = Arc::new(state);
         if loaded.version >= loaded.snapshot_version + self.snapshot_every {
-            self.write_snapshot(tenant, stream_id, &component.digest, &loaded);
+            self.write_snapshot(tenant, stream_id, &serving.state_key, &loaded);
             loaded.snapshot_version = loaded.version;
         }
         if loaded.version != base.version || base.last_position == 0 {
@@ -399,16 +405,17 @@ impl Commands {
         gate: &TenantGate,
         tenant: &TenantId,
         stream_id: &str,
-        component: &LoadedComponent,
+        serving: &ServingAggregate,
         version: u64,
     ) -> ApiResult<Vec<u8>> {
         let base = self
-            .base_state(instance, gate, tenant, stream_id, component, version)
+            .base_state(instance, gate, tenant, stream_id, serving, version)
             .await?;
         let events = self
             .store
             .read_stream_range(tenant, stream_id, base.version, version)
             .await?;
+        let events = self.upcast(serving, gate, events).await?;
         instance
             .evolve(Arc::unwrap_or_clone(base.state), &events)
             .await
@@ -423,12 +430,12 @@ impl Commands {
         gate: &TenantGate,
         tenant: &TenantId,
         stream_id: &str,
-        component: &LoadedComponent,
+        serving: &ServingAggregate,
         max_version: u64,
     ) -> ApiResult<CachedState> {
         let snapshot = self
             .store
-            .snapshot(tenant, stream_id, &component.digest, max_version)
+            .snapshot(tenant, stream_id, &serving.state_key, max_version)
             .await?;
         let (version, state) = match snapshot {
             Some(Snapshot { version, state }) => (version, state),
@@ -441,7 +448,7 @@ impl Commands {
             ),
         };
         Ok(CachedState {
-            digest: component.digest.clone(),
+            digest: serving.state_key.clone(),
             version,
             last_position: 0,
             state: Arc::new(state),
@@ -467,6 +474,27 @@ impl Commands {
                 Err(error) => tracing::warn!(%tenant, %stream_id, "snapshot failed: {error:#}"),
             }
         });
+    }
+
+    /// The events as the serving version reads them (through its upcasters).
+    async fn upcast(
+        &self,
+        serving: &ServingAggregate,
+        gate: &TenantGate,
+        events: Vec<RecordedEvent>,
+    ) -> ApiResult<Vec<RecordedEvent>> {
+        if serving.upcasters.is_empty() {
+            return Ok(events);
+        }
+        serving
+            .upcasters
+            .apply(&self.runtime, gate.limits.call_limits(), events)
+            .await
+            .map_err(|e| {
+                let mut failure = e.failure;
+                failure.message = format!("upcaster {}: {}", e.upcaster, failure.message);
+                self.failed(gate, failure)
+            })
     }
 
     fn failed(&self, gate: &TenantGate, failure: PluginFailure) -> ApiError {

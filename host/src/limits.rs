@@ -21,6 +21,9 @@ pub struct Limits {
     pub max_concurrent_calls: u32,
     /// Commands per second; `None` means unlimited. Excess is a 429.
     pub commands_per_second: Option<u32>,
+    /// Most events one verification of a new aggregate or upcaster version replays;
+    /// beyond it a deterministic sample of streams is checked, and the report says so.
+    pub verify_max_events: u64,
 }
 
 impl Default for Limits {
@@ -32,6 +35,7 @@ impl Default for Limits {
             call_timeout_ms: 100,
             max_concurrent_calls: 16,
             commands_per_second: None,
+            verify_max_events: 1_000_000,
         }
     }
 }
@@ -79,6 +83,10 @@ impl Limits {
         check(
             self.commands_per_second.is_none_or(|r| r >= 1),
             "commands_per_second must be at least 1",
+        )?;
+        check(
+            (1..=1_000_000_000).contains(&self.verify_max_events),
+            "verify_max_events must be between 1 and 1000000000",
         )
     }
 

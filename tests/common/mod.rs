@@ -283,6 +283,18 @@ impl Server {
             .unwrap()
     }
 
+    /// A PUT of raw bytes to any path (uploads with a query string).
+    pub async fn http_put(&self, path: &str, token: &str, bytes: Vec<u8>) -> Response {
+        self.http
+            .put(self.url(path))
+            .bearer_auth(token)
+            .header("content-type", "application/wasm")
+            .body(bytes)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Creates `tenant` and uploads `account.wasm` to it; returns the tenant's token.
     pub async fn tenant_with_account(&self, tenant: &str) -> String {
         let token = self.create_tenant(tenant).await;

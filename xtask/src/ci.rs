@@ -56,6 +56,8 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             "projections",
             "--test",
             "sandbox",
+            "--test",
+            "evolution",
         ],
         &[("CAIRN_TEST_BACKEND", "postgres")],
     )?;

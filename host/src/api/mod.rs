@@ -44,6 +44,14 @@ pub fn router(app: AppState) -> Router {
         )
         .route("/t/{tenant}/plugins/{name}/logs", get(plugins::logs))
         .route(
+            "/t/{tenant}/plugins/{name}/versions/{version}",
+            get(plugins::version),
+        )
+        .route(
+            "/t/{tenant}/plugins/{name}/activate",
+            post(plugins::activate),
+        )
+        .route(
             "/t/{tenant}/aggregates/{name}/{id}/commands",
             post(aggregates::command),
         )

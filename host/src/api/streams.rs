@@ -145,6 +145,8 @@ pub struct ReadQuery {
     from: Option<u64>,
     limit: Option<u32>,
     direction: Option<Direction>,
+    /// Show the events through the tenant's active upcasters (stored bytes never change).
+    upcast: Option<bool>,
 }
 
 fn page_size(limit: Option<u32>) -> ApiResult<u32> {
@@ -179,6 +181,12 @@ pub async fn read(
     }
     let next = (events.len() > limit as usize).then(|| events[limit as usize].version);
     events.truncate(limit as usize);
+    if query.upcast == Some(true) {
+        events = app
+            .plugins
+            .upcast_current(&access.tenant, &access.gate, events)
+            .await?;
+    }
     Ok(Json(
         json!({"events": views::events(&events), "next": next}),
     ))
@@ -188,7 +196,10 @@ pub async fn read(
 pub struct LogQuery {
     after: Option<u64>,
     limit: Option<u32>,
+    /// Filters on the stored types (before upcasting).
     types: Option<String>,
+    /// Show the events through the tenant's active upcasters (stored bytes never change).
+    upcast: Option<bool>,
 }
 
 fn parse_types(types: Option<&str>) -> Vec<String> {
@@ -210,10 +221,16 @@ pub async fn log(
 ) -> ApiResult<Json<Value>> {
     let limit = page_size(query.limit)?;
     let types = parse_types(query.types.as_deref());
-    let events = app
+    let mut events = app
         .store
         .read_log(&access.tenant, query.after.unwrap_or(0), limit, &types)
         .await?;
+    if query.upcast == Some(true) {
+        events = app
+            .plugins
+            .upcast_current(&access.tenant, &access.gate, events)
+            .await?;
+    }
     // The head after the events: every event listed is at or below the head reported.
     let head = app.store.head(&access.tenant).await?;
     Ok(Json(

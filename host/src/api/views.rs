@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::store::{PluginVersion, RecordedEvent};
+use crate::store::{PinnedPlugin, PluginKind, PluginVersion, RecordedEvent, Verification};
 
 /// Unix milliseconds as RFC 3339 with milliseconds, in UTC.
 pub fn rfc3339(ms: i64) -> String {
@@ -55,7 +55,10 @@ pub fn events(list: &[RecordedEvent]) -> Vec<EventView<'_>> {
 pub struct PluginView {
     pub name: String,
     pub kind: &'static str,
-    pub active_version: u64,
+    /// The version that serves; `null` while none does (the first is verifying or
+    /// was staged). For projections, the newest version (builds are shown under
+    /// `/projections`).
+    pub active_version: Option<u64>,
     pub versions: Vec<PluginVersionView>,
 }
 
@@ -64,27 +67,55 @@ pub struct PluginVersionView {
     pub version: u64,
     pub digest: String,
     pub uploaded_at: String,
+    /// `verifying`, `active`, `staged` (verified, not serving), or `rejected`.
+    pub status: &'static str,
+    /// The upcasters this version reads history through.
+    pub upcasters: Vec<PinnedPlugin>,
+    /// Progress, failures and state differences; absent for projections.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification: Option<serde_json::Value>,
+}
+
+/// A version's status as the API names it.
+pub fn version_status(v: &PluginVersion) -> &'static str {
+    match (v.active, v.verification) {
+        (true, _) => "active",
+        (false, Verification::Verifying) => "verifying",
+        (false, Verification::Rejected) => "rejected",
+        (false, Verification::Verified) if v.kind == PluginKind::Projection => "active",
+        (false, Verification::Verified) => "staged",
+    }
+}
+
+pub fn plugin_version(v: &PluginVersion) -> PluginVersionView {
+    PluginVersionView {
+        version: v.version,
+        digest: v.digest.clone(),
+        uploaded_at: rfc3339(v.uploaded_at),
+        status: version_status(v),
+        upcasters: v.upcasters.clone(),
+        verification: v.report.clone(),
+    }
 }
 
 /// Groups a tenant's versions (ordered by name, then version) into one view per plugin.
 pub fn plugins(versions: &[PluginVersion]) -> Vec<PluginView> {
     let mut views: Vec<PluginView> = Vec::new();
     for v in versions {
-        let version = PluginVersionView {
-            version: v.version,
-            digest: v.digest.clone(),
-            uploaded_at: rfc3339(v.uploaded_at),
-        };
+        let projection = v.kind == PluginKind::Projection;
+        let serves = v.active || projection;
         match views.last_mut() {
             Some(view) if view.name == v.name => {
-                view.active_version = v.version;
-                view.versions.push(version);
+                if serves {
+                    view.active_version = Some(v.version);
+                }
+                view.versions.push(plugin_version(v));
             }
             _ => views.push(PluginView {
                 name: v.name.clone(),
                 kind: v.kind.as_str(),
-                active_version: v.version,
-                versions: vec![version],
+                active_version: serves.then_some(v.version),
+                versions: vec![plugin_version(v)],
             }),
         }
     }

@@ -269,8 +269,24 @@ impl Projections {
             else {
                 continue;
             };
-            if *position.borrow_and_update() >= min {
+            let at = *position.borrow_and_update();
+            if at >= min {
                 return Ok(active.version);
+            }
+            // A parked build will not move: say so now rather than after the wait.
+            if let Some(error) = &active.error {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::CONFLICT,
+                    "projection_failed",
+                    format!(
+                        "{name} version {} is parked at position {at} and will not reach \
+                         {min}: {error}",
+                        active.version
+                    ),
+                )
+                .with("version", active.version)
+                .with("position", at)
+                .with("error", error.clone()));
             }
             // Wake on progress, and re-check the active build now and then in case a
             // promotion switched it.

@@ -46,6 +46,7 @@ impl AggregateInstance {
     }
 
     pub async fn initial_state(&mut self) -> Result<Vec<u8>, PluginFailure> {
+        self.store.data().sources.set(0, &[b"initial-state"]);
         let result = self.bindings.call_initial_state(&mut self.store).await;
         result.map_err(|e| classify(e, &self.store))
     }
@@ -57,6 +58,15 @@ impl AggregateInstance {
         events: &[RecordedEvent],
     ) -> Result<Vec<u8>, PluginFailure> {
         for chunk in events.chunks(EVOLVE_BATCH) {
+            let first = &chunk[0];
+            self.store.data().sources.set(
+                first.recorded_at.max(0) as u64,
+                &[
+                    b"evolve",
+                    first.stream_id.as_bytes(),
+                    &first.version.to_le_bytes(),
+                ],
+            );
             let records: Vec<_> = chunk.iter().map(to_wit_event).collect();
             let result = self
                 .bindings
@@ -67,16 +77,29 @@ impl AggregateInstance {
         Ok(state)
     }
 
+    /// Decides `command` against `state`. `seed` names the call for the random
+    /// generator: the command id when the client gave one, else the stream and the
+    /// version the state is at, so a replay of the same command draws the same bytes.
     pub async fn decide(
         &mut self,
         state: &[u8],
         command: &Command,
+        seed: &str,
     ) -> Result<Result<Vec<NewEvent>, Rejection>, PluginFailure> {
+        self.store
+            .data()
+            .sources
+            .set(command.issued_at, &[b"decide", seed.as_bytes()]);
         let result = self
             .bindings
             .call_decide(&mut self.store, state, command)
             .await;
         result.map_err(|e| classify(e, &self.store))
+    }
+
+    /// Restores a whole time budget for the next call (see `CallState::refill_budget`).
+    pub fn refill_budget(&mut self) {
+        self.store.data_mut().refill_budget();
     }
 
     /// What the guest printed during this instance's calls.

@@ -6,8 +6,10 @@
 
 pub mod aggregate;
 mod artifacts;
+pub mod determinism;
 pub mod projection;
 pub mod sandbox;
+pub mod upcaster;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -22,6 +24,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 pub use aggregate::AggregateInstance;
 pub use projection::ProjectionInstance;
 pub use sandbox::{CallLimits, FailureReason, PluginFailure};
+pub use upcaster::UpcasterInstance;
 
 use crate::store::PluginKind;
 use sandbox::CallState;
@@ -40,6 +43,7 @@ const POOL_INSTANCES: u32 = 512;
 pub enum Prepared {
     Aggregate(aggregate::bindings::AggregatePre<CallState>),
     Projection(projection::bindings::ProjectionPre<CallState>),
+    Upcaster(upcaster::bindings::UpcasterPre<CallState>),
 }
 
 /// A component as the runtime holds it, shared by every tenant that uploaded it.
@@ -53,6 +57,7 @@ impl LoadedComponent {
         match self.prepared {
             Prepared::Aggregate(_) => PluginKind::Aggregate,
             Prepared::Projection(_) => PluginKind::Projection,
+            Prepared::Upcaster(_) => PluginKind::Upcaster,
         }
     }
 }
@@ -68,6 +73,8 @@ pub struct Runtime {
     aggregate_linker: Linker<CallState>,
     /// WASI plus `cairn:plugin/documents`: what a projection may import.
     projection_linker: Linker<CallState>,
+    /// WASI only, like aggregates: what an upcaster may import.
+    upcaster_linker: Linker<CallState>,
     artifacts: artifacts::ArtifactCache,
     /// Components in memory by digest. A std `Mutex`: held only for a map access.
     loaded: Mutex<HashMap<String, Arc<LoadedComponent>>>,
@@ -114,6 +121,8 @@ impl Runtime {
         let mut projection_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut projection_linker)?;
         projection::add_imports(&mut projection_linker)?;
+        let mut upcaster_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut upcaster_linker)?;
 
         let weak = engine.weak();
         std::thread::Builder::new()
@@ -131,6 +140,7 @@ impl Runtime {
             engine,
             aggregate_linker,
             projection_linker,
+            upcaster_linker,
             loaded: Mutex::new(HashMap::new()),
             call_slots: Arc::new(tokio::sync::Semaphore::new(POOL_INSTANCES as usize / 2)),
             compiled: Default::default(),
@@ -238,6 +248,11 @@ impl Runtime {
                 aggregate::new_pre(&self.aggregate_linker, component)
                     .map_err(|e| anyhow::anyhow!("not a valid `aggregate` component: {e:#}"))?,
             )
+        } else if has("upcast") {
+            Prepared::Upcaster(
+                upcaster::new_pre(&self.upcaster_linker, component)
+                    .map_err(|e| anyhow::anyhow!("not a valid `upcaster` component: {e:#}"))?,
+            )
         } else if has("handle") || has("event-types") {
             Prepared::Projection(
                 projection::new_pre(&self.projection_linker, component)
@@ -245,9 +260,9 @@ impl Runtime {
             )
         } else {
             anyhow::bail!(
-                "the component implements neither world of cairn:plugin@0.1.0: an aggregate \
+                "the component implements no world of cairn:plugin@0.1.0: an aggregate \
                  exports initial-state, decide and evolve; a projection exports event-types \
-                 and handle (it exports: [{}])",
+                 and handle; an upcaster exports event-types and upcast (it exports: [{}])",
                 exports.join(", ")
             );
         };
@@ -273,6 +288,31 @@ impl Runtime {
             .await
             .expect("never closed");
         Ok((AggregateInstance::new(pre, limits).await?, permit))
+    }
+
+    /// A fresh upcaster instance under `limits`, taking no instance slot of its own:
+    /// upcasters run nested inside a call that holds one (a command's load, a
+    /// verification), one at a time, and `call_slots` admits only half the pool, so a
+    /// nested instance always fits. Taking a second slot here could deadlock.
+    pub async fn upcaster(
+        &self,
+        component: &LoadedComponent,
+        limits: CallLimits,
+    ) -> Result<UpcasterInstance, PluginFailure> {
+        let Prepared::Upcaster(pre) = &component.prepared else {
+            return Err(PluginFailure::invalid_output("not an upcaster component"));
+        };
+        UpcasterInstance::new(pre, limits).await
+    }
+
+    /// An instance slot for work that is not itself an instance (a verification that
+    /// runs upcasters only).
+    pub async fn slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.call_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed")
     }
 
     /// A fresh projection instance under `limits`. Waits for a free instance slot.

@@ -133,6 +133,12 @@ impl ProjectionInstance {
             max_bytes,
             written_bytes: 0,
         });
+        if let (Some(first), Some(last)) = (events.first(), events.last()) {
+            self.store.data().sources.set(
+                last.recorded_at.max(0) as u64,
+                &[b"handle", &first.position.to_le_bytes()],
+            );
+        }
         let records: Vec<_> = events.iter().map(super::aggregate::to_wit_event).collect();
         let result = self.bindings.call_handle(&mut self.store, &records).await;
         let session = self.store.data_mut().documents.take();

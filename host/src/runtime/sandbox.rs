@@ -93,10 +93,23 @@ pub struct CallState {
     memory_refused: bool,
     /// Epoch ticks the guest may still run before it is interrupted.
     ticks_left: u64,
+    /// The full budget in ticks, restored by [`CallState::refill_budget`].
+    budget_ticks: u64,
+    /// What WASI's clocks and random answer (see `determinism.rs`); the caller sets
+    /// them before each call.
+    pub sources: super::determinism::Sources,
     /// The guest's stdout and stderr, kept for the logs and for error messages.
     pub output: CapturedOutput,
     /// The document session of a projection call; `None` for aggregates.
     pub documents: Option<super::projection::DocumentSession>,
+}
+
+impl CallState {
+    /// Gives the next call a whole time budget of its own, for callers that make many
+    /// calls on one instance and mean the limit per call (verification).
+    pub fn refill_budget(&mut self) {
+        self.ticks_left = self.budget_ticks;
+    }
 }
 
 impl WasiView for CallState {
@@ -133,16 +146,18 @@ impl ResourceLimiter for CallState {
 }
 
 /// Makes the store for one call: WASI without directories, sockets, environment or
-/// arguments; output captured; limits armed.
+/// arguments; clocks and random answered by the host; output captured; limits armed.
 pub fn new_store(engine: &wasmtime::Engine, limits: CallLimits) -> Store<CallState> {
     let output = CapturedOutput::default();
-    let wasi = WasiCtxBuilder::new()
-        .stdout(output.clone())
+    let sources = super::determinism::Sources::default();
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.stdout(output.clone())
         .stderr(output.clone())
         .allow_tcp(false)
         .allow_udp(false)
-        .allow_ip_name_lookup(false)
-        .build();
+        .allow_ip_name_lookup(false);
+    sources.install(&mut wasi);
+    let wasi = wasi.build();
     let ticks = (limits.time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
     let mut store = Store::new(
         engine,
@@ -152,6 +167,8 @@ pub fn new_store(engine: &wasmtime::Engine, limits: CallLimits) -> Store<CallSta
             memory_limit: limits.memory_bytes,
             memory_refused: false,
             ticks_left: ticks,
+            budget_ticks: ticks,
+            sources,
             output,
             documents: None,
         },

@@ -123,6 +123,7 @@ pub struct TenantRecord {
 pub enum PluginKind {
     Aggregate,
     Projection,
+    Upcaster,
 }
 
 impl PluginKind {
@@ -130,6 +131,7 @@ impl PluginKind {
         match self {
             PluginKind::Aggregate => "aggregate",
             PluginKind::Projection => "projection",
+            PluginKind::Upcaster => "upcaster",
         }
     }
 
@@ -137,6 +139,7 @@ impl PluginKind {
         match raw {
             "aggregate" => Some(PluginKind::Aggregate),
             "projection" => Some(PluginKind::Projection),
+            "upcaster" => Some(PluginKind::Upcaster),
             _ => None,
         }
     }
@@ -150,6 +153,68 @@ pub struct PluginVersion {
     pub kind: PluginKind,
     pub digest: String,
     pub uploaded_at: i64,
+    /// Where verification of this version stands (projections are always `Verified`:
+    /// their builds have a lifecycle of their own).
+    pub verification: Verification,
+    /// The verification report (progress, failures, state differences), as JSON.
+    pub report: Option<serde_json::Value>,
+    /// The upcasters this version reads history through, fixed when it was uploaded,
+    /// so that a later upcaster never changes what an already verified version sees.
+    pub upcasters: Vec<PinnedPlugin>,
+    /// True for the one version of an aggregate or upcaster that serves now.
+    pub active: bool,
+}
+
+/// Where the verification of an uploaded version stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verification {
+    /// Replaying history in the background.
+    Verifying,
+    /// Every checked stream (or event) folded: it may be activated.
+    Verified,
+    /// Some history did not fold: it can never be activated.
+    Rejected,
+}
+
+impl Verification {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verification::Verifying => "verifying",
+            Verification::Verified => "verified",
+            Verification::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Verification> {
+        match raw {
+            "verifying" => Some(Verification::Verifying),
+            "verified" => Some(Verification::Verified),
+            "rejected" => Some(Verification::Rejected),
+            _ => None,
+        }
+    }
+}
+
+/// One plugin version named by another (an aggregate's upcasters).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinnedPlugin {
+    pub name: String,
+    pub version: u64,
+    pub digest: String,
+}
+
+/// A new plugin version as the registry records it.
+pub struct NewPluginVersion<'a> {
+    pub name: &'a str,
+    pub kind: PluginKind,
+    pub digest: &'a str,
+    pub wasm: &'a [u8],
+    pub verification: Verification,
+    pub report: Option<&'a serde_json::Value>,
+    pub upcasters: &'a [PinnedPlugin],
+    /// Make it the active version in the same transaction.
+    pub activate: bool,
 }
 
 /// A state snapshot of one stream, valid only for the component that produced it.
@@ -203,21 +268,40 @@ pub trait EventStore: Send + Sync + 'static {
     async fn delete_tenant(&self, id: &TenantId) -> StoreResult<bool>;
 
     // --- plugins ---
-    /// Records a new version (numbered after the newest) unless the newest version has
-    /// the same digest, in which case that version is returned with `false`.
+    /// Records a new version, numbered after the newest.
     async fn add_plugin_version(
         &self,
         tenant: &TenantId,
-        name: &str,
-        kind: PluginKind,
-        digest: &str,
-        wasm: &[u8],
-    ) -> StoreResult<(PluginVersion, bool)>;
-    /// The newest version number of one plugin (0 when there is none): a cheap check
-    /// that a host's cached list is still current when hosts share the database.
-    async fn newest_plugin_version(&self, tenant: &TenantId, name: &str) -> StoreResult<u64>;
+        new: NewPluginVersion<'_>,
+    ) -> StoreResult<PluginVersion>;
+    /// The active version of one plugin and the newest version number (0 when there
+    /// is none): a cheap check that a host's cached list is still current when hosts
+    /// share the database.
+    async fn plugin_heads(&self, tenant: &TenantId, name: &str) -> StoreResult<(u64, u64)>;
     /// All versions of all plugins of a tenant, ordered by name then version.
     async fn plugin_versions(&self, tenant: &TenantId) -> StoreResult<Vec<PluginVersion>>;
+    /// Records verification progress or its outcome for one version.
+    async fn set_plugin_verification(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+        verification: Verification,
+        report: &serde_json::Value,
+    ) -> StoreResult<()>;
+    /// Makes `version` the one that serves; `Ok(false)` when there is no such version.
+    async fn activate_plugin(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+    ) -> StoreResult<bool>;
+    /// Every stream whose id starts with `prefix`, with its current version, in id order.
+    async fn streams_with_prefix(
+        &self,
+        tenant: &TenantId,
+        prefix: &str,
+    ) -> StoreResult<Vec<(String, u64)>>;
     /// The bytes of a component by digest, from any version of this tenant.
     async fn plugin_wasm(&self, tenant: &TenantId, digest: &str) -> StoreResult<Option<Vec<u8>>>;
 

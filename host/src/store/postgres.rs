@@ -52,3 +52,8 @@ type Backend = PostgresStore;
 #[allow(clippy::duplicate_mod)]
 #[path = "shared.rs"]
 mod shared;
+
+// The plugin registry's statements, shared the same way.
+#[allow(clippy::duplicate_mod)]
+#[path = "shared_plugins.rs"]
+mod shared_plugins;

@@ -391,23 +391,13 @@ fn to_tenant(row: DbRow) -> anyhow::Result<TenantRecord> {
     })
 }
 
-fn to_plugin(row: DbRow) -> anyhow::Result<PluginVersion> {
-    let kind: String = row.get(2);
-    Ok(PluginVersion {
-        name: row.get(0),
-        version: row.get::<i64, _>(1) as u64,
-        kind: PluginKind::parse(&kind).context("stored plugin kind is invalid")?,
-        digest: row.get(3),
-        uploaded_at: row.get(4),
-    })
-}
-
 /// Tables that hold tenant rows, emptied when a tenant is deleted.
-const TENANT_TABLES: [&str; 6] = [
+const TENANT_TABLES: [&str; 7] = [
     "events",
     "commands",
     "snapshots",
     "plugins",
+    "plugin_activations",
     "documents",
     "projections",
 ];
@@ -530,73 +520,46 @@ impl EventStore for Backend {
     async fn add_plugin_version(
         &self,
         tenant: &TenantId,
-        name: &str,
-        kind: PluginKind,
-        digest: &str,
-        wasm: &[u8],
-    ) -> StoreResult<(PluginVersion, bool)> {
-        let mut tx = self.writer().begin().await?;
-        let newest = sqlx::query(sql(
-            "SELECT name, version, kind, digest, uploaded_at FROM plugins \
-             WHERE tenant_id = ? AND name = ? ORDER BY version DESC LIMIT 1",
-        ))
-        .bind(tenant.as_str())
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?
-        .map(to_plugin)
-        .transpose()?;
-        if let Some(newest) = &newest
-            && newest.digest == digest
-        {
-            return Ok((newest.clone(), false));
-        }
-        let version = PluginVersion {
-            name: name.to_owned(),
-            version: newest.map_or(1, |n| n.version + 1),
-            kind,
-            digest: digest.to_owned(),
-            uploaded_at: now_ms(),
-        };
-        sqlx::query(sql(
-            "INSERT INTO plugins (tenant_id, name, version, kind, digest, wasm, uploaded_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        ))
-        .bind(tenant.as_str())
-        .bind(name)
-        .bind(version.version as i64)
-        .bind(kind.as_str())
-        .bind(digest)
-        .bind(wasm)
-        .bind(version.uploaded_at)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok((version, true))
+        new: NewPluginVersion<'_>,
+    ) -> StoreResult<PluginVersion> {
+        self.insert_plugin_version(tenant, new).await
     }
 
-    async fn newest_plugin_version(&self, tenant: &TenantId, name: &str) -> StoreResult<u64> {
-        let newest: Option<i64> = sqlx::query_scalar(sql(
-            "SELECT MAX(version) FROM plugins WHERE tenant_id = ? AND name = ?",
-        ))
-        .bind(tenant.as_str())
-        .bind(name)
-        .fetch_one(self.reader())
-        .await?;
-        Ok(newest.unwrap_or(0) as u64)
+    async fn plugin_heads(&self, tenant: &TenantId, name: &str) -> StoreResult<(u64, u64)> {
+        self.select_plugin_heads(tenant, name).await
     }
 
     async fn plugin_versions(&self, tenant: &TenantId) -> StoreResult<Vec<PluginVersion>> {
-        sqlx::query(sql(
-            "SELECT name, version, kind, digest, uploaded_at FROM plugins \
-             WHERE tenant_id = ? ORDER BY name, version",
-        ))
-        .bind(tenant.as_str())
-        .fetch_all(self.reader())
-        .await?
-        .into_iter()
-        .map(to_plugin)
-        .collect()
+        self.select_plugin_versions(tenant).await
+    }
+
+    async fn set_plugin_verification(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+        verification: Verification,
+        report: &serde_json::Value,
+    ) -> StoreResult<()> {
+        self.update_plugin_verification(tenant, name, version, verification, report)
+            .await
+    }
+
+    async fn activate_plugin(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+    ) -> StoreResult<bool> {
+        self.set_active_plugin(tenant, name, version).await
+    }
+
+    async fn streams_with_prefix(
+        &self,
+        tenant: &TenantId,
+        prefix: &str,
+    ) -> StoreResult<Vec<(String, u64)>> {
+        self.select_streams_with_prefix(tenant, prefix).await
     }
 
     async fn plugin_wasm(&self, tenant: &TenantId, digest: &str) -> StoreResult<Option<Vec<u8>>> {

@@ -66,3 +66,8 @@ type Backend = SqliteStore;
 #[allow(clippy::duplicate_mod)]
 #[path = "shared.rs"]
 mod shared;
+
+// The plugin registry's statements, shared the same way.
+#[allow(clippy::duplicate_mod)]
+#[path = "shared_plugins.rs"]
+mod shared_plugins;

@@ -1,0 +1,505 @@
+//! The plugin registry: uploads, versions, which version serves, and upcaster chains.
+//!
+//! The store holds every version's bytes, its verification status and report, and
+//! which version of each aggregate or upcaster is active (so a fleet of hosts shares
+//! them); the runtime holds the compiled components. A new aggregate or upcaster
+//! version that has history to check is recorded as `verifying` and checked in the
+//! background (`verify.rs`); the active version keeps serving until it passes.
+//! Projections have builds with a lifecycle of their own (`crate::projection`).
+
+pub mod upcast;
+pub mod verify;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use axum::http::StatusCode;
+
+use crate::error::{ApiError, ApiResult};
+use crate::gate::TenantGate;
+use crate::runtime::{LoadedComponent, Runtime};
+use crate::store::{
+    EventStore, NewPluginVersion, PinnedPlugin, PluginKind, PluginVersion, TenantId, Verification,
+};
+use upcast::ChainLink;
+pub use upcast::UpcastChain;
+pub use verify::{Activation, Mode, VerifyOptions};
+
+pub struct Plugins {
+    store: Arc<dyn EventStore>,
+    runtime: Arc<Runtime>,
+    /// Every version of every plugin, per tenant, ordered by name then version.
+    /// Replaced after every change made here, and re-read when the store says another
+    /// host changed something. A std `Mutex`: held only to clone an `Arc`.
+    versions: Mutex<HashMap<TenantId, Arc<Vec<PluginVersion>>>>,
+    /// Resolved aggregate versions (component plus upcaster chain) by tenant, name and
+    /// version: a version never changes once uploaded, so entries never go stale.
+    serving: Mutex<HashMap<(TenantId, String, u64), Arc<ServingAggregate>>>,
+    /// The event types of each upcaster component, by digest, asked once.
+    upcaster_types: Mutex<HashMap<String, Arc<HashSet<String>>>>,
+    /// Verifications running in this host: a version is never verified twice at once.
+    pub(crate) running: Mutex<HashSet<(TenantId, String, u64)>>,
+}
+
+/// An aggregate version ready to serve commands and reads.
+pub struct ServingAggregate {
+    pub version: PluginVersion,
+    pub component: Arc<LoadedComponent>,
+    /// The upcasters its history is read through (pinned at upload).
+    pub upcasters: UpcastChain,
+    /// What its state is cached and snapshotted under (see `UpcastChain::state_key`).
+    pub state_key: String,
+}
+
+/// The answer to an upload.
+pub enum Uploaded {
+    /// A new version that serves (or is staged, with `?activate=manual`) at once: it
+    /// had no history to check.
+    Ready(PluginVersion),
+    /// A new version being verified in the background.
+    Verifying(PluginVersion),
+    /// The bytes equal the newest version's, which is returned instead.
+    Existing(PluginVersion),
+}
+
+impl Plugins {
+    pub fn new(store: Arc<dyn EventStore>, runtime: Arc<Runtime>) -> Arc<Plugins> {
+        Arc::new(Plugins {
+            store,
+            runtime,
+            versions: Mutex::new(HashMap::new()),
+            serving: Mutex::new(HashMap::new()),
+            upcaster_types: Mutex::new(HashMap::new()),
+            running: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Validates, compiles and records a new version; starts its verification when it
+    /// has history to check.
+    pub async fn upload(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+        gate: Arc<TenantGate>,
+        name: &str,
+        wasm: Vec<u8>,
+        options: VerifyOptions,
+    ) -> ApiResult<Uploaded> {
+        let loaded = self
+            .runtime
+            .inspect(wasm.clone())
+            .await
+            .map_err(|e| ApiError::invalid_plugin(e.0))?;
+        let kind = loaded.kind();
+        let versions: Vec<PluginVersion> = self
+            .refresh(tenant)
+            .await?
+            .iter()
+            .filter(|v| v.name == name)
+            .cloned()
+            .collect();
+        if let Some(existing) = versions.last()
+            && existing.kind != kind
+        {
+            return Err(ApiError::invalid_plugin(format!(
+                "plugin {name} is a {} and this component is a {}: upload it under another name",
+                existing.kind.as_str(),
+                kind.as_str()
+            )));
+        }
+        let upcasters = match kind {
+            PluginKind::Aggregate => self.current_upcasters(tenant).await?,
+            _ => Vec::new(),
+        };
+        // The same bytes again answer with the version already there, unless that one
+        // was rejected or read history through other upcasters: then it is checked anew.
+        if let Some(newest) = versions.last()
+            && newest.digest == loaded.digest
+            && newest.verification != Verification::Rejected
+            && newest.upcasters == upcasters
+        {
+            return Ok(Uploaded::Existing(newest.clone()));
+        }
+        if kind == PluginKind::Upcaster {
+            let types = self.upcaster_types(&loaded, &gate).await?;
+            if types.is_empty() {
+                return Err(ApiError::invalid_plugin(
+                    "the upcaster's event-types is empty: name the event types it rewrites",
+                ));
+            }
+        }
+        let needs_check = match kind {
+            PluginKind::Projection => false,
+            PluginKind::Aggregate => !self.streams_of(tenant, name).await?.is_empty(),
+            PluginKind::Upcaster => {
+                let types: Vec<String> = self
+                    .upcaster_types(&loaded, &gate)
+                    .await?
+                    .iter()
+                    .cloned()
+                    .collect();
+                !self.store.read_log(tenant, 0, 1, &types).await?.is_empty()
+            }
+        };
+        let activate = kind != PluginKind::Projection
+            && !needs_check
+            && options.activation == Activation::Auto;
+        let report = verify::initial_report(&options, &upcasters);
+        let version = self
+            .store
+            .add_plugin_version(
+                tenant,
+                NewPluginVersion {
+                    name,
+                    kind,
+                    digest: &loaded.digest,
+                    wasm: &wasm,
+                    verification: if needs_check {
+                        Verification::Verifying
+                    } else {
+                        Verification::Verified
+                    },
+                    report: (kind != PluginKind::Projection).then_some(&report),
+                    upcasters: &upcasters,
+                    activate,
+                },
+            )
+            .await?;
+        self.refresh(tenant).await?;
+        if needs_check {
+            self.clone()
+                .start_verification(tenant.clone(), gate, version.clone());
+            Ok(Uploaded::Verifying(version))
+        } else {
+            Ok(Uploaded::Ready(version))
+        }
+    }
+
+    /// Makes a verified (or earlier active) version the one that serves. Commands in
+    /// flight finish on the version they started with.
+    pub async fn activate(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+    ) -> ApiResult<PluginVersion> {
+        let versions = self.refresh(tenant).await?;
+        let found = versions
+            .iter()
+            .find(|v| v.name == name && v.version == version)
+            .ok_or_else(|| {
+                ApiError::not_found(format!("plugin {name} has no version {version}"))
+            })?;
+        if found.kind == PluginKind::Projection {
+            return Err(ApiError::bad_request(format!(
+                "{name} is a projection: promote its builds with POST /t/{{tenant}}/projections/{name}/promote"
+            )));
+        }
+        if found.verification != Verification::Verified {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_verified",
+                format!(
+                    "version {version} of {name} is {}: only a verified version can be activated",
+                    found.verification.as_str()
+                ),
+            )
+            .with("status", found.verification.as_str()));
+        }
+        self.store.activate_plugin(tenant, name, version).await?;
+        tracing::info!(%tenant, plugin = %name, version, "plugin version activated");
+        let versions = self.refresh(tenant).await?;
+        Ok(versions
+            .iter()
+            .find(|v| v.name == name && v.version == version)
+            .cloned()
+            .expect("just activated"))
+    }
+
+    /// All versions of all plugins of the tenant.
+    pub async fn all(&self, tenant: &TenantId) -> ApiResult<Arc<Vec<PluginVersion>>> {
+        if let Some(found) = self.versions.lock().expect("versions lock").get(tenant) {
+            return Ok(found.clone());
+        }
+        self.refresh(tenant).await
+    }
+
+    /// The versions of one plugin, oldest first (empty when there is no such plugin),
+    /// as the store has them now (verification progress included).
+    pub async fn versions_of(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> ApiResult<Vec<PluginVersion>> {
+        Ok(self
+            .refresh(tenant)
+            .await?
+            .iter()
+            .filter(|v| v.name == name)
+            .cloned()
+            .collect())
+    }
+
+    /// The active version of an aggregate, ready to serve.
+    ///
+    /// One indexed read per command checks the cached list against the store, so a
+    /// version activated through another host (sharing the database) serves every
+    /// command that arrives after its activation returned, here too.
+    pub async fn aggregate(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> ApiResult<Arc<ServingAggregate>> {
+        let (active, newest) = self.store.plugin_heads(tenant, name).await?;
+        let mut versions = self.all(tenant).await?;
+        let cached_newest = versions
+            .iter()
+            .filter(|v| v.name == name)
+            .map(|v| v.version)
+            .max()
+            .unwrap_or(0);
+        let cached_active = versions
+            .iter()
+            .find(|v| v.name == name && v.active)
+            .map_or(0, |v| v.version);
+        if (cached_active, cached_newest) != (active, newest) {
+            versions = self.refresh(tenant).await?;
+        }
+        let mine = || versions.iter().filter(|v| v.name == name);
+        let Some(any) = mine().next() else {
+            return Err(ApiError::not_found(format!("no plugin named {name}")));
+        };
+        if any.kind != PluginKind::Aggregate {
+            return Err(ApiError::not_found(format!(
+                "plugin {name} is not an aggregate"
+            )));
+        }
+        let Some(version) = mine().find(|v| v.active).cloned() else {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_active",
+                format!(
+                    "plugin {name} has no active version yet: see GET /t/{tenant}/plugins/{name}"
+                ),
+            ));
+        };
+        self.serving(tenant, version).await
+    }
+
+    /// An aggregate version resolved with its upcasters (cached: versions never change).
+    pub async fn serving(
+        &self,
+        tenant: &TenantId,
+        version: PluginVersion,
+    ) -> ApiResult<Arc<ServingAggregate>> {
+        let key = (tenant.clone(), version.name.clone(), version.version);
+        if let Some(found) = self.serving.lock().expect("serving lock").get(&key) {
+            return Ok(found.clone());
+        }
+        let component = self.component(tenant, &version).await?;
+        let upcasters = self.chain(tenant, &version.upcasters).await?;
+        let resolved = Arc::new(ServingAggregate {
+            state_key: upcasters.state_key(&component.digest),
+            version,
+            component,
+            upcasters,
+        });
+        self.serving
+            .lock()
+            .expect("serving lock")
+            .insert(key, resolved.clone());
+        Ok(resolved)
+    }
+
+    /// The tenant's active upcasters, in name order: what a new aggregate version
+    /// reads history through, and what `?upcast=true` reads apply.
+    pub async fn current_upcasters(&self, tenant: &TenantId) -> ApiResult<Vec<PinnedPlugin>> {
+        Ok(self
+            .all(tenant)
+            .await?
+            .iter()
+            .filter(|v| v.kind == PluginKind::Upcaster && v.active)
+            .map(|v| PinnedPlugin {
+                name: v.name.clone(),
+                version: v.version,
+                digest: v.digest.clone(),
+            })
+            .collect())
+    }
+
+    /// `events` as the tenant's active upcasters rewrite them (for `?upcast=true`).
+    pub async fn upcast_current(
+        &self,
+        tenant: &TenantId,
+        gate: &TenantGate,
+        events: Vec<crate::store::RecordedEvent>,
+    ) -> ApiResult<Vec<crate::store::RecordedEvent>> {
+        let pinned = self.current_upcasters(tenant).await?;
+        if pinned.is_empty() {
+            return Ok(events);
+        }
+        let chain = self.chain(tenant, &pinned).await?;
+        let _tenant_slot = gate.call_slot().await;
+        let _slot = self.runtime.slot().await;
+        chain
+            .apply(&self.runtime, gate.limits.call_limits(), events)
+            .await
+            .map_err(|e| {
+                gate.usage.failure(&e.failure);
+                let mut error: ApiError = e.failure.into();
+                error.message = format!("upcaster {}: {}", e.upcaster, error.message);
+                error
+            })
+    }
+
+    /// Loads a chain of pinned upcasters.
+    pub async fn chain(
+        &self,
+        tenant: &TenantId,
+        pinned: &[PinnedPlugin],
+    ) -> ApiResult<UpcastChain> {
+        let mut links = Vec::with_capacity(pinned.len());
+        for p in pinned {
+            let component = self.component_by_digest(tenant, &p.digest).await?;
+            let types = self.upcaster_types_unlimited(&component).await?;
+            links.push(ChainLink {
+                pinned: p.clone(),
+                component,
+                types: (*types).clone(),
+            });
+        }
+        Ok(UpcastChain { links })
+    }
+
+    /// The compiled component of a version, loading or compiling it when needed.
+    pub async fn component(
+        &self,
+        tenant: &TenantId,
+        version: &PluginVersion,
+    ) -> ApiResult<Arc<LoadedComponent>> {
+        self.component_by_digest(tenant, &version.digest).await
+    }
+
+    async fn component_by_digest(
+        &self,
+        tenant: &TenantId,
+        digest: &str,
+    ) -> ApiResult<Arc<LoadedComponent>> {
+        let store = self.store.clone();
+        let owned = digest.to_owned();
+        Ok(self
+            .runtime
+            .load(digest, || async move {
+                store
+                    .plugin_wasm(tenant, &owned)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("the bytes of {owned} are missing"))
+            })
+            .await?)
+    }
+
+    /// The streams an aggregate's versions fold: `{name}-…`, less those that belong to
+    /// another aggregate whose name extends this one (`account-v2-…` is not
+    /// `account`'s when an aggregate `account-v2` exists).
+    pub async fn streams_of(&self, tenant: &TenantId, name: &str) -> ApiResult<Vec<(String, u64)>> {
+        let others: Vec<String> = self
+            .all(tenant)
+            .await?
+            .iter()
+            .filter(|v| {
+                v.kind == PluginKind::Aggregate
+                    && v.name != name
+                    && v.name.starts_with(&format!("{name}-"))
+            })
+            .map(|v| format!("{}-", v.name))
+            .collect();
+        let mut streams = self
+            .store
+            .streams_with_prefix(tenant, &format!("{name}-"))
+            .await?;
+        streams.retain(|(id, _)| !others.iter().any(|o| id.starts_with(o.as_str())));
+        Ok(streams)
+    }
+
+    /// Forgets a deleted tenant's cached versions.
+    pub fn forget(&self, tenant: &TenantId) {
+        self.versions.lock().expect("versions lock").remove(tenant);
+        self.serving
+            .lock()
+            .expect("serving lock")
+            .retain(|(t, _, _), _| t != tenant);
+    }
+
+    /// Resumes the verifications a restart interrupted (they start over).
+    pub async fn resume_verifications(
+        self: &Arc<Self>,
+        gates: &crate::tenant::Tenants,
+    ) -> anyhow::Result<()> {
+        for tenant in self.store.tenants().await? {
+            let versions = self.store.plugin_versions(&tenant.id).await?;
+            for version in versions {
+                if version.verification == Verification::Verifying {
+                    let gate = gates
+                        .gate(&tenant.id)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("tenant {}: {}", tenant.id, e.message))?;
+                    self.clone()
+                        .start_verification(tenant.id.clone(), gate, version);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn refresh(&self, tenant: &TenantId) -> ApiResult<Arc<Vec<PluginVersion>>> {
+        let versions = Arc::new(self.store.plugin_versions(tenant).await?);
+        self.versions
+            .lock()
+            .expect("versions lock")
+            .insert(tenant.clone(), versions.clone());
+        Ok(versions)
+    }
+
+    /// The event types an upcaster rewrites, asked under the tenant's limits.
+    async fn upcaster_types(
+        &self,
+        component: &LoadedComponent,
+        gate: &TenantGate,
+    ) -> ApiResult<Arc<HashSet<String>>> {
+        if let Some(found) = self.cached_types(&component.digest) {
+            return Ok(found);
+        }
+        let _slot = self.runtime.slot().await;
+        let mut instance = self
+            .runtime
+            .upcaster(component, gate.limits.call_limits())
+            .await?;
+        let types: HashSet<String> = instance.event_types().await?.into_iter().collect();
+        let types = Arc::new(types);
+        self.upcaster_types
+            .lock()
+            .expect("types lock")
+            .insert(component.digest.clone(), types.clone());
+        Ok(types)
+    }
+
+    /// The same for an upcaster already accepted (its types were asked at upload; a
+    /// restart asks again under default limits).
+    async fn upcaster_types_unlimited(
+        &self,
+        component: &LoadedComponent,
+    ) -> ApiResult<Arc<HashSet<String>>> {
+        if let Some(found) = self.cached_types(&component.digest) {
+            return Ok(found);
+        }
+        let gate = TenantGate::new(Default::default(), Default::default(), Default::default());
+        self.upcaster_types(component, &gate).await
+    }
+
+    fn cached_types(&self, digest: &str) -> Option<Arc<HashSet<String>>> {
+        self.upcaster_types
+            .lock()
+            .expect("types lock")
+            .get(digest)
+            .cloned()
+    }
+}

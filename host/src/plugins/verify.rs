@@ -1,0 +1,581 @@
+//! Verification of a new aggregate or upcaster version against recorded history,
+//! in the background, before it may serve.
+//!
+//! An aggregate version folds every stream of its aggregate (each under the tenant's
+//! limits, one stream per tenant call slot, so commands keep their turns) and its
+//! state is compared with the active version's; an upcaster upcasts every stored
+//! event of its types. The report (progress, the first failures, state differences)
+//! is written to the store as it goes, so any host can show it. A version with a
+//! failure is `rejected` and never serves; the active version is untouched either way.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::{Plugins, ServingAggregate};
+use crate::gate::TenantGate;
+use crate::runtime::PluginFailure;
+use crate::store::{
+    Direction, PinnedPlugin, PluginKind, PluginVersion, RecordedEvent, TenantId, Verification,
+    now_ms,
+};
+
+/// Failures kept in a report (the total is always counted).
+const MAX_FAILURES: usize = 20;
+/// State differences shown in full in a report.
+const MAX_DIFFERENCES: usize = 5;
+/// Events read per page while folding a stream.
+const PAGE: u32 = 2000;
+/// Events per `evolve` call during verification; each call has the whole time limit.
+const FOLD_BATCH: usize = 512;
+/// How often progress is written to the store.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// What a state difference means for the new version.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A difference is reported as a warning (a bug fix that changes state on purpose).
+    #[default]
+    Warn,
+    /// A difference rejects the version (a refactor that must not change state).
+    Strict,
+}
+
+/// Whether a version that passes verification starts serving by itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    #[default]
+    Auto,
+    /// Staged: activated later with `POST …/activate`.
+    Manual,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VerifyOptions {
+    pub mode: Mode,
+    pub activation: Activation,
+}
+
+/// A version's verification report, as stored and shown.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Report {
+    pub mode: Mode,
+    pub activate: Activation,
+    /// The upcasters history was read through.
+    pub upcasters: Vec<PinnedPlugin>,
+    /// The active version whose states were compared, if there was one.
+    pub compared_with: Option<u64>,
+    pub streams_total: u64,
+    pub streams_checked: u64,
+    /// Events in the history to check (for an upcaster: those of its types checked so far).
+    pub events_total: u64,
+    /// Events folded (or upcast) so far.
+    pub events_folded: u64,
+    /// True when the history was larger than `verify_max_events` and only a sample
+    /// was checked; `sample_rule` says which.
+    pub sampled: bool,
+    pub sample_rule: Option<String>,
+    /// The streams of the sample (the first 50).
+    pub sampled_streams: Vec<String>,
+    pub failures_total: u64,
+    pub failures: Vec<Failure>,
+    /// Streams whose state differs from the active version's.
+    pub state_differences: u64,
+    pub difference_examples: Vec<Difference>,
+    /// One sentence on how it ended.
+    pub outcome: Option<String>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+}
+
+/// Where history did not fold (or upcast).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Failure {
+    pub stream_id: String,
+    pub version: u64,
+    pub position: u64,
+    pub event_type: String,
+    /// `trap`, `deadline`, `memory`, `invalid_output`, `instantiate`.
+    pub reason: String,
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Difference {
+    pub stream_id: String,
+    pub version: u64,
+    pub active_state: Value,
+    pub new_state: Value,
+}
+
+pub fn initial_report(options: &VerifyOptions, upcasters: &[PinnedPlugin]) -> Value {
+    serde_json::to_value(Report {
+        mode: options.mode,
+        activate: options.activation,
+        upcasters: upcasters.to_vec(),
+        started_at: rfc3339(now_ms()),
+        ..Report::default()
+    })
+    .expect("a report is JSON")
+}
+
+/// How one stream's fold went.
+enum Folded {
+    State {
+        state: Vec<u8>,
+        version: u64,
+        events: u64,
+    },
+    Failed(Failure),
+}
+
+impl Plugins {
+    /// Starts verifying `version` in the background (unless this host already is).
+    pub(super) fn start_verification(
+        self: Arc<Self>,
+        tenant: TenantId,
+        gate: Arc<TenantGate>,
+        version: PluginVersion,
+    ) {
+        let key = (tenant.clone(), version.name.clone(), version.version);
+        if !self
+            .running
+            .lock()
+            .expect("running lock")
+            .insert(key.clone())
+        {
+            return;
+        }
+        tokio::spawn(async move {
+            let mut report: Report = version
+                .report
+                .clone()
+                .and_then(|r| serde_json::from_value(r).ok())
+                .unwrap_or_default();
+            report.started_at = rfc3339(now_ms());
+            let result = match version.kind {
+                PluginKind::Aggregate => {
+                    self.verify_aggregate(&tenant, &gate, &version, &mut report)
+                        .await
+                }
+                PluginKind::Upcaster => {
+                    self.verify_upcaster(&tenant, &gate, &version, &mut report)
+                        .await
+                }
+                PluginKind::Projection => Ok(()),
+            };
+            if let Err(error) = result {
+                tracing::warn!(%tenant, plugin = %version.name, version = version.version,
+                    "verification could not finish: {error:#}");
+                report.outcome = Some(format!("verification could not finish: {error:#}"));
+                report.failures_total += 1;
+            }
+            if let Err(error) = self.finish(&tenant, &version, report).await {
+                tracing::warn!(%tenant, plugin = %version.name, "recording a verification failed: {error:#}");
+            }
+            self.running.lock().expect("running lock").remove(&key);
+        });
+    }
+
+    async fn finish(
+        &self,
+        tenant: &TenantId,
+        version: &PluginVersion,
+        mut report: Report,
+    ) -> anyhow::Result<()> {
+        let strict_refusal = report.mode == Mode::Strict && report.state_differences > 0;
+        let rejected = report.failures_total > 0 || strict_refusal;
+        if report.outcome.is_none() {
+            report.outcome = Some(if report.failures_total > 0 {
+                format!(
+                    "rejected: {} of the checked history did not fold with this version",
+                    plural(report.failures_total, "stream")
+                )
+            } else if strict_refusal {
+                format!(
+                    "rejected: the state of {} differs from the active version's, and \
+                     verification was strict",
+                    plural(report.state_differences, "stream")
+                )
+            } else if report.state_differences > 0 {
+                format!(
+                    "verified with a warning: the state of {} differs from the active \
+                     version's",
+                    plural(report.state_differences, "stream")
+                )
+            } else {
+                "verified".to_owned()
+            });
+        }
+        report.finished_at = Some(rfc3339(now_ms()));
+        let status = if rejected {
+            Verification::Rejected
+        } else {
+            Verification::Verified
+        };
+        self.store
+            .set_plugin_verification(
+                tenant,
+                &version.name,
+                version.version,
+                status,
+                &serde_json::to_value(&report)?,
+            )
+            .await?;
+        if status == Verification::Verified && report.activate == Activation::Auto {
+            // Never undo a newer version activated meanwhile.
+            let (active, _) = self.store.plugin_heads(tenant, &version.name).await?;
+            if active < version.version {
+                self.store
+                    .activate_plugin(tenant, &version.name, version.version)
+                    .await?;
+            }
+        }
+        tracing::info!(%tenant, plugin = %version.name, version = version.version,
+            status = status.as_str(), "verification finished");
+        self.refresh(tenant)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        Ok(())
+    }
+
+    async fn progress(
+        &self,
+        tenant: &TenantId,
+        version: &PluginVersion,
+        report: &Report,
+    ) -> anyhow::Result<()> {
+        self.store
+            .set_plugin_verification(
+                tenant,
+                &version.name,
+                version.version,
+                Verification::Verifying,
+                &serde_json::to_value(report)?,
+            )
+            .await
+    }
+
+    async fn verify_aggregate(
+        &self,
+        tenant: &TenantId,
+        gate: &TenantGate,
+        version: &PluginVersion,
+        report: &mut Report,
+    ) -> anyhow::Result<()> {
+        let api = |e: crate::error::ApiError| anyhow::anyhow!(e.message);
+        let candidate = self.serving(tenant, version.clone()).await.map_err(api)?;
+        let active = match self
+            .all(tenant)
+            .await
+            .map_err(api)?
+            .iter()
+            .find(|v| v.name == version.name && v.active && v.version != version.version)
+        {
+            Some(active) => Some(self.serving(tenant, active.clone()).await.map_err(api)?),
+            None => None,
+        };
+        report.compared_with = active.as_ref().map(|a| a.version.version);
+        let streams = self.streams_of(tenant, &version.name).await.map_err(api)?;
+        report.streams_total = streams.len() as u64;
+        report.events_total = streams.iter().map(|(_, v)| v).sum();
+        let budget = gate.limits.verify_max_events;
+        let streams = if report.events_total > budget {
+            let sample = sample(streams, budget);
+            report.sampled = true;
+            report.sample_rule = Some(format!(
+                "the history holds {} events, more than verify_max_events ({budget}): \
+                 streams were taken in the order of the SHA-256 of their id while their \
+                 events fit in the budget",
+                report.events_total
+            ));
+            report.sampled_streams = sample.iter().take(50).map(|(s, _)| s.clone()).collect();
+            sample
+        } else {
+            streams
+        };
+        self.progress(tenant, version, report).await?;
+        let mut flushed = Instant::now();
+        for (stream_id, _) in &streams {
+            match self
+                .fold_stream(&candidate, gate, tenant, stream_id)
+                .await?
+            {
+                Folded::Failed(failure) => {
+                    report.failures_total += 1;
+                    if report.failures.len() < MAX_FAILURES {
+                        report.failures.push(failure);
+                    }
+                }
+                Folded::State {
+                    state,
+                    version: at,
+                    events,
+                } => {
+                    report.events_folded += events;
+                    if let Some(active) = &active
+                        && let Folded::State { state: old, .. } =
+                            self.fold_stream(active, gate, tenant, stream_id).await?
+                        && !same_state(&old, &state)
+                    {
+                        report.state_differences += 1;
+                        if report.difference_examples.len() < MAX_DIFFERENCES {
+                            report.difference_examples.push(Difference {
+                                stream_id: stream_id.clone(),
+                                version: at,
+                                active_state: shown(&old),
+                                new_state: shown(&state),
+                            });
+                        }
+                    }
+                }
+            }
+            report.streams_checked += 1;
+            if flushed.elapsed() >= PROGRESS_EVERY {
+                self.progress(tenant, version, report).await?;
+                flushed = Instant::now();
+            }
+            // Verification is background work: let commands run between streams.
+            tokio::task::yield_now().await;
+        }
+        Ok(())
+    }
+
+    /// Folds one whole stream with `serving`, each `evolve` call under the tenant's
+    /// per-call limits. A failing batch is replayed event by event to name the event.
+    async fn fold_stream(
+        &self,
+        serving: &ServingAggregate,
+        gate: &TenantGate,
+        tenant: &TenantId,
+        stream_id: &str,
+    ) -> anyhow::Result<Folded> {
+        let limits = gate.limits.call_limits();
+        let _tenant_slot = gate.call_slot().await;
+        let failed = |event: Option<&RecordedEvent>, failure: PluginFailure| {
+            Folded::Failed(Failure {
+                stream_id: stream_id.to_owned(),
+                version: event.map_or(0, |e| e.version),
+                position: event.map_or(0, |e| e.position),
+                event_type: event.map_or_else(String::new, |e| e.event_type.clone()),
+                reason: failure.reason.as_str().to_owned(),
+                error: failure.message,
+            })
+        };
+        let (mut instance, _slot) = match self.runtime.aggregate(&serving.component, limits).await {
+            Ok(found) => found,
+            Err(failure) => return Ok(failed(None, failure)),
+        };
+        let mut state = match instance.initial_state().await {
+            Ok(state) => state,
+            Err(failure) => return Ok(failed(None, failure)),
+        };
+        let (mut after, mut folded) = (0, 0);
+        loop {
+            let page = self
+                .store
+                .read_stream(tenant, stream_id, after + 1, PAGE, Direction::Forward)
+                .await?;
+            let Some(last) = page.last() else { break };
+            let (last_version, full) = (last.version, page.len() == PAGE as usize);
+            let first = page[0].clone();
+            folded += page.len() as u64;
+            let events = match serving.upcasters.apply(&self.runtime, limits, page).await {
+                Ok(events) => events,
+                Err(e) => {
+                    let mut failure = e.failure;
+                    failure.message = format!("upcaster {}: {}", e.upcaster, failure.message);
+                    return Ok(failed(Some(&first), failure));
+                }
+            };
+            for chunk in events.chunks(FOLD_BATCH) {
+                instance.refill_budget();
+                match instance.evolve(state.clone(), chunk).await {
+                    Ok(next) => state = next,
+                    Err(failure) => {
+                        let (event, failure) =
+                            self.pinpoint(serving, limits, state, chunk, failure).await;
+                        return Ok(failed(Some(event), failure));
+                    }
+                }
+            }
+            after = last_version;
+            if !full {
+                break;
+            }
+        }
+        Ok(Folded::State {
+            state,
+            version: after,
+            events: folded,
+        })
+    }
+
+    /// The first event of `chunk` that fails when folded one at a time from `state`.
+    async fn pinpoint<'e>(
+        &self,
+        serving: &ServingAggregate,
+        limits: crate::runtime::CallLimits,
+        mut state: Vec<u8>,
+        chunk: &'e [RecordedEvent],
+        batch_failure: PluginFailure,
+    ) -> (&'e RecordedEvent, PluginFailure) {
+        // A trap poisons the instance that made it: start afresh.
+        if let Ok((mut instance, _slot)) = self.runtime.aggregate(&serving.component, limits).await
+        {
+            for event in chunk {
+                instance.refill_budget();
+                match instance
+                    .evolve(state.clone(), std::slice::from_ref(event))
+                    .await
+                {
+                    Ok(next) => state = next,
+                    Err(failure) => return (event, failure),
+                }
+            }
+        }
+        (&chunk[0], batch_failure)
+    }
+
+    async fn verify_upcaster(
+        &self,
+        tenant: &TenantId,
+        gate: &TenantGate,
+        version: &PluginVersion,
+        report: &mut Report,
+    ) -> anyhow::Result<()> {
+        let api = |e: crate::error::ApiError| anyhow::anyhow!(e.message);
+        let component = self.component(tenant, version).await.map_err(api)?;
+        let types: Vec<String> = self
+            .upcaster_types(&component, gate)
+            .await
+            .map_err(api)?
+            .iter()
+            .cloned()
+            .collect();
+        let limits = gate.limits.call_limits();
+        let budget = gate.limits.verify_max_events;
+        let mut flushed = Instant::now();
+        let mut after = 0;
+        loop {
+            let page = self.store.read_log(tenant, after, PAGE, &types).await?;
+            let Some(last) = page.last() else { break };
+            if report.events_folded >= budget {
+                report.sampled = true;
+                report.sample_rule = Some(format!(
+                    "only the first {budget} events of its types in log order were checked \
+                     (verify_max_events)"
+                ));
+                break;
+            }
+            after = last.position;
+            let _tenant_slot = gate.call_slot().await;
+            let _slot = self.runtime.slot().await;
+            let mut instance = self.runtime.upcaster(&component, limits).await?;
+            if instance.upcast(&page).await.is_err() {
+                // Check each event alone to report every one that fails.
+                for event in &page {
+                    if let Err(failure) = instance.upcast(std::slice::from_ref(event)).await {
+                        report.failures_total += 1;
+                        if report.failures.len() < MAX_FAILURES {
+                            report.failures.push(Failure {
+                                stream_id: event.stream_id.clone(),
+                                version: event.version,
+                                position: event.position,
+                                event_type: event.event_type.clone(),
+                                reason: failure.reason.as_str().to_owned(),
+                                error: failure.message,
+                            });
+                        }
+                        instance = self.runtime.upcaster(&component, limits).await?;
+                    }
+                }
+            }
+            report.events_folded += page.len() as u64;
+            report.events_total = report.events_folded;
+            if flushed.elapsed() >= PROGRESS_EVERY {
+                self.progress(tenant, version, report).await?;
+                flushed = Instant::now();
+            }
+            tokio::task::yield_now().await;
+        }
+        Ok(())
+    }
+}
+
+/// A deterministic sample: streams in the order of the SHA-256 of their id, taken while
+/// their events fit in `budget`; returned in id order.
+fn sample(streams: Vec<(String, u64)>, budget: u64) -> Vec<(String, u64)> {
+    let mut keyed: Vec<([u8; 32], (String, u64))> = streams
+        .into_iter()
+        .map(|s| (Sha256::digest(s.0.as_bytes()).into(), s))
+        .collect();
+    keyed.sort_by_key(|k| k.0);
+    let mut left = budget;
+    let mut taken: Vec<(String, u64)> = Vec::new();
+    for (_, (id, events)) in keyed {
+        if events <= left {
+            left -= events;
+            taken.push((id, events));
+        }
+    }
+    taken.sort();
+    taken
+}
+
+/// States are equal when they are equal JSON (key order aside), else equal bytes.
+fn same_state(a: &[u8], b: &[u8]) -> bool {
+    match (
+        serde_json::from_slice::<Value>(a),
+        serde_json::from_slice::<Value>(b),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+fn shown(state: &[u8]) -> Value {
+    serde_json::from_slice(state)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(state).into_owned()))
+}
+
+/// Unix milliseconds as RFC 3339, as the API shows times.
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn plural(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sample_is_deterministic_and_fits_the_budget() {
+        let streams: Vec<(String, u64)> = (0..100).map(|i| (format!("a-{i:03}"), 10)).collect();
+        let first = sample(streams.clone(), 255);
+        assert_eq!(first.len(), 25);
+        assert_eq!(first, sample(streams.into_iter().rev().collect(), 255));
+        assert!(first.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+
+    #[test]
+    fn states_compare_as_json() {
+        assert!(same_state(br#"{"a":1,"b":2}"#, br#"{"b":2, "a":1}"#));
+        assert!(!same_state(br#"{"a":1}"#, br#"{"a":2}"#));
+        assert!(same_state(b"\x00raw", b"\x00raw"));
+    }
+}

@@ -1,0 +1,247 @@
+//! Version 2 of the `account` aggregate: the same commands, rules and state, but a
+//! deposit is stored as `Deposited { cents }` where version 1 stored
+//! `Deposited { amount }` (amounts were already in the smallest unit, so the number is
+//! the same). Uploaded as a new version of `account`, it cannot read version 1's
+//! history on its own: its `evolve` traps on `Deposited { amount }`, so verification
+//! rejects it until the `account-upcaster` plugin rewrites those events.
+
+use cairn_guest::{Aggregate, CommandContext, Rejection};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Account {
+    pub open: bool,
+    pub owner: Option<String>,
+    /// In the smallest unit of the currency.
+    pub balance: i64,
+}
+
+#[derive(Debug, Deserialize)]
+pub enum AccountCommand {
+    Open { owner: String },
+    Deposit { amount: i64 },
+    Withdraw { amount: i64 },
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+pub enum AccountEvent {
+    Opened {
+        owner: String,
+    },
+    /// In the smallest unit of the currency; version 1 called it `amount`.
+    Deposited {
+        cents: i64,
+    },
+    Withdrawn {
+        amount: i64,
+    },
+}
+
+fn positive(amount: i64) -> Result<i64, Rejection> {
+    if amount > 0 {
+        Ok(amount)
+    } else {
+        Err(Rejection::new(
+            "invalid_amount",
+            format!("the amount must be positive, not {amount}"),
+        ))
+    }
+}
+
+impl Account {
+    fn must_be_open(&self) -> Result<(), Rejection> {
+        if self.open {
+            Ok(())
+        } else {
+            Err(Rejection::new("not_open", "the account is not open"))
+        }
+    }
+}
+
+impl Aggregate for Account {
+    type Command = AccountCommand;
+    type Event = AccountEvent;
+
+    fn decide(
+        &self,
+        command: AccountCommand,
+        _: &CommandContext,
+    ) -> Result<Vec<AccountEvent>, Rejection> {
+        match command {
+            AccountCommand::Open { .. } if self.open => Err(Rejection::new(
+                "already_open",
+                "the account is already open",
+            )),
+            AccountCommand::Open { owner } => Ok(vec![AccountEvent::Opened { owner }]),
+            AccountCommand::Deposit { amount } => {
+                self.must_be_open()?;
+                let amount = positive(amount)?;
+                Ok(vec![AccountEvent::Deposited { cents: amount }])
+            }
+            AccountCommand::Withdraw { amount } => {
+                self.must_be_open()?;
+                let amount = positive(amount)?;
+                if amount > self.balance {
+                    return Err(Rejection::new(
+                        "insufficient_funds",
+                        format!("the balance is {}, less than {amount}", self.balance),
+                    ));
+                }
+                Ok(vec![AccountEvent::Withdrawn { amount }])
+            }
+        }
+    }
+
+    fn evolve(&mut self, event: AccountEvent) {
+        match event {
+            AccountEvent::Opened { owner } => {
+                self.open = true;
+                self.owner = Some(owner);
+            }
+            AccountEvent::Deposited { cents } => self.balance += cents,
+            AccountEvent::Withdrawn { amount } => self.balance -= amount,
+        }
+    }
+}
+
+cairn_guest::export_aggregate!(Account);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_guest::evolve_json;
+    use serde_json::json;
+
+    fn run(state: &mut Account, command: AccountCommand) -> Result<(), Rejection> {
+        for event in state.decide(command, &CommandContext::default())? {
+            state.evolve(event);
+        }
+        Ok(())
+    }
+
+    fn opened(balance: i64) -> Account {
+        Account {
+            open: true,
+            owner: Some("ann".into()),
+            balance,
+        }
+    }
+
+    #[test]
+    fn open_deposit_withdraw() {
+        let mut account = Account::default();
+        run(
+            &mut account,
+            AccountCommand::Open {
+                owner: "ann".into(),
+            },
+        )
+        .unwrap();
+        run(&mut account, AccountCommand::Deposit { amount: 100 }).unwrap();
+        run(&mut account, AccountCommand::Withdraw { amount: 30 }).unwrap();
+        assert_eq!(account, opened(70));
+    }
+
+    #[test]
+    fn opening_twice_is_refused() {
+        let err = run(
+            &mut opened(0),
+            AccountCommand::Open {
+                owner: "bob".into(),
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err.code, "already_open");
+    }
+
+    #[test]
+    fn money_needs_an_open_account() {
+        let mut closed = Account::default();
+        assert_eq!(
+            run(&mut closed, AccountCommand::Deposit { amount: 5 })
+                .unwrap_err()
+                .code,
+            "not_open"
+        );
+        assert_eq!(
+            run(&mut closed, AccountCommand::Withdraw { amount: 5 })
+                .unwrap_err()
+                .code,
+            "not_open"
+        );
+    }
+
+    #[test]
+    fn overdrafts_are_refused() {
+        let err = run(&mut opened(10), AccountCommand::Withdraw { amount: 11 }).unwrap_err();
+        assert_eq!(err.code, "insufficient_funds");
+    }
+
+    #[test]
+    fn amounts_must_be_positive() {
+        for amount in [0, -5] {
+            let mut account = opened(10);
+            assert_eq!(
+                run(&mut account, AccountCommand::Deposit { amount })
+                    .unwrap_err()
+                    .code,
+                "invalid_amount"
+            );
+            assert_eq!(
+                run(&mut account, AccountCommand::Withdraw { amount })
+                    .unwrap_err()
+                    .code,
+                "invalid_amount"
+            );
+        }
+    }
+
+    #[test]
+    fn state_json_shows_owner_and_balance() {
+        let json = serde_json::to_value(opened(70)).unwrap();
+        assert_eq!(json["owner"], "ann");
+        assert_eq!(json["balance"], 70);
+    }
+
+    #[test]
+    fn deposits_are_stored_in_cents() {
+        let events = opened(0)
+            .decide(
+                AccountCommand::Deposit { amount: 500 },
+                &CommandContext::default(),
+            )
+            .unwrap();
+        assert_eq!(events, [AccountEvent::Deposited { cents: 500 }]);
+        assert_eq!(
+            serde_json::to_value(&events[0]).unwrap(),
+            json!({ "Deposited": { "cents": 500 } })
+        );
+    }
+
+    #[test]
+    fn folds_its_own_history() {
+        let account = evolve_json(
+            &Account::default(),
+            [
+                ("Opened", json!({ "owner": "ann" })),
+                ("Deposited", json!({ "cents": 100 })),
+                ("Withdrawn", json!({ "amount": 30 })),
+            ],
+        );
+        assert_eq!(account, opened(70));
+    }
+
+    /// Version 1 stored `Deposited { amount }`: without an upcaster this version
+    /// cannot read that history, and says so.
+    #[test]
+    #[should_panic(expected = "event Deposited of test-1 (version 2) does not decode")]
+    fn cannot_read_version_1_deposits() {
+        evolve_json(
+            &Account::default(),
+            [
+                ("Opened", json!({ "owner": "ann" })),
+                ("Deposited", json!({ "amount": 100 })),
+            ],
+        );
+    }
+}
