@@ -423,6 +423,36 @@ async fn an_upcaster_lets_a_new_event_shape_read_old_history() {
     // The newest event was written by v2 in the new shape.
     let newest = events.last().unwrap();
     assert_eq!(newest["data"], json!({"cents": 2}));
+
+    // A projection uploaded now reads history through the active upcasters too:
+    // balances-cents knows only Deposited{cents}, yet folds v1's deposits.
+    let up = server
+        .upload(
+            &token,
+            "acme",
+            "balances-cents",
+            plugin_bytes("balances-cents"),
+        )
+        .await;
+    let up = expect(up, StatusCode::CREATED).await;
+    assert_eq!(up["kind"], "projection");
+    let head = log["head"].as_u64().unwrap();
+    let doc = expect(
+        server
+            .get(
+                &format!("/t/acme/projections/balances-cents/docs/account-0?min_position={head}"),
+                &token,
+            )
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(doc["balance"], 10, "{doc}");
+    let plugin = listing(&server, &token, "balances-cents").await;
+    assert_eq!(
+        plugin["versions"][0]["upcasters"][0]["name"], "account-upcaster",
+        "{plugin}"
+    );
 }
 
 #[tokio::test]

@@ -80,6 +80,7 @@ impl App {
             runtime.clone(),
             heads.clone(),
             tenants.clone(),
+            plugins.clone(),
         );
         projections.resume_all().await?;
         plugins.resume_verifications(&tenants).await?;

@@ -273,14 +273,8 @@ impl Server {
     }
 
     pub async fn upload(&self, token: &str, tenant: &str, name: &str, bytes: Vec<u8>) -> Response {
-        self.http
-            .put(self.url(&format!("/t/{tenant}/plugins/{name}")))
-            .bearer_auth(token)
-            .header("content-type", "application/wasm")
-            .body(bytes)
-            .send()
+        self.http_put(&format!("/t/{tenant}/plugins/{name}"), token, bytes)
             .await
-            .unwrap()
     }
 
     /// A PUT of raw bytes to any path (uploads with a query string).

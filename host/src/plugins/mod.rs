@@ -106,9 +106,13 @@ impl Plugins {
                 kind.as_str()
             )));
         }
+        // Aggregates and projections read history through the upcasters active now,
+        // pinned to the version so that a later upcaster never changes what it reads.
         let upcasters = match kind {
-            PluginKind::Aggregate => self.current_upcasters(tenant).await?,
-            _ => Vec::new(),
+            PluginKind::Aggregate | PluginKind::Projection => {
+                self.current_upcasters(tenant).await?
+            }
+            PluginKind::Upcaster => Vec::new(),
         };
         // The same bytes again answer with the version already there, unless that one
         // was rejected or read history through other upcasters: then it is checked anew.
@@ -349,6 +353,24 @@ impl Plugins {
                 error.message = format!("upcaster {}: {}", e.upcaster, error.message);
                 error
             })
+    }
+
+    /// The upcasters pinned to one version of a projection plugin.
+    pub async fn projection_upcasters(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        plugin_version: u64,
+    ) -> ApiResult<UpcastChain> {
+        let pinned = self
+            .store
+            .plugin_versions(tenant)
+            .await?
+            .into_iter()
+            .find(|v| v.name == name && v.version == plugin_version)
+            .map(|v| v.upcasters)
+            .unwrap_or_default();
+        self.chain(tenant, &pinned).await
     }
 
     /// Loads a chain of pinned upcasters.

@@ -105,6 +105,21 @@ pub struct Failure {
     pub error: String,
 }
 
+impl Failure {
+    /// The failure of `event` of `stream_id` (or of the stream as a whole, before any
+    /// event: instantiation or `initial-state`).
+    fn at(stream_id: &str, event: Option<&RecordedEvent>, failure: PluginFailure) -> Failure {
+        Failure {
+            stream_id: stream_id.to_owned(),
+            version: event.map_or(0, |e| e.version),
+            position: event.map_or(0, |e| e.position),
+            event_type: event.map_or_else(String::new, |e| e.event_type.clone()),
+            reason: failure.reason.as_str().to_owned(),
+            error: failure.message,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Difference {
     pub stream_id: String,
@@ -358,14 +373,7 @@ impl Plugins {
         let limits = gate.limits.call_limits();
         let _tenant_slot = gate.call_slot().await;
         let failed = |event: Option<&RecordedEvent>, failure: PluginFailure| {
-            Folded::Failed(Failure {
-                stream_id: stream_id.to_owned(),
-                version: event.map_or(0, |e| e.version),
-                position: event.map_or(0, |e| e.position),
-                event_type: event.map_or_else(String::new, |e| e.event_type.clone()),
-                reason: failure.reason.as_str().to_owned(),
-                error: failure.message,
-            })
+            Folded::Failed(Failure::at(stream_id, event, failure))
         };
         let (mut instance, _slot) = match self.runtime.aggregate(&serving.component, limits).await {
             Ok(found) => found,
@@ -483,14 +491,11 @@ impl Plugins {
                     if let Err(failure) = instance.upcast(std::slice::from_ref(event)).await {
                         report.failures_total += 1;
                         if report.failures.len() < MAX_FAILURES {
-                            report.failures.push(Failure {
-                                stream_id: event.stream_id.clone(),
-                                version: event.version,
-                                position: event.position,
-                                event_type: event.event_type.clone(),
-                                reason: failure.reason.as_str().to_owned(),
-                                error: failure.message,
-                            });
+                            report.failures.push(Failure::at(
+                                &event.stream_id,
+                                Some(event),
+                                failure,
+                            ));
                         }
                         instance = self.runtime.upcaster(&component, limits).await?;
                     }

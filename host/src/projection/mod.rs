@@ -20,6 +20,7 @@ use tokio::task::AbortHandle;
 
 use crate::appender::LogHeads;
 use crate::error::{ApiError, ApiResult};
+use crate::plugins::Plugins;
 use crate::runtime::Runtime;
 use crate::store::{EventStore, ProjectionRecord, ProjectionStatus, TenantId};
 use crate::tenant::Tenants;
@@ -52,6 +53,8 @@ pub struct Projections {
     heads: Arc<LogHeads>,
     /// Per-tenant limits, call slots, usage and plugin logs apply to projections too.
     tenants: Arc<Tenants>,
+    /// Where a build finds the upcasters pinned to its plugin version.
+    plugins: Arc<Plugins>,
     /// Bounds concurrent batches; tokio's semaphore is FIFO, so workers take turns.
     batch_slots: Arc<Semaphore>,
     /// Builds by projection, by version. A std `Mutex`: never held across an await.
@@ -83,12 +86,14 @@ impl Projections {
         runtime: Arc<Runtime>,
         heads: Arc<LogHeads>,
         tenants: Arc<Tenants>,
+        plugins: Arc<Plugins>,
     ) -> Arc<Projections> {
         Arc::new(Projections {
             store,
             runtime,
             heads,
             tenants,
+            plugins,
             batch_slots: Arc::new(Semaphore::new(BATCH_SLOTS)),
             builds: Mutex::new(HashMap::new()),
         })

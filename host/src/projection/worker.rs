@@ -89,6 +89,7 @@ async fn follow(projections: &Arc<Projections>, record: ProjectionRecord) -> Res
         version,
         digest,
         mut position,
+        plugin_version: record_plugin_version,
         ..
     } = record;
     let key: ProjectionKey = (tenant.clone(), name.clone());
@@ -111,7 +112,7 @@ async fn follow(projections: &Arc<Projections>, record: ProjectionRecord) -> Res
         })
         .await
         .map_err(|e| format!("cannot load the component: {e:#}"))?;
-    let event_types = {
+    let wanted = {
         let (mut instance, _slot) = projections
             .runtime
             .projection(&component, limits)
@@ -119,6 +120,20 @@ async fn follow(projections: &Arc<Projections>, record: ProjectionRecord) -> Res
             .map_err(|f| f.to_string())?;
         instance.event_types().await.map_err(|f| f.to_string())?
     };
+    // The upcasters pinned to the plugin version this build runs: its events are read
+    // through them. The log is filtered on stored types, so the types the upcasters
+    // rewrite are read too, and the projection's own filter applies after upcasting.
+    let upcasters = projections
+        .plugins
+        .projection_upcasters(&tenant, &name, record_plugin_version)
+        .await
+        .map_err(|e| format!("cannot load the upcasters: {}", e.message))?;
+    let mut event_types = wanted.clone();
+    if !wanted.is_empty() {
+        for link in &upcasters.links {
+            event_types.extend(link.types.iter().cloned());
+        }
+    }
     let source: Arc<dyn DocumentSource> = Arc::new(CommittedDocuments {
         store: store.clone(),
         tenant: tenant.clone(),
@@ -166,12 +181,36 @@ async fn follow(projections: &Arc<Projections>, record: ProjectionRecord) -> Res
             let gate = gate(&tenant).await?;
             let handled = async {
                 let _tenant_slot = gate.call_slot().await;
+                // Upcasters run here, inside this build's batch slot, with no instance
+                // slot of their own (see `Runtime::upcaster`).
+                let seen = upcasters
+                    .apply(
+                        &projections.runtime,
+                        gate.limits.call_limits(),
+                        events.clone(),
+                    )
+                    .await
+                    .map_err(|e| {
+                        let mut failure = e.failure;
+                        failure.message = format!("upcaster {}: {}", e.upcaster, failure.message);
+                        failure
+                    })?;
+                let seen: Vec<_> = if wanted.is_empty() || upcasters.is_empty() {
+                    seen
+                } else {
+                    seen.into_iter()
+                        .filter(|e| wanted.contains(&e.event_type))
+                        .collect()
+                };
+                if seen.is_empty() {
+                    return Ok(DocumentWrites::new());
+                }
                 let (mut instance, _call) = projections
                     .runtime
                     .projection(&component, gate.limits.call_limits())
                     .await?;
                 let writes = instance
-                    .handle(&events, source.clone(), MAX_BATCH_WRITE_BYTES)
+                    .handle(&seen, source.clone(), MAX_BATCH_WRITE_BYTES)
                     .await;
                 gate.logs.record(tenant.as_str(), &name, &instance.output());
                 writes
