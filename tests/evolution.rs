@@ -376,6 +376,25 @@ async fn an_upcaster_lets_a_new_event_shape_read_old_history() {
     )
     .await;
     assert_eq!(balance(&server, &token, "0").await, 10);
+    // Rolling back to version 1 with a fresh verification: it cannot read the
+    // Deposited{cents} that version 3 wrote since, so it is refused and 3 serves on.
+    let back = server
+        .post(
+            "/t/acme/plugins/account/activate",
+            &token,
+            json!({"version": 1, "verify": true}),
+        )
+        .await;
+    let back = expect(back, StatusCode::ACCEPTED).await;
+    let back = settled(&server, &token, back["status_url"].as_str().unwrap()).await;
+    assert_eq!(back["status"], "rejected", "{back}");
+    let failure = &back["verification"]["failures"][0];
+    assert_eq!(failure["stream_id"], "account-0", "{failure}");
+    assert_eq!(failure["version"], 5, "the first cents deposit: {failure}");
+    assert_eq!(
+        listing(&server, &token, "account").await["active_version"],
+        3
+    );
     // A read at an old version folds old events through the upcaster too.
     let at = expect(
         server
@@ -599,4 +618,32 @@ async fn verification_survives_a_restart_and_reports_a_sample_over_budget() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn verification_stops_at_the_first_twenty_failures() {
+    let server = Server::start().await;
+    let token = server.tenant_with_account("acme").await;
+    for i in 0..25 {
+        let resp = server
+            .append(
+                &token,
+                "acme",
+                &format!("account-{i:02}"),
+                json!({"events": [
+                    {"type": "Opened", "data": {"owner": "x"}},
+                    {"type": "Deposited", "data": {"amount": 3}},
+                ]}),
+            )
+            .await;
+        expect(resp, StatusCode::OK).await;
+    }
+    let view = upload_verified(&server, &token, "account", "", plugin_bytes("account-v2")).await;
+    assert_eq!(view["status"], "rejected", "{view}");
+    let verification = &view["verification"];
+    assert_eq!(verification["streams_total"], 25, "{verification}");
+    assert_eq!(verification["streams_checked"], 20, "{verification}");
+    assert_eq!(verification["failures"].as_array().unwrap().len(), 20);
+    assert_eq!(verification["stopped_early"], true, "{verification}");
+    assert_eq!(verification["failures"][0]["stream_id"], "account-00");
 }

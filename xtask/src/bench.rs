@@ -27,49 +27,70 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         .iter()
         .position(|a| a == "--database")
         .and_then(|i| args.get(i + 1).cloned());
-    crate::build_plugins::run(root)?;
-    println!("==> building the server in release");
-    let status = Command::new(env!("CARGO"))
-        .current_dir(root)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "cairn-host",
-            "--bin",
-            "cairn",
-        ])
-        .status()?;
-    if !status.success() {
-        bail!("building the server failed");
+    let server = ReleaseServer::start(root, "bench-data", database.as_deref())?;
+    drive(root, &server.base, clients, commands, streams)
+}
+
+/// A release server on a fresh data directory under `target/`, killed when dropped.
+pub struct ReleaseServer {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+}
+
+impl ReleaseServer {
+    /// Builds the plugins and the server in release, then starts it with the operator
+    /// token `bench` (on `database`, else on SQLite in the data directory).
+    pub fn start(root: &Path, data: &str, database: Option<&str>) -> anyhow::Result<ReleaseServer> {
+        crate::build_plugins::run(root)?;
+        println!("==> building the server in release");
+        let status = Command::new(env!("CARGO"))
+            .current_dir(root)
+            .args([
+                "build",
+                "--release",
+                "--quiet",
+                "-p",
+                "cairn-host",
+                "--bin",
+                "cairn",
+            ])
+            .status()?;
+        if !status.success() {
+            bail!("building the server failed");
+        }
+        let data_dir = root.join("target").join(data);
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let mut command = Command::new(root.join("target/release/cairn"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .env("CAIRN_ADMIN_TOKEN", "bench")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped());
+        if let Some(url) = database {
+            command.args(["--database", url]);
+        }
+        let mut child = command.spawn()?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().context("stdout")?),
+            &mut line,
+        )?;
+        let base = line
+            .trim()
+            .trim_start_matches("cairn listening on ")
+            .to_owned();
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(ReleaseServer { child, base })
     }
-    let data_dir = root.join("target/bench-data");
-    let _ = std::fs::remove_dir_all(&data_dir);
-    let mut command = Command::new(root.join("target/release/cairn"));
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data_dir)
-        .env("CAIRN_ADMIN_TOKEN", "bench")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped());
-    if let Some(url) = &database {
-        command.args(["--database", url]);
+}
+
+impl Drop for ReleaseServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
-    let mut child = command.spawn()?;
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().context("stdout")?),
-        &mut line,
-    )?;
-    let base = line
-        .trim()
-        .trim_start_matches("cairn listening on ")
-        .to_owned();
-    let result = drive(root, &base, clients, commands, streams);
-    let _ = child.kill();
-    let _ = child.wait();
-    result
 }
 
 fn drive(root: &Path, base: &str, clients: u64, commands: u64, streams: u64) -> anyhow::Result<()> {
@@ -77,7 +98,6 @@ fn drive(root: &Path, base: &str, clients: u64, commands: u64, streams: u64) -> 
         .timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(clients as usize)
         .build()?;
-    std::thread::sleep(Duration::from_millis(300));
     let created: serde_json::Value = http
         .post(format!("{base}/admin/tenants"))
         .bearer_auth("bench")

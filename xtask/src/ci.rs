@@ -1,6 +1,7 @@
 //! `cargo xtask ci`: everything CI checks, in the order a failure is cheapest to see:
 //! plugins build, formatting, lints, every test on SQLite, the black-box suites again
-//! on PostgreSQL (the store conformance suite runs on both in the first pass), the demo.
+//! on PostgreSQL (the store conformance suite runs on both in the first pass), the demo
+//! and the upcasting walkthrough.
 
 use std::path::Path;
 use std::process::Command;
@@ -63,6 +64,8 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     )?;
     // The README's first command must keep working: run it end to end.
     crate::demo::run(root, &["--no-wait".to_owned()])?;
+    // And the upcasting walkthrough, which checks every step it shows.
+    crate::upcasting::run(root)?;
     println!("==> ci passed");
     Ok(())
 }

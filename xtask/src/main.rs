@@ -5,12 +5,17 @@
 //! - `hot-swap`: the projection hot-swap walkthrough (examples/hot-swap)
 //! - `ci`: everything CI checks (what `.ci/run` runs)
 //! - `bench [--clients N] [--commands M] [--streams S] [--database URL]`: a load generator
+//! - `bench-verify [--streams S] [--events E] [--database URL]`: verification speed and
+//!   a neighbour's latency meanwhile
+//! - `upcasting`: the upcaster walkthrough (examples/upcasting)
 
 mod bench;
+mod bench_verify;
 mod build_plugins;
 mod ci;
 mod demo;
 mod hot_swap;
+mod upcasting;
 
 use std::path::PathBuf;
 
@@ -22,11 +27,13 @@ fn main() {
         Some("build-plugins") => build_plugins::run(&root),
         Some("demo") => demo::run(&root, rest),
         Some("hot-swap") => hot_swap::run(&root),
+        Some("upcasting") => upcasting::run(&root),
         Some("ci") => ci::run(&root),
         Some("bench") => bench::run(&root, rest),
+        Some("bench-verify") => bench_verify::run(&root, rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask <build-plugins | demo [--no-wait] | hot-swap | ci | bench [--clients N] [--commands M] [--streams S] [--database URL]>"
+                "usage: cargo xtask <build-plugins | demo [--no-wait] | hot-swap | upcasting | ci | bench [--clients N] [--commands M] [--streams S] [--database URL] | bench-verify [--streams S] [--events E] [--database URL]>"
             );
             std::process::exit(2);
         }

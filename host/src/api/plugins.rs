@@ -150,23 +150,43 @@ pub async fn version(
 #[serde(deny_unknown_fields)]
 pub struct ActivateBody {
     version: u64,
+    /// Verify the version again against the history as it is now before it serves.
+    #[serde(default)]
+    verify: bool,
 }
 
-/// Makes a verified (or earlier active) version serve: activation and rollback.
+/// Makes a verified (or earlier active) version serve: activation and rollback. 200
+/// with the plugin when it serves at once; 202 with the version's status URL when
+/// `"verify": true` asked for a fresh verification first.
 pub async fn activate(
     access: TenantAccess,
     State(app): State<AppState>,
     Path((_, name)): Path<(String, String)>,
     JsonBody(body): JsonBody<ActivateBody>,
-) -> ApiResult<Json<Value>> {
-    app.plugins
-        .activate(&access.tenant, &name, body.version)
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let done = app
+        .plugins
+        .activate(
+            &access.tenant,
+            access.gate.clone(),
+            &name,
+            body.version,
+            body.verify,
+        )
         .await?;
+    if let Uploaded::Verifying(v) = done {
+        let mut view = json!(views::plugin_version(&v));
+        view["status_url"] = json!(format!(
+            "/t/{}/plugins/{}/versions/{}",
+            access.tenant, v.name, v.version
+        ));
+        return Ok((StatusCode::ACCEPTED, Json(view)));
+    }
     let versions = app.plugins.versions_of(&access.tenant, &name).await?;
     let view = views::plugins(&versions)
         .pop()
         .ok_or_else(|| ApiError::not_found(format!("no plugin named {name}")))?;
-    Ok(Json(json!(view)))
+    Ok((StatusCode::OK, Json(json!(view))))
 }
 
 pub async fn list(access: TenantAccess, State(app): State<AppState>) -> ApiResult<Json<Value>> {

@@ -147,7 +147,11 @@ impl Plugins {
         let activate = kind != PluginKind::Projection
             && !needs_check
             && options.activation == Activation::Auto;
-        let report = verify::initial_report(&options, &upcasters);
+        let report = if needs_check {
+            verify::initial_report(&options, &upcasters)
+        } else {
+            verify::nothing_to_check(&options, &upcasters, kind)
+        };
         let version = self
             .store
             .add_plugin_version(
@@ -179,13 +183,18 @@ impl Plugins {
     }
 
     /// Makes a verified (or earlier active) version the one that serves. Commands in
-    /// flight finish on the version they started with.
+    /// flight finish on the version they started with. With `reverify`, the version is
+    /// first verified again against the history as it is now (events written since it
+    /// was verified may be in shapes it cannot read) and activated only if it passes:
+    /// the answer is then `Uploaded::Verifying`.
     pub async fn activate(
-        &self,
+        self: &Arc<Self>,
         tenant: &TenantId,
+        gate: Arc<TenantGate>,
         name: &str,
         version: u64,
-    ) -> ApiResult<PluginVersion> {
+        reverify: bool,
+    ) -> ApiResult<Uploaded> {
         let versions = self.refresh(tenant).await?;
         let found = versions
             .iter()
@@ -209,14 +218,33 @@ impl Plugins {
             )
             .with("status", found.verification.as_str()));
         }
+        if reverify && !found.active {
+            let options = VerifyOptions {
+                mode: Mode::Warn,
+                activation: Activation::Auto,
+            };
+            let report = verify::initial_report(&options, &found.upcasters);
+            self.store
+                .set_plugin_verification(tenant, name, version, Verification::Verifying, &report)
+                .await?;
+            let mut verifying = found.clone();
+            verifying.verification = Verification::Verifying;
+            verifying.report = Some(report);
+            self.refresh(tenant).await?;
+            self.clone()
+                .start_verification(tenant.clone(), gate, verifying.clone());
+            return Ok(Uploaded::Verifying(verifying));
+        }
         self.store.activate_plugin(tenant, name, version).await?;
         tracing::info!(%tenant, plugin = %name, version, "plugin version activated");
         let versions = self.refresh(tenant).await?;
-        Ok(versions
-            .iter()
-            .find(|v| v.name == name && v.version == version)
-            .cloned()
-            .expect("just activated"))
+        Ok(Uploaded::Ready(
+            versions
+                .iter()
+                .find(|v| v.name == name && v.version == version)
+                .cloned()
+                .expect("just activated"),
+        ))
     }
 
     /// All versions of all plugins of the tenant.

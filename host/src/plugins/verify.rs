@@ -8,7 +8,7 @@
 //! is written to the store as it goes, so any host can show it. A version with a
 //! failure is `rejected` and never serves; the active version is untouched either way.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -23,7 +23,9 @@ use crate::store::{
     now_ms,
 };
 
-/// Failures kept in a report (the total is always counted).
+/// Failures kept in a report. Verification stops at this many: the version is
+/// rejected either way, and a hostile version that fails slowly on every stream must
+/// not keep the tenant's verifier busy for long.
 const MAX_FAILURES: usize = 20;
 /// State differences shown in full in a report.
 const MAX_DIFFERENCES: usize = 5;
@@ -68,7 +70,8 @@ pub struct Report {
     pub activate: Activation,
     /// The upcasters history was read through.
     pub upcasters: Vec<PinnedPlugin>,
-    /// The active version whose states were compared, if there was one.
+    /// The version active when verification started (whose states were compared, for
+    /// an aggregate); the new version is activated only if it is still active then.
     pub compared_with: Option<u64>,
     pub streams_total: u64,
     pub streams_checked: u64,
@@ -84,6 +87,8 @@ pub struct Report {
     pub sampled_streams: Vec<String>,
     pub failures_total: u64,
     pub failures: Vec<Failure>,
+    /// True when verification stopped at the first failures without checking the rest.
+    pub stopped_early: bool,
     /// Streams whose state differs from the active version's.
     pub state_differences: u64,
     pub difference_examples: Vec<Difference>,
@@ -139,6 +144,28 @@ pub fn initial_report(options: &VerifyOptions, upcasters: &[PinnedPlugin]) -> Va
     .expect("a report is JSON")
 }
 
+/// The report of a version that had no history to check.
+pub fn nothing_to_check(
+    options: &VerifyOptions,
+    upcasters: &[PinnedPlugin],
+    kind: PluginKind,
+) -> Value {
+    let now = rfc3339(now_ms());
+    serde_json::to_value(Report {
+        mode: options.mode,
+        activate: options.activation,
+        upcasters: upcasters.to_vec(),
+        outcome: Some(match kind {
+            PluginKind::Upcaster => "verified: no stored event of its types yet".to_owned(),
+            _ => "verified: no stream of this aggregate yet".to_owned(),
+        }),
+        started_at: now.clone(),
+        finished_at: Some(now),
+        ..Report::default()
+    })
+    .expect("a report is JSON")
+}
+
 /// How one stream's fold went.
 enum Folded {
     State {
@@ -166,7 +193,7 @@ impl Plugins {
         {
             return;
         }
-        tokio::spawn(async move {
+        background().spawn(async move {
             let mut report: Report = version
                 .report
                 .clone()
@@ -206,7 +233,13 @@ impl Plugins {
         let strict_refusal = report.mode == Mode::Strict && report.state_differences > 0;
         let rejected = report.failures_total > 0 || strict_refusal;
         if report.outcome.is_none() {
-            report.outcome = Some(if report.failures_total > 0 {
+            report.outcome = Some(if report.stopped_early {
+                format!(
+                    "rejected: verification stopped at the first {} failures; the rest of \
+                     the history was not checked",
+                    report.failures.len()
+                )
+            } else if report.failures_total > 0 {
                 format!(
                     "rejected: {} of the checked history did not fold with this version",
                     plural(report.failures_total, "stream")
@@ -233,24 +266,21 @@ impl Plugins {
         } else {
             Verification::Verified
         };
+        // Activated in the same transaction unless someone else changed the active
+        // version meanwhile (a newer upload's verification, a rollback).
+        let activate_over = (status == Verification::Verified
+            && report.activate == Activation::Auto)
+            .then(|| report.compared_with.unwrap_or(0));
         self.store
-            .set_plugin_verification(
+            .finish_plugin_verification(
                 tenant,
                 &version.name,
                 version.version,
                 status,
                 &serde_json::to_value(&report)?,
+                activate_over,
             )
             .await?;
-        if status == Verification::Verified && report.activate == Activation::Auto {
-            // Never undo a newer version activated meanwhile.
-            let (active, _) = self.store.plugin_heads(tenant, &version.name).await?;
-            if active < version.version {
-                self.store
-                    .activate_plugin(tenant, &version.name, version.version)
-                    .await?;
-            }
-        }
         tracing::info!(%tenant, plugin = %version.name, version = version.version,
             status = status.as_str(), "verification finished");
         self.refresh(tenant)
@@ -323,8 +353,11 @@ impl Plugins {
             {
                 Folded::Failed(failure) => {
                     report.failures_total += 1;
-                    if report.failures.len() < MAX_FAILURES {
-                        report.failures.push(failure);
+                    report.failures.push(failure);
+                    if report.failures.len() >= MAX_FAILURES {
+                        report.streams_checked += 1;
+                        report.stopped_early = report.streams_checked < streams.len() as u64;
+                        break;
                     }
                 }
                 Folded::State {
@@ -458,6 +491,13 @@ impl Plugins {
         report: &mut Report,
     ) -> anyhow::Result<()> {
         let api = |e: crate::error::ApiError| anyhow::anyhow!(e.message);
+        report.compared_with = self
+            .all(tenant)
+            .await
+            .map_err(api)?
+            .iter()
+            .find(|v| v.name == version.name && v.active)
+            .map(|v| v.version);
         let component = self.component(tenant, version).await.map_err(api)?;
         let types: Vec<String> = self
             .upcaster_types(&component, gate)
@@ -490,16 +530,19 @@ impl Plugins {
                 for event in &page {
                     if let Err(failure) = instance.upcast(std::slice::from_ref(event)).await {
                         report.failures_total += 1;
-                        if report.failures.len() < MAX_FAILURES {
-                            report.failures.push(Failure::at(
-                                &event.stream_id,
-                                Some(event),
-                                failure,
-                            ));
+                        report
+                            .failures
+                            .push(Failure::at(&event.stream_id, Some(event), failure));
+                        if report.failures.len() >= MAX_FAILURES {
+                            break;
                         }
                         instance = self.runtime.upcaster(&component, limits).await?;
                     }
                 }
+            }
+            if report.failures.len() >= MAX_FAILURES {
+                report.stopped_early = true;
+                break;
             }
             report.events_folded += page.len() as u64;
             report.events_total = report.events_folded;
@@ -510,6 +553,42 @@ impl Plugins {
             tokio::task::yield_now().await;
         }
         Ok(())
+    }
+}
+
+/// Where verifications run: a runtime on one thread of its own at the lowest CPU
+/// priority (nice 19), so a verification takes only the CPU that commands, reads and
+/// projections leave idle. On the request runtime it would share worker threads with
+/// them as an equal (measured: a neighbour's command p99 rose 3.3 times while 100,000
+/// events were verified).
+fn background() -> &'static tokio::runtime::Handle {
+    static HANDLE: OnceLock<tokio::runtime::Handle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("cairn-verifier".into())
+            .spawn(move || {
+                lower_this_threads_priority();
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("building the verifier runtime");
+                let _ = sender.send(runtime.handle().clone());
+                runtime.block_on(std::future::pending::<()>());
+            })
+            .expect("starting the verifier thread");
+        receiver.recv().expect("the verifier runtime")
+    })
+}
+
+/// On Linux, nice values are per thread: `setpriority(PRIO_PROCESS, 0, …)` lowers the
+/// calling thread only. Where it fails (or elsewhere), verification runs at normal
+/// priority, which is slower for neighbours but still correct.
+fn lower_this_threads_priority() {
+    // SAFETY: setpriority takes plain integers and touches no memory of ours.
+    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS as _, 0, 19) };
+    if result != 0 {
+        tracing::debug!("could not lower the verifier thread's priority");
     }
 }
 

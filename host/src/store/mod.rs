@@ -289,6 +289,20 @@ pub trait EventStore: Send + Sync + 'static {
         verification: Verification,
         report: &serde_json::Value,
     ) -> StoreResult<()>;
+    /// Records the outcome of a verification and, in the same transaction, activates
+    /// the version when `activate_over` is given and the active version is still that
+    /// one (0: none) or older than `version`: a poll never sees a verified version
+    /// that is about to be activated, and a rollback made meanwhile is never undone.
+    /// Returns whether it activated.
+    async fn finish_plugin_verification(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+        verification: Verification,
+        report: &serde_json::Value,
+        activate_over: Option<u64>,
+    ) -> StoreResult<bool>;
     /// Makes `version` the one that serves; `Ok(false)` when there is no such version.
     async fn activate_plugin(
         &self,

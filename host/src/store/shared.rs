@@ -545,6 +545,26 @@ impl EventStore for Backend {
             .await
     }
 
+    async fn finish_plugin_verification(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+        verification: Verification,
+        report: &serde_json::Value,
+        activate_over: Option<u64>,
+    ) -> StoreResult<bool> {
+        self.complete_plugin_verification(
+            tenant,
+            name,
+            version,
+            verification,
+            report,
+            activate_over,
+        )
+        .await
+    }
+
     async fn activate_plugin(
         &self,
         tenant: &TenantId,

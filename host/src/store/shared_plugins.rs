@@ -147,6 +147,48 @@ impl Backend {
         Ok(())
     }
 
+    pub(super) async fn complete_plugin_verification(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+        verification: Verification,
+        report: &serde_json::Value,
+        activate_over: Option<u64>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.writer().begin().await?;
+        sqlx::query(sql(
+            "UPDATE plugins SET status = ?, report = ? WHERE tenant_id = ? AND name = ? \
+             AND version = ?",
+        ))
+        .bind(verification.as_str())
+        .bind(report.to_string())
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(version as i64)
+        .execute(&mut *tx)
+        .await?;
+        let mut activated = false;
+        if let Some(expected) = activate_over {
+            // Locks the activation row (PostgreSQL) so a concurrent activation waits.
+            let active: Option<i64> = sqlx::query_scalar(sql(&format!(
+                "SELECT version FROM plugin_activations WHERE tenant_id = ? AND name = ?{}",
+                <Db as Dialect>::LOCK_ROW
+            )))
+            .bind(tenant.as_str())
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let active = active.unwrap_or(0) as u64;
+            if active == expected || active < version {
+                upsert_activation(&mut tx, tenant, name, version).await?;
+                activated = true;
+            }
+        }
+        tx.commit().await?;
+        Ok(activated)
+    }
+
     pub(super) async fn set_active_plugin(
         &self,
         tenant: &TenantId,

@@ -1,0 +1,210 @@
+//! `cargo xtask bench-verify [--streams S] [--events E] [--database URL]`: how fast a
+//! new aggregate version is verified, and what it costs a neighbour meanwhile.
+//!
+//! A release server; tenant `big` with E events of `account` across S streams (raw
+//! appends, so loading is quick); tenant `neighbour` with one account. It measures a
+//! neighbour's command latency idle, then uploads a new version of `big`'s account
+//! (same logic, new digest) and keeps the neighbour's commands going while the
+//! verification replays every stream, printing its progress. The table at the end has
+//! the verification time and rate, and the neighbour's p50/p99 idle and during.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use reqwest::blocking::Client;
+use serde_json::{Value, json};
+
+use crate::bench::ReleaseServer;
+
+fn arg(args: &[String], name: &str, default: u64) -> anyhow::Result<u64> {
+    match args.iter().position(|a| a == name) {
+        Some(i) => Ok(args.get(i + 1).context("missing value")?.parse()?),
+        None => Ok(default),
+    }
+}
+
+pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    let streams = arg(args, "--streams", 1000)?;
+    let events = arg(args, "--events", 100_000)?;
+    let database = args
+        .iter()
+        .position(|a| a == "--database")
+        .and_then(|i| args.get(i + 1).cloned());
+    if streams == 0 || events < streams {
+        bail!("--events must be at least --streams, and --streams at least 1");
+    }
+    let server = ReleaseServer::start(root, "bench-verify-data", database.as_deref())?;
+    let base = server.base.clone();
+    let http = Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()?;
+    let tenant = |id: &str| -> anyhow::Result<String> {
+        let created: Value = http
+            .post(format!("{base}/admin/tenants"))
+            .bearer_auth("bench")
+            .json(&json!({"id": id}))
+            .send()?
+            .error_for_status()?
+            .json()?;
+        Ok(created["token"].as_str().context("token")?.to_owned())
+    };
+    let account = std::fs::read(root.join("target/plugins/account.wasm"))?;
+    let upload = |tenant: &str, token: &str, wasm: Vec<u8>| -> anyhow::Result<Value> {
+        Ok(http
+            .put(format!("{base}/t/{tenant}/plugins/account"))
+            .bearer_auth(token)
+            .body(wasm)
+            .send()?
+            .error_for_status()?
+            .json()?)
+    };
+    let big = tenant("big")?;
+    let neighbour = tenant("neighbour")?;
+    upload("big", &big, account.clone())?;
+    upload("neighbour", &neighbour, account.clone())?;
+
+    println!("==> loading {events} events across {streams} streams of tenant big");
+    let per_stream = events / streams;
+    let loading = Instant::now();
+    for s in 0..streams {
+        let mut batch = vec![json!({"type": "Opened", "data": {"owner": format!("o{s}")}})];
+        for _ in 1..per_stream {
+            batch.push(json!({"type": "Deposited", "data": {"amount": 1}}));
+        }
+        for chunk in batch.chunks(500) {
+            http.post(format!("{base}/t/big/streams/account-{s}"))
+                .bearer_auth(&big)
+                .json(&json!({"events": chunk}))
+                .send()?
+                .error_for_status()?;
+        }
+    }
+    println!("    loaded in {:.1}s", loading.elapsed().as_secs_f64());
+    let neighbour_command = |http: &Client| -> anyhow::Result<Duration> {
+        let sent = Instant::now();
+        http.post(format!("{base}/t/neighbour/aggregates/account/n/commands"))
+            .bearer_auth(&neighbour)
+            .json(&json!({"type": "Deposit", "payload": {"amount": 1}}))
+            .send()?
+            .error_for_status()?;
+        Ok(sent.elapsed())
+    };
+    http.post(format!("{base}/t/neighbour/aggregates/account/n/commands"))
+        .bearer_auth(&neighbour)
+        .json(&json!({"type": "Open", "payload": {"owner": "n"}}))
+        .send()?
+        .error_for_status()?;
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(neighbour_command(&http)?);
+    }
+
+    // Same logic, new digest: a trailing custom section.
+    let mut v2 = account;
+    let (name, payload) = (b"bench-version".as_slice(), b"2".as_slice());
+    v2.push(0);
+    v2.push((1 + name.len() + payload.len()) as u8);
+    v2.push(name.len() as u8);
+    v2.extend_from_slice(name);
+    v2.extend_from_slice(payload);
+
+    let done = Arc::new(AtomicBool::new(false));
+    let during = std::thread::scope(
+        |scope| -> anyhow::Result<(Vec<Duration>, Duration, Value)> {
+            let load = {
+                let (done, http) = (done.clone(), http.clone());
+                scope.spawn(move || -> anyhow::Result<Vec<Duration>> {
+                    let mut latencies = Vec::new();
+                    while !done.load(Ordering::Relaxed) {
+                        latencies.push(neighbour_command(&http)?);
+                    }
+                    Ok(latencies)
+                })
+            };
+            let started = Instant::now();
+            let accepted = upload("big", &big, v2)?;
+            let url = accepted["status_url"].as_str().context("a status URL")?;
+            println!("==> verifying version {} ({url})", accepted["version"]);
+            let mut shown = Instant::now();
+            let view = loop {
+                let view: Value = http
+                    .get(format!("{base}{url}"))
+                    .bearer_auth(&big)
+                    .send()?
+                    .error_for_status()?
+                    .json()?;
+                if view["status"] != "verifying" {
+                    break view;
+                }
+                if shown.elapsed() >= Duration::from_millis(500) {
+                    let r = &view["verification"];
+                    println!(
+                        "    {} / {} streams, {} events folded",
+                        r["streams_checked"], r["streams_total"], r["events_folded"]
+                    );
+                    shown = Instant::now();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let took = started.elapsed();
+            done.store(true, Ordering::Relaxed);
+            let latencies = load.join().expect("neighbour thread panicked")?;
+            Ok((latencies, took, view))
+        },
+    )?;
+    let (mut during, took, view) = during;
+    let report = &view["verification"];
+    if view["status"] != "active" {
+        bail!("verification ended {}: {report}", view["status"]);
+    }
+    idle.sort();
+    during.sort();
+    let pct = |l: &[Duration], p: f64| {
+        l[((l.len() as f64 * p) as usize).min(l.len() - 1)].as_secs_f64() * 1000.0
+    };
+    let folded = report["events_folded"].as_u64().unwrap_or(0);
+    println!();
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!(
+        "| backend | {} |",
+        if database.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+    );
+    println!(
+        "| history | {} events, {} streams |",
+        report["events_total"], report["streams_total"]
+    );
+    println!(
+        "| verification (upload to active) | {:.2} s |",
+        took.as_secs_f64()
+    );
+    println!(
+        "| verification rate | {:.0} events/s |",
+        folded as f64 / took.as_secs_f64()
+    );
+    println!(
+        "| neighbour idle p50 / p99 | {:.2} / {:.2} ms ({} commands) |",
+        pct(&idle, 0.5),
+        pct(&idle, 0.99),
+        idle.len()
+    );
+    println!(
+        "| neighbour during p50 / p99 | {:.2} / {:.2} ms ({} commands) |",
+        pct(&during, 0.5),
+        pct(&during, 0.99),
+        during.len()
+    );
+    println!(
+        "| p99 during / idle | {:.2} |",
+        pct(&during, 0.99) / pct(&idle, 0.99)
+    );
+    drop(server);
+    Ok(())
+}
