@@ -17,11 +17,12 @@ use sha2::{Digest, Sha256};
 
 use super::{Plugins, ServingAggregate};
 use crate::gate::TenantGate;
-use crate::runtime::PluginFailure;
+use crate::runtime::{AggregateInstance, PluginFailure};
 use crate::store::{
     Direction, PinnedPlugin, PluginKind, PluginVersion, RecordedEvent, TenantId, Verification,
     now_ms,
 };
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Failures kept in a report. Verification stops at this many: the version is
 /// rejected either way, and a hostile version that fails slowly on every stream must
@@ -33,8 +34,9 @@ const MAX_DIFFERENCES: usize = 5;
 const PAGE: u32 = 2000;
 /// Events per `evolve` call during verification; each call has the whole time limit.
 const FOLD_BATCH: usize = 512;
-/// How often progress is written to the store.
-const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// How often progress is written to the store. Each write is a commit (an fsync on
+/// SQLite) on the connection appends use, so not more often than this.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// What a state difference means for the new version.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,6 +166,49 @@ pub fn nothing_to_check(
         ..Report::default()
     })
     .expect("a report is JSON")
+}
+
+/// Folds streams with one version, keeping its instance from stream to stream: a
+/// fresh instance per stream costs a pool slot's set-up and tear-down (page-table work
+/// that every thread of the process feels), which dominated verification. A trap
+/// poisons an instance, so a failure drops it; it is also renewed every
+/// `CALLS_PER_INSTANCE` calls so that garbage a guest leaves does not accumulate.
+struct Folder<'s> {
+    serving: &'s ServingAggregate,
+    live: Option<(AggregateInstance, OwnedSemaphorePermit)>,
+    /// Calls made on the live instance.
+    uses: u32,
+}
+
+const CALLS_PER_INSTANCE: u32 = 1024;
+
+impl<'s> Folder<'s> {
+    fn new(serving: &'s ServingAggregate) -> Folder<'s> {
+        Folder {
+            serving,
+            live: None,
+            uses: 0,
+        }
+    }
+
+    /// The live instance for the next call, made when there is none.
+    async fn instance(
+        &mut self,
+        runtime: &crate::runtime::Runtime,
+        limits: crate::runtime::CallLimits,
+    ) -> Result<&mut AggregateInstance, PluginFailure> {
+        if self.live.is_none() || self.uses >= CALLS_PER_INSTANCE {
+            self.live = None;
+            self.live = Some(runtime.aggregate(&self.serving.component, limits).await?);
+            self.uses = 0;
+        }
+        self.uses += 1;
+        Ok(&mut self.live.as_mut().expect("just made").0)
+    }
+
+    fn poisoned(&mut self) {
+        self.live = None;
+    }
 }
 
 /// How one stream's fold went.
@@ -345,12 +390,16 @@ impl Plugins {
             streams
         };
         self.progress(tenant, version, report).await?;
+        let mut folders = vec![Folder::new(&candidate)];
+        folders.extend(active.as_deref().map(Folder::new));
         let mut flushed = Instant::now();
         for (stream_id, _) in &streams {
-            match self
-                .fold_stream(&candidate, gate, tenant, stream_id)
+            let mut outcomes = self
+                .fold_stream(&mut folders, gate, tenant, stream_id)
                 .await?
-            {
+                .into_iter();
+            let (new, old) = (outcomes.next().expect("the candidate's"), outcomes.next());
+            match new {
                 Folded::Failed(failure) => {
                     report.failures_total += 1;
                     report.failures.push(failure);
@@ -366,9 +415,7 @@ impl Plugins {
                     events,
                 } => {
                     report.events_folded += events;
-                    if let Some(active) = &active
-                        && let Folded::State { state: old, .. } =
-                            self.fold_stream(active, gate, tenant, stream_id).await?
+                    if let Some(Folded::State { state: old, .. }) = old
                         && !same_state(&old, &state)
                     {
                         report.state_differences += 1;
@@ -394,54 +441,82 @@ impl Plugins {
         Ok(())
     }
 
-    /// Folds one whole stream with `serving`, each `evolve` call under the tenant's
-    /// per-call limits. A failing batch is replayed event by event to name the event.
+    /// Folds one whole stream with each version in `folders` (the candidate, and the
+    /// active version to compare with), reading each page of events once. Every
+    /// `evolve` call runs under the tenant's per-call limits; a failing batch is
+    /// replayed event by event to name the event. A version that fails stops; the
+    /// others go on.
     async fn fold_stream(
         &self,
-        serving: &ServingAggregate,
+        folders: &mut [Folder<'_>],
         gate: &TenantGate,
         tenant: &TenantId,
         stream_id: &str,
-    ) -> anyhow::Result<Folded> {
+    ) -> anyhow::Result<Vec<Folded>> {
         let limits = gate.limits.call_limits();
         let _tenant_slot = gate.call_slot().await;
         let failed = |event: Option<&RecordedEvent>, failure: PluginFailure| {
             Folded::Failed(Failure::at(stream_id, event, failure))
         };
-        let (mut instance, _slot) = match self.runtime.aggregate(&serving.component, limits).await {
-            Ok(found) => found,
-            Err(failure) => return Ok(failed(None, failure)),
-        };
-        let mut state = match instance.initial_state().await {
-            Ok(state) => state,
-            Err(failure) => return Ok(failed(None, failure)),
-        };
+        // Per folder: its state so far, or how it failed.
+        let mut progress: Vec<Result<Vec<u8>, Folded>> = Vec::with_capacity(folders.len());
+        for folder in folders.iter_mut() {
+            progress.push(match folder.instance(&self.runtime, limits).await {
+                Err(failure) => Err(failed(None, failure)),
+                Ok(instance) => match instance.initial_state().await {
+                    Ok(state) => Ok(state),
+                    Err(failure) => {
+                        folder.poisoned();
+                        Err(failed(None, failure))
+                    }
+                },
+            });
+        }
         let (mut after, mut folded) = (0, 0);
-        loop {
+        while progress.iter().any(Result::is_ok) {
             let page = self
                 .store
                 .read_stream(tenant, stream_id, after + 1, PAGE, Direction::Forward)
                 .await?;
             let Some(last) = page.last() else { break };
             let (last_version, full) = (last.version, page.len() == PAGE as usize);
-            let first = page[0].clone();
             folded += page.len() as u64;
-            let events = match serving.upcasters.apply(&self.runtime, limits, page).await {
-                Ok(events) => events,
-                Err(e) => {
-                    let mut failure = e.failure;
-                    failure.message = format!("upcaster {}: {}", e.upcaster, failure.message);
-                    return Ok(failed(Some(&first), failure));
-                }
-            };
-            for chunk in events.chunks(FOLD_BATCH) {
-                instance.refill_budget();
-                match instance.evolve(state.clone(), chunk).await {
-                    Ok(next) => state = next,
-                    Err(failure) => {
-                        let (event, failure) =
-                            self.pinpoint(serving, limits, state, chunk, failure).await;
-                        return Ok(failed(Some(event), failure));
+            for (folder, outcome) in folders.iter_mut().zip(progress.iter_mut()) {
+                let Ok(state) = outcome else { continue };
+                let upcast = folder
+                    .serving
+                    .upcasters
+                    .apply(&self.runtime, limits, page.clone())
+                    .await;
+                let events = match upcast {
+                    Ok(events) => events,
+                    Err(e) => {
+                        let mut failure = e.failure;
+                        failure.message = format!("upcaster {}: {}", e.upcaster, failure.message);
+                        *outcome = Err(failed(Some(&page[0]), failure));
+                        continue;
+                    }
+                };
+                for chunk in events.chunks(FOLD_BATCH) {
+                    let instance = match folder.instance(&self.runtime, limits).await {
+                        Ok(instance) => instance,
+                        Err(failure) => {
+                            *outcome = Err(failed(Some(&chunk[0]), failure));
+                            break;
+                        }
+                    };
+                    instance.refill_budget();
+                    match instance.evolve(state.clone(), chunk).await {
+                        Ok(next) => *state = next,
+                        Err(failure) => {
+                            folder.poisoned();
+                            let before = std::mem::take(state);
+                            let (event, failure) = self
+                                .pinpoint(folder.serving, limits, before, chunk, failure)
+                                .await;
+                            *outcome = Err(failed(Some(event), failure));
+                            break;
+                        }
                     }
                 }
             }
@@ -450,11 +525,17 @@ impl Plugins {
                 break;
             }
         }
-        Ok(Folded::State {
-            state,
-            version: after,
-            events: folded,
-        })
+        Ok(progress
+            .into_iter()
+            .map(|outcome| match outcome {
+                Ok(state) => Folded::State {
+                    state,
+                    version: after,
+                    events: folded,
+                },
+                Err(failed) => failed,
+            })
+            .collect())
     }
 
     /// The first event of `chunk` that fails when folded one at a time from `state`.
@@ -557,10 +638,11 @@ impl Plugins {
 }
 
 /// Where verifications run: a runtime on one thread of its own at the lowest CPU
-/// priority (nice 19), so a verification takes only the CPU that commands, reads and
+/// priority, so a verification takes only the CPU that commands, reads and
 /// projections leave idle. On the request runtime it would share worker threads with
-/// them as an equal (measured: a neighbour's command p99 rose 3.3 times while 100,000
-/// events were verified).
+/// them as an equal (measured with `cargo xtask bench-verify`: a neighbour's command
+/// p99 rose 3.3 times while 100,000 events were verified; 2.8 times at nice 19, whose
+/// time slices still delay a woken command by milliseconds).
 fn background() -> &'static tokio::runtime::Handle {
     static HANDLE: OnceLock<tokio::runtime::Handle> = OnceLock::new();
     HANDLE.get_or_init(|| {
@@ -581,13 +663,21 @@ fn background() -> &'static tokio::runtime::Handle {
     })
 }
 
-/// On Linux, nice values are per thread: `setpriority(PRIO_PROCESS, 0, …)` lowers the
-/// calling thread only. Where it fails (or elsewhere), verification runs at normal
+/// Linux schedules threads, not processes: `SCHED_IDLE` for the calling thread (pid 0)
+/// means it runs only on a CPU nothing else wants and is preempted at once when a
+/// request's thread wakes. Where that is refused, nice 19; where both are, normal
 /// priority, which is slower for neighbours but still correct.
 fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `param` lives across the call; pid 0 is this thread.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0 {
+            return;
+        }
+    }
     // SAFETY: setpriority takes plain integers and touches no memory of ours.
-    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS as _, 0, 19) };
-    if result != 0 {
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS as _, 0, 19) } != 0 {
         tracing::debug!("could not lower the verifier thread's priority");
     }
 }
