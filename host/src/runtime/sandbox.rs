@@ -206,7 +206,11 @@ pub fn classify(error: wasmtime::Error, store: &Store<CallState>) -> PluginFailu
         ),
         // The trap's own words ("call stack exhausted", "unreachable"...); the full
         // backtrace goes to the host log only.
-        (_, Some(trap)) => format!("wasm trap: {trap}"),
+        // (wasmtime's own text already starts with "wasm trap: ".)
+        (_, Some(trap)) => match trap.to_string() {
+            text if text.starts_with("wasm trap") => text,
+            text => format!("wasm trap: {text}"),
+        },
         (_, None) => error.to_string(),
     };
     tracing::debug!("plugin call failed: {error:?}");
