@@ -7,6 +7,7 @@
 //! background (`verify.rs`); the active version keeps serving until it passes.
 //! Projections have builds with a lifecycle of their own (`crate::projection`).
 
+pub mod report;
 pub mod upcast;
 pub mod verify;
 
@@ -21,9 +22,9 @@ use crate::runtime::{LoadedComponent, Runtime};
 use crate::store::{
     EventStore, NewPluginVersion, PinnedPlugin, PluginKind, PluginVersion, TenantId, Verification,
 };
+pub use report::{Activation, Mode, VerifyOptions};
 use upcast::ChainLink;
 pub use upcast::UpcastChain;
-pub use verify::{Activation, Mode, VerifyOptions};
 
 pub struct Plugins {
     store: Arc<dyn EventStore>,
@@ -148,9 +149,9 @@ impl Plugins {
             && !needs_check
             && options.activation == Activation::Auto;
         let report = if needs_check {
-            verify::initial_report(&options, &upcasters)
+            report::initial_report(&options, &upcasters)
         } else {
-            verify::nothing_to_check(&options, &upcasters, kind)
+            report::nothing_to_check(&options, &upcasters, kind)
         };
         let version = self
             .store
@@ -223,7 +224,7 @@ impl Plugins {
                 mode: Mode::Warn,
                 activation: Activation::Auto,
             };
-            let report = verify::initial_report(&options, &found.upcasters);
+            let report = report::initial_report(&options, &found.upcasters);
             self.store
                 .set_plugin_verification(tenant, name, version, Verification::Verifying, &report)
                 .await?;
