@@ -155,7 +155,20 @@ pub fn same_state(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
+/// Largest state shown whole in a report; a larger one is shown by its start, so a
+/// report (read on every status poll) stays small whatever the states weigh.
+const MAX_SHOWN_STATE: usize = 4096;
+
+/// A state as a report shows it: its JSON, else its text; cut when it is large.
 pub fn shown(state: &[u8]) -> Value {
+    if state.len() > MAX_SHOWN_STATE {
+        // A character cut in two shows as U+FFFD: harmless in a preview.
+        return serde_json::json!({
+            "truncated": true,
+            "bytes": state.len(),
+            "start": String::from_utf8_lossy(&state[..MAX_SHOWN_STATE]),
+        });
+    }
     serde_json::from_slice(state)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(state).into_owned()))
 }
@@ -184,5 +197,15 @@ mod tests {
         assert!(same_state(br#"{"a":1,"b":2}"#, br#"{"b":2, "a":1}"#));
         assert!(!same_state(br#"{"a":1}"#, br#"{"a":2}"#));
         assert!(same_state(b"\x00raw", b"\x00raw"));
+    }
+
+    #[test]
+    fn large_states_are_shown_by_their_start() {
+        let big = format!("{{\"k\":\"{}\"}}", "é".repeat(5000));
+        let view = shown(big.as_bytes());
+        assert_eq!(view["truncated"], true);
+        assert_eq!(view["bytes"], big.len());
+        assert!(view["start"].as_str().unwrap().starts_with("{\"k\":\"éé"));
+        assert_eq!(shown(br#"{"a":1}"#), serde_json::json!({"a": 1}));
     }
 }
