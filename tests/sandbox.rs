@@ -93,6 +93,8 @@ async fn hostile_aggregate_corpus_is_contained() {
         ("Recurse", &["trap"]),
         ("Panic", &["trap"]),
         ("Flood", &["memory", "deadline"]),
+        // Sleeping spends no CPU budget; the call's wall-time bound stops it.
+        ("Sleep", &["deadline"]),
     ] {
         let (code, body) = server
             .command_answer(&evil, "evil", "h", "1", json!({"type": attack}))
@@ -111,6 +113,16 @@ async fn hostile_aggregate_corpus_is_contained() {
             "{attack} wrote nothing"
         );
     }
+    let (_, body) = server
+        .command_answer(&evil, "evil", "h", "1", json!({"type": "Sleep"}))
+        .await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("wall-time limit of 1000 ms"),
+        "{body}"
+    );
     // The panic message reaches the caller and the plugin's logs.
     let (_, body) = server
         .command_answer(&evil, "evil", "h", "1", json!({"type": "Panic"}))

@@ -13,9 +13,11 @@ pub struct Limits {
     pub max_plugin_bytes: u64,
     /// Largest JSON request body, in bytes.
     pub max_body_bytes: u64,
-    /// Linear memory one plugin instance may use, in bytes.
+    /// Linear memory one plugin instance may use, in bytes (all its memories together).
     pub memory_bytes: u64,
-    /// CPU time one plugin call may take, in milliseconds (epoch deadline).
+    /// CPU time one plugin call may take, in milliseconds (epoch deadline). A call's
+    /// wall time, blocked WASI calls included, is bounded at ten times this (at least
+    /// one second).
     pub call_timeout_ms: u64,
     /// Plugin calls of this tenant running at once; more wait their turn.
     pub max_concurrent_calls: u32,
@@ -91,9 +93,9 @@ impl Limits {
     }
 
     pub fn call_limits(&self) -> CallLimits {
-        CallLimits {
-            memory_bytes: self.memory_bytes as usize,
-            time: std::time::Duration::from_millis(self.call_timeout_ms),
-        }
+        CallLimits::new(
+            self.memory_bytes as usize,
+            std::time::Duration::from_millis(self.call_timeout_ms),
+        )
     }
 }

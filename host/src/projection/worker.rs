@@ -113,6 +113,10 @@ async fn follow(projections: &Arc<Projections>, record: ProjectionRecord) -> Res
         .await
         .map_err(|e| format!("cannot load the component: {e:#}"))?;
     let wanted = {
+        // Under the tenant's call slots like every plugin call: a guest that blocks
+        // here must not hold more than its tenant's share.
+        let gate = gate(&tenant).await?;
+        let _tenant_slot = gate.call_slot().await;
         let (mut instance, _slot) = projections
             .runtime
             .projection(&component, limits)

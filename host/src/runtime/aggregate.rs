@@ -2,7 +2,7 @@
 
 use wasmtime::Store;
 
-use super::sandbox::{CallLimits, CallState, PluginFailure, classify, new_store};
+use super::sandbox::{CallLimits, CallState, PluginFailure, classify, new_store, within_wall};
 use crate::store::RecordedEvent;
 
 pub mod bindings {
@@ -33,7 +33,7 @@ impl AggregateInstance {
         limits: CallLimits,
     ) -> Result<AggregateInstance, PluginFailure> {
         let mut store = new_store(pre.engine(), limits);
-        match pre.instantiate_async(&mut store).await {
+        match within_wall(limits.wall, pre.instantiate_async(&mut store)).await? {
             Ok(bindings) => Ok(AggregateInstance { store, bindings }),
             Err(error) => {
                 let mut failure = classify(error, &store);
@@ -47,7 +47,8 @@ impl AggregateInstance {
 
     pub async fn initial_state(&mut self) -> Result<Vec<u8>, PluginFailure> {
         self.store.data().sources.set(0, &[b"initial-state"]);
-        let result = self.bindings.call_initial_state(&mut self.store).await;
+        let wall = self.store.data().wall_limit;
+        let result = within_wall(wall, self.bindings.call_initial_state(&mut self.store)).await?;
         result.map_err(|e| classify(e, &self.store))
     }
 
@@ -68,10 +69,9 @@ impl AggregateInstance {
                 ],
             );
             let records: Vec<_> = chunk.iter().map(to_wit_event).collect();
-            let result = self
-                .bindings
-                .call_evolve(&mut self.store, &state, &records)
-                .await;
+            let wall = self.store.data().wall_limit;
+            let call = self.bindings.call_evolve(&mut self.store, &state, &records);
+            let result = within_wall(wall, call).await?;
             state = result.map_err(|e| classify(e, &self.store))?;
         }
         Ok(state)
@@ -90,10 +90,9 @@ impl AggregateInstance {
             .data()
             .sources
             .set(command.issued_at, &[b"decide", seed.as_bytes()]);
-        let result = self
-            .bindings
-            .call_decide(&mut self.store, state, command)
-            .await;
+        let wall = self.store.data().wall_limit;
+        let call = self.bindings.call_decide(&mut self.store, state, command);
+        let result = within_wall(wall, call).await?;
         result.map_err(|e| classify(e, &self.store))
     }
 

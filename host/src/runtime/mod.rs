@@ -39,6 +39,14 @@ const MAX_MEMORY_BYTES: usize = 1 << 30;
 /// rather than failing.
 const POOL_INSTANCES: u32 = 512;
 
+/// Most core module instances one component may create.
+pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 12;
+/// Most linear memories one component may define (their bytes together are limited
+/// per tenant by `memory_bytes`).
+pub const MAX_MEMORIES_PER_COMPONENT: u32 = 4;
+/// Most tables one component may define.
+pub const MAX_TABLES_PER_COMPONENT: u32 = 12;
+
 /// A compiled, linked component ready to instantiate.
 pub enum Prepared {
     Aggregate(aggregate::bindings::AggregatePre<CallState>),
@@ -96,9 +104,17 @@ impl Runtime {
     pub fn new(artifact_dir: &Path) -> anyhow::Result<Runtime> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(POOL_INSTANCES)
-            .total_core_instances(POOL_INSTANCES * 4)
+            .total_core_instances(POOL_INSTANCES * 6)
             .total_memories(POOL_INSTANCES * 2)
-            .total_tables(POOL_INSTANCES * 4)
+            .total_tables(POOL_INSTANCES * 6)
+            // Per component, so that the calls `call_slots` admits (half the pool) can
+            // never take every slot, however their components are made: a component
+            // with hundreds of core instances is refused at instantiation as its own
+            // tenant's failure instead of starving everyone else's. A Rust component
+            // built with the SDK has 3 core instances, 1 memory and 3 tables.
+            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+            .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
             .total_stacks(POOL_INSTANCES)
             .max_memory_size(MAX_MEMORY_BYTES)
             .table_keep_resident(64 << 10)

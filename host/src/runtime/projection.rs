@@ -11,7 +11,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use wasmtime::Store;
 
-use super::sandbox::{CallLimits, CallState, FailureReason, PluginFailure, classify, new_store};
+use super::sandbox::{
+    CallLimits, CallState, FailureReason, PluginFailure, classify, new_store, within_wall,
+};
 pub use crate::store::DocumentWrites;
 use crate::store::RecordedEvent;
 
@@ -98,7 +100,7 @@ impl ProjectionInstance {
         limits: CallLimits,
     ) -> Result<ProjectionInstance, PluginFailure> {
         let mut store = new_store(pre.engine(), limits);
-        match pre.instantiate_async(&mut store).await {
+        match within_wall(limits.wall, pre.instantiate_async(&mut store)).await? {
             Ok(bindings) => Ok(ProjectionInstance { store, bindings }),
             Err(error) => {
                 let mut failure = classify(error, &store);
@@ -116,7 +118,8 @@ impl ProjectionInstance {
     }
 
     pub async fn event_types(&mut self) -> Result<Vec<String>, PluginFailure> {
-        let result = self.bindings.call_event_types(&mut self.store).await;
+        let wall = self.store.data().wall_limit;
+        let result = within_wall(wall, self.bindings.call_event_types(&mut self.store)).await?;
         result.map_err(|e| classify(e, &self.store))
     }
 
@@ -140,9 +143,10 @@ impl ProjectionInstance {
             );
         }
         let records: Vec<_> = events.iter().map(super::aggregate::to_wit_event).collect();
-        let result = self.bindings.call_handle(&mut self.store, &records).await;
+        let wall = self.store.data().wall_limit;
+        let result = within_wall(wall, self.bindings.call_handle(&mut self.store, &records)).await;
         let session = self.store.data_mut().documents.take();
-        result.map_err(|e| classify(e, &self.store))?;
+        result?.map_err(|e| classify(e, &self.store))?;
         Ok(session.map(|s| s.writes).unwrap_or_default())
     }
 }

@@ -9,6 +9,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
@@ -20,18 +21,35 @@ use super::EPOCH_TICK;
 /// The limits one call runs under.
 #[derive(Clone, Copy, Debug)]
 pub struct CallLimits {
-    /// Most bytes of linear memory an instance may grow to.
+    /// Most bytes of linear memory an instance may hold, all its memories together.
     pub memory_bytes: usize,
-    /// Wall time the guest may run, counted in epoch ticks while it is on a CPU.
-    pub time: std::time::Duration,
+    /// Time the guest may run, counted in epoch ticks while it is on a CPU.
+    pub time: Duration,
+    /// Wall time one call may take whatever it does, blocked in a WASI call (a sleep)
+    /// included: the epoch budget does not tick while the guest waits on the host.
+    pub wall: Duration,
+}
+
+impl CallLimits {
+    /// Limits with the default wall-time bound for a CPU budget of `time`.
+    pub fn new(memory_bytes: usize, time: Duration) -> CallLimits {
+        CallLimits {
+            memory_bytes,
+            time,
+            wall: wall_bound(time),
+        }
+    }
+}
+
+/// The wall-time bound of a call with CPU budget `time`: ten times the budget (a busy
+/// host runs a call slower than its CPU budget says) and at least a second.
+pub fn wall_bound(time: Duration) -> Duration {
+    (time * 10).max(Duration::from_secs(1))
 }
 
 impl Default for CallLimits {
     fn default() -> Self {
-        CallLimits {
-            memory_bytes: 64 << 20,
-            time: std::time::Duration::from_millis(100),
-        }
+        CallLimits::new(64 << 20, Duration::from_millis(100))
     }
 }
 
@@ -88,6 +106,11 @@ pub struct CallState {
     table: ResourceTable,
     /// Copied from the call's limits so the limiter can refuse growth past it.
     memory_limit: usize,
+    /// Bytes of all the instance's linear memories together: the limit is per
+    /// instance, so a component with eight memories gets no more than one with one.
+    memory_used: usize,
+    /// The wall-time bound of each call (see [`CallLimits::wall`]).
+    pub wall_limit: Duration,
     /// Set when a growth was refused, so that the trap that follows is reported as
     /// `memory` rather than as a generic trap.
     memory_refused: bool,
@@ -124,14 +147,17 @@ impl WasiView for CallState {
 impl ResourceLimiter for CallState {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_limit {
+        // A new memory arrives as a growth from 0 to its initial size.
+        let total = self.memory_used - current.min(self.memory_used) + desired;
+        if total > self.memory_limit {
             self.memory_refused = true;
             return Ok(false);
         }
+        self.memory_used = total;
         Ok(true)
     }
 
@@ -165,6 +191,8 @@ pub fn new_store(engine: &wasmtime::Engine, limits: CallLimits) -> Store<CallSta
             wasi,
             table: ResourceTable::new(),
             memory_limit: limits.memory_bytes,
+            memory_used: 0,
+            wall_limit: limits.wall,
             memory_refused: false,
             ticks_left: ticks,
             budget_ticks: ticks,
@@ -187,6 +215,25 @@ pub fn new_store(engine: &wasmtime::Engine, limits: CallLimits) -> Store<CallSta
         Ok(UpdateDeadline::Yield(1))
     });
     store
+}
+
+/// Runs one guest call (or an instantiation) under the store's wall-time bound. On
+/// timeout the call's future is dropped mid-call, which wasmtime allows; the store is
+/// then unusable, and every caller throws an instance away after a failure.
+pub async fn within_wall<T>(
+    wall: Duration,
+    call: impl std::future::Future<Output = wasmtime::Result<T>>,
+) -> Result<wasmtime::Result<T>, PluginFailure> {
+    tokio::time::timeout(wall, call)
+        .await
+        .map_err(|_| PluginFailure {
+            reason: FailureReason::Deadline,
+            message: format!(
+                "the call ran past its wall-time limit of {} ms (time blocked in a WASI call, \
+                 such as a sleep, counts)",
+                wall.as_millis()
+            ),
+        })
 }
 
 /// Turns an error from a guest call into the tenant-facing failure.
@@ -276,5 +323,37 @@ impl tokio::io::AsyncWrite for CapturedOutput {
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_limit_counts_every_memory_of_an_instance() {
+        let engine = wasmtime::Engine::default();
+        let mut store = new_store(
+            &engine,
+            CallLimits::new(10 << 20, Duration::from_millis(100)),
+        );
+        let state = store.data_mut();
+        // Two memories of 4 MiB fit in 10 MiB; a third does not.
+        assert!(state.memory_growing(0, 4 << 20, None).unwrap());
+        assert!(state.memory_growing(0, 4 << 20, None).unwrap());
+        assert!(!state.memory_growing(0, 4 << 20, None).unwrap());
+        assert!(state.memory_refused);
+        // Growing one of them by 2 MiB still fits, by 3 MiB more does not.
+        assert!(state.memory_growing(4 << 20, 6 << 20, None).unwrap());
+        assert!(!state.memory_growing(6 << 20, 9 << 20, None).unwrap());
+    }
+
+    #[test]
+    fn the_wall_bound_is_ten_budgets_and_at_least_a_second() {
+        assert_eq!(
+            wall_bound(Duration::from_millis(100)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(wall_bound(Duration::from_secs(2)), Duration::from_secs(20));
     }
 }

@@ -3,7 +3,9 @@
 
 use wasmtime::Store;
 
-use super::sandbox::{CallLimits, CallState, FailureReason, PluginFailure, classify, new_store};
+use super::sandbox::{
+    CallLimits, CallState, FailureReason, PluginFailure, classify, new_store, within_wall,
+};
 use crate::store::RecordedEvent;
 
 pub mod bindings {
@@ -34,7 +36,7 @@ impl UpcasterInstance {
         limits: CallLimits,
     ) -> Result<UpcasterInstance, PluginFailure> {
         let mut store = new_store(pre.engine(), limits);
-        match pre.instantiate_async(&mut store).await {
+        match within_wall(limits.wall, pre.instantiate_async(&mut store)).await? {
             Ok(bindings) => Ok(UpcasterInstance { store, bindings }),
             Err(error) => {
                 let mut failure = classify(error, &store);
@@ -48,7 +50,8 @@ impl UpcasterInstance {
 
     pub async fn event_types(&mut self) -> Result<Vec<String>, PluginFailure> {
         self.store.data().sources.set(0, &[b"event-types"]);
-        let result = self.bindings.call_event_types(&mut self.store).await;
+        let wall = self.store.data().wall_limit;
+        let result = within_wall(wall, self.bindings.call_event_types(&mut self.store)).await?;
         result.map_err(|e| classify(e, &self.store))
     }
 
@@ -73,7 +76,9 @@ impl UpcasterInstance {
                 ],
             );
             let records: Vec<_> = chunk.iter().map(super::aggregate::to_wit_event).collect();
-            let result = self.bindings.call_upcast(&mut self.store, &records).await;
+            let wall = self.store.data().wall_limit;
+            let call = self.bindings.call_upcast(&mut self.store, &records);
+            let result = within_wall(wall, call).await?;
             let mapped = result.map_err(|e| classify(e, &self.store))?;
             if mapped.len() != chunk.len() {
                 return Err(PluginFailure::invalid_output(format!(

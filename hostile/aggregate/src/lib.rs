@@ -37,6 +37,11 @@ impl Guest for Hostile {
             }
             "Recurse" => Ok(vec![event(&recurse(0).to_string())]),
             "Panic" => panic!("the hostile aggregate panicked on purpose"),
+            // Blocked in a WASI clock pollable, where the epoch budget does not tick.
+            "Sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                Ok(vec![event("Slept")])
+            }
             "Flood" => Ok((0..1_000_000).map(|_| event("Flooded")).collect()),
             "OpenFile" => match std::fs::read("/etc/passwd") {
                 Ok(_) => Ok(vec![event("FileWasRead")]),
