@@ -95,6 +95,9 @@ async fn hostile_aggregate_corpus_is_contained() {
         ("Flood", &["memory", "deadline"]),
         // Sleeping spends no CPU budget; the call's wall-time bound stops it.
         ("Sleep", &["deadline"]),
+        // decide's output obeys what a raw append must: the body limit, printable types.
+        ("Huge", &["invalid_output"]),
+        ("BadType", &["invalid_output"]),
     ] {
         let (code, body) = server
             .command_answer(&evil, "evil", "h", "1", json!({"type": attack}))
@@ -192,19 +195,25 @@ async fn hostile_aggregate_corpus_is_contained() {
     assert!(usage["memory_hits"].as_u64().unwrap() >= 1, "{usage}");
     assert!(usage["traps"].as_u64().unwrap() >= 3, "{usage}");
     assert!(usage["plugin_calls"].as_u64().unwrap() >= 10, "{usage}");
-    let metrics = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics_as = async |token: Option<&str>| {
+        let mut request = server.http.get(server.url("/metrics"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap().text().await.unwrap()
+    };
+    let metrics = metrics_as(Some(server.admin())).await;
     assert!(
         metrics.contains("cairn_tenant_limit_hits_total{tenant=\"evil\"}"),
         "{metrics}"
     );
+    // Tenant ids are the operator's to see: without its token, or with a tenant's,
+    // /metrics shows the host-wide counters only.
+    for token in [None, Some(evil.as_str())] {
+        let metrics = metrics_as(token).await;
+        assert!(metrics.contains("cairn_commands_total"), "{metrics}");
+        assert!(!metrics.contains("tenant=\""), "{metrics}");
+    }
 }
 
 #[tokio::test]
@@ -355,4 +364,62 @@ async fn a_huge_upload_is_refused_before_it_is_read() {
     let answer = String::from_utf8_lossy(&answer[..n]);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("\"too_large\""), "{answer}");
+}
+
+#[tokio::test]
+async fn event_types_and_ids_must_be_printable() {
+    let server = Server::start().await;
+    let token = server.create_tenant("acme").await;
+    for (bad_type, code_point) in [
+        ("Bad\nType", "U+000A"),
+        ("Nul\u{0}", "U+0000"),
+        ("Esc\u{1b}[31m", "U+001B"),
+        ("Rev\u{202e}ersed", "U+202E"),
+    ] {
+        let (code, body) = body_of(
+            server
+                .append(
+                    &token,
+                    "acme",
+                    "s-1",
+                    json!({"events": [{"type": bad_type, "data": {}}]}),
+                )
+                .await,
+        )
+        .await;
+        assert_error_body(code, &body, StatusCode::BAD_REQUEST, "bad_request");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(code_point),
+            "{body}"
+        );
+    }
+    let (code, body) = body_of(
+        server
+            .append(
+                &token,
+                "acme",
+                "s-1",
+                json!({"events": [{"type": "Fine", "event_id": "a\rb", "data": {}}]}),
+            )
+            .await,
+    )
+    .await;
+    assert_error_body(code, &body, StatusCode::BAD_REQUEST, "bad_request");
+    // Nothing was written; ordinary Unicode is fine.
+    let (code, _) = body_of(
+        server
+            .append(
+                &token,
+                "acme",
+                "s-1",
+                json!({"events": [{"type": "Überweisung-erhalten", "data": {}}]}),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(version_of(&server, "acme", &token, "s-1").await, 1);
 }

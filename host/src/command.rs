@@ -144,8 +144,8 @@ impl Commands {
                     return Err(ApiError::rejected(rejection.code, rejection.message));
                 }
             };
-            let events =
-                check_new_events(new_events, &metadata).map_err(|f| self.failed(gate, f))?;
+            let events = check_new_events(new_events, &metadata, gate.limits.max_body_bytes)
+                .map_err(|f| self.failed(gate, f))?;
             if events.is_empty() && request.command_id.is_none() {
                 return Ok(CommandResult {
                     stream_id,
@@ -521,10 +521,13 @@ fn event_metadata(request: &CommandRequest, command_uuid: &str) -> String {
     Value::Object(metadata).to_string()
 }
 
-/// Checks what `decide` returned before anything is written.
+/// Checks what `decide` returned before anything is written: as many events and as
+/// many payload bytes as one raw append may carry (the tenant's body limit applies to
+/// a command's output too), and types a client could have written itself.
 fn check_new_events(
     events: Vec<crate::runtime::aggregate::NewEvent>,
     metadata: &str,
+    max_bytes: u64,
 ) -> Result<Vec<ProposedEvent>, PluginFailure> {
     if events.len() > MAX_EVENTS_PER_COMMAND {
         return Err(PluginFailure::invalid_output(format!(
@@ -532,13 +535,23 @@ fn check_new_events(
             events.len()
         )));
     }
+    let bytes: u64 = events
+        .iter()
+        .map(|e| (e.event_type.len() + e.payload.len()) as u64)
+        .sum();
+    if bytes > max_bytes {
+        return Err(PluginFailure::invalid_output(format!(
+            "decide returned {bytes} bytes of events; a command may write at most \
+             {max_bytes} (the tenant's max_body_bytes)"
+        )));
+    }
     events
         .into_iter()
         .map(|e| {
-            if e.event_type.is_empty() || e.event_type.len() > 200 {
-                return Err(PluginFailure::invalid_output(
-                    "decide returned an event whose type is empty or longer than 200 bytes",
-                ));
+            if let Some(problem) = crate::store::name_problem("type", &e.event_type) {
+                return Err(PluginFailure::invalid_output(format!(
+                    "decide returned an event that cannot be stored: {problem}"
+                )));
             }
             let payload = String::from_utf8(e.payload)
                 .ok()

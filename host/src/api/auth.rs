@@ -47,6 +47,22 @@ impl FromRequestParts<AppState> for Operator {
     }
 }
 
+/// `Option<Operator>`: the operator, or nobody in particular (no token, a tenant's, or
+/// a wrong one), for routes that show more to the operator than to anyone else.
+impl axum::extract::OptionalFromRequestParts<AppState> for Operator {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &AppState,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(match caller(parts, app).await {
+            Ok(Caller::Operator) => Some(Operator),
+            _ => None,
+        })
+    }
+}
+
 /// The tenant named in the path, reached by its own token or the operator's.
 pub struct TenantAccess {
     pub tenant: TenantId,

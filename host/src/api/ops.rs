@@ -6,6 +6,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
+use super::auth::Operator;
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 
@@ -24,9 +25,14 @@ pub async fn readyz(State(app): State<AppState>) -> ApiResult<Json<Value>> {
     }
 }
 
-pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+/// Prometheus text. The per-tenant series name every tenant, so they are shown only to
+/// the operator (`Authorization: Bearer <operator token>`); without it, the host-wide
+/// counters alone.
+pub async fn metrics(operator: Option<Operator>, State(app): State<AppState>) -> impl IntoResponse {
     let mut text = app.metrics.render();
-    text.push_str(&crate::metrics::render_usage(&app.tenants.usages()));
+    if operator.is_some() {
+        text.push_str(&crate::metrics::render_usage(&app.tenants.usages()));
+    }
     use std::sync::atomic::Ordering::Relaxed;
     text.push_str(&format!(
         "# HELP cairn_components_compiled_total Components compiled by cranelift.\n\

@@ -64,8 +64,17 @@ impl bindings::cairn::plugin::documents::Host for CallState {
             .documents
             .as_mut()
             .expect("projection call has documents");
-        if serde_json::from_slice::<serde::de::IgnoredAny>(&doc).is_err() {
-            wasmtime::bail!("document {key:?} is not JSON");
+        check_key(&key)?;
+        if doc.len() > MAX_DOCUMENT_BYTES {
+            wasmtime::bail!(
+                "document {key:?} is {} bytes; a document may hold at most {MAX_DOCUMENT_BYTES}",
+                doc.len()
+            );
+        }
+        // Parsed whole, not skimmed: a lone surrogate escape or a number out of range
+        // (`1e999`) is refused here instead of failing every later read.
+        if serde_json::from_slice::<serde_json::Value>(&doc).is_err() {
+            wasmtime::bail!("document {key:?} is not strict JSON");
         }
         session.written_bytes += key.len() + doc.len();
         if session.written_bytes > session.max_bytes {
@@ -83,9 +92,38 @@ impl bindings::cairn::plugin::documents::Host for CallState {
             .documents
             .as_mut()
             .expect("projection call has documents");
+        check_key(&key)?;
+        // A delete is a write too: it counts toward the batch's cap.
+        session.written_bytes += key.len() + DELETE_COST;
+        if session.written_bytes > session.max_bytes {
+            wasmtime::bail!(
+                "a batch wrote more than {} bytes of documents",
+                session.max_bytes
+            );
+        }
         session.writes.insert(key, None);
         Ok(())
     }
+}
+
+/// Longest document key, in bytes.
+pub const MAX_KEY_BYTES: usize = 512;
+/// Largest document, in bytes.
+pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+/// What a delete counts toward a batch's write cap beside its key: a row to remove.
+const DELETE_COST: usize = 64;
+
+fn check_key(key: &str) -> wasmtime::Result<()> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        wasmtime::bail!("a document key must be 1 to {MAX_KEY_BYTES} bytes");
+    }
+    if let Some(bad) = key.chars().find(|c| c.is_control()) {
+        wasmtime::bail!(
+            "a document key must hold no control characters; {key:?} holds U+{:04X}",
+            bad as u32
+        );
+    }
+    Ok(())
 }
 
 /// One live instance of a projection component.
@@ -165,4 +203,68 @@ pub(super) fn new_pre(
     component: &wasmtime::component::Component,
 ) -> wasmtime::Result<ProjectionPre<CallState>> {
     ProjectionPre::new(linker.instantiate_pre(component)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bindings::cairn::plugin::documents::Host;
+    use super::*;
+
+    struct Empty;
+
+    #[async_trait]
+    impl DocumentSource for Empty {
+        async fn get(&self, _key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+            Ok(None)
+        }
+    }
+
+    fn session_store(max_bytes: usize) -> Store<CallState> {
+        let engine = wasmtime::Engine::default();
+        let mut store = new_store(&engine, CallLimits::default());
+        store.data_mut().documents = Some(DocumentSession {
+            source: Arc::new(Empty),
+            writes: BTreeMap::new(),
+            max_bytes,
+            written_bytes: 0,
+        });
+        store
+    }
+
+    #[tokio::test]
+    async fn documents_must_be_strict_json_of_bounded_size_under_sane_keys() {
+        let mut store = session_store(64 << 20);
+        let state = store.data_mut();
+        assert!(state.put("k".into(), br#"{"a":1}"#.to_vec()).await.is_ok());
+        for bad in [&b"{\"a\":1e999}"[..], b"\"\\ud800\"", b"{", b"nope"] {
+            let error = state.put("k".into(), bad.to_vec()).await.unwrap_err();
+            assert!(error.to_string().contains("strict JSON"), "{error}");
+        }
+        let big = format!("\"{}\"", "a".repeat(MAX_DOCUMENT_BYTES));
+        let error = state.put("k".into(), big.into_bytes()).await.unwrap_err();
+        assert!(error.to_string().contains("at most"), "{error}");
+        let long_key = "k".repeat(MAX_KEY_BYTES + 1);
+        assert!(state.put(long_key, b"1".to_vec()).await.is_err());
+        assert!(state.put("a\nb".into(), b"1".to_vec()).await.is_err());
+        assert!(state.delete(String::new()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn deletes_count_toward_the_batch_cap() {
+        let mut store = session_store(10_000);
+        let state = store.data_mut();
+        let mut refused = None;
+        for i in 0..1000 {
+            if let Err(error) = state.delete(format!("key-{i}")).await {
+                refused = Some((i, error));
+                break;
+            }
+        }
+        let (at, error) = refused.expect("a batch of deletes hits the cap");
+        assert!(at < 200, "refused after {at} deletes");
+        assert!(
+            error.to_string().contains("more than 10000 bytes"),
+            "{error}"
+        );
+    }
 }

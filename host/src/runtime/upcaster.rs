@@ -90,10 +90,9 @@ impl UpcasterInstance {
             for (source, replacements) in chunk.iter().zip(mapped) {
                 let mut these = Vec::with_capacity(replacements.len());
                 for new in replacements {
-                    if new.event_type.is_empty() || new.event_type.len() > 200 {
+                    if let Some(problem) = crate::store::name_problem("type", &new.event_type) {
                         return Err(PluginFailure::invalid_output(format!(
-                            "upcast of {} (version {}) returned an event whose type is empty \
-                             or longer than 200 bytes",
+                            "upcast of {} (version {}) returned an unusable event: {problem}",
                             source.stream_id, source.version
                         )));
                     }

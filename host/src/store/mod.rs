@@ -55,6 +55,24 @@ pub fn is_valid_stream_id(raw: &str) -> bool {
     !raw.is_empty() && raw.len() <= 200 && raw.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
 }
 
+/// Why `raw` cannot be an event type (or an event id): empty, longer than 200 bytes,
+/// or holding a character that is not printable — a control character (NUL, ESC, CR,
+/// LF…), or an invisible formatting one (bidirectional overrides, zero-width marks)
+/// that would let two types look the same or break a log line or an SSE field.
+pub fn name_problem(what: &str, raw: &str) -> Option<String> {
+    if raw.is_empty() || raw.len() > 200 {
+        return Some(format!("an event {what} must be 1 to 200 bytes"));
+    }
+    let bad = raw.chars().find(|c| {
+        c.is_control()
+            || matches!(*c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+    })?;
+    Some(format!(
+        "an event {what} must hold only printable characters; {raw:?} holds U+{:04X}",
+        bad as u32
+    ))
+}
+
 /// An event about to be appended. Payload and metadata are JSON text, already validated.
 #[derive(Clone, Debug)]
 pub struct ProposedEvent {

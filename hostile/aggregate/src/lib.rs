@@ -58,6 +58,13 @@ impl Guest for Hostile {
                 }),
             },
             "Poison" => Ok(vec![event("Poison")]),
+            // One event larger than any request body may be (2 MiB of payload).
+            "Huge" => Ok(vec![NewEvent {
+                event_type: "Huge".to_owned(),
+                payload: format!("{{\"x\":\"{}\"}}", "a".repeat(2 << 20)).into_bytes(),
+            }]),
+            // An event type no client could write: a line break in it.
+            "BadType" => Ok(vec![event("Bad\nType")]),
             _ => Ok(vec![event("Behaved")]),
         }
     }
