@@ -423,3 +423,48 @@ async fn event_types_and_ids_must_be_printable() {
     assert_eq!(code, StatusCode::OK);
     assert_eq!(version_of(&server, "acme", &token, "s-1").await, 1);
 }
+
+#[tokio::test]
+async fn a_compile_past_its_time_limit_is_killed_and_refused() {
+    let server = Server::start().await;
+    let resp = server
+        .post(
+            "/admin/tenants",
+            server.admin(),
+            json!({"id": "slow", "limits": {"compile_timeout_ms": 1}}),
+        )
+        .await;
+    let (code, body) = body_of(resp).await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    let token = body["token"].as_str().unwrap().to_owned();
+    let (code, body) = body_of(
+        server
+            .upload(&token, "slow", "account", plugin_bytes("account"))
+            .await,
+    )
+    .await;
+    assert_error_body(
+        code,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_plugin",
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("compiling took longer than its limit of 1 ms"),
+        "{body}"
+    );
+    // Nothing was recorded, and the same bytes compile for a tenant with time to spare.
+    let (_, plugins) = body_of(server.get("/t/slow/plugins", &token).await).await;
+    assert_eq!(plugins, json!([]));
+    let other = server.create_tenant("other").await;
+    let (code, body) = body_of(
+        server
+            .upload(&other, "other", "account", plugin_bytes("account"))
+            .await,
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+}

@@ -28,6 +28,8 @@ pub struct Settings {
     pub snapshot_every: u64,
     /// Aggregate states kept in memory.
     pub state_cache_entries: usize,
+    /// Where components are compiled (the server compiles in child processes).
+    pub compiler: crate::runtime::Compiler,
 }
 
 pub struct App {
@@ -49,7 +51,10 @@ impl App {
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("creating {}", settings.data_dir.display()))?;
         let store = open_store(settings.database.as_deref(), &settings.data_dir).await?;
-        let runtime = Arc::new(Runtime::new(&settings.data_dir.join("artifacts"))?);
+        let runtime = Arc::new(Runtime::new(
+            &settings.data_dir.join("artifacts"),
+            settings.compiler.clone(),
+        )?);
         let heads = Arc::new(LogHeads::default());
         let appender = Appender::start(store.clone(), heads.clone());
         let metrics = Arc::new(Metrics::default());

@@ -26,6 +26,9 @@ pub struct Limits {
     /// Most events one verification of a new aggregate or upcaster version replays;
     /// beyond it a deterministic sample of streams is checked, and the report says so.
     pub verify_max_events: u64,
+    /// Longest a plugin upload may take to compile, in milliseconds; past it the
+    /// compiler is killed and the upload refused.
+    pub compile_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -38,6 +41,7 @@ impl Default for Limits {
             max_concurrent_calls: 16,
             commands_per_second: None,
             verify_max_events: 1_000_000,
+            compile_timeout_ms: 60_000,
         }
     }
 }
@@ -89,6 +93,10 @@ impl Limits {
         check(
             (1..=1_000_000_000).contains(&self.verify_max_events),
             "verify_max_events must be between 1 and 1000000000",
+        )?;
+        check(
+            (1..=600_000).contains(&self.compile_timeout_ms),
+            "compile_timeout_ms must be between 1 and 600000",
         )
     }
 

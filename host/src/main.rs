@@ -40,6 +40,10 @@ enum Commands {
         #[arg(long, default_value_t = 100_000)]
         state_cache_entries: usize,
     },
+    /// Compile one component with the server's engine settings (the server runs this
+    /// in a child process for every upload, so a compile can be timed out and killed).
+    #[command(hide = true)]
+    CompileComponent { input: PathBuf, output: PathBuf },
 }
 
 #[tokio::main]
@@ -64,8 +68,14 @@ async fn main() -> anyhow::Result<()> {
                 admin_token: std::env::var("CAIRN_ADMIN_TOKEN").ok(),
                 snapshot_every,
                 state_cache_entries,
+                compiler: cairn_host::runtime::Compiler::Subprocess(
+                    std::env::current_exe().context("finding the cairn executable")?,
+                ),
             };
             serve(settings, listen).await
+        }
+        Commands::CompileComponent { input, output } => {
+            cairn_host::runtime::compile_to_file(&input, &output)
         }
     }
 }

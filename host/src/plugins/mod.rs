@@ -87,7 +87,10 @@ impl Plugins {
     ) -> ApiResult<Uploaded> {
         let loaded = self
             .runtime
-            .inspect(wasm.clone())
+            .inspect(
+                wasm.clone(),
+                std::time::Duration::from_millis(gate.limits.compile_timeout_ms),
+            )
             .await
             .map_err(|e| ApiError::invalid_plugin(e.0))?;
         let kind = loaded.kind();

@@ -47,6 +47,24 @@ pub const MAX_MEMORIES_PER_COMPONENT: u32 = 4;
 /// Most tables one component may define.
 pub const MAX_TABLES_PER_COMPONENT: u32 = 12;
 
+/// The compile limit for a component accepted before (its artifact was lost).
+const RECOMPILE_TIME_LIMIT: Duration = Duration::from_secs(600);
+
+/// Compiles that may run at once; others queue.
+const CONCURRENT_COMPILES: usize = 2;
+
+/// Where cranelift runs.
+#[derive(Clone, Debug)]
+pub enum Compiler {
+    /// In a child process (`<exe> compile-component IN OUT`): a compile that runs past
+    /// its time limit is killed, and whatever memory it took goes back to the system
+    /// when the child exits. What the server does.
+    Subprocess(std::path::PathBuf),
+    /// On a blocking thread of this process, without a time limit: for embedding the
+    /// library where no `cairn` binary is at hand.
+    InProcess,
+}
+
 /// A compiled, linked component ready to instantiate.
 pub enum Prepared {
     Aggregate(aggregate::bindings::AggregatePre<CallState>),
@@ -84,6 +102,13 @@ pub struct Runtime {
     /// WASI only, like aggregates: what an upcaster may import.
     upcaster_linker: Linker<CallState>,
     artifacts: artifacts::ArtifactCache,
+    /// The artifact directory as a path, for compile subprocesses' files.
+    artifact_dir: std::path::PathBuf,
+    /// Compiles waiting beyond these queue here (tokio's semaphore is FIFO): cranelift
+    /// uses every core, and two at once already saturate this host.
+    compile_slots: tokio::sync::Semaphore,
+    /// Where compiles run.
+    compiler: Compiler,
     /// Components in memory by digest. A std `Mutex`: held only for a map access.
     loaded: Mutex<HashMap<String, Arc<LoadedComponent>>>,
     /// Bounds concurrent instances so the pool is never exhausted.
@@ -101,7 +126,51 @@ pub fn digest_of(bytes: &[u8]) -> String {
 impl Runtime {
     /// Makes the engine and starts its epoch ticker. `artifact_dir` is where compiled
     /// components are cached.
-    pub fn new(artifact_dir: &Path) -> anyhow::Result<Runtime> {
+    pub fn new(artifact_dir: &Path, compiler: Compiler) -> anyhow::Result<Runtime> {
+        let engine = Engine::new(&engine_config())
+            .map_err(anyhow::Error::from)
+            .context("creating the wasmtime engine")?;
+
+        let mut aggregate_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut aggregate_linker)?;
+        let mut projection_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut projection_linker)?;
+        projection::add_imports(&mut projection_linker)?;
+        let mut upcaster_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut upcaster_linker)?;
+
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("cairn-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
+
+        Ok(Runtime {
+            artifacts: artifacts::ArtifactCache::open(artifact_dir, &engine)?,
+            artifact_dir: artifact_dir.to_owned(),
+            engine,
+            aggregate_linker,
+            projection_linker,
+            upcaster_linker,
+            loaded: Mutex::new(HashMap::new()),
+            call_slots: Arc::new(tokio::sync::Semaphore::new(POOL_INSTANCES as usize / 2)),
+            compile_slots: tokio::sync::Semaphore::new(CONCURRENT_COMPILES),
+            compiler,
+            compiled: Default::default(),
+            loaded_from_cache: Default::default(),
+        })
+    }
+}
+
+/// The engine's configuration, the same in the server and in a compile subprocess (an
+/// artifact is usable only by an engine configured alike).
+fn engine_config() -> Config {
+    {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(POOL_INSTANCES)
             .total_core_instances(POOL_INSTANCES * 6)
@@ -128,42 +197,24 @@ impl Runtime {
             .wasm_component_model(true)
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config)
-            .map_err(anyhow::Error::from)
-            .context("creating the wasmtime engine")?;
-
-        let mut aggregate_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut aggregate_linker)?;
-        let mut projection_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut projection_linker)?;
-        projection::add_imports(&mut projection_linker)?;
-        let mut upcaster_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut upcaster_linker)?;
-
-        let weak = engine.weak();
-        std::thread::Builder::new()
-            .name("cairn-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(EPOCH_TICK);
-                }
-            })?;
-
-        Ok(Runtime {
-            artifacts: artifacts::ArtifactCache::open(artifact_dir, &engine)?,
-            engine,
-            aggregate_linker,
-            projection_linker,
-            upcaster_linker,
-            loaded: Mutex::new(HashMap::new()),
-            call_slots: Arc::new(tokio::sync::Semaphore::new(POOL_INSTANCES as usize / 2)),
-            compiled: Default::default(),
-            loaded_from_cache: Default::default(),
-        })
+        config
     }
+}
 
+/// The child side of [`Compiler::Subprocess`] (`cairn compile-component IN OUT`):
+/// compiles the component in `input` with the server's engine configuration and
+/// writes the artifact to `output`.
+pub fn compile_to_file(input: &Path, output: &Path) -> anyhow::Result<()> {
+    let engine = Engine::new(&engine_config()).map_err(anyhow::Error::from)?;
+    let wasm = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+    let artifact = engine
+        .precompile_component(&wasm)
+        .map_err(anyhow::Error::from)?;
+    std::fs::write(output, artifact).with_context(|| format!("writing {}", output.display()))?;
+    Ok(())
+}
+
+impl Runtime {
     /// The component for `digest`, from memory, else from the on-disk artifact, else
     /// compiled from `wasm` (fetched only then).
     pub async fn load<F, Fut>(&self, digest: &str, wasm: F) -> anyhow::Result<Arc<LoadedComponent>>
@@ -182,7 +233,9 @@ impl Runtime {
             }
             None => {
                 let bytes = wasm().await?;
-                self.compile(bytes).await?.1
+                // Already accepted once, so the generous limit: a slow machine must
+                // not lose a tenant's plugin after a restart.
+                self.compile(bytes, RECOMPILE_TIME_LIMIT).await?.1
             }
         };
         let loaded = Arc::new(self.link(digest, &component)?);
@@ -203,7 +256,11 @@ impl Runtime {
 
     /// Checks uploaded bytes: a component, of one of the two worlds, importing nothing
     /// the host does not provide. Compiles it and caches the artifact on success.
-    pub async fn inspect(&self, wasm: Vec<u8>) -> Result<Arc<LoadedComponent>, InvalidPlugin> {
+    pub async fn inspect(
+        &self,
+        wasm: Vec<u8>,
+        compile_time_limit: Duration,
+    ) -> Result<Arc<LoadedComponent>, InvalidPlugin> {
         let digest = digest_of(&wasm);
         if let Some(found) = self.loaded.lock().expect("loaded lock").get(&digest) {
             return Ok(found.clone());
@@ -221,7 +278,7 @@ impl Runtime {
             ));
         }
         let (digest, component) = self
-            .compile(wasm)
+            .compile(wasm, compile_time_limit)
             .await
             .map_err(|e| InvalidPlugin(format!("the component does not compile: {e:#}")))?;
         let loaded = Arc::new(
@@ -235,20 +292,80 @@ impl Runtime {
         Ok(loaded)
     }
 
-    /// Compiles on a blocking thread (cranelift takes tens of milliseconds) and writes
-    /// the artifact to the cache.
-    async fn compile(&self, wasm: Vec<u8>) -> anyhow::Result<(String, Component)> {
-        let engine = self.engine.clone();
+    /// Compiles off the request runtime (in a child process, or on a blocking thread),
+    /// at most `CONCURRENT_COMPILES` at once, and writes the artifact to the cache.
+    async fn compile(
+        &self,
+        wasm: Vec<u8>,
+        time_limit: Duration,
+    ) -> anyhow::Result<(String, Component)> {
         let digest = digest_of(&wasm);
-        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &wasm))
-            .await?
-            .map_err(anyhow::Error::from)?;
+        let _turn = self.compile_slots.acquire().await.expect("never closed");
+        let component = match &self.compiler {
+            Compiler::InProcess => {
+                let engine = self.engine.clone();
+                tokio::task::spawn_blocking(move || Component::new(&engine, &wasm))
+                    .await?
+                    .map_err(anyhow::Error::from)?
+            }
+            Compiler::Subprocess(exe) => {
+                self.compile_in_child(exe, &digest, &wasm, time_limit)
+                    .await?
+            }
+        };
         self.compiled
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Err(error) = self.artifacts.store(&digest, &component) {
             tracing::warn!(%digest, "could not cache a compiled component: {error:#}");
         }
         Ok((digest, component))
+    }
+
+    /// Compiles in `exe compile-component IN OUT`, killed past `time_limit`.
+    async fn compile_in_child(
+        &self,
+        exe: &Path,
+        digest: &str,
+        wasm: &[u8],
+        time_limit: Duration,
+    ) -> anyhow::Result<Component> {
+        let stem = format!(
+            "compile-{}-{}",
+            digest.trim_start_matches("sha256:"),
+            uuid::Uuid::new_v4().simple()
+        );
+        let input = self.artifact_dir.join(format!("{stem}.wasm"));
+        let output = self.artifact_dir.join(format!("{stem}.cwasm"));
+        let _cleanup = RemoveOnDrop(vec![input.clone(), output.clone()]);
+        tokio::fs::write(&input, wasm).await?;
+        let child = tokio::process::Command::new(exe)
+            .arg("compile-component")
+            .arg(&input)
+            .arg(&output)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting the compiler {}", exe.display()))?;
+        let finished = tokio::time::timeout(time_limit, child.wait_with_output()).await;
+        let Ok(finished) = finished else {
+            anyhow::bail!(
+                "compiling took longer than its limit of {} ms (the tenant's \
+                 compile_timeout_ms); make the component smaller or simpler",
+                time_limit.as_millis()
+            );
+        };
+        let finished = finished?;
+        if !finished.status.success() {
+            let stderr = String::from_utf8_lossy(&finished.stderr);
+            let last = stderr.trim().lines().last().unwrap_or("no message");
+            anyhow::bail!("{}", last.trim_start_matches("Error: "));
+        }
+        // SAFETY: the artifact was just written by this same executable's
+        // `compile_to_file` with the same engine configuration, into a directory only
+        // this host writes; wasmtime checks its header before use.
+        unsafe { Component::deserialize_file(&self.engine, &output) }.map_err(anyhow::Error::from)
     }
 
     /// Decides the world from the exports and links against what that world may import.
@@ -347,5 +464,16 @@ impl Runtime {
             .await
             .expect("never closed");
         Ok((ProjectionInstance::new(pre, limits).await?, permit))
+    }
+}
+
+/// Deletes files when dropped: a compile's temporary input and output, whatever happens.
+struct RemoveOnDrop(Vec<std::path::PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
