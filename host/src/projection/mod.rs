@@ -29,7 +29,13 @@ use crate::tenant::Tenants;
 const KEEP_RETIRED: usize = 2;
 /// Projection batches running at once across all tenants: catch-up work must leave
 /// CPU for commands.
-const BATCH_SLOTS: usize = 2;
+const BATCH_SLOTS: usize = 4;
+/// Projection batches one tenant may run at once. Below `BATCH_SLOTS`, so a tenant
+/// whose projections block (a slow or sleeping `handle`) never holds every slot.
+const BATCH_SLOTS_PER_TENANT: usize = 1;
+/// Builds of one tenant that may be catching up at once; more rebuilds are refused
+/// (429) until some finish.
+const MAX_BUILDING_PER_TENANT: usize = 8;
 /// Longest a read may wait for `min_position`.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
@@ -57,6 +63,9 @@ pub struct Projections {
     plugins: Arc<Plugins>,
     /// Bounds concurrent batches; tokio's semaphore is FIFO, so workers take turns.
     batch_slots: Arc<Semaphore>,
+    /// Each tenant's own batch slots, taken before a global one, so a tenant waiting
+    /// for its turn holds nothing the others need. A std `Mutex`: held for a lookup.
+    tenant_batch_slots: Mutex<HashMap<TenantId, Arc<Semaphore>>>,
     /// Builds by projection, by version. A std `Mutex`: never held across an await.
     builds: Mutex<HashMap<ProjectionKey, HashMap<u64, Build>>>,
 }
@@ -95,6 +104,7 @@ impl Projections {
             tenants,
             plugins,
             batch_slots: Arc::new(Semaphore::new(BATCH_SLOTS)),
+            tenant_batch_slots: Mutex::new(HashMap::new()),
             builds: Mutex::new(HashMap::new()),
         })
     }
@@ -168,9 +178,49 @@ impl Projections {
         Ok(())
     }
 
+    /// A tenant's turn to run a projection batch: its own slot, then a global one.
+    pub(crate) async fn batch_turn(
+        &self,
+        tenant: &TenantId,
+    ) -> (
+        tokio::sync::OwnedSemaphorePermit,
+        tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let mine = self
+            .tenant_batch_slots
+            .lock()
+            .expect("batch slots lock")
+            .entry(tenant.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(BATCH_SLOTS_PER_TENANT)))
+            .clone();
+        let mine = mine.acquire_owned().await.expect("never closed");
+        let global = self
+            .batch_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        (mine, global)
+    }
+
     /// Builds the active code again beside itself; promoted when caught up.
     pub async fn rebuild(self: &Arc<Self>, tenant: &TenantId, name: &str) -> ApiResult<u64> {
         let active = self.active_record(tenant, name)?;
+        let building = {
+            let builds = self.builds.lock().expect("builds lock");
+            builds
+                .iter()
+                .filter(|((t, _), _)| t == tenant)
+                .flat_map(|(_, versions)| versions.values())
+                .filter(|b| b.record.status == ProjectionStatus::Building && b.worker.is_some())
+                .count()
+        };
+        if building >= MAX_BUILDING_PER_TENANT {
+            return Err(ApiError::over_limit(format!(
+                "{building} builds of this tenant are catching up; at most \
+                 {MAX_BUILDING_PER_TENANT} may at once: wait for them to finish"
+            )));
+        }
         let record = self
             .store
             .add_projection_version(

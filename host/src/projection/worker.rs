@@ -159,12 +159,7 @@ async fn follow(projections: &Arc<Projections>, record: ProjectionRecord) -> Res
             let _ = tokio::time::timeout(Duration::from_secs(1), heads.changed()).await;
             continue;
         }
-        let _slot = projections
-            .batch_slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("never closed");
+        let _slot = projections.batch_turn(&tenant).await;
         let limit = if position < isolate_until { 1 } else { BATCH };
         let mut events = store
             .read_log(&tenant, position, limit, &event_types)
