@@ -9,6 +9,7 @@ mod artifacts;
 pub mod determinism;
 pub mod projection;
 pub mod sandbox;
+pub mod shape;
 pub mod upcaster;
 
 use std::collections::HashMap;
@@ -277,6 +278,7 @@ impl Runtime {
                     .into(),
             ));
         }
+        shape::check(&wasm)?;
         let (digest, component) = self
             .compile(wasm, compile_time_limit)
             .await
