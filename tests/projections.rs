@@ -474,3 +474,73 @@ async fn a_heavy_tenant_does_not_starve_a_light_one() {
         .unwrap();
     assert!(lag > 0, "the heavy tenant was still catching up meanwhile");
 }
+
+#[tokio::test]
+async fn sleeping_projections_of_one_tenant_never_stall_another() {
+    let server = Server::start().await;
+    let evil = server.create_tenant("evil").await;
+    let good = server.create_tenant("good").await;
+    for name in ["sleepy-1", "sleepy-2", "sleepy-3", "sleepy-4", "sleepy-5"] {
+        let up = server
+            .upload(&evil, "evil", name, hostile_bytes("projection"))
+            .await;
+        assert_eq!(up.status(), 201);
+    }
+    for plugin in ["account", "balances"] {
+        let up = server
+            .upload(&good, "good", plugin, plugin_bytes(plugin))
+            .await;
+        assert_eq!(up.status(), 201);
+    }
+    // Each of evil's projections blocks 5 s in a WASI sleep on this event: more
+    // sleepers than the host has projection batch slots.
+    let (code, body) = body_of(
+        server
+            .post(
+                "/t/evil/streams/s-1",
+                &evil,
+                json!({"events": [{"type": "Sleep", "data": {}}]}),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    // Meanwhile good's read-your-writes keep being answered, each within its wait.
+    for round in 0..5 {
+        let (code, body) = server
+            .command_answer(
+                &good,
+                "good",
+                "account",
+                "1",
+                if round == 0 {
+                    json!({"type": "Open", "payload": {"owner": "g"}})
+                } else {
+                    json!({"type": "Deposit", "payload": {"amount": 1}})
+                },
+            )
+            .await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        let position = body["position"].as_u64().unwrap();
+        let (code, doc) = body_of(
+            server
+                .get(
+                    &format!(
+                        "/t/good/projections/balances/docs/account-1?min_position={position}&timeout_ms=3000"
+                    ),
+                    &good,
+                )
+                .await,
+        )
+        .await;
+        assert_eq!(code, StatusCode::OK, "round {round}: {doc}");
+    }
+    // Evil's sleepers are cut by the wall-time bound and parked with that reason.
+    wait_for("the sleeping projection to be parked", async || {
+        status(&server, "evil", &evil, "sleepy-1").await["versions"][0]["status"] == "failed"
+    })
+    .await;
+    let parked = status(&server, "evil", &evil, "sleepy-1").await;
+    let error = parked["versions"][0]["error"].as_str().unwrap();
+    assert!(error.contains("wall-time limit"), "{error}");
+}

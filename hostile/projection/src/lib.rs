@@ -1,4 +1,5 @@
-//! A hostile projection: `handle` loops forever on a `Poison` event.
+//! A hostile projection: `handle` loops forever on a `Poison` event and sleeps 5 s
+//! (blocked in a WASI clock pollable) on a `Sleep` event.
 #![allow(clippy::too_many_arguments)] // generated bindings
 
 wit_bindgen::generate!({ path: "../../wit", world: "projection" });
@@ -18,6 +19,9 @@ impl Guest for Hostile {
                 loop {
                     std::hint::black_box(());
                 }
+            }
+            if e.event_type == "Sleep" {
+                std::thread::sleep(std::time::Duration::from_secs(5));
             }
             documents::put(&e.stream_id, br#"{"seen":true}"#);
         }
