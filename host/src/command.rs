@@ -110,7 +110,7 @@ impl Commands {
             let _tenant_slot = gate.call_slot().await;
             let (mut instance, _slot) = self
                 .runtime
-                .aggregate(&serving.component, gate.limits.call_limits())
+                .aggregate(&serving.component, gate.call_limits())
                 .await
                 .map_err(|f| self.failed(gate, f))?;
             let loaded = self
@@ -215,7 +215,7 @@ impl Commands {
         let _tenant_slot = gate.call_slot().await;
         let (mut instance, _slot) = self
             .runtime
-            .aggregate(&serving.component, gate.limits.call_limits())
+            .aggregate(&serving.component, gate.call_limits())
             .await
             .map_err(|f| self.failed(gate, f))?;
         let read = self
@@ -488,7 +488,7 @@ impl Commands {
         }
         serving
             .upcasters
-            .apply(&self.runtime, gate.limits.call_limits(), events)
+            .apply(&self.runtime, gate.call_limits(), events)
             .await
             .map_err(|e| {
                 let mut failure = e.failure;

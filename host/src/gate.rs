@@ -14,15 +14,26 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 use crate::limits::Limits;
-use crate::runtime::{FailureReason, PluginFailure};
+use crate::runtime::{CallLimits, FailureReason, PluginFailure};
 
 /// Log lines kept per plugin.
 const LOG_LINES: usize = 200;
+
+/// CPU turns per tenant: the host's cores, so one tenant can use the whole machine
+/// when it is alone, and shares it with anyone else who runs.
+fn cpu_turns() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
 
 pub struct TenantGate {
     pub limits: Limits,
     /// Plugin calls of this tenant running at once.
     calls: Arc<Semaphore>,
+    /// The tenant's turns on a CPU: a running plugin call of this tenant holds one
+    /// between two epoch ticks and queues for the next (see `sandbox::new_store`), so
+    /// however many calls a tenant has in flight, at most this many burn CPU at once
+    /// and its neighbours' calls keep their share.
+    cpu_turns: Arc<Semaphore>,
     /// Token bucket for `commands_per_second`; `None` when unlimited. A std `Mutex`:
     /// held for a few arithmetic operations.
     rate: Option<Mutex<Bucket>>,
@@ -123,6 +134,7 @@ impl TenantGate {
     pub fn new(limits: Limits, usage: Arc<Usage>, logs: Arc<PluginLogs>) -> TenantGate {
         TenantGate {
             calls: Arc::new(Semaphore::new(limits.max_concurrent_calls as usize)),
+            cpu_turns: Arc::new(Semaphore::new(cpu_turns())),
             rate: limits.commands_per_second.map(|rate| {
                 Mutex::new(Bucket {
                     tokens: rate as f64,
@@ -156,6 +168,13 @@ impl TenantGate {
                 "this tenant is limited to {rate} commands per second"
             )))
         }
+    }
+
+    /// The limits of one plugin call of this tenant, its CPU turns included.
+    pub fn call_limits(&self) -> CallLimits {
+        let mut limits = self.limits.call_limits();
+        limits.turns = Some(self.cpu_turns.clone());
+        limits
     }
 
     /// Waits for one of the tenant's plugin call slots.

@@ -7,9 +7,12 @@
 //! - `bench [--clients N] [--commands M] [--streams S] [--database URL]`: a load generator
 //! - `bench-verify [--streams S] [--events E] [--database URL]`: verification speed and
 //!   a neighbour's latency meanwhile
+//! - `bench-fairness [--clients N] [--seconds S] [--database URL]`: a neighbour's latency
+//!   while another tenant's plugins spin
 //! - `upcasting`: the upcaster walkthrough (examples/upcasting)
 
 mod bench;
+mod bench_fairness;
 mod bench_verify;
 mod build_plugins;
 mod ci;
@@ -31,9 +34,10 @@ fn main() {
         Some("ci") => ci::run(&root),
         Some("bench") => bench::run(&root, rest),
         Some("bench-verify") => bench_verify::run(&root, rest),
+        Some("bench-fairness") => bench_fairness::run(&root, rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask <build-plugins | demo [--no-wait] | hot-swap | upcasting | ci | bench [--clients N] [--commands M] [--streams S] [--database URL] | bench-verify [--streams S] [--events E] [--database URL]>"
+                "usage: cargo xtask <build-plugins | demo [--no-wait] | hot-swap | upcasting | ci | bench [--clients N] [--commands M] [--streams S] [--database URL] | bench-verify [--streams S] [--events E] [--database URL] | bench-fairness [--clients N] [--seconds S] [--database URL]>"
             );
             std::process::exit(2);
         }

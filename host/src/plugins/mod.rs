@@ -377,7 +377,7 @@ impl Plugins {
         let _tenant_slot = gate.call_slot().await;
         let _slot = self.runtime.slot().await;
         chain
-            .apply(&self.runtime, gate.limits.call_limits(), events)
+            .apply(&self.runtime, gate.call_limits(), events)
             .await
             .map_err(|e| {
                 gate.usage.failure(&e.failure);
@@ -523,10 +523,7 @@ impl Plugins {
             return Ok(found);
         }
         let _slot = self.runtime.slot().await;
-        let mut instance = self
-            .runtime
-            .upcaster(component, gate.limits.call_limits())
-            .await?;
+        let mut instance = self.runtime.upcaster(component, gate.call_limits()).await?;
         let types: HashSet<String> = instance.event_types().await?.into_iter().collect();
         let types = Arc::new(types);
         self.upcaster_types

@@ -71,7 +71,7 @@ impl UpcastChain {
                 failure,
             };
             let mut instance = runtime
-                .upcaster(&link.component, limits)
+                .upcaster(&link.component, limits.clone())
                 .await
                 .map_err(failed)?;
             let theirs: Vec<RecordedEvent> = events

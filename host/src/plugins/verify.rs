@@ -318,7 +318,7 @@ impl Plugins {
         tenant: &TenantId,
         stream_id: &str,
     ) -> anyhow::Result<Vec<Folded>> {
-        let limits = gate.limits.call_limits();
+        let limits = gate.call_limits();
         let _tenant_slot = gate.call_slot().await;
         let failed = |event: Option<&RecordedEvent>, failure: PluginFailure| {
             Folded::Failed(Failure::at(stream_id, event, failure))
@@ -326,7 +326,7 @@ impl Plugins {
         // Per folder: its state so far, or how it failed.
         let mut progress: Vec<Result<Vec<u8>, Folded>> = Vec::with_capacity(folders.len());
         for folder in folders.iter_mut() {
-            progress.push(match folder.instance(&self.runtime, limits).await {
+            progress.push(match folder.instance(&self.runtime, limits.clone()).await {
                 Err(failure) => Err(failed(None, failure)),
                 Ok(instance) => match instance.initial_state().await {
                     Ok(state) => Ok(state),
@@ -351,7 +351,7 @@ impl Plugins {
                 let upcast = folder
                     .serving
                     .upcasters
-                    .apply(&self.runtime, limits, page.clone())
+                    .apply(&self.runtime, limits.clone(), page.clone())
                     .await;
                 let events = match upcast {
                     Ok(events) => events,
@@ -363,7 +363,7 @@ impl Plugins {
                     }
                 };
                 for chunk in events.chunks(FOLD_BATCH) {
-                    let instance = match folder.instance(&self.runtime, limits).await {
+                    let instance = match folder.instance(&self.runtime, limits.clone()).await {
                         Ok(instance) => instance,
                         Err(failure) => {
                             *outcome = Err(failed(Some(&chunk[0]), failure));
@@ -377,7 +377,7 @@ impl Plugins {
                             folder.poisoned();
                             let before = std::mem::take(state);
                             let (event, failure) = self
-                                .pinpoint(folder.serving, limits, before, chunk, failure)
+                                .pinpoint(folder.serving, limits.clone(), before, chunk, failure)
                                 .await;
                             *outcome = Err(failed(Some(event), failure));
                             break;
@@ -452,7 +452,7 @@ impl Plugins {
             .iter()
             .cloned()
             .collect();
-        let limits = gate.limits.call_limits();
+        let limits = gate.call_limits();
         let budget = gate.limits.verify_max_events;
         let mut flushed = Instant::now();
         let mut after = 0;
@@ -470,7 +470,7 @@ impl Plugins {
             after = last.position;
             let _tenant_slot = gate.call_slot().await;
             let _slot = self.runtime.slot().await;
-            let mut instance = self.runtime.upcaster(&component, limits).await?;
+            let mut instance = self.runtime.upcaster(&component, limits.clone()).await?;
             if instance.upcast(&page).await.is_err() {
                 // Check each event alone to report every one that fails.
                 for event in &page {
@@ -482,7 +482,7 @@ impl Plugins {
                         if report.failures.len() >= MAX_FAILURES {
                             break;
                         }
-                        instance = self.runtime.upcaster(&component, limits).await?;
+                        instance = self.runtime.upcaster(&component, limits.clone()).await?;
                     }
                 }
             }

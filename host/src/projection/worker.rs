@@ -98,7 +98,7 @@ async fn follow(projections: &Arc<Projections>, record: ProjectionRecord) -> Res
         let (tenants, tenant) = (projections.tenants.clone(), tenant.clone());
         async move { tenants.gate(&tenant).await.map_err(|e| e.message) }
     };
-    let limits = gate(&tenant).await?.limits.call_limits();
+    let limits = gate(&tenant).await?.call_limits();
     let plugin_store = store.clone();
     let plugin_tenant = tenant.clone();
     let plugin_digest = digest.clone();
@@ -183,11 +183,7 @@ async fn follow(projections: &Arc<Projections>, record: ProjectionRecord) -> Res
                 // Upcasters run here, inside this build's batch slot, with no instance
                 // slot of their own (see `Runtime::upcaster`).
                 let seen = upcasters
-                    .apply(
-                        &projections.runtime,
-                        gate.limits.call_limits(),
-                        events.clone(),
-                    )
+                    .apply(&projections.runtime, gate.call_limits(), events.clone())
                     .await
                     .map_err(|e| {
                         let mut failure = e.failure;
@@ -206,7 +202,7 @@ async fn follow(projections: &Arc<Projections>, record: ProjectionRecord) -> Res
                 }
                 let (mut instance, _call) = projections
                     .runtime
-                    .projection(&component, gate.limits.call_limits())
+                    .projection(&component, gate.call_limits())
                     .await?;
                 let writes = instance
                     .handle(&seen, source.clone(), MAX_BATCH_WRITE_BYTES)

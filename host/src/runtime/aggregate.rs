@@ -32,8 +32,9 @@ impl AggregateInstance {
         pre: &AggregatePre<CallState>,
         limits: CallLimits,
     ) -> Result<AggregateInstance, PluginFailure> {
+        let wall = limits.wall;
         let mut store = new_store(pre.engine(), limits);
-        match within_wall(limits.wall, pre.instantiate_async(&mut store)).await? {
+        match within_wall(wall, pre.instantiate_async(&mut store)).await? {
             Ok(bindings) => Ok(AggregateInstance { store, bindings }),
             Err(error) => {
                 let mut failure = classify(error, &store);

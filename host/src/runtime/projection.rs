@@ -137,8 +137,9 @@ impl ProjectionInstance {
         pre: &ProjectionPre<CallState>,
         limits: CallLimits,
     ) -> Result<ProjectionInstance, PluginFailure> {
+        let wall = limits.wall;
         let mut store = new_store(pre.engine(), limits);
-        match within_wall(limits.wall, pre.instantiate_async(&mut store)).await? {
+        match within_wall(wall, pre.instantiate_async(&mut store)).await? {
             Ok(bindings) => Ok(ProjectionInstance { store, bindings }),
             Err(error) => {
                 let mut failure = classify(error, &store);

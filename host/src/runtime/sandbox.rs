@@ -19,7 +19,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use super::EPOCH_TICK;
 
 /// The limits one call runs under.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct CallLimits {
     /// Most bytes of linear memory an instance may hold, all its memories together.
     pub memory_bytes: usize,
@@ -28,6 +28,8 @@ pub struct CallLimits {
     /// Wall time one call may take whatever it does, blocked in a WASI call (a sleep)
     /// included: the epoch budget does not tick while the guest waits on the host.
     pub wall: Duration,
+    /// The tenant's CPU turns (see `TenantGate`); `None` runs without taking turns.
+    pub turns: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl CallLimits {
@@ -37,6 +39,7 @@ impl CallLimits {
             memory_bytes,
             time,
             wall: wall_bound(time),
+            turns: None,
         }
     }
 }
@@ -118,6 +121,9 @@ pub struct CallState {
     ticks_left: u64,
     /// The full budget in ticks, restored by [`CallState::refill_budget`].
     budget_ticks: u64,
+    /// The tenant's CPU turns, and the one this call holds until its next tick.
+    turns: Option<Arc<tokio::sync::Semaphore>>,
+    turn: Arc<Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>,
     /// What WASI's clocks and random answer (see `determinism.rs`); the caller sets
     /// them before each call.
     pub sources: super::determinism::Sources,
@@ -196,6 +202,8 @@ pub fn new_store(engine: &wasmtime::Engine, limits: CallLimits) -> Store<CallSta
             memory_refused: false,
             ticks_left: ticks,
             budget_ticks: ticks,
+            turns: limits.turns,
+            turn: Arc::new(Mutex::new(None)),
             sources,
             output,
             documents: None,
@@ -204,7 +212,9 @@ pub fn new_store(engine: &wasmtime::Engine, limits: CallLimits) -> Store<CallSta
     store.limiter(|state| state);
     // Wake every tick: yield to tokio so a long call never holds a worker thread for
     // its whole budget, and count the ticks so the budget is CPU time, not time spent
-    // waiting behind other tasks.
+    // waiting behind other tasks. With the tenant's CPU turns, the call also gives its
+    // turn back and queues for the next one (FIFO): a tenant with many busy calls runs
+    // only as many at once as it has turns, whatever its neighbours do.
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|mut ctx| {
         let state = ctx.data_mut();
@@ -212,7 +222,18 @@ pub fn new_store(engine: &wasmtime::Engine, limits: CallLimits) -> Store<CallSta
             return Ok(UpdateDeadline::Interrupt);
         }
         state.ticks_left -= 1;
-        Ok(UpdateDeadline::Yield(1))
+        let Some(turns) = state.turns.clone() else {
+            return Ok(UpdateDeadline::Yield(1));
+        };
+        let held = state.turn.clone();
+        held.lock().expect("turn lock").take();
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(async move {
+                let turn = turns.acquire_owned().await.expect("never closed");
+                *held.lock().expect("turn lock") = Some(turn);
+            }),
+        ))
     });
     store
 }

@@ -35,8 +35,9 @@ impl UpcasterInstance {
         pre: &UpcasterPre<CallState>,
         limits: CallLimits,
     ) -> Result<UpcasterInstance, PluginFailure> {
+        let wall = limits.wall;
         let mut store = new_store(pre.engine(), limits);
-        match within_wall(limits.wall, pre.instantiate_async(&mut store)).await? {
+        match within_wall(wall, pre.instantiate_async(&mut store)).await? {
             Ok(bindings) => Ok(UpcasterInstance { store, bindings }),
             Err(error) => {
                 let mut failure = classify(error, &store);

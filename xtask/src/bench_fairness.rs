@@ -1,0 +1,148 @@
+//! `cargo xtask bench-fairness [--clients N] [--seconds S] [--database URL]`: what one
+//! tenant's busy plugins cost another tenant.
+//!
+//! A release server; tenant `noisy` runs the hostile aggregate's `Loop` command (a
+//! guest that spins until its CPU budget runs out) from N clients at once; tenant
+//! `neighbour` sends deposits one after another. The neighbour's p50/p99 are measured
+//! idle, during the noise, and idle again; the table ends with the ratio.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use reqwest::blocking::Client;
+use serde_json::{Value, json};
+
+use crate::bench::ReleaseServer;
+
+fn arg(args: &[String], name: &str, default: u64) -> anyhow::Result<u64> {
+    match args.iter().position(|a| a == name) {
+        Some(i) => Ok(args.get(i + 1).context("missing value")?.parse()?),
+        None => Ok(default),
+    }
+}
+
+pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    let clients = arg(args, "--clients", 64)?;
+    let seconds = arg(args, "--seconds", 10)?;
+    let database = args
+        .iter()
+        .position(|a| a == "--database")
+        .and_then(|i| args.get(i + 1).cloned());
+    let server = ReleaseServer::start(root, "bench-fairness-data", database.as_deref())?;
+    let base = server.base.clone();
+    let http = Client::builder()
+        .timeout(Duration::from_secs(120))
+        .pool_max_idle_per_host(clients as usize + 4)
+        .build()?;
+    let tenant = |id: &str, plugin: &str, wasm: &str| -> anyhow::Result<String> {
+        let created: Value = http
+            .post(format!("{base}/admin/tenants"))
+            .bearer_auth("bench")
+            .json(&json!({"id": id}))
+            .send()?
+            .error_for_status()?
+            .json()?;
+        let token = created["token"].as_str().context("token")?.to_owned();
+        http.put(format!("{base}/t/{id}/plugins/{plugin}"))
+            .bearer_auth(&token)
+            .body(std::fs::read(root.join(wasm))?)
+            .send()?
+            .error_for_status()?;
+        Ok(token)
+    };
+    let noisy = tenant("noisy", "h", "target/hostile/aggregate.wasm")?;
+    let neighbour = tenant("neighbour", "account", "target/plugins/account.wasm")?;
+    http.post(format!("{base}/t/neighbour/aggregates/account/n/commands"))
+        .bearer_auth(&neighbour)
+        .json(&json!({"type": "Open", "payload": {"owner": "n"}}))
+        .send()?
+        .error_for_status()?;
+    let deposit = |http: &Client| -> anyhow::Result<Duration> {
+        let sent = Instant::now();
+        http.post(format!("{base}/t/neighbour/aggregates/account/n/commands"))
+            .bearer_auth(&neighbour)
+            .json(&json!({"type": "Deposit", "payload": {"amount": 1}}))
+            .send()?
+            .error_for_status()?;
+        Ok(sent.elapsed())
+    };
+    let measure = |http: &Client, count: usize| -> anyhow::Result<Vec<Duration>> {
+        let mut latencies = (0..count)
+            .map(|_| deposit(http))
+            .collect::<Result<Vec<_>, _>>()?;
+        latencies.sort();
+        Ok(latencies)
+    };
+    let idle = measure(&http, 1000)?;
+
+    println!("==> {clients} clients looping in tenant noisy for {seconds} s");
+    let stop = Arc::new(AtomicBool::new(false));
+    let loops = Arc::new(AtomicU64::new(0));
+    let mut during = std::thread::scope(|scope| -> anyhow::Result<Vec<Duration>> {
+        for _ in 0..clients {
+            let (stop, loops, http, base, noisy) = (
+                stop.clone(),
+                loops.clone(),
+                http.clone(),
+                base.clone(),
+                noisy.clone(),
+            );
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    // 422 plugin_failed (deadline) is the expected answer.
+                    let _ = http
+                        .post(format!("{base}/t/noisy/aggregates/h/1/commands"))
+                        .bearer_auth(&noisy)
+                        .json(&json!({"type": "Loop"}))
+                        .send();
+                    loops.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let started = Instant::now();
+        let mut latencies = Vec::new();
+        while started.elapsed() < Duration::from_secs(seconds) {
+            latencies.push(deposit(&http)?);
+        }
+        stop.store(true, Ordering::Relaxed);
+        Ok(latencies)
+    })?;
+    during.sort();
+    let again = measure(&http, 1000)?;
+    let pct = |l: &[Duration], p: f64| {
+        l[((l.len() as f64 * p) as usize).min(l.len() - 1)].as_secs_f64() * 1000.0
+    };
+    println!();
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!(
+        "| backend | {} |",
+        if database.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+    );
+    println!(
+        "| noisy loops answered | {} |",
+        loops.load(Ordering::Relaxed)
+    );
+    for (what, l) in [("idle", &idle), ("during", &during), ("idle again", &again)] {
+        println!(
+            "| neighbour {what} p50 / p99 | {:.2} / {:.2} ms ({} commands) |",
+            pct(l, 0.5),
+            pct(l, 0.99),
+            l.len()
+        );
+    }
+    println!(
+        "| p99 during / idle (the larger idle p99) | {:.2} |",
+        pct(&during, 0.99) / pct(&idle, 0.99).max(pct(&again, 0.99))
+    );
+    drop(server);
+    Ok(())
+}
