@@ -32,9 +32,9 @@ impl AggregateInstance {
         pre: &AggregatePre<CallState>,
         limits: CallLimits,
     ) -> Result<AggregateInstance, PluginFailure> {
-        let wall = limits.wall;
         let mut store = new_store(pre.engine(), limits);
-        match within_wall(wall, pre.instantiate_async(&mut store)).await? {
+        let (wall, turn) = store.data().call_bounds();
+        match within_wall(wall, &turn, pre.instantiate_async(&mut store)).await? {
             Ok(bindings) => Ok(AggregateInstance { store, bindings }),
             Err(error) => {
                 let mut failure = classify(error, &store);
@@ -48,8 +48,13 @@ impl AggregateInstance {
 
     pub async fn initial_state(&mut self) -> Result<Vec<u8>, PluginFailure> {
         self.store.data().sources.set(0, &[b"initial-state"]);
-        let wall = self.store.data().wall_limit;
-        let result = within_wall(wall, self.bindings.call_initial_state(&mut self.store)).await?;
+        let (wall, turn) = self.store.data().call_bounds();
+        let result = within_wall(
+            wall,
+            &turn,
+            self.bindings.call_initial_state(&mut self.store),
+        )
+        .await?;
         result.map_err(|e| classify(e, &self.store))
     }
 
@@ -70,9 +75,9 @@ impl AggregateInstance {
                 ],
             );
             let records: Vec<_> = chunk.iter().map(to_wit_event).collect();
-            let wall = self.store.data().wall_limit;
+            let (wall, turn) = self.store.data().call_bounds();
             let call = self.bindings.call_evolve(&mut self.store, &state, &records);
-            let result = within_wall(wall, call).await?;
+            let result = within_wall(wall, &turn, call).await?;
             state = result.map_err(|e| classify(e, &self.store))?;
         }
         Ok(state)
@@ -91,9 +96,9 @@ impl AggregateInstance {
             .data()
             .sources
             .set(command.issued_at, &[b"decide", seed.as_bytes()]);
-        let wall = self.store.data().wall_limit;
+        let (wall, turn) = self.store.data().call_bounds();
         let call = self.bindings.call_decide(&mut self.store, state, command);
-        let result = within_wall(wall, call).await?;
+        let result = within_wall(wall, &turn, call).await?;
         result.map_err(|e| classify(e, &self.store))
     }
 

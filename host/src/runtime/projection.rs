@@ -137,9 +137,9 @@ impl ProjectionInstance {
         pre: &ProjectionPre<CallState>,
         limits: CallLimits,
     ) -> Result<ProjectionInstance, PluginFailure> {
-        let wall = limits.wall;
         let mut store = new_store(pre.engine(), limits);
-        match within_wall(wall, pre.instantiate_async(&mut store)).await? {
+        let (wall, turn) = store.data().call_bounds();
+        match within_wall(wall, &turn, pre.instantiate_async(&mut store)).await? {
             Ok(bindings) => Ok(ProjectionInstance { store, bindings }),
             Err(error) => {
                 let mut failure = classify(error, &store);
@@ -157,8 +157,9 @@ impl ProjectionInstance {
     }
 
     pub async fn event_types(&mut self) -> Result<Vec<String>, PluginFailure> {
-        let wall = self.store.data().wall_limit;
-        let result = within_wall(wall, self.bindings.call_event_types(&mut self.store)).await?;
+        let (wall, turn) = self.store.data().call_bounds();
+        let result =
+            within_wall(wall, &turn, self.bindings.call_event_types(&mut self.store)).await?;
         result.map_err(|e| classify(e, &self.store))
     }
 
@@ -182,8 +183,13 @@ impl ProjectionInstance {
             );
         }
         let records: Vec<_> = events.iter().map(super::aggregate::to_wit_event).collect();
-        let wall = self.store.data().wall_limit;
-        let result = within_wall(wall, self.bindings.call_handle(&mut self.store, &records)).await;
+        let (wall, turn) = self.store.data().call_bounds();
+        let result = within_wall(
+            wall,
+            &turn,
+            self.bindings.call_handle(&mut self.store, &records),
+        )
+        .await;
         let session = self.store.data_mut().documents.take();
         result?.map_err(|e| classify(e, &self.store))?;
         Ok(session.map(|s| s.writes).unwrap_or_default())

@@ -123,7 +123,7 @@ pub struct CallState {
     budget_ticks: u64,
     /// The tenant's CPU turns, and the one this call holds until its next tick.
     turns: Option<Arc<tokio::sync::Semaphore>>,
-    turn: Arc<Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>,
+    turn: Turn,
     /// What WASI's clocks and random answer (see `determinism.rs`); the caller sets
     /// them before each call.
     pub sources: super::determinism::Sources,
@@ -133,7 +133,16 @@ pub struct CallState {
     pub documents: Option<super::projection::DocumentSession>,
 }
 
+/// The CPU turn a call holds between two epoch ticks, if any.
+pub type Turn = Arc<Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>;
+
 impl CallState {
+    /// What bounds a call beyond its CPU budget: its wall time, and the turn it must
+    /// give back when it returns.
+    pub fn call_bounds(&self) -> (Duration, Turn) {
+        (self.wall_limit, self.turn.clone())
+    }
+
     /// Gives the next call a whole time budget of its own, for callers that make many
     /// calls on one instance and mean the limit per call (verification).
     pub fn refill_budget(&mut self) {
@@ -241,20 +250,25 @@ pub fn new_store(engine: &wasmtime::Engine, limits: CallLimits) -> Store<CallSta
 /// Runs one guest call (or an instantiation) under the store's wall-time bound. On
 /// timeout the call's future is dropped mid-call, which wasmtime allows; the store is
 /// then unusable, and every caller throws an instance away after a failure.
+///
+/// The CPU turn the call took at its ticks is given back when it returns: a finished
+/// call must not hold one while its caller does other work (an upcaster nested in a
+/// command's load would otherwise wait for a turn its own command holds).
 pub async fn within_wall<T>(
     wall: Duration,
+    turn: &Turn,
     call: impl std::future::Future<Output = wasmtime::Result<T>>,
 ) -> Result<wasmtime::Result<T>, PluginFailure> {
-    tokio::time::timeout(wall, call)
-        .await
-        .map_err(|_| PluginFailure {
-            reason: FailureReason::Deadline,
-            message: format!(
-                "the call ran past its wall-time limit of {} ms (time blocked in a WASI call, \
+    let finished = tokio::time::timeout(wall, call).await;
+    turn.lock().expect("turn lock").take();
+    finished.map_err(|_| PluginFailure {
+        reason: FailureReason::Deadline,
+        message: format!(
+            "the call ran past its wall-time limit of {} ms (time blocked in a WASI call, \
                  such as a sleep, counts)",
-                wall.as_millis()
-            ),
-        })
+            wall.as_millis()
+        ),
+    })
 }
 
 /// Turns an error from a guest call into the tenant-facing failure.

@@ -35,9 +35,9 @@ impl UpcasterInstance {
         pre: &UpcasterPre<CallState>,
         limits: CallLimits,
     ) -> Result<UpcasterInstance, PluginFailure> {
-        let wall = limits.wall;
         let mut store = new_store(pre.engine(), limits);
-        match within_wall(wall, pre.instantiate_async(&mut store)).await? {
+        let (wall, turn) = store.data().call_bounds();
+        match within_wall(wall, &turn, pre.instantiate_async(&mut store)).await? {
             Ok(bindings) => Ok(UpcasterInstance { store, bindings }),
             Err(error) => {
                 let mut failure = classify(error, &store);
@@ -51,8 +51,9 @@ impl UpcasterInstance {
 
     pub async fn event_types(&mut self) -> Result<Vec<String>, PluginFailure> {
         self.store.data().sources.set(0, &[b"event-types"]);
-        let wall = self.store.data().wall_limit;
-        let result = within_wall(wall, self.bindings.call_event_types(&mut self.store)).await?;
+        let (wall, turn) = self.store.data().call_bounds();
+        let result =
+            within_wall(wall, &turn, self.bindings.call_event_types(&mut self.store)).await?;
         result.map_err(|e| classify(e, &self.store))
     }
 
@@ -77,9 +78,9 @@ impl UpcasterInstance {
                 ],
             );
             let records: Vec<_> = chunk.iter().map(super::aggregate::to_wit_event).collect();
-            let wall = self.store.data().wall_limit;
+            let (wall, turn) = self.store.data().call_bounds();
             let call = self.bindings.call_upcast(&mut self.store, &records);
-            let result = within_wall(wall, call).await?;
+            let result = within_wall(wall, &turn, call).await?;
             let mapped = result.map_err(|e| classify(e, &self.store))?;
             if mapped.len() != chunk.len() {
                 return Err(PluginFailure::invalid_output(format!(
