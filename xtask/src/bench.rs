@@ -12,21 +12,26 @@ use anyhow::{Context, bail};
 use reqwest::blocking::Client;
 use serde_json::json;
 
-fn arg(args: &[String], name: &str, default: u64) -> anyhow::Result<u64> {
+/// The number after `name` in `args`, else `default` (shared by the bench commands).
+pub fn arg(args: &[String], name: &str, default: u64) -> anyhow::Result<u64> {
     match args.iter().position(|a| a == name) {
         Some(i) => Ok(args.get(i + 1).context("missing value")?.parse()?),
         None => Ok(default),
     }
 }
 
+/// The URL after `--database`, if given.
+pub fn database_arg(args: &[String]) -> Option<String> {
+    args.iter()
+        .position(|a| a == "--database")
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
 pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let clients = arg(args, "--clients", 64)?;
     let commands = arg(args, "--commands", 20_000)?;
     let streams = arg(args, "--streams", 1000)?;
-    let database = args
-        .iter()
-        .position(|a| a == "--database")
-        .and_then(|i| args.get(i + 1).cloned());
+    let database = database_arg(args);
     let server = ReleaseServer::start(root, "bench-data", database.as_deref())?;
     drive(root, &server.base, clients, commands, streams)
 }

@@ -15,22 +15,12 @@ use anyhow::Context;
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
 
-use crate::bench::ReleaseServer;
-
-fn arg(args: &[String], name: &str, default: u64) -> anyhow::Result<u64> {
-    match args.iter().position(|a| a == name) {
-        Some(i) => Ok(args.get(i + 1).context("missing value")?.parse()?),
-        None => Ok(default),
-    }
-}
+use crate::bench::{ReleaseServer, arg, database_arg};
 
 pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let clients = arg(args, "--clients", 64)?;
     let seconds = arg(args, "--seconds", 10)?;
-    let database = args
-        .iter()
-        .position(|a| a == "--database")
-        .and_then(|i| args.get(i + 1).cloned());
+    let database = database_arg(args);
     let server = ReleaseServer::start(root, "bench-fairness-data", database.as_deref())?;
     let base = server.base.clone();
     let http = Client::builder()

@@ -17,22 +17,12 @@ use anyhow::{Context, bail};
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
 
-use crate::bench::ReleaseServer;
-
-fn arg(args: &[String], name: &str, default: u64) -> anyhow::Result<u64> {
-    match args.iter().position(|a| a == name) {
-        Some(i) => Ok(args.get(i + 1).context("missing value")?.parse()?),
-        None => Ok(default),
-    }
-}
+use crate::bench::{ReleaseServer, arg, database_arg};
 
 pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let streams = arg(args, "--streams", 1000)?;
     let events = arg(args, "--events", 100_000)?;
-    let database = args
-        .iter()
-        .position(|a| a == "--database")
-        .and_then(|i| args.get(i + 1).cloned());
+    let database = database_arg(args);
     if streams == 0 || events < streams {
         bail!("--events must be at least --streams, and --streams at least 1");
     }
