@@ -468,3 +468,54 @@ async fn a_compile_past_its_time_limit_is_killed_and_refused() {
     .await;
     assert_eq!(code, StatusCode::CREATED, "{body}");
 }
+
+#[tokio::test]
+async fn appends_past_the_storage_quota_are_refused() {
+    let server = Server::start().await;
+    let resp = server
+        .post(
+            "/admin/tenants",
+            server.admin(),
+            json!({"id": "small", "limits": {"max_stored_bytes": 1 << 20}}),
+        )
+        .await;
+    let (code, body) = body_of(resp).await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    let token = body["token"].as_str().unwrap().to_owned();
+    let big = json!({"events": [{"type": "Blob", "data": {"x": "a".repeat(600 << 10)}}]});
+    let (code, body) = body_of(server.append(&token, "small", "blob-1", big.clone()).await).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let (code, body) = body_of(server.append(&token, "small", "blob-2", big).await).await;
+    assert_error_body(
+        code,
+        &body,
+        StatusCode::INSUFFICIENT_STORAGE,
+        "quota_exceeded",
+    );
+    assert_eq!(body["error"]["max_stored_bytes"], 1 << 20, "{body}");
+    assert_eq!(version_of(&server, "small", &token, "blob-2").await, 0);
+    // Commands are appends too.
+    let up = server
+        .upload(&token, "small", "account", plugin_bytes("account"))
+        .await;
+    assert_eq!(up.status(), 201);
+    let small = json!({"events": [{"type": "Blob", "data": {"x": "a".repeat(400 << 10)}}]});
+    let (code, body) = body_of(server.append(&token, "small", "blob-3", small).await).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let (code, body) = server
+        .command_answer(
+            &token,
+            "small",
+            "account",
+            "1",
+            json!({"type": "Open", "payload": {"owner": "o".repeat(100 << 10)}}),
+        )
+        .await;
+    assert_error_body(
+        code,
+        &body,
+        StatusCode::INSUFFICIENT_STORAGE,
+        "quota_exceeded",
+    );
+    assert_eq!(version_of(&server, "small", &token, "account-1").await, 0);
+}

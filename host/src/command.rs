@@ -154,6 +154,12 @@ impl Commands {
                     events: Vec::new(),
                 });
             }
+            let bytes = events
+                .iter()
+                .map(|e| (e.payload.len() + e.metadata.len()) as u64)
+                .sum();
+            gate.reserve_storage(self.store.as_ref(), tenant, bytes)
+                .await?;
             let append = AppendRequest {
                 tenant: tenant.clone(),
                 stream_id: stream_id.clone(),

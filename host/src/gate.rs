@@ -15,6 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::error::ApiError;
 use crate::limits::Limits;
 use crate::runtime::{CallLimits, FailureReason, PluginFailure};
+use crate::store::{EventStore, TenantId};
 
 /// Log lines kept per plugin.
 const LOG_LINES: usize = 200;
@@ -34,6 +35,10 @@ pub struct TenantGate {
     /// however many calls a tenant has in flight, at most this many burn CPU at once
     /// and its neighbours' calls keep their share.
     cpu_turns: Arc<Semaphore>,
+    /// Event bytes the tenant stores, read from the store on first use and counted up
+    /// by this host's appends since (other hosts' appends are seen when the gate is
+    /// next made). A tokio `Mutex`: the first use awaits the store while holding it.
+    stored_bytes: tokio::sync::Mutex<Option<u64>>,
     /// Token bucket for `commands_per_second`; `None` when unlimited. A std `Mutex`:
     /// held for a few arithmetic operations.
     rate: Option<Mutex<Bucket>>,
@@ -135,6 +140,7 @@ impl TenantGate {
         TenantGate {
             calls: Arc::new(Semaphore::new(limits.max_concurrent_calls as usize)),
             cpu_turns: Arc::new(Semaphore::new(cpu_turns())),
+            stored_bytes: tokio::sync::Mutex::new(None),
             rate: limits.commands_per_second.map(|rate| {
                 Mutex::new(Bucket {
                     tokens: rate as f64,
@@ -168,6 +174,39 @@ impl TenantGate {
                 "this tenant is limited to {rate} commands per second"
             )))
         }
+    }
+
+    /// Refuses an append of `adding` bytes that would take the tenant past its
+    /// `max_stored_bytes` (507 `quota_exceeded`); otherwise counts them as stored. An
+    /// append that then fails leaves them counted: the quota errs on the safe side
+    /// until the gate is next made.
+    pub async fn reserve_storage(
+        &self,
+        store: &dyn EventStore,
+        tenant: &TenantId,
+        adding: u64,
+    ) -> Result<(), ApiError> {
+        let mut stored = self.stored_bytes.lock().await;
+        let now = match *stored {
+            Some(bytes) => bytes,
+            None => store.stored_usage(tenant).await?.1,
+        };
+        let max = self.limits.max_stored_bytes;
+        if now + adding > max {
+            *stored = Some(now);
+            return Err(ApiError::new(
+                axum::http::StatusCode::INSUFFICIENT_STORAGE,
+                "quota_exceeded",
+                format!(
+                    "this tenant stores {now} bytes of events; {adding} more would pass its \
+                     max_stored_bytes of {max}"
+                ),
+            )
+            .with("stored_bytes", now)
+            .with("max_stored_bytes", max));
+        }
+        *stored = Some(now + adding);
+        Ok(())
     }
 
     /// The limits of one plugin call of this tenant, its CPU turns included.

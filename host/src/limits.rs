@@ -29,6 +29,9 @@ pub struct Limits {
     /// Longest a plugin upload may take to compile, in milliseconds; past it the
     /// compiler is killed and the upload refused.
     pub compile_timeout_ms: u64,
+    /// Most bytes of event payload and metadata the tenant may store; appends past it
+    /// answer 507 `quota_exceeded`.
+    pub max_stored_bytes: u64,
 }
 
 impl Default for Limits {
@@ -42,6 +45,7 @@ impl Default for Limits {
             commands_per_second: None,
             verify_max_events: 1_000_000,
             compile_timeout_ms: 60_000,
+            max_stored_bytes: 10 << 30,
         }
     }
 }
@@ -97,6 +101,10 @@ impl Limits {
         check(
             (1..=600_000).contains(&self.compile_timeout_ms),
             "compile_timeout_ms must be between 1 and 600000",
+        )?;
+        check(
+            (1 << 20..=1 << 40).contains(&self.max_stored_bytes),
+            "max_stored_bytes must be between 1 MiB and 1 TiB",
         )
     }
 

@@ -119,6 +119,14 @@ pub async fn append(
             metadata: Value::Object(e.metadata.unwrap_or_default()).to_string(),
         });
     }
+    let bytes = events
+        .iter()
+        .map(|e| (e.payload.len() + e.metadata.len()) as u64)
+        .sum();
+    access
+        .gate
+        .reserve_storage(app.store.as_ref(), &access.tenant, bytes)
+        .await?;
     let outcome = app
         .appender
         .append(AppendRequest {
