@@ -1,5 +1,5 @@
 //! The foundation scenario against a real `cairn` process: tenants, plugin uploads,
-//! the banking commands, auth, restarts and the error shape (shared/API.md).
+//! the banking commands, auth, restarts and the error shape (docs/api.md).
 
 mod common;
 

@@ -554,17 +554,9 @@ async fn clocks_and_random_are_deterministic_in_aggregates() {
 #[tokio::test]
 async fn verification_survives_a_restart_and_reports_a_sample_over_budget() {
     let mut server = Server::start().await;
-    let resp = server
-        .post(
-            "/admin/tenants",
-            server.admin(),
-            json!({"id": "acme", "limits": {"verify_max_events": 10}}),
-        )
+    let token = server
+        .create_tenant_with("acme", json!({"verify_max_events": 10}))
         .await;
-    let token = expect(resp, StatusCode::CREATED).await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     expect(
         server
             .upload(&token, "acme", "account", plugin_bytes("account"))

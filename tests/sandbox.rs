@@ -427,16 +427,9 @@ async fn event_types_and_ids_must_be_printable() {
 #[tokio::test]
 async fn a_compile_past_its_time_limit_is_killed_and_refused() {
     let server = Server::start().await;
-    let resp = server
-        .post(
-            "/admin/tenants",
-            server.admin(),
-            json!({"id": "slow", "limits": {"compile_timeout_ms": 1}}),
-        )
+    let token = server
+        .create_tenant_with("slow", json!({"compile_timeout_ms": 1}))
         .await;
-    let (code, body) = body_of(resp).await;
-    assert_eq!(code, StatusCode::CREATED, "{body}");
-    let token = body["token"].as_str().unwrap().to_owned();
     let (code, body) = body_of(
         server
             .upload(&token, "slow", "account", plugin_bytes("account"))
@@ -472,16 +465,9 @@ async fn a_compile_past_its_time_limit_is_killed_and_refused() {
 #[tokio::test]
 async fn appends_past_the_storage_quota_are_refused() {
     let server = Server::start().await;
-    let resp = server
-        .post(
-            "/admin/tenants",
-            server.admin(),
-            json!({"id": "small", "limits": {"max_stored_bytes": 1 << 20}}),
-        )
+    let token = server
+        .create_tenant_with("small", json!({"max_stored_bytes": 1 << 20}))
         .await;
-    let (code, body) = body_of(resp).await;
-    assert_eq!(code, StatusCode::CREATED, "{body}");
-    let token = body["token"].as_str().unwrap().to_owned();
     let big = json!({"events": [{"type": "Blob", "data": {"x": "a".repeat(600 << 10)}}]});
     let (code, body) = body_of(server.append(&token, "small", "blob-1", big.clone()).await).await;
     assert_eq!(code, StatusCode::OK, "{body}");

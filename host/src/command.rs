@@ -154,12 +154,6 @@ impl Commands {
                     events: Vec::new(),
                 });
             }
-            let bytes = events
-                .iter()
-                .map(|e| (e.payload.len() + e.metadata.len()) as u64)
-                .sum();
-            gate.reserve_storage(self.store.as_ref(), tenant, bytes)
-                .await?;
             let append = AppendRequest {
                 tenant: tenant.clone(),
                 stream_id: stream_id.clone(),
@@ -168,7 +162,10 @@ impl Commands {
                 ids_from_writer: false,
                 command_id: request.command_id.clone(),
             };
-            match self.appender.append(append).await {
+            let appended = gate
+                .append_within_quota(self.store.as_ref(), &self.appender, append)
+                .await?;
+            match appended {
                 Ok(outcome) => {
                     Metrics::add(&self.metrics.events_appended, outcome.events.len() as u64);
                     let position = outcome

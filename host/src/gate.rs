@@ -12,10 +12,11 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::appender::Appender;
 use crate::error::ApiError;
 use crate::limits::Limits;
 use crate::runtime::{CallLimits, FailureReason, PluginFailure};
-use crate::store::{EventStore, TenantId};
+use crate::store::{AppendError, AppendOutcome, AppendRequest, EventStore, TenantId};
 
 /// Log lines kept per plugin.
 const LOG_LINES: usize = 200;
@@ -176,11 +177,30 @@ impl TenantGate {
         }
     }
 
-    /// Refuses an append of `adding` bytes that would take the tenant past its
-    /// `max_stored_bytes` (507 `quota_exceeded`); otherwise counts them as stored. An
-    /// append that then fails leaves them counted: the quota errs on the safe side
-    /// until the gate is next made.
-    pub async fn reserve_storage(
+    /// Appends through `appender` within the tenant's `max_stored_bytes`: the outer
+    /// error is 507 `quota_exceeded` (nothing sent), the inner result the append's own.
+    /// Every append path (raw appends, commands) goes through here.
+    pub async fn append_within_quota(
+        &self,
+        store: &dyn EventStore,
+        appender: &Appender,
+        request: AppendRequest,
+    ) -> Result<Result<AppendOutcome, AppendError>, ApiError> {
+        let bytes = request
+            .events
+            .iter()
+            .map(|e| (e.payload.len() + e.metadata.len()) as u64)
+            .sum();
+        self.reserve_storage(store, &request.tenant, bytes).await?;
+        let appended = appender.append(request).await;
+        if !matches!(&appended, Ok(outcome) if !outcome.replayed) {
+            self.release_storage(bytes).await;
+        }
+        Ok(appended)
+    }
+
+    /// Counts `adding` bytes as stored, or refuses them past `max_stored_bytes`.
+    async fn reserve_storage(
         &self,
         store: &dyn EventStore,
         tenant: &TenantId,
@@ -207,6 +227,13 @@ impl TenantGate {
         }
         *stored = Some(now + adding);
         Ok(())
+    }
+
+    /// Gives back bytes reserved for an append that was not written.
+    async fn release_storage(&self, bytes: u64) {
+        if let Some(stored) = self.stored_bytes.lock().await.as_mut() {
+            *stored = stored.saturating_sub(bytes);
+        }
     }
 
     /// The limits of one plugin call of this tenant, its CPU turns included.

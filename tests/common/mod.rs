@@ -1,6 +1,6 @@
 //! A real `cairn` process for the black-box HTTP tests: a temporary data directory,
 //! a free loopback port, a random operator token, and small helpers that speak the
-//! contract in shared/API.md.
+//! contract in docs/api.md.
 //!
 //! With `CAIRN_TEST_BACKEND=postgres` every server runs on a fresh PostgreSQL
 //! database (made from `CAIRN_TEST_POSTGRES`, default
@@ -265,8 +265,17 @@ impl Server {
 
     /// Creates a tenant with the operator token and returns the tenant's token.
     pub async fn create_tenant(&self, id: &str) -> String {
+        self.create_tenant_with(id, json!({})).await
+    }
+
+    /// Creates a tenant with some of its limits set; returns the tenant's token.
+    pub async fn create_tenant_with(&self, id: &str, limits: Value) -> String {
         let resp = self
-            .post("/admin/tenants", &self.admin_token, json!({"id": id}))
+            .post(
+                "/admin/tenants",
+                &self.admin_token,
+                json!({"id": id, "limits": limits}),
+            )
             .await;
         let body = expect(resp, StatusCode::CREATED).await;
         body["token"].as_str().expect("a token").to_owned()

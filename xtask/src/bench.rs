@@ -36,6 +36,38 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     drive(root, &server.base, clients, commands, streams)
 }
 
+/// The `p` quantile of sorted latencies, in milliseconds.
+pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+/// The head of a results table: the columns and the backend row.
+pub fn print_table_head(on_postgres: bool) {
+    println!();
+    println!("| measure | value |");
+    println!("|---|---|");
+    let backend = if on_postgres { "postgres" } else { "sqlite" };
+    println!("| backend | {backend} |");
+}
+
+/// A neighbour's latencies (each sorted) idle, during some load and idle again, and
+/// its p99 during the load over the larger idle p99 (the idle figure itself varies).
+pub fn print_neighbour(idle: &[Duration], during: &[Duration], again: &[Duration]) {
+    for (what, l) in [("idle", idle), ("during", during), ("idle again", again)] {
+        println!(
+            "| neighbour {what} p50 / p99 | {:.2} / {:.2} ms ({} commands) |",
+            percentile_ms(l, 0.5),
+            percentile_ms(l, 0.99),
+            l.len()
+        );
+    }
+    let idle_p99 = percentile_ms(idle, 0.99).max(percentile_ms(again, 0.99));
+    println!(
+        "| p99 during / idle (the larger idle p99) | {:.2} |",
+        percentile_ms(during, 0.99) / idle_p99
+    );
+}
+
 /// A release server on a fresh data directory under `target/`, killed when dropped.
 pub struct ReleaseServer {
     child: std::process::Child,

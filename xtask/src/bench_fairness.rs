@@ -15,7 +15,7 @@ use anyhow::Context;
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
 
-use crate::bench::{ReleaseServer, arg, database_arg};
+use crate::bench::{ReleaseServer, arg, database_arg, print_neighbour, print_table_head};
 
 pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let clients = arg(args, "--clients", 64)?;
@@ -103,36 +103,12 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     })?;
     during.sort();
     let again = measure(&http, 1000)?;
-    let pct = |l: &[Duration], p: f64| {
-        l[((l.len() as f64 * p) as usize).min(l.len() - 1)].as_secs_f64() * 1000.0
-    };
-    println!();
-    println!("| measure | value |");
-    println!("|---|---|");
-    println!(
-        "| backend | {} |",
-        if database.is_some() {
-            "postgres"
-        } else {
-            "sqlite"
-        }
-    );
+    print_table_head(database.is_some());
     println!(
         "| noisy loops answered | {} |",
         loops.load(Ordering::Relaxed)
     );
-    for (what, l) in [("idle", &idle), ("during", &during), ("idle again", &again)] {
-        println!(
-            "| neighbour {what} p50 / p99 | {:.2} / {:.2} ms ({} commands) |",
-            pct(l, 0.5),
-            pct(l, 0.99),
-            l.len()
-        );
-    }
-    println!(
-        "| p99 during / idle (the larger idle p99) | {:.2} |",
-        pct(&during, 0.99) / pct(&idle, 0.99).max(pct(&again, 0.99))
-    );
+    print_neighbour(&idle, &during, &again);
     drop(server);
     Ok(())
 }

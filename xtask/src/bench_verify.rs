@@ -17,7 +17,7 @@ use anyhow::{Context, bail};
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
 
-use crate::bench::{ReleaseServer, arg, database_arg};
+use crate::bench::{ReleaseServer, arg, database_arg, print_neighbour, print_table_head};
 
 pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let streams = arg(args, "--streams", 1000)?;
@@ -163,21 +163,8 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     }
     idle.sort();
     during.sort();
-    let pct = |l: &[Duration], p: f64| {
-        l[((l.len() as f64 * p) as usize).min(l.len() - 1)].as_secs_f64() * 1000.0
-    };
     let folded = report["events_folded"].as_u64().unwrap_or(0);
-    println!();
-    println!("| measure | value |");
-    println!("|---|---|");
-    println!(
-        "| backend | {} |",
-        if database.is_some() {
-            "postgres"
-        } else {
-            "sqlite"
-        }
-    );
+    print_table_head(database.is_some());
     println!(
         "| history | {} events, {} streams |",
         report["events_total"], report["streams_total"]
@@ -194,29 +181,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         "| verification rate | {:.0} events/s |",
         folded as f64 / took.as_secs_f64()
     );
-    println!(
-        "| neighbour idle p50 / p99 | {:.2} / {:.2} ms ({} commands) |",
-        pct(&idle, 0.5),
-        pct(&idle, 0.99),
-        idle.len()
-    );
-    println!(
-        "| neighbour idle again p50 / p99 | {:.2} / {:.2} ms ({} commands) |",
-        pct(&idle_after, 0.5),
-        pct(&idle_after, 0.99),
-        idle_after.len()
-    );
-    println!(
-        "| neighbour during p50 / p99 | {:.2} / {:.2} ms ({} commands) |",
-        pct(&during, 0.5),
-        pct(&during, 0.99),
-        during.len()
-    );
-    let idle_p99 = pct(&idle, 0.99).max(pct(&idle_after, 0.99));
-    println!(
-        "| p99 during / idle (the larger idle p99) | {:.2} |",
-        pct(&during, 0.99) / idle_p99
-    );
+    print_neighbour(&idle, &during, &idle_after);
     drop(server);
     Ok(())
 }

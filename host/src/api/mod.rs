@@ -1,4 +1,4 @@
-//! The HTTP API (see shared/API.md): routing only. Handlers translate HTTP to calls on
+//! The HTTP API (see docs/api.md): routing only. Handlers translate HTTP to calls on
 //! the services in [`crate::app::App`] and back; they hold no logic of their own.
 
 mod admin;

@@ -200,11 +200,12 @@ pub async fn logs(
     State(app): State<AppState>,
     Path((_, name)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    if app
+    if !app
         .plugins
-        .versions_of(&access.tenant, &name)
+        .all(&access.tenant)
         .await?
-        .is_empty()
+        .iter()
+        .any(|v| v.name == name)
     {
         return Err(ApiError::not_found(format!("no plugin named {name}")));
     }

@@ -119,25 +119,18 @@ pub async fn append(
             metadata: Value::Object(e.metadata.unwrap_or_default()).to_string(),
         });
     }
-    let bytes = events
-        .iter()
-        .map(|e| (e.payload.len() + e.metadata.len()) as u64)
-        .sum();
-    access
+    let request = AppendRequest {
+        tenant: access.tenant.clone(),
+        stream_id: stream,
+        expected,
+        events,
+        ids_from_writer,
+        command_id: None,
+    };
+    let outcome = access
         .gate
-        .reserve_storage(app.store.as_ref(), &access.tenant, bytes)
-        .await?;
-    let outcome = app
-        .appender
-        .append(AppendRequest {
-            tenant: access.tenant,
-            stream_id: stream,
-            expected,
-            events,
-            ids_from_writer,
-            command_id: None,
-        })
-        .await?;
+        .append_within_quota(app.store.as_ref(), &app.appender, request)
+        .await??;
     let (first, last) = (outcome.events.first(), outcome.events.last());
     Ok(Json(json!({
         "first_version": first.map(|e| e.version),

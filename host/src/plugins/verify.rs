@@ -318,7 +318,10 @@ impl Plugins {
         tenant: &TenantId,
         stream_id: &str,
     ) -> anyhow::Result<Vec<Folded>> {
-        let limits = gate.call_limits();
+        // Without the tenant's CPU turns: this thread already runs only when nothing
+        // else wants the CPU, and a turn held by a starved thread would be one less
+        // for the tenant's own commands.
+        let limits = gate.limits.call_limits();
         let _tenant_slot = gate.call_slot().await;
         let failed = |event: Option<&RecordedEvent>, failure: PluginFailure| {
             Folded::Failed(Failure::at(stream_id, event, failure))
@@ -452,7 +455,10 @@ impl Plugins {
             .iter()
             .cloned()
             .collect();
-        let limits = gate.call_limits();
+        // Without the tenant's CPU turns: this thread already runs only when nothing
+        // else wants the CPU, and a turn held by a starved thread would be one less
+        // for the tenant's own commands.
+        let limits = gate.limits.call_limits();
         let budget = gate.limits.verify_max_events;
         let mut flushed = Instant::now();
         let mut after = 0;

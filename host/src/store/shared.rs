@@ -541,8 +541,9 @@ impl EventStore for Backend {
         verification: Verification,
         report: &serde_json::Value,
     ) -> StoreResult<()> {
-        self.update_plugin_verification(tenant, name, version, verification, report)
+        self.complete_plugin_verification(tenant, name, version, verification, report, None)
             .await
+            .map(|_| ())
     }
 
     async fn finish_plugin_verification(

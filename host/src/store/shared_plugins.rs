@@ -125,28 +125,6 @@ impl Backend {
         .collect()
     }
 
-    pub(super) async fn update_plugin_verification(
-        &self,
-        tenant: &TenantId,
-        name: &str,
-        version: u64,
-        verification: Verification,
-        report: &serde_json::Value,
-    ) -> StoreResult<()> {
-        sqlx::query(sql(
-            "UPDATE plugins SET status = ?, report = ? WHERE tenant_id = ? AND name = ? \
-             AND version = ?",
-        ))
-        .bind(verification.as_str())
-        .bind(report.to_string())
-        .bind(tenant.as_str())
-        .bind(name)
-        .bind(version as i64)
-        .execute(self.writer())
-        .await?;
-        Ok(())
-    }
-
     pub(super) async fn complete_plugin_verification(
         &self,
         tenant: &TenantId,
