@@ -31,7 +31,11 @@ async fn version_of(server: &Server, tenant: &str, token: &str, stream: &str) ->
 #[tokio::test]
 async fn hostile_aggregate_corpus_is_contained() {
     let server = Arc::new(Server::start().await);
-    let evil = server.create_tenant("evil").await;
+    // A small memory limit, so the bomb reaches it long before its time budget even
+    // on a loaded machine.
+    let evil = server
+        .create_tenant_with("evil", json!({"memory_bytes": 24 << 20}))
+        .await;
     let good = server.create_tenant("good").await;
     assert_eq!(
         server
@@ -466,28 +470,43 @@ async fn a_compile_past_its_time_limit_is_killed_and_refused() {
 async fn appends_past_the_storage_quota_are_refused() {
     let server = Server::start().await;
     let token = server
-        .create_tenant_with("small", json!({"max_stored_bytes": 1 << 20}))
+        .create_tenant_with("small", json!({"max_stored_bytes": 4 << 20}))
         .await;
-    let big = json!({"events": [{"type": "Blob", "data": {"x": "a".repeat(600 << 10)}}]});
-    let (code, body) = body_of(server.append(&token, "small", "blob-1", big.clone()).await).await;
-    assert_eq!(code, StatusCode::OK, "{body}");
-    let (code, body) = body_of(server.append(&token, "small", "blob-2", big).await).await;
-    assert_error_body(
-        code,
-        &body,
-        StatusCode::INSUFFICIENT_STORAGE,
-        "quota_exceeded",
-    );
-    assert_eq!(body["error"]["max_stored_bytes"], 1 << 20, "{body}");
-    assert_eq!(version_of(&server, "small", &token, "blob-2").await, 0);
-    // Commands are appends too.
     let up = server
         .upload(&token, "small", "account", plugin_bytes("account"))
         .await;
     assert_eq!(up.status(), 201);
-    let small = json!({"events": [{"type": "Blob", "data": {"x": "a".repeat(400 << 10)}}]});
-    let (code, body) = body_of(server.append(&token, "small", "blob-3", small).await).await;
-    assert_eq!(code, StatusCode::OK, "{body}");
+    // Appends of 800 KiB fit until the quota (the plugin's bytes count too) is near.
+    let blob =
+        |kib: usize| json!({"events": [{"type": "Blob", "data": {"x": "a".repeat(kib << 10)}}]});
+    let fill = |kib: usize| {
+        let server = &server;
+        let token = token.clone();
+        async move {
+            for n in 0.. {
+                let stream = format!("blob-{kib}-{n}");
+                let (code, body) =
+                    body_of(server.append(&token, "small", &stream, blob(kib)).await).await;
+                if code != StatusCode::OK {
+                    assert_error_body(
+                        code,
+                        &body,
+                        StatusCode::INSUFFICIENT_STORAGE,
+                        "quota_exceeded",
+                    );
+                    assert_eq!(body["error"]["max_stored_bytes"], 4 << 20, "{body}");
+                    // Nothing of the refused append was written.
+                    assert_eq!(version_of(server, "small", &token, &stream).await, 0);
+                    return n;
+                }
+            }
+            unreachable!()
+        }
+    };
+    assert!(fill(800).await >= 2, "the quota refused appends that fit");
+    // Then small ones until less than 50 KiB is left.
+    fill(50).await;
+    // Commands are appends too.
     let (code, body) = server
         .command_answer(
             &token,

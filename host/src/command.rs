@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::appender::Appender;
 use crate::error::{ApiError, ApiResult};
+use crate::gate::Stored;
 use crate::gate::TenantGate;
 use crate::metrics::Metrics;
 use crate::plugins::{Plugins, ServingAggregate};
@@ -163,7 +164,7 @@ impl Commands {
                 command_id: request.command_id.clone(),
             };
             let appended = gate
-                .append_within_quota(self.store.as_ref(), &self.appender, append)
+                .append_within_quota(&self.store, &self.appender, append)
                 .await?;
             match appended {
                 Ok(outcome) => {
@@ -387,7 +388,16 @@ impl Commands {
         }
         loaded.state = Arc::new(state);
         if loaded.version >= loaded.snapshot_version + self.snapshot_every {
-            self.write_snapshot(tenant, stream_id, &serving.state_key, &loaded);
+            // Snapshots count in the tenant's storage; past its quota none is written
+            // and loads fold from the last one (slower, never wrong).
+            let bytes = Stored::Snapshot(loaded.state.len() as u64);
+            if gate
+                .reserve_storage(&self.store, tenant, bytes)
+                .await
+                .is_ok()
+            {
+                self.write_snapshot(tenant, stream_id, &serving.state_key, &loaded);
+            }
             loaded.snapshot_version = loaded.version;
         }
         if loaded.version != base.version || base.last_position == 0 {

@@ -16,7 +16,7 @@ use crate::appender::Appender;
 use crate::error::ApiError;
 use crate::limits::Limits;
 use crate::runtime::{CallLimits, FailureReason, PluginFailure};
-use crate::store::{AppendError, AppendOutcome, AppendRequest, EventStore, TenantId};
+use crate::store::{AppendError, AppendOutcome, AppendRequest, EventStore, StoredUsage, TenantId};
 
 /// Log lines kept per plugin.
 const LOG_LINES: usize = 200;
@@ -36,10 +36,10 @@ pub struct TenantGate {
     /// however many calls a tenant has in flight, at most this many burn CPU at once
     /// and its neighbours' calls keep their share.
     cpu_turns: Arc<Semaphore>,
-    /// Event bytes the tenant stores, read from the store on first use and counted up
-    /// by this host's appends since (other hosts' appends are seen when the gate is
-    /// next made). A tokio `Mutex`: the first use awaits the store while holding it.
-    stored_bytes: tokio::sync::Mutex<Option<u64>>,
+    /// Bytes the tenant stores, as this host counts them (see [`Counted`]). A tokio
+    /// `Mutex`: the first count awaits the store while holding it, so writes wait for
+    /// it rather than race it. Shared with the background recounts.
+    stored: Arc<tokio::sync::Mutex<Option<Counted>>>,
     /// Token bucket for `commands_per_second`; `None` when unlimited. A std `Mutex`:
     /// held for a few arithmetic operations.
     rate: Option<Mutex<Bucket>>,
@@ -51,6 +51,31 @@ pub struct TenantGate {
 struct Bucket {
     tokens: f64,
     refilled: Instant,
+}
+
+/// How long the count of documents, snapshots and plugins is trusted before it is
+/// read again (in the background: writes never wait for a recount).
+const STORAGE_RECOUNT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The tenant's stored bytes. Events only grow, so their bytes are read once and then
+/// counted as this host appends them (other hosts' appends are seen when the gate is
+/// next made). Documents and snapshots are overwritten and deleted, so what this host
+/// writes of them is counted up and the total is read again every `STORAGE_RECOUNT`,
+/// which also sees the space overwrites and deleted builds gave back.
+#[derive(Clone, Copy)]
+struct Counted {
+    event_bytes: u64,
+    /// Documents, snapshots and plugins, as last read plus what was written since.
+    other_bytes: u64,
+    read_at: Instant,
+    /// A recount is under way.
+    recounting: bool,
+}
+
+impl Counted {
+    fn total(&self) -> u64 {
+        self.event_bytes + self.other_bytes
+    }
 }
 
 /// Counters of what a tenant used since this host started.
@@ -68,7 +93,10 @@ pub struct Usage {
 #[derive(Serialize)]
 pub struct UsageView {
     pub events_stored: u64,
+    /// Every byte the tenant stores: what `max_stored_bytes` limits.
     pub bytes_stored: u64,
+    /// The same by kind.
+    pub stored: StoredUsage,
     pub commands: u64,
     pub plugin_calls: u64,
     pub plugin_time_ms: f64,
@@ -79,10 +107,11 @@ pub struct UsageView {
 }
 
 impl Usage {
-    pub fn view(&self, events_stored: u64, bytes_stored: u64) -> UsageView {
+    pub fn view(&self, stored: StoredUsage) -> UsageView {
         UsageView {
-            events_stored,
-            bytes_stored,
+            events_stored: stored.events,
+            bytes_stored: stored.total(),
+            stored,
             commands: self.commands.load(Relaxed),
             plugin_calls: self.plugin_calls.load(Relaxed),
             plugin_time_ms: self.plugin_micros.load(Relaxed) as f64 / 1000.0,
@@ -96,7 +125,7 @@ impl Usage {
     /// Counts a plugin failure by its reason.
     pub fn failure(&self, failure: &PluginFailure) {
         let counter = match failure.reason {
-            FailureReason::Deadline => &self.deadline_hits,
+            FailureReason::Deadline | FailureReason::WallTime => &self.deadline_hits,
             FailureReason::Memory => &self.memory_hits,
             _ => &self.traps,
         };
@@ -141,7 +170,7 @@ impl TenantGate {
         TenantGate {
             calls: Arc::new(Semaphore::new(limits.max_concurrent_calls as usize)),
             cpu_turns: Arc::new(Semaphore::new(cpu_turns())),
-            stored_bytes: tokio::sync::Mutex::new(None),
+            stored: Arc::new(tokio::sync::Mutex::new(None)),
             rate: limits.commands_per_second.map(|rate| {
                 Mutex::new(Bucket {
                     tokens: rate as f64,
@@ -182,7 +211,7 @@ impl TenantGate {
     /// Every append path (raw appends, commands) goes through here.
     pub async fn append_within_quota(
         &self,
-        store: &dyn EventStore,
+        store: &Arc<dyn EventStore>,
         appender: &Appender,
         request: AppendRequest,
     ) -> Result<Result<AppendOutcome, AppendError>, ApiError> {
@@ -191,48 +220,118 @@ impl TenantGate {
             .iter()
             .map(|e| (e.payload.len() + e.metadata.len()) as u64)
             .sum();
-        self.reserve_storage(store, &request.tenant, bytes).await?;
+        self.reserve_storage(store, &request.tenant, Stored::Events(bytes))
+            .await?;
         let appended = appender.append(request).await;
         if !matches!(&appended, Ok(outcome) if !outcome.replayed) {
-            self.release_storage(bytes).await;
+            self.release_storage(Stored::Events(bytes)).await;
         }
         Ok(appended)
     }
 
-    /// Counts `adding` bytes as stored, or refuses them past `max_stored_bytes`.
-    async fn reserve_storage(
+    /// Counts `adding` as stored, or refuses it with 507 `quota_exceeded` past
+    /// `max_stored_bytes`. A caller whose write then fails gives it back with
+    /// `release_storage`.
+    pub async fn reserve_storage(
         &self,
-        store: &dyn EventStore,
+        store: &Arc<dyn EventStore>,
         tenant: &TenantId,
-        adding: u64,
+        adding: Stored,
     ) -> Result<(), ApiError> {
-        let mut stored = self.stored_bytes.lock().await;
-        let now = match *stored {
-            Some(bytes) => bytes,
-            None => store.stored_usage(tenant).await?.1,
-        };
+        let mut counted = self.stored.lock().await;
+        let mut now = self.count(&mut counted, store, tenant).await?;
         let max = self.limits.max_stored_bytes;
-        if now + adding > max {
-            *stored = Some(now);
+        let (bytes, what) = adding.parts();
+        if now.total() + bytes > max {
+            *counted = Some(now);
             return Err(ApiError::new(
                 axum::http::StatusCode::INSUFFICIENT_STORAGE,
                 "quota_exceeded",
                 format!(
-                    "this tenant stores {now} bytes of events; {adding} more would pass its \
-                     max_stored_bytes of {max}"
+                    "this tenant stores {} bytes (events, documents, snapshots and \
+                     plugins); {bytes} more bytes of {what} would pass its \
+                     max_stored_bytes of {max}",
+                    now.total()
                 ),
             )
-            .with("stored_bytes", now)
+            .with("stored_bytes", now.total())
             .with("max_stored_bytes", max));
         }
-        *stored = Some(now + adding);
+        match adding {
+            Stored::Events(_) => now.event_bytes += bytes,
+            _ => now.other_bytes += bytes,
+        }
+        *counted = Some(now);
         Ok(())
     }
 
-    /// Gives back bytes reserved for an append that was not written.
-    async fn release_storage(&self, bytes: u64) {
-        if let Some(stored) = self.stored_bytes.lock().await.as_mut() {
-            *stored = stored.saturating_sub(bytes);
+    /// The count, read from the store the first time and recounted in the background
+    /// when it is old.
+    async fn count(
+        &self,
+        counted: &mut Option<Counted>,
+        store: &Arc<dyn EventStore>,
+        tenant: &TenantId,
+    ) -> Result<Counted, ApiError> {
+        let mut now = match *counted {
+            Some(counted) => counted,
+            None => {
+                let usage = store.stored_usage(tenant).await?;
+                Counted {
+                    event_bytes: usage.event_bytes,
+                    other_bytes: usage.total() - usage.event_bytes,
+                    read_at: Instant::now(),
+                    recounting: false,
+                }
+            }
+        };
+        if now.read_at.elapsed() >= STORAGE_RECOUNT && !now.recounting {
+            now.recounting = true;
+            self.recount_in_background(store.clone(), tenant.clone());
+        }
+        *counted = Some(now);
+        Ok(now)
+    }
+
+    /// The bytes the tenant stores as this host counts them (what the quota sees).
+    pub async fn stored_bytes(
+        &self,
+        store: &Arc<dyn EventStore>,
+        tenant: &TenantId,
+    ) -> Result<u64, ApiError> {
+        let mut counted = self.stored.lock().await;
+        Ok(self.count(&mut counted, store, tenant).await?.total())
+    }
+
+    /// Reads the documents, snapshots and plugins again, off the caller's path.
+    fn recount_in_background(&self, store: Arc<dyn EventStore>, tenant: TenantId) {
+        let stored = self.stored.clone();
+        tokio::spawn(async move {
+            let read = store.stored_besides_events(&tenant).await;
+            let mut counted = stored.lock().await;
+            let Some(counted) = counted.as_mut() else {
+                return;
+            };
+            counted.recounting = false;
+            match read {
+                Ok(usage) => {
+                    counted.other_bytes = usage.total();
+                    counted.read_at = Instant::now();
+                }
+                Err(error) => tracing::warn!(%tenant, "could not count stored bytes: {error:#}"),
+            }
+        });
+    }
+
+    /// Gives back what was reserved for a write that did not happen.
+    pub async fn release_storage(&self, released: Stored) {
+        if let Some(counted) = self.stored.lock().await.as_mut() {
+            match released {
+                Stored::Events(bytes) => {
+                    counted.event_bytes = counted.event_bytes.saturating_sub(bytes)
+                }
+                other => counted.other_bytes = counted.other_bytes.saturating_sub(other.parts().0),
+            }
         }
     }
 
@@ -256,6 +355,26 @@ impl TenantGate {
             _permit: permit,
             started: Instant::now(),
             usage: self.usage.clone(),
+        }
+    }
+}
+
+/// Bytes about to be stored, by kind (for the count and the quota's message).
+#[derive(Clone, Copy, Debug)]
+pub enum Stored {
+    Events(u64),
+    Documents(u64),
+    Snapshot(u64),
+    Plugin(u64),
+}
+
+impl Stored {
+    fn parts(self) -> (u64, &'static str) {
+        match self {
+            Stored::Events(bytes) => (bytes, "events"),
+            Stored::Documents(bytes) => (bytes, "projection documents"),
+            Stored::Snapshot(bytes) => (bytes, "snapshot"),
+            Stored::Plugin(bytes) => (bytes, "plugin and its compiled artifact"),
         }
     }
 }

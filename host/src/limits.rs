@@ -6,6 +6,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::ApiError;
 use crate::runtime::CallLimits;
 
+/// The most `max_concurrent_calls` a tenant may be given. Each call slot holds at most
+/// two of the runtime's 240 instance slots, so no tenant can hold more than 96 of
+/// them: however a tenant's calls block, at least 144 are left to everyone else.
+pub const MAX_CONCURRENT_CALLS: u32 = 48;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
@@ -29,9 +34,13 @@ pub struct Limits {
     /// Longest a plugin upload may take to compile, in milliseconds; past it the
     /// compiler is killed and the upload refused.
     pub compile_timeout_ms: u64,
-    /// Most bytes of event payload and metadata the tenant may store; appends past it
-    /// answer 507 `quota_exceeded`.
+    /// Most bytes the tenant may store: event payloads and metadata, projection
+    /// documents, snapshots, plugin uploads and their compiled artifacts. Appends and
+    /// uploads past it answer 507 `quota_exceeded`; a projection build that would pass
+    /// it fails with that message; snapshots are skipped.
     pub max_stored_bytes: u64,
+    /// Most plugin versions (of every name together) the tenant may upload.
+    pub max_plugin_versions: u64,
 }
 
 impl Default for Limits {
@@ -46,6 +55,7 @@ impl Default for Limits {
             verify_max_events: 1_000_000,
             compile_timeout_ms: 60_000,
             max_stored_bytes: 10 << 30,
+            max_plugin_versions: 1_000,
         }
     }
 }
@@ -87,8 +97,8 @@ impl Limits {
             "call_timeout_ms must be between 10 and 60000",
         )?;
         check(
-            (1..=1024).contains(&self.max_concurrent_calls),
-            "max_concurrent_calls must be between 1 and 1024",
+            (1..=MAX_CONCURRENT_CALLS).contains(&self.max_concurrent_calls),
+            "max_concurrent_calls must be between 1 and 48",
         )?;
         check(
             self.commands_per_second.is_none_or(|r| r >= 1),
@@ -105,6 +115,10 @@ impl Limits {
         check(
             (1 << 20..=1 << 40).contains(&self.max_stored_bytes),
             "max_stored_bytes must be between 1 MiB and 1 TiB",
+        )?;
+        check(
+            (1..=100_000).contains(&self.max_plugin_versions),
+            "max_plugin_versions must be between 1 and 100000",
         )
     }
 

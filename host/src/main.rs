@@ -46,8 +46,22 @@ enum Commands {
     CompileComponent { input: PathBuf, output: PathBuf },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // More worker threads than cores. Plugin calls run on these workers and yield at
+    // every epoch tick, but some guest work cannot be interrupted (a `memory.fill` of
+    // a whole memory, first-touch page faults): a tenant holds at most one CPU turn
+    // per core (see `gate.rs`), so with four workers per core the threads left
+    // over keep serving everyone else while the OS shares the CPUs between them.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores * 4)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),

@@ -23,11 +23,36 @@ pub struct Metrics {
 /// A per-tenant series: name, help text, and how to read it from the usage counters.
 type UsageSeries = (&'static str, &'static str, fn(&crate::gate::Usage) -> u64);
 
-/// Per-tenant usage counters, labelled by tenant.
+/// Per-tenant usage counters and storage, labelled by tenant. `gates` pairs each
+/// tenant's gate with the bytes it stores.
 pub fn render_usage(
-    usages: &[(crate::store::TenantId, std::sync::Arc<crate::gate::Usage>)],
+    gates: &[(
+        crate::store::TenantId,
+        std::sync::Arc<crate::gate::TenantGate>,
+        u64,
+    )],
 ) -> String {
     let mut out = String::new();
+    for (name, help) in [
+        (
+            "cairn_tenant_stored_bytes",
+            "Bytes a tenant stores: events, documents, snapshots, plugins and artifacts.",
+        ),
+        (
+            "cairn_tenant_max_stored_bytes",
+            "A tenant's storage quota (max_stored_bytes).",
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (tenant, gate, stored) in gates {
+            let value = if name.ends_with("max_stored_bytes") {
+                gate.limits.max_stored_bytes
+            } else {
+                *stored
+            };
+            let _ = writeln!(out, "{name}{{tenant=\"{tenant}\"}} {value}");
+        }
+    }
     let series: [UsageSeries; 6] = [
         ("cairn_tenant_commands_total", "Commands per tenant.", |u| {
             u.commands.load(Relaxed)
@@ -60,8 +85,8 @@ pub fn render_usage(
     ];
     for (name, help, read) in series {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (tenant, usage) in usages {
-            let _ = writeln!(out, "{name}{{tenant=\"{tenant}\"}} {}", read(usage));
+        for (tenant, gate, _) in gates {
+            let _ = writeln!(out, "{name}{{tenant=\"{tenant}\"}} {}", read(&gate.usage));
         }
     }
     out

@@ -173,12 +173,9 @@ impl Tenants {
     }
 
     /// Usage counters of every tenant this host has served since it started.
-    pub fn usages(&self) -> Vec<(TenantId, Arc<Usage>)> {
+    pub fn gates(&self) -> Vec<(TenantId, Arc<TenantGate>)> {
         let gates = self.gates.lock().expect("gates lock");
-        let mut all: Vec<_> = gates
-            .iter()
-            .map(|(t, g)| (t.clone(), g.usage.clone()))
-            .collect();
+        let mut all: Vec<_> = gates.iter().map(|(t, g)| (t.clone(), g.clone())).collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
     }

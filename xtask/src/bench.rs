@@ -138,7 +138,7 @@ fn drive(root: &Path, base: &str, clients: u64, commands: u64, streams: u64) -> 
     let created: serde_json::Value = http
         .post(format!("{base}/admin/tenants"))
         .bearer_auth("bench")
-        .json(&json!({"id": "bench", "limits": {"max_concurrent_calls": 1024}}))
+        .json(&json!({"id": "bench", "limits": {"max_concurrent_calls": 48}}))
         .send()?
         .json()?;
     let token = created["token"].as_str().context("token")?.to_owned();

@@ -59,6 +59,8 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             "sandbox",
             "--test",
             "evolution",
+            "--test",
+            "containment",
         ],
         &[("CAIRN_TEST_BACKEND", "postgres")],
     )?;

@@ -30,11 +30,11 @@ fn parse_id(raw: &str) -> ApiResult<TenantId> {
 
 async fn view(app: &AppState, record: &TenantRecord) -> ApiResult<Value> {
     let gate = app.tenants.gate(&record.id).await?;
-    let (events, bytes) = app.store.stored_usage(&record.id).await?;
+    let stored = app.store.stored_usage(&record.id).await?;
     Ok(json!({
         "id": record.id,
         "limits": gate.limits,
-        "usage": gate.usage.view(events, bytes),
+        "usage": gate.usage.view(stored),
     }))
 }
 

@@ -31,7 +31,12 @@ pub async fn readyz(State(app): State<AppState>) -> ApiResult<Json<Value>> {
 pub async fn metrics(operator: Option<Operator>, State(app): State<AppState>) -> impl IntoResponse {
     let mut text = app.metrics.render();
     if operator.is_some() {
-        text.push_str(&crate::metrics::render_usage(&app.tenants.usages()));
+        let mut gates = Vec::new();
+        for (tenant, gate) in app.tenants.gates() {
+            let stored = gate.stored_bytes(&app.store, &tenant).await.unwrap_or(0);
+            gates.push((tenant, gate, stored));
+        }
+        text.push_str(&crate::metrics::render_usage(&gates));
     }
     use std::sync::atomic::Ordering::Relaxed;
     text.push_str(&format!(

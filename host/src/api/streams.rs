@@ -129,7 +129,7 @@ pub async fn append(
     };
     let outcome = access
         .gate
-        .append_within_quota(app.store.as_ref(), &app.appender, request)
+        .append_within_quota(&app.store, &app.appender, request)
         .await??;
     let (first, last) = (outcome.events.first(), outcome.events.last());
     Ok(Json(json!({

@@ -9,6 +9,7 @@
 
 pub mod report;
 pub mod upcast;
+mod upload;
 pub mod verify;
 
 use std::collections::{HashMap, HashSet};
@@ -19,9 +20,7 @@ use axum::http::StatusCode;
 use crate::error::{ApiError, ApiResult};
 use crate::gate::TenantGate;
 use crate::runtime::{LoadedComponent, Runtime};
-use crate::store::{
-    EventStore, NewPluginVersion, PinnedPlugin, PluginKind, PluginVersion, TenantId, Verification,
-};
+use crate::store::{EventStore, PinnedPlugin, PluginKind, PluginVersion, TenantId, Verification};
 pub use report::{Activation, Mode, VerifyOptions};
 use upcast::ChainLink;
 pub use upcast::UpcastChain;
@@ -73,117 +72,6 @@ impl Plugins {
             upcaster_types: Mutex::new(HashMap::new()),
             running: Mutex::new(HashSet::new()),
         })
-    }
-
-    /// Validates, compiles and records a new version; starts its verification when it
-    /// has history to check.
-    pub async fn upload(
-        self: &Arc<Self>,
-        tenant: &TenantId,
-        gate: Arc<TenantGate>,
-        name: &str,
-        wasm: Vec<u8>,
-        options: VerifyOptions,
-    ) -> ApiResult<Uploaded> {
-        let loaded = self
-            .runtime
-            .inspect(
-                wasm.clone(),
-                std::time::Duration::from_millis(gate.limits.compile_timeout_ms),
-            )
-            .await
-            .map_err(|e| ApiError::invalid_plugin(e.0))?;
-        let kind = loaded.kind();
-        let versions: Vec<PluginVersion> = self
-            .refresh(tenant)
-            .await?
-            .iter()
-            .filter(|v| v.name == name)
-            .cloned()
-            .collect();
-        if let Some(existing) = versions.last()
-            && existing.kind != kind
-        {
-            return Err(ApiError::invalid_plugin(format!(
-                "plugin {name} is a {} and this component is a {}: upload it under another name",
-                existing.kind.as_str(),
-                kind.as_str()
-            )));
-        }
-        // Aggregates and projections read history through the upcasters active now,
-        // pinned to the version so that a later upcaster never changes what it reads.
-        let upcasters = match kind {
-            PluginKind::Aggregate | PluginKind::Projection => {
-                self.current_upcasters(tenant).await?
-            }
-            PluginKind::Upcaster => Vec::new(),
-        };
-        // The same bytes again answer with the version already there, unless that one
-        // was rejected or read history through other upcasters: then it is checked anew.
-        if let Some(newest) = versions.last()
-            && newest.digest == loaded.digest
-            && newest.verification != Verification::Rejected
-            && newest.upcasters == upcasters
-        {
-            return Ok(Uploaded::Existing(newest.clone()));
-        }
-        if kind == PluginKind::Upcaster {
-            let types = self.upcaster_types(&loaded, &gate).await?;
-            if types.is_empty() {
-                return Err(ApiError::invalid_plugin(
-                    "the upcaster's event-types is empty: name the event types it rewrites",
-                ));
-            }
-        }
-        let needs_check = match kind {
-            PluginKind::Projection => false,
-            PluginKind::Aggregate => !self.streams_of(tenant, name).await?.is_empty(),
-            PluginKind::Upcaster => {
-                let types: Vec<String> = self
-                    .upcaster_types(&loaded, &gate)
-                    .await?
-                    .iter()
-                    .cloned()
-                    .collect();
-                !self.store.read_log(tenant, 0, 1, &types).await?.is_empty()
-            }
-        };
-        let activate = kind != PluginKind::Projection
-            && !needs_check
-            && options.activation == Activation::Auto;
-        let report = if needs_check {
-            report::initial_report(&options, &upcasters)
-        } else {
-            report::nothing_to_check(&options, &upcasters, kind)
-        };
-        let version = self
-            .store
-            .add_plugin_version(
-                tenant,
-                NewPluginVersion {
-                    name,
-                    kind,
-                    digest: &loaded.digest,
-                    wasm: &wasm,
-                    verification: if needs_check {
-                        Verification::Verifying
-                    } else {
-                        Verification::Verified
-                    },
-                    report: (kind != PluginKind::Projection).then_some(&report),
-                    upcasters: &upcasters,
-                    activate,
-                },
-            )
-            .await?;
-        self.refresh(tenant).await?;
-        if needs_check {
-            self.clone()
-                .start_verification(tenant.clone(), gate, version.clone());
-            Ok(Uploaded::Verifying(version))
-        } else {
-            Ok(Uploaded::Ready(version))
-        }
     }
 
     /// Makes a verified (or earlier active) version the one that serves. Commands in
@@ -522,6 +410,9 @@ impl Plugins {
         if let Some(found) = self.cached_types(&component.digest) {
             return Ok(found);
         }
+        // A tenant call slot first, like every instance: a tenant's share of the
+        // runtime's instance slots is bounded by its call slots.
+        let _tenant_slot = gate.call_slot().await;
         let _slot = self.runtime.slot().await;
         let mut instance = self.runtime.upcaster(component, gate.call_limits()).await?;
         let types: HashSet<String> = instance.event_types().await?.into_iter().collect();

@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{ProjectionKey, Projections};
+use crate::gate::Stored;
 use crate::runtime::projection::DocumentSource;
 use crate::store::{DocumentWrites, EventStore, ProjectionRecord, ProjectionStatus, TenantId};
 
@@ -240,6 +241,19 @@ async fn follow(projections: &Arc<Projections>, record: ProjectionRecord) -> Res
                 }
             }
         };
+        // Documents count in the tenant's storage: a build that would pass its quota
+        // stops here with the quota's message, rather than write past it.
+        let document_bytes = writes
+            .iter()
+            .map(|(key, doc)| (key.len() + doc.as_ref().map_or(0, Vec::len)) as u64)
+            .sum();
+        if document_bytes > 0 {
+            gate(&tenant)
+                .await?
+                .reserve_storage(&store, &tenant, Stored::Documents(document_bytes))
+                .await
+                .map_err(|e| e.message)?;
+        }
         let committed = store
             .commit_projection_batch(&tenant, &name, version, position, to, &writes)
             .await

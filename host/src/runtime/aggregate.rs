@@ -2,7 +2,9 @@
 
 use wasmtime::Store;
 
-use super::sandbox::{CallLimits, CallState, PluginFailure, classify, new_store, within_wall};
+use super::sandbox::{
+    CallLimits, CallState, FailureReason, PluginFailure, classify, new_store, within_wall,
+};
 use crate::store::RecordedEvent;
 
 pub mod bindings {
@@ -16,8 +18,10 @@ pub mod bindings {
 pub use bindings::cairn::plugin::types::{Command, NewEvent, Rejection};
 use bindings::{Aggregate, AggregatePre};
 
-/// Events per `evolve` call: large enough that the boundary crossing is amortised,
-/// small enough that one call stays far inside its time budget.
+/// Events per `evolve` call to begin with: large enough that the boundary crossing is
+/// amortised, small enough that one call of a Rust component stays far inside its time
+/// budget. A slower component (another language, heavier logic) gets smaller batches:
+/// see [`AggregateInstance::evolve`].
 const EVOLVE_BATCH: usize = 512;
 
 /// One live instance of an aggregate component, used for one command (or one read)
@@ -25,6 +29,13 @@ const EVOLVE_BATCH: usize = 512;
 pub struct AggregateInstance {
     store: Store<CallState>,
     bindings: Aggregate,
+    /// Kept to make a fresh instance when a batch runs out of time (a trap leaves the
+    /// old one unusable); cheap clones of `Arc`s.
+    pre: AggregatePre<CallState>,
+    limits: CallLimits,
+    /// Events per `evolve` call, halved each time a batch runs past the call's time
+    /// budget so that a long history always folds, only in more calls.
+    batch: usize,
 }
 
 impl AggregateInstance {
@@ -32,10 +43,16 @@ impl AggregateInstance {
         pre: &AggregatePre<CallState>,
         limits: CallLimits,
     ) -> Result<AggregateInstance, PluginFailure> {
-        let mut store = new_store(pre.engine(), limits);
-        let (wall, turn) = store.data().call_bounds();
-        match within_wall(wall, &turn, pre.instantiate_async(&mut store)).await? {
-            Ok(bindings) => Ok(AggregateInstance { store, bindings }),
+        let mut store = new_store(pre.engine(), limits.clone());
+        let bounds = store.data().call_bounds();
+        match within_wall(bounds, pre.instantiate_async(&mut store)).await? {
+            Ok(bindings) => Ok(AggregateInstance {
+                store,
+                bindings,
+                pre: pre.clone(),
+                limits,
+                batch: EVOLVE_BATCH,
+            }),
             Err(error) => {
                 let mut failure = classify(error, &store);
                 if failure.reason == super::FailureReason::Trap {
@@ -48,39 +65,67 @@ impl AggregateInstance {
 
     pub async fn initial_state(&mut self) -> Result<Vec<u8>, PluginFailure> {
         self.store.data().sources.set(0, &[b"initial-state"]);
-        let (wall, turn) = self.store.data().call_bounds();
-        let result = within_wall(
-            wall,
-            &turn,
-            self.bindings.call_initial_state(&mut self.store),
-        )
-        .await?;
+        let bounds = self.store.data().call_bounds();
+        let result = within_wall(bounds, self.bindings.call_initial_state(&mut self.store)).await?;
         result.map_err(|e| classify(e, &self.store))
     }
 
-    /// Folds `events` (in stream order) into `state`.
+    /// Folds `events` (in stream order) into `state`, in as many `evolve` calls as it
+    /// takes. Every call has the whole time budget of one plugin call: the limit is per
+    /// call, not per history, so a valid stream of any length folds. A batch that runs
+    /// past the budget is retried in halves on a fresh instance (the timed-out one is
+    /// unusable), down to one event; only an event that alone exceeds the budget fails.
     pub async fn evolve(
         &mut self,
         mut state: Vec<u8>,
         events: &[RecordedEvent],
     ) -> Result<Vec<u8>, PluginFailure> {
-        for chunk in events.chunks(EVOLVE_BATCH) {
-            let first = &chunk[0];
-            self.store.data().sources.set(
-                first.recorded_at.max(0) as u64,
-                &[
-                    b"evolve",
-                    first.stream_id.as_bytes(),
-                    &first.version.to_le_bytes(),
-                ],
-            );
-            let records: Vec<_> = chunk.iter().map(to_wit_event).collect();
-            let (wall, turn) = self.store.data().call_bounds();
-            let call = self.bindings.call_evolve(&mut self.store, &state, &records);
-            let result = within_wall(wall, &turn, call).await?;
-            state = result.map_err(|e| classify(e, &self.store))?;
+        let mut done = 0;
+        while done < events.len() {
+            let chunk = &events[done..events.len().min(done + self.batch)];
+            match self.evolve_once(&state, chunk).await {
+                Ok(next) => {
+                    state = next;
+                    done += chunk.len();
+                }
+                Err(failure) if failure.reason == FailureReason::Deadline && chunk.len() > 1 => {
+                    self.batch = chunk.len() / 2;
+                    tracing::debug!(
+                        batch = self.batch,
+                        "an evolve batch ran out of time; halving"
+                    );
+                    *self = AggregateInstance {
+                        batch: self.batch,
+                        ..AggregateInstance::new(&self.pre, self.limits.clone()).await?
+                    };
+                }
+                Err(failure) => return Err(failure),
+            }
         }
         Ok(state)
+    }
+
+    /// One `evolve` call, with a whole time budget of its own.
+    async fn evolve_once(
+        &mut self,
+        state: &[u8],
+        chunk: &[RecordedEvent],
+    ) -> Result<Vec<u8>, PluginFailure> {
+        let first = &chunk[0];
+        self.store.data().sources.set(
+            first.recorded_at.max(0) as u64,
+            &[
+                b"evolve",
+                first.stream_id.as_bytes(),
+                &first.version.to_le_bytes(),
+            ],
+        );
+        self.store.data_mut().refill_budget();
+        let records: Vec<_> = chunk.iter().map(to_wit_event).collect();
+        let bounds = self.store.data().call_bounds();
+        let call = self.bindings.call_evolve(&mut self.store, state, &records);
+        let result = within_wall(bounds, call).await?;
+        result.map_err(|e| classify(e, &self.store))
     }
 
     /// Decides `command` against `state`. `seed` names the call for the random
@@ -96,9 +141,12 @@ impl AggregateInstance {
             .data()
             .sources
             .set(command.issued_at, &[b"decide", seed.as_bytes()]);
-        let (wall, turn) = self.store.data().call_bounds();
+        // `decide` is a call of its own, with its own budget, however long the load
+        // before it took.
+        self.store.data_mut().refill_budget();
+        let bounds = self.store.data().call_bounds();
         let call = self.bindings.call_decide(&mut self.store, state, command);
-        let result = within_wall(wall, &turn, call).await?;
+        let result = within_wall(bounds, call).await?;
         result.map_err(|e| classify(e, &self.store))
     }
 

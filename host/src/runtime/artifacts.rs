@@ -61,6 +61,13 @@ impl ArtifactCache {
         }
     }
 
+    /// The size of a cached artifact on disk (0 when there is none).
+    pub fn size(&self, digest: &str) -> u64 {
+        self.file_name(digest)
+            .and_then(|name| self.dir.metadata(&name).ok())
+            .map_or(0, |meta| meta.len())
+    }
+
     /// Deletes the artifact of a component no tenant uses any more.
     pub fn remove(&self, digest: &str) -> anyhow::Result<()> {
         if let Some(name) = self.file_name(digest)

@@ -36,9 +36,15 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// The largest linear memory any instance may have; tenant limits sit below it.
 const MAX_MEMORY_BYTES: usize = 1 << 30;
 
-/// Instance slots in the pooling allocator. Calls beyond this wait on `call_slots`
-/// rather than failing.
+/// Component instances in the pooling allocator.
 const POOL_INSTANCES: u32 = 512;
+
+/// Instances the host admits at once (`Runtime::call_slots`). Each admitted instance
+/// may have one upcaster instance nested inside it at a time (upcasters take no slot
+/// of their own), and projection batches run their upcasters under a batch slot; the
+/// rest of the pool is that headroom. With the pool sized for the per-component
+/// maxima below, the pool can never run out: a call waits for a slot instead.
+const CALL_SLOTS: u32 = 240;
 
 /// Most core module instances one component may create.
 pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 12;
@@ -77,6 +83,9 @@ pub enum Prepared {
 pub struct LoadedComponent {
     pub digest: String,
     pub prepared: Prepared,
+    /// The compiled artifact's size on disk: it counts in the uploading tenant's
+    /// storage (about three times the upload for cranelift's output).
+    pub artifact_bytes: u64,
 }
 
 impl LoadedComponent {
@@ -112,7 +121,9 @@ pub struct Runtime {
     compiler: Compiler,
     /// Components in memory by digest. A std `Mutex`: held only for a map access.
     loaded: Mutex<HashMap<String, Arc<LoadedComponent>>>,
-    /// Bounds concurrent instances so the pool is never exhausted.
+    /// Bounds concurrent instances so the pool is never exhausted (see `CALL_SLOTS`).
+    /// A tenant's share is bounded by its call slots: every holder of one of these
+    /// also holds one of its tenant's `max_concurrent_calls`, and holds at most two.
     call_slots: Arc<tokio::sync::Semaphore>,
     /// Components compiled by cranelift, and loaded from the artifact cache instead.
     pub compiled: std::sync::atomic::AtomicU64,
@@ -159,7 +170,7 @@ impl Runtime {
             projection_linker,
             upcaster_linker,
             loaded: Mutex::new(HashMap::new()),
-            call_slots: Arc::new(tokio::sync::Semaphore::new(POOL_INSTANCES as usize / 2)),
+            call_slots: Arc::new(tokio::sync::Semaphore::new(CALL_SLOTS as usize)),
             compile_slots: tokio::sync::Semaphore::new(CONCURRENT_COMPILES),
             compiler,
             compiled: Default::default(),
@@ -173,15 +184,18 @@ impl Runtime {
 fn engine_config() -> Config {
     {
         let mut pool = PoolingAllocationConfig::default();
+        // Every total is the per-component maximum times the instances, so however
+        // the components admitted are made (a component with hundreds of core
+        // instances is refused at upload, see `shape.rs`), the instances the host
+        // admits always fit: one tenant's odd components cannot exhaust a pool that
+        // every tenant shares. Only address space is reserved up front (2,048 memory
+        // slots of 4 GiB: 8 TiB of the 128 TiB a process may map); memory is committed
+        // as instances touch it. A Rust component built with the SDK has 3 core
+        // instances, 1 memory and 3 tables.
         pool.total_component_instances(POOL_INSTANCES)
-            .total_core_instances(POOL_INSTANCES * 6)
-            .total_memories(POOL_INSTANCES * 2)
-            .total_tables(POOL_INSTANCES * 6)
-            // Per component, so that the calls `call_slots` admits (half the pool) can
-            // never take every slot, however their components are made: a component
-            // with hundreds of core instances is refused at instantiation as its own
-            // tenant's failure instead of starving everyone else's. A Rust component
-            // built with the SDK has 3 core instances, 1 memory and 3 tables.
+            .total_core_instances(POOL_INSTANCES * MAX_CORE_INSTANCES_PER_COMPONENT)
+            .total_memories(POOL_INSTANCES * MAX_MEMORIES_PER_COMPONENT)
+            .total_tables(POOL_INSTANCES * MAX_TABLES_PER_COMPONENT)
             .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
             .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
             .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
@@ -404,6 +418,7 @@ impl Runtime {
         Ok(LoadedComponent {
             digest: digest.to_owned(),
             prepared,
+            artifact_bytes: self.artifacts.size(digest),
         })
     }
 
@@ -427,8 +442,8 @@ impl Runtime {
 
     /// A fresh upcaster instance under `limits`, taking no instance slot of its own:
     /// upcasters run nested inside a call that holds one (a command's load, a
-    /// verification), one at a time, and `call_slots` admits only half the pool, so a
-    /// nested instance always fits. Taking a second slot here could deadlock.
+    /// verification), one at a time, and `call_slots` leaves room in the pool for one
+    /// nested instance per slot. Taking a second slot here could deadlock.
     pub async fn upcaster(
         &self,
         component: &LoadedComponent,

@@ -138,8 +138,8 @@ impl ProjectionInstance {
         limits: CallLimits,
     ) -> Result<ProjectionInstance, PluginFailure> {
         let mut store = new_store(pre.engine(), limits);
-        let (wall, turn) = store.data().call_bounds();
-        match within_wall(wall, &turn, pre.instantiate_async(&mut store)).await? {
+        let bounds = store.data().call_bounds();
+        match within_wall(bounds, pre.instantiate_async(&mut store)).await? {
             Ok(bindings) => Ok(ProjectionInstance { store, bindings }),
             Err(error) => {
                 let mut failure = classify(error, &store);
@@ -157,9 +157,8 @@ impl ProjectionInstance {
     }
 
     pub async fn event_types(&mut self) -> Result<Vec<String>, PluginFailure> {
-        let (wall, turn) = self.store.data().call_bounds();
-        let result =
-            within_wall(wall, &turn, self.bindings.call_event_types(&mut self.store)).await?;
+        let bounds = self.store.data().call_bounds();
+        let result = within_wall(bounds, self.bindings.call_event_types(&mut self.store)).await?;
         result.map_err(|e| classify(e, &self.store))
     }
 
@@ -183,13 +182,9 @@ impl ProjectionInstance {
             );
         }
         let records: Vec<_> = events.iter().map(super::aggregate::to_wit_event).collect();
-        let (wall, turn) = self.store.data().call_bounds();
-        let result = within_wall(
-            wall,
-            &turn,
-            self.bindings.call_handle(&mut self.store, &records),
-        )
-        .await;
+        let bounds = self.store.data().call_bounds();
+        let result =
+            within_wall(bounds, self.bindings.call_handle(&mut self.store, &records)).await;
         let session = self.store.data_mut().documents.take();
         result?.map_err(|e| classify(e, &self.store))?;
         Ok(session.map(|s| s.writes).unwrap_or_default())

@@ -61,8 +61,12 @@ impl Default for CallLimits {
 pub enum FailureReason {
     /// The guest trapped (a panic, `unreachable`, an out-of-bounds access...).
     Trap,
-    /// The guest ran past its time budget.
+    /// The guest ran past its time budget (CPU, epoch-counted).
     Deadline,
+    /// The call ran past its wall-time bound (blocked in a WASI call, or starved of
+    /// CPU turns). Shown to clients as `deadline` too; kept apart because only a CPU
+    /// deadline says that a smaller batch would fit.
+    WallTime,
     /// The guest asked for more memory than its limit.
     Memory,
     /// The guest returned something the host cannot use (e.g. a payload that is not JSON).
@@ -75,7 +79,7 @@ impl FailureReason {
     pub fn as_str(&self) -> &'static str {
         match self {
             FailureReason::Trap => "trap",
-            FailureReason::Deadline => "deadline",
+            FailureReason::Deadline | FailureReason::WallTime => "deadline",
             FailureReason::Memory => "memory",
             FailureReason::InvalidOutput => "invalid_output",
             FailureReason::Instantiate => "instantiate",
@@ -136,11 +140,22 @@ pub struct CallState {
 /// The CPU turn a call holds between two epoch ticks, if any.
 pub type Turn = Arc<Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>;
 
+/// What bounds one guest call beyond its CPU budget (see [`within_wall`]).
+pub struct CallBounds {
+    wall: Duration,
+    turns: Option<Arc<tokio::sync::Semaphore>>,
+    turn: Turn,
+}
+
 impl CallState {
-    /// What bounds a call beyond its CPU budget: its wall time, and the turn it must
-    /// give back when it returns.
-    pub fn call_bounds(&self) -> (Duration, Turn) {
-        (self.wall_limit, self.turn.clone())
+    /// What bounds a call beyond its CPU budget: its wall time, the tenant's CPU turns
+    /// and the turn it must give back when it returns.
+    pub fn call_bounds(&self) -> CallBounds {
+        CallBounds {
+            wall: self.wall_limit,
+            turns: self.turns.clone(),
+            turn: self.turn.clone(),
+        }
     }
 
     /// Gives the next call a whole time budget of its own, for callers that make many
@@ -247,22 +262,32 @@ pub fn new_store(engine: &wasmtime::Engine, limits: CallLimits) -> Store<CallSta
     store
 }
 
-/// Runs one guest call (or an instantiation) under the store's wall-time bound. On
-/// timeout the call's future is dropped mid-call, which wasmtime allows; the store is
-/// then unusable, and every caller throws an instance away after a failure.
+/// Runs one guest call (or an instantiation) under its wall-time bound. On timeout the
+/// call's future is dropped mid-call, which wasmtime allows; the store is then
+/// unusable, and every caller throws an instance away after a failure.
 ///
-/// The CPU turn the call took at its ticks is given back when it returns: a finished
-/// call must not hold one while its caller does other work (an upcaster nested in a
+/// The call takes one of its tenant's CPU turns before it starts, not only at its
+/// first epoch tick: work the epoch cannot interrupt (a `memory.fill` of the whole
+/// memory, the page faults of first touching it) must also run inside the tenant's
+/// share of the CPUs. The turn is given back when the call returns: a finished call
+/// must not hold one while its caller does other work (an upcaster nested in a
 /// command's load would otherwise wait for a turn its own command holds).
 pub async fn within_wall<T>(
-    wall: Duration,
-    turn: &Turn,
+    bounds: CallBounds,
     call: impl std::future::Future<Output = wasmtime::Result<T>>,
 ) -> Result<wasmtime::Result<T>, PluginFailure> {
-    let finished = tokio::time::timeout(wall, call).await;
+    let CallBounds { wall, turns, turn } = bounds;
+    let started = async {
+        if let Some(turns) = turns {
+            let permit = turns.acquire_owned().await.expect("never closed");
+            *turn.lock().expect("turn lock") = Some(permit);
+        }
+        call.await
+    };
+    let finished = tokio::time::timeout(wall, started).await;
     turn.lock().expect("turn lock").take();
     finished.map_err(|_| PluginFailure {
-        reason: FailureReason::Deadline,
+        reason: FailureReason::WallTime,
         message: format!(
             "the call ran past its wall-time limit of {} ms (time blocked in a WASI call, \
                  such as a sleep, counts)",

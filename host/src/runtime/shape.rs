@@ -4,7 +4,10 @@
 
 use wasmparser::{Instance, Parser, Payload};
 
-use super::{InvalidPlugin, MAX_CORE_INSTANCES_PER_COMPONENT, MAX_MEMORIES_PER_COMPONENT};
+use super::{
+    InvalidPlugin, MAX_CORE_INSTANCES_PER_COMPONENT, MAX_MEMORIES_PER_COMPONENT,
+    MAX_TABLES_PER_COMPONENT,
+};
 
 /// Largest function body. Compile time grows faster than linearly with a function's
 /// size; the largest function of a Rust plugin is tens of KiB.
@@ -18,7 +21,7 @@ pub const MAX_LOCALS: u64 = 50_000;
 /// limits; says which limit, with the numbers.
 pub fn check(wasm: &[u8]) -> Result<(), InvalidPlugin> {
     let refuse = |what: String| Err(InvalidPlugin(what));
-    let (mut functions, mut instantiations, mut memories) = (0usize, 0u32, 0u32);
+    let (mut functions, mut instantiations, mut memories, mut tables) = (0usize, 0u32, 0u32, 0u32);
     for payload in Parser::new(0).parse_all(wasm) {
         let payload =
             payload.map_err(|e| InvalidPlugin(format!("the component does not parse: {e}")))?;
@@ -58,6 +61,7 @@ pub fn check(wasm: &[u8]) -> Result<(), InvalidPlugin> {
                 }
             }
             Payload::MemorySection(reader) => memories += reader.count(),
+            Payload::TableSection(reader) => tables += reader.count(),
             _ => {}
         }
     }
@@ -76,6 +80,12 @@ pub fn check(wasm: &[u8]) -> Result<(), InvalidPlugin> {
         return refuse(format!(
             "the component defines {memories} linear memories; at most \
              {MAX_MEMORIES_PER_COMPONENT} are allowed"
+        ));
+    }
+    if tables > MAX_TABLES_PER_COMPONENT {
+        return refuse(format!(
+            "the component defines {tables} tables; at most {MAX_TABLES_PER_COMPONENT} are \
+             allowed"
         ));
     }
     Ok(())
@@ -130,6 +140,19 @@ mod tests {
     fn too_many_memories_are_refused_before_compiling() {
         let error = check(&module(5, &[0, 0x0b])).unwrap_err();
         assert!(error.0.contains("5 linear memories"), "{}", error.0);
+    }
+
+    #[test]
+    fn too_many_tables_are_refused_before_compiling() {
+        let mut wasm = b"\0asm\x01\0\0\0".to_vec();
+        let mut tables = Vec::new();
+        leb(13, &mut tables);
+        for _ in 0..13 {
+            tables.extend_from_slice(&[0x70, 0, 0]); // funcref, at least 0 elements
+        }
+        section(4, &tables, &mut wasm);
+        let error = check(&wasm).unwrap_err();
+        assert!(error.0.contains("13 tables"), "{}", error.0);
     }
 
     #[test]

@@ -36,8 +36,8 @@ impl UpcasterInstance {
         limits: CallLimits,
     ) -> Result<UpcasterInstance, PluginFailure> {
         let mut store = new_store(pre.engine(), limits);
-        let (wall, turn) = store.data().call_bounds();
-        match within_wall(wall, &turn, pre.instantiate_async(&mut store)).await? {
+        let bounds = store.data().call_bounds();
+        match within_wall(bounds, pre.instantiate_async(&mut store)).await? {
             Ok(bindings) => Ok(UpcasterInstance { store, bindings }),
             Err(error) => {
                 let mut failure = classify(error, &store);
@@ -51,9 +51,8 @@ impl UpcasterInstance {
 
     pub async fn event_types(&mut self) -> Result<Vec<String>, PluginFailure> {
         self.store.data().sources.set(0, &[b"event-types"]);
-        let (wall, turn) = self.store.data().call_bounds();
-        let result =
-            within_wall(wall, &turn, self.bindings.call_event_types(&mut self.store)).await?;
+        let bounds = self.store.data().call_bounds();
+        let result = within_wall(bounds, self.bindings.call_event_types(&mut self.store)).await?;
         result.map_err(|e| classify(e, &self.store))
     }
 
@@ -78,9 +77,9 @@ impl UpcasterInstance {
                 ],
             );
             let records: Vec<_> = chunk.iter().map(super::aggregate::to_wit_event).collect();
-            let (wall, turn) = self.store.data().call_bounds();
+            let bounds = self.store.data().call_bounds();
             let call = self.bindings.call_upcast(&mut self.store, &records);
-            let result = within_wall(wall, &turn, call).await?;
+            let result = within_wall(bounds, call).await?;
             let mapped = result.map_err(|e| classify(e, &self.store))?;
             if mapped.len() != chunk.len() {
                 return Err(PluginFailure::invalid_output(format!(

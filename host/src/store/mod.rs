@@ -228,11 +228,36 @@ pub struct NewPluginVersion<'a> {
     pub kind: PluginKind,
     pub digest: &'a str,
     pub wasm: &'a [u8],
+    /// The size of the compiled artifact, counted in the tenant's storage.
+    pub artifact_bytes: u64,
     pub verification: Verification,
     pub report: Option<&'a serde_json::Value>,
     pub upcasters: &'a [PinnedPlugin],
     /// Make it the active version in the same transaction.
     pub activate: bool,
+}
+
+/// What a tenant stores, in bytes by kind: what `max_stored_bytes` limits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoredUsage {
+    /// Events stored (a count, not bytes).
+    pub events: u64,
+    /// Event payloads and metadata.
+    pub event_bytes: u64,
+    /// Projection documents, keys included, of every build (retired builds' documents
+    /// count until they are deleted).
+    pub document_bytes: u64,
+    /// Aggregate state snapshots.
+    pub snapshot_bytes: u64,
+    /// Plugin uploads and their compiled artifacts.
+    pub plugin_bytes: u64,
+}
+
+impl StoredUsage {
+    /// Every byte the tenant stores: what its quota is measured against.
+    pub fn total(&self) -> u64 {
+        self.event_bytes + self.document_bytes + self.snapshot_bytes + self.plugin_bytes
+    }
 }
 
 /// A state snapshot of one stream, valid only for the component that produced it.
@@ -280,8 +305,11 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     /// Replaces the tenant's token hash; `Ok(false)` when there is no such tenant.
     async fn set_tenant_token(&self, id: &TenantId, token_hash: &str) -> StoreResult<bool>;
-    /// Events stored and their payload and metadata bytes.
-    async fn stored_usage(&self, id: &TenantId) -> StoreResult<(u64, u64)>;
+    /// What the tenant stores, by kind (see [`StoredUsage`]).
+    async fn stored_usage(&self, id: &TenantId) -> StoreResult<StoredUsage>;
+    /// The same without the events (which only grow, so their bytes can be counted as
+    /// they are appended, and which are the costly part to sum).
+    async fn stored_besides_events(&self, id: &TenantId) -> StoreResult<StoredUsage>;
     /// Deletes the tenant and every row it owns; `Ok(false)` when there was none.
     async fn delete_tenant(&self, id: &TenantId) -> StoreResult<bool>;
 

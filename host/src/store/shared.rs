@@ -492,13 +492,40 @@ impl EventStore for Backend {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn stored_usage(&self, id: &TenantId) -> StoreResult<(u64, u64)> {
-        let row = sqlx::query(sql("SELECT COUNT(*), CAST(COALESCE(SUM(LENGTH(payload) + LENGTH(metadata)), 0) AS BIGINT) FROM events \
-             WHERE tenant_id = ?"))
+    async fn stored_usage(&self, id: &TenantId) -> StoreResult<StoredUsage> {
+        let row = sqlx::query(sql("SELECT COUNT(*), \
+             CAST(COALESCE(SUM(LENGTH(payload) + LENGTH(metadata)), 0) AS BIGINT) \
+             FROM events WHERE tenant_id = ?"))
         .bind(id.as_str())
         .fetch_one(self.reader())
         .await?;
-        Ok((row.get::<i64, _>(0) as u64, row.get::<i64, _>(1) as u64))
+        Ok(StoredUsage {
+            events: row.get::<i64, _>(0) as u64,
+            event_bytes: row.get::<i64, _>(1) as u64,
+            ..self.stored_besides_events(id).await?
+        })
+    }
+
+    async fn stored_besides_events(&self, id: &TenantId) -> StoreResult<StoredUsage> {
+        let row = sqlx::query(sql("SELECT \
+             (SELECT CAST(COALESCE(SUM(LENGTH(key) + LENGTH(doc)), 0) AS BIGINT) \
+              FROM documents WHERE tenant_id = ?), \
+             (SELECT CAST(COALESCE(SUM(LENGTH(state)), 0) AS BIGINT) \
+              FROM snapshots WHERE tenant_id = ?), \
+             (SELECT CAST(COALESCE(SUM(LENGTH(wasm) + artifact_bytes), 0) AS BIGINT) \
+              FROM plugins WHERE tenant_id = ?)"))
+        .bind(id.as_str())
+        .bind(id.as_str())
+        .bind(id.as_str())
+        .fetch_one(self.reader())
+        .await?;
+        let read = |i: usize| row.get::<i64, _>(i) as u64;
+        Ok(StoredUsage {
+            document_bytes: read(0),
+            snapshot_bytes: read(1),
+            plugin_bytes: read(2),
+            ..StoredUsage::default()
+        })
     }
 
     async fn delete_tenant(&self, id: &TenantId) -> StoreResult<bool> {

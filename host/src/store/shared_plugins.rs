@@ -58,7 +58,7 @@ impl Backend {
         let uploaded_at = now_ms();
         sqlx::query(sql(
             "INSERT INTO plugins (tenant_id, name, version, kind, digest, wasm, uploaded_at, \
-             status, report, upcasters) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             status, report, upcasters, artifact_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         ))
         .bind(tenant.as_str())
         .bind(new.name)
@@ -70,6 +70,7 @@ impl Backend {
         .bind(new.verification.as_str())
         .bind(new.report.map(|r| r.to_string()))
         .bind(serde_json::to_string(new.upcasters)?)
+        .bind(new.artifact_bytes as i64)
         .execute(&mut *tx)
         .await?;
         if new.activate {

@@ -1,5 +1,6 @@
-//! A hostile projection: `handle` loops forever on a `Poison` event and sleeps 5 s
-//! (blocked in a WASI clock pollable) on a `Sleep` event.
+//! A hostile projection: `handle` loops forever on a `Poison` event, sleeps 5 s
+//! (blocked in a WASI clock pollable) on a `Sleep` event, and writes a document of
+//! 900 KiB on a `Big` event (to fill the tenant's storage).
 #![allow(clippy::too_many_arguments)] // generated bindings
 
 wit_bindgen::generate!({ path: "../../wit", world: "projection" });
@@ -22,6 +23,11 @@ impl Guest for Hostile {
             }
             if e.event_type == "Sleep" {
                 std::thread::sleep(std::time::Duration::from_secs(5));
+            }
+            if e.event_type == "Big" {
+                let big = format!("\"{}\"", "x".repeat(900 << 10));
+                documents::put(&format!("big-{}", e.position), big.as_bytes());
+                continue;
             }
             documents::put(&e.stream_id, br#"{"seen":true}"#);
         }

@@ -1,0 +1,352 @@
+//! Containment under a determined attacker: one tenant attacks on every front at once
+//! with components written straight against `wit/cairn.wit` (`hostile/`), while a
+//! neighbour tenant keeps running commands and read-your-writes. The neighbour must
+//! never fail, and every refusal must be a clear error charged to the attacker.
+//! Also the storage quotas that cover more than events: documents and plugins.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// Runs deposits and read-your-writes for `good` until `stop`; returns how many
+/// rounds succeeded, and panics on the first failure.
+async fn neighbour(server: Arc<Server>, good: String, stop: Arc<AtomicBool>) -> u64 {
+    let mut rounds = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let (code, body) = server
+            .command_answer(
+                &good,
+                "good",
+                "account",
+                "1",
+                json!({"type": "Deposit", "payload": {"amount": 1}}),
+            )
+            .await;
+        assert_eq!(
+            code,
+            StatusCode::OK,
+            "the neighbour's command failed: {body}"
+        );
+        let position = body["position"].as_u64().unwrap();
+        let (code, doc) = body_of(
+            server
+                .get(
+                    &format!(
+                        "/t/good/projections/balances/docs/account-1\
+                         ?min_position={position}&timeout_ms=20000"
+                    ),
+                    &good,
+                )
+                .await,
+        )
+        .await;
+        assert_eq!(code, StatusCode::OK, "the neighbour's read failed: {doc}");
+        rounds += 1;
+    }
+    rounds
+}
+
+/// `n` copies of one command sent at once by the attacker; returns each answer.
+async fn attack(
+    server: &Arc<Server>,
+    evil: &str,
+    command: &str,
+    n: usize,
+) -> Vec<(StatusCode, Value)> {
+    let calls = (0..n).map(|i| {
+        let (server, evil) = (server.clone(), evil.to_owned());
+        let command = command.to_owned();
+        tokio::spawn(async move {
+            server
+                .command_answer(
+                    &evil,
+                    "evil",
+                    "h",
+                    &(i % 4).to_string(),
+                    json!({"type": command}),
+                )
+                .await
+        })
+    });
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(call.await.unwrap());
+    }
+    answers
+}
+
+fn assert_refused(answers: &[(StatusCode, Value)], command: &str, reasons: &[&str]) {
+    for (code, body) in answers {
+        assert_error_body(
+            *code,
+            body,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "plugin_failed",
+        );
+        let reason = body["error"]["reason"].as_str().unwrap_or_default();
+        assert!(reasons.contains(&reason), "{command}: {body}");
+    }
+}
+
+async fn usage(server: &Server, tenant: &str) -> Value {
+    let (code, body) = body_of(
+        server
+            .get(&format!("/admin/tenants/{tenant}"), server.admin())
+            .await,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    body["usage"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_attack_on_every_front_leaves_the_neighbour_serving() {
+    let server = Arc::new(Server::start().await);
+    let evil = server
+        .create_tenant_with("evil", json!({"max_stored_bytes": 16 << 20}))
+        .await;
+    let good = server.create_tenant("good").await;
+    for (name, bytes) in [
+        ("h", hostile_bytes("aggregate")),
+        ("sleepy", hostile_bytes("projection")),
+    ] {
+        let up = server.upload(&evil, "evil", name, bytes).await;
+        assert_eq!(up.status(), 201, "{name}");
+    }
+    for plugin in ["account", "balances"] {
+        let up = server
+            .upload(&good, "good", plugin, plugin_bytes(plugin))
+            .await;
+        assert_eq!(up.status(), 201);
+    }
+    let (code, body) = server
+        .command_answer(
+            &good,
+            "good",
+            "account",
+            "1",
+            json!({"type": "Open", "payload": {"owner": "n"}}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let neighbour = tokio::spawn(neighbour(server.clone(), good.clone(), stop.clone()));
+
+    // Evil's projection sleeps in every batch that holds this event; then evil asks
+    // for more rebuilds than a tenant may have building.
+    let (code, body) = body_of(
+        server
+            .post(
+                "/t/evil/streams/s-1",
+                &evil,
+                json!({"events": [{"type": "Sleep", "data": {}}]}),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let mut rebuilds = Vec::new();
+    for _ in 0..20 {
+        let (code, body) = body_of(
+            server
+                .post("/t/evil/projections/sleepy/rebuild", &evil, json!({}))
+                .await,
+        )
+        .await;
+        rebuilds.push((code, body));
+    }
+    let refused: Vec<_> = rebuilds
+        .iter()
+        .filter(|(code, _)| *code == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert!(
+        !refused.is_empty(),
+        "20 rebuilds were all accepted: {rebuilds:?}"
+    );
+    for (code, body) in &refused {
+        assert_error_body(*code, body, StatusCode::TOO_MANY_REQUESTS, "over_limit");
+    }
+
+    // Calls that sleep in WASI, loop, and ask for memory, all at once: more than the
+    // tenant's call slots and CPU turns.
+    let (sleeps, loops, bombs) = tokio::join!(
+        attack(&server, &evil, "Sleep", 24),
+        attack(&server, &evil, "Loop", 24),
+        attack(&server, &evil, "Bomb", 8),
+    );
+    assert_refused(&sleeps, "Sleep", &["deadline"]);
+    assert_refused(&loops, "Loop", &["deadline"]);
+    // Under this much contention a bomb may reach its wall-time bound (waiting for a
+    // CPU turn counts) before its memory limit.
+    assert_refused(&bombs, "Bomb", &["memory", "deadline"]);
+
+    // Storage: appends until the quota refuses one, in the error shape, nothing written.
+    let blob = json!({"events": [{"type": "Blob", "data": {"x": "a".repeat(900 << 10)}}]});
+    let mut refused_at = None;
+    for n in 0..40 {
+        let (code, body) = body_of(
+            server
+                .append(&evil, "evil", &format!("blob-{n}"), blob.clone())
+                .await,
+        )
+        .await;
+        if code != StatusCode::OK {
+            assert_error_body(
+                code,
+                &body,
+                StatusCode::INSUFFICIENT_STORAGE,
+                "quota_exceeded",
+            );
+            refused_at = Some(n);
+            break;
+        }
+    }
+    let refused_at = refused_at.expect("16 MiB of appends were never refused");
+    let (code, body) = body_of(
+        server
+            .get(&format!("/t/evil/streams/blob-{refused_at}"), &evil)
+            .await,
+    )
+    .await;
+    assert_error_body(code, &body, StatusCode::NOT_FOUND, "not_found");
+
+    stop.store(true, Ordering::Relaxed);
+    let rounds = neighbour
+        .await
+        .expect("the neighbour failed during the attack");
+    assert!(rounds > 0, "the neighbour completed no round");
+
+    // Everything was charged to the attacker; nothing to the neighbour.
+    let evil_usage = usage(&server, "evil").await;
+    let hits = |counter: &str| evil_usage[counter].as_u64().unwrap();
+    assert!(
+        hits("deadline_hits") + hits("memory_hits") >= 56,
+        "{evil_usage}"
+    );
+    let good_usage = usage(&server, "good").await;
+    for counter in ["deadline_hits", "memory_hits", "traps"] {
+        assert_eq!(
+            good_usage[counter], 0,
+            "{counter} charged to the neighbour: {good_usage}"
+        );
+    }
+    let (_, status) = body_of(server.get("/t/good/projections/balances", &good).await).await;
+    assert_eq!(status["versions"][0]["status"], "active", "{status}");
+}
+
+#[tokio::test]
+async fn documents_and_plugins_count_toward_the_storage_quota() {
+    let server = Server::start().await;
+    let token = server
+        .create_tenant_with(
+            "small",
+            json!({"max_stored_bytes": 8 << 20, "max_plugin_versions": 2}),
+        )
+        .await;
+    let bytes = hostile_bytes("projection");
+    let size = bytes.len() as u64;
+    assert_eq!(
+        server.upload(&token, "small", "docs", bytes).await.status(),
+        201
+    );
+
+    // The upload and its compiled artifact are counted, and the parts add up.
+    let counted = usage(&server, "small").await;
+    let plugins = counted["stored"]["plugin_bytes"].as_u64().unwrap();
+    assert!(plugins > size, "the artifact is not counted: {counted}");
+    let parts: u64 = [
+        "event_bytes",
+        "document_bytes",
+        "snapshot_bytes",
+        "plugin_bytes",
+    ]
+    .iter()
+    .map(|part| counted["stored"][part].as_u64().unwrap())
+    .sum();
+    assert_eq!(
+        counted["bytes_stored"].as_u64().unwrap(),
+        parts,
+        "{counted}"
+    );
+
+    // Versions are limited too, before anything compiles.
+    let (code, body) = body_of(
+        server
+            .upload(&token, "small", "account", plugin_bytes("account"))
+            .await,
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let refused = server
+        .upload(&token, "small", "account", plugin_bytes("account-v2"))
+        .await;
+    let body = assert_error(refused, StatusCode::INSUFFICIENT_STORAGE, "quota_exceeded").await;
+    assert_eq!(body["max_plugin_versions"], 2, "{body}");
+
+    // Each `Big` event makes the projection write a document of 900 KiB: more than
+    // the quota holds. The build stops with the quota's message instead of writing.
+    let events: Vec<Value> = (0..12)
+        .map(|_| json!({"type": "Big", "data": {}}))
+        .collect();
+    let (code, body) = body_of(
+        server
+            .append(&token, "small", "b-1", json!({"events": events}))
+            .await,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let mut parked = Value::Null;
+    for _ in 0..200 {
+        let (_, status) = body_of(server.get("/t/small/projections/docs", &token).await).await;
+        if status["versions"][0]["status"] == "failed" {
+            parked = status;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let error = parked["versions"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("max_stored_bytes"),
+        "not parked for its quota: {parked}"
+    );
+    let stored = usage(&server, "small").await["bytes_stored"]
+        .as_u64()
+        .unwrap();
+    assert!(stored <= 8 << 20, "stored {stored} bytes past the quota");
+
+    // The operator sees each tenant's storage in /metrics; nobody else sees tenants.
+    let text = server
+        .http
+        .get(server.url("/metrics"))
+        .bearer_auth(server.admin())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("cairn_tenant_stored_bytes{tenant=\"small\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cairn_tenant_max_stored_bytes{tenant=\"small\"} 8388608"),
+        "{text}"
+    );
+    let anonymous = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!anonymous.contains("small"), "{anonymous}");
+}
