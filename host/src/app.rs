@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::appender::{Appender, LogHeads};
-use crate::command::Commands;
+use crate::commands::Commands;
 use crate::metrics::Metrics;
 use crate::plugins::Plugins;
 use crate::projection::Projections;

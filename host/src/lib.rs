@@ -6,7 +6,7 @@
 pub mod api;
 pub mod app;
 pub mod appender;
-pub mod command;
+pub mod commands;
 pub mod error;
 pub mod gate;
 pub mod limits;

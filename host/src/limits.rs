@@ -41,6 +41,11 @@ pub struct Limits {
     pub max_stored_bytes: u64,
     /// Most plugin versions (of every name together) the tenant may upload.
     pub max_plugin_versions: u64,
+    /// Longest one aggregate state load may take, in milliseconds: every `evolve`
+    /// call has `call_timeout_ms`, and a long history takes as many calls as it needs
+    /// within this. Past it the command answers 503 `load_incomplete`, with its
+    /// progress saved as a snapshot for the retry.
+    pub load_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -56,6 +61,7 @@ impl Default for Limits {
             compile_timeout_ms: 60_000,
             max_stored_bytes: 10 << 30,
             max_plugin_versions: 1_000,
+            load_timeout_ms: 30_000,
         }
     }
 }
@@ -119,6 +125,10 @@ impl Limits {
         check(
             (1..=100_000).contains(&self.max_plugin_versions),
             "max_plugin_versions must be between 1 and 100000",
+        )?;
+        check(
+            (100..=600_000).contains(&self.load_timeout_ms),
+            "load_timeout_ms must be between 100 and 600000",
         )
     }
 

@@ -61,6 +61,8 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             "evolution",
             "--test",
             "containment",
+            "--test",
+            "long_histories",
         ],
         &[("CAIRN_TEST_BACKEND", "postgres")],
     )?;

@@ -9,7 +9,7 @@ use super::auth::TenantAccess;
 use super::json::JsonBody;
 use super::views;
 use crate::app::AppState;
-use crate::command::{CommandRequest, StateAt};
+use crate::commands::{CommandRequest, StateAt};
 use crate::error::{ApiError, ApiResult};
 use crate::store::is_valid_stream_id;
 
@@ -26,7 +26,7 @@ pub struct CommandBody {
 }
 
 fn check_id(name: &str, id: &str) -> ApiResult<()> {
-    if is_valid_stream_id(&crate::command::stream_of(name, id)) {
+    if is_valid_stream_id(&crate::commands::stream_of(name, id)) {
         Ok(())
     } else {
         Err(ApiError::bad_request(format!(

@@ -47,6 +47,10 @@ struct Folder<'s> {
 
 const CALLS_PER_INSTANCE: u32 = 1024;
 
+/// Streams at least this long get a snapshot of the candidate's state when it has been
+/// folded; shorter ones fold quickly enough from their first event.
+const SNAPSHOT_FROM_VERSION: u64 = 100;
+
 impl<'s> Folder<'s> {
     fn new(serving: &'s ServingAggregate) -> Folder<'s> {
         Folder {
@@ -280,6 +284,19 @@ impl Plugins {
                     events,
                 } => {
                     report.events_folded += events;
+                    // The new version's first command on this stream starts from here,
+                    // not from event 1: verification is the fold an upgrade needs.
+                    if at >= SNAPSHOT_FROM_VERSION {
+                        self.keep_snapshot(
+                            gate,
+                            tenant,
+                            stream_id,
+                            &candidate.state_key,
+                            at,
+                            &state,
+                        )
+                        .await;
+                    }
                     if let Some(Folded::State { state: old, .. }) = old
                         && !same_state(&old, &state)
                     {
@@ -404,6 +421,38 @@ impl Plugins {
                 Err(failed) => failed,
             })
             .collect())
+    }
+
+    /// Stores the candidate's state of a stream as a snapshot, within the tenant's
+    /// storage quota (past it, the candidate folds from the first event when it serves).
+    async fn keep_snapshot(
+        &self,
+        gate: &TenantGate,
+        tenant: &TenantId,
+        stream_id: &str,
+        state_key: &str,
+        version: u64,
+        state: &[u8],
+    ) {
+        let bytes = crate::gate::Stored::Snapshot(state.len() as u64);
+        if gate
+            .reserve_storage(&self.store, tenant, bytes)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let snapshot = crate::store::Snapshot {
+            version,
+            state: state.to_vec(),
+        };
+        if let Err(error) = self
+            .store
+            .put_snapshot(tenant, stream_id, state_key, &snapshot)
+            .await
+        {
+            tracing::warn!(%tenant, %stream_id, "verification could not keep a snapshot: {error:#}");
+        }
     }
 
     /// The first event of `chunk` that fails when folded one at a time from `state`.

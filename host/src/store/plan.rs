@@ -223,3 +223,45 @@ mod tests {
         assert!(matches!(r, Err(AppendError::IdempotencyConflict)));
     }
 }
+
+/// Snapshots kept per stream and component: a bounded history, so that a read of an
+/// old version starts near it, whatever the stream's length.
+pub const SNAPSHOTS_PER_STREAM: usize = 16;
+
+/// Which snapshot to delete when a stream has more than [`SNAPSHOTS_PER_STREAM`]
+/// (`versions` ascending): never the oldest or the newest two, and of the others the
+/// one whose neighbours are closest together. The history thins evenly as a stream
+/// grows, so the nearest snapshot below any version is never far.
+pub fn snapshot_to_thin(versions: &[i64]) -> Option<i64> {
+    if versions.len() <= SNAPSHOTS_PER_STREAM {
+        return None;
+    }
+    (1..versions.len() - 2)
+        .min_by_key(|&i| versions[i + 1] - versions[i - 1])
+        .map(|i| versions[i])
+}
+
+#[cfg(test)]
+mod snapshot_history_tests {
+    use super::*;
+
+    #[test]
+    fn the_history_stays_bounded_and_spread_over_the_stream() {
+        let mut kept: Vec<i64> = Vec::new();
+        for version in (100..=100_000).step_by(100) {
+            kept.push(version);
+            if let Some(thinned) = snapshot_to_thin(&kept) {
+                kept.retain(|v| *v != thinned);
+            }
+        }
+        assert_eq!(kept.len(), SNAPSHOTS_PER_STREAM);
+        assert_eq!(kept[0], 100, "the oldest is kept");
+        assert_eq!(kept[kept.len() - 1], 100_000, "the newest is kept");
+        // No gap is much wider than an even spread would give.
+        let widest = kept.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+        assert!(
+            widest <= 3 * 100_000 / SNAPSHOTS_PER_STREAM as i64,
+            "{kept:?}"
+        );
+    }
+}

@@ -770,7 +770,7 @@ impl EventStore for Backend {
     ) -> StoreResult<Option<Snapshot>> {
         let row = sqlx::query(sql(
             "SELECT version, state FROM snapshots WHERE tenant_id = ? AND stream_id = ? \
-             AND plugin_digest = ? AND version <= ?",
+             AND plugin_digest = ? AND version <= ? ORDER BY version DESC LIMIT 1",
         ))
         .bind(tenant.as_str())
         .bind(stream_id)
@@ -791,19 +791,41 @@ impl EventStore for Backend {
         digest: &str,
         snapshot: &Snapshot,
     ) -> StoreResult<()> {
+        let mut tx = self.writer().begin().await?;
         sqlx::query(sql(
             "INSERT INTO snapshots (tenant_id, stream_id, plugin_digest, version, state) \
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, stream_id, plugin_digest) \
-             DO UPDATE SET version = excluded.version, state = excluded.state \
-             WHERE excluded.version > snapshots.version",
+             VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (tenant_id, stream_id, plugin_digest, version) DO NOTHING",
         ))
         .bind(tenant.as_str())
         .bind(stream_id)
         .bind(digest)
         .bind(snapshot.version as i64)
         .bind(&snapshot.state)
-        .execute(self.writer())
+        .execute(&mut *tx)
         .await?;
+        let versions: Vec<i64> = sqlx::query_scalar(sql(
+            "SELECT version FROM snapshots WHERE tenant_id = ? AND stream_id = ? \
+             AND plugin_digest = ? ORDER BY version",
+        ))
+        .bind(tenant.as_str())
+        .bind(stream_id)
+        .bind(digest)
+        .fetch_all(&mut *tx)
+        .await?;
+        if let Some(thinned) = plan::snapshot_to_thin(&versions) {
+            sqlx::query(sql(
+                "DELETE FROM snapshots WHERE tenant_id = ? AND stream_id = ? \
+                 AND plugin_digest = ? AND version = ?",
+            ))
+            .bind(tenant.as_str())
+            .bind(stream_id)
+            .bind(digest)
+            .bind(thinned)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -75,6 +75,16 @@ impl Guest for Hostile {
                 std::hint::black_box(());
             }
         }
+        // A slow component (another language, heavy logic): about a millisecond of CPU
+        // per `Heavy` event, so a batch of hundreds runs past a 100 ms budget.
+        for event in &events {
+            if event.event_type == "Heavy" {
+                let mut spin = 0u64;
+                for i in 0..1_000_000u64 {
+                    spin = std::hint::black_box(spin.wrapping_add(i));
+                }
+            }
+        }
         state
     }
 }

@@ -1,28 +1,28 @@
 //! The command pipeline: load state → decide → append → retry, and state reads.
 //!
-//! One command per stream at a time in this host (a [`StreamLocks`] guard); state from
-//! the [`StateCache`], else the newest snapshot of the same component plus the tail,
-//! folded by `evolve` in batches; `decide` in the same fresh instance; the append
-//! carries the version the state was read at, and a conflict (another host, or a raw
-//! append) reloads and decides again unless the client named its own expected version.
+//! One command per stream at a time in this host (a [`StreamLocks`] guard); state
+//! loaded by `load.rs` (cache, snapshots, budgeted folds); `decide` in the same fresh
+//! instance; the append carries the version the state was read at, and a conflict
+//! (another host, or a raw append) reloads and decides again unless the client named
+//! its own expected version.
+
+mod load;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use serde_json::{Map, Value};
 
 use crate::appender::Appender;
 use crate::error::{ApiError, ApiResult};
-use crate::gate::Stored;
 use crate::gate::TenantGate;
 use crate::metrics::Metrics;
 use crate::plugins::{Plugins, ServingAggregate};
 use crate::runtime::aggregate::Command;
 use crate::runtime::{AggregateInstance, PluginFailure, Runtime};
-use crate::state_cache::{CachedState, StateCache, StreamLocks};
+use crate::state_cache::{StateCache, StreamLocks};
 use crate::store::{
     AppendError, AppendRequest, Direction, EventStore, ExpectedVersion, ProposedEvent,
-    RecordedEvent, Snapshot, TenantId, now_ms,
+    RecordedEvent, TenantId, now_ms,
 };
 
 /// Conflicts retried before giving up (each retry reloads only the new tail).
@@ -336,178 +336,6 @@ impl Commands {
             position,
             events,
         }))
-    }
-
-    /// The current state: cached state plus whatever was appended since (by a raw
-    /// append or another host), else snapshot plus tail, else a full fold.
-    async fn load_latest(
-        &self,
-        instance: &mut AggregateInstance,
-        gate: &TenantGate,
-        tenant: &TenantId,
-        stream_id: &str,
-        serving: &ServingAggregate,
-    ) -> ApiResult<CachedState> {
-        let started = Instant::now();
-        let base = match self.cache.get(tenant, stream_id, &serving.state_key) {
-            Some(cached) => {
-                Metrics::add(&self.metrics.state_cache_hits, 1);
-                cached
-            }
-            None => {
-                Metrics::add(&self.metrics.state_cache_misses, 1);
-                self.base_state(instance, gate, tenant, stream_id, serving, u64::MAX)
-                    .await?
-            }
-        };
-        let mut loaded = base.clone();
-        let mut state = Arc::unwrap_or_clone(base.state);
-        loop {
-            let tail = self
-                .store
-                .read_stream(
-                    tenant,
-                    stream_id,
-                    loaded.version + 1,
-                    LOAD_PAGE,
-                    Direction::Forward,
-                )
-                .await?;
-            let Some(last) = tail.last() else { break };
-            loaded.version = last.version;
-            loaded.last_position = last.position;
-            let full_page = tail.len() >= LOAD_PAGE as usize;
-            let tail = self.upcast(serving, gate, tail).await?;
-            state = instance
-                .evolve(state, &tail)
-                .await
-                .map_err(|f| self.failed(gate, f))?;
-            if !full_page {
-                break;
-            }
-        }
-        loaded.state = Arc::new(state);
-        if loaded.version >= loaded.snapshot_version + self.snapshot_every {
-            // Snapshots count in the tenant's storage; past its quota none is written
-            // and loads fold from the last one (slower, never wrong).
-            let bytes = Stored::Snapshot(loaded.state.len() as u64);
-            if gate
-                .reserve_storage(&self.store, tenant, bytes)
-                .await
-                .is_ok()
-            {
-                self.write_snapshot(tenant, stream_id, &serving.state_key, &loaded);
-            }
-            loaded.snapshot_version = loaded.version;
-        }
-        if loaded.version != base.version || base.last_position == 0 {
-            self.cache.put(tenant, stream_id, loaded.clone());
-        }
-        Metrics::add(
-            &self.metrics.aggregate_load_micros,
-            started.elapsed().as_micros() as u64,
-        );
-        Metrics::add(&self.metrics.aggregate_loads, 1);
-        Ok(loaded)
-    }
-
-    /// The state at exactly `version`, from the best snapshot at or below it.
-    async fn fold_until(
-        &self,
-        instance: &mut AggregateInstance,
-        gate: &TenantGate,
-        tenant: &TenantId,
-        stream_id: &str,
-        serving: &ServingAggregate,
-        version: u64,
-    ) -> ApiResult<Vec<u8>> {
-        let base = self
-            .base_state(instance, gate, tenant, stream_id, serving, version)
-            .await?;
-        let events = self
-            .store
-            .read_stream_range(tenant, stream_id, base.version, version)
-            .await?;
-        let events = self.upcast(serving, gate, events).await?;
-        instance
-            .evolve(Arc::unwrap_or_clone(base.state), &events)
-            .await
-            .map_err(|f| self.failed(gate, f))
-    }
-
-    /// The newest snapshot of this component at or below `max_version`, else the
-    /// initial state.
-    async fn base_state(
-        &self,
-        instance: &mut AggregateInstance,
-        gate: &TenantGate,
-        tenant: &TenantId,
-        stream_id: &str,
-        serving: &ServingAggregate,
-        max_version: u64,
-    ) -> ApiResult<CachedState> {
-        let snapshot = self
-            .store
-            .snapshot(tenant, stream_id, &serving.state_key, max_version)
-            .await?;
-        let (version, state) = match snapshot {
-            Some(Snapshot { version, state }) => (version, state),
-            None => (
-                0,
-                instance
-                    .initial_state()
-                    .await
-                    .map_err(|f| self.failed(gate, f))?,
-            ),
-        };
-        Ok(CachedState {
-            digest: serving.state_key.clone(),
-            version,
-            last_position: 0,
-            state: Arc::new(state),
-            snapshot_version: version,
-        })
-    }
-
-    /// Writes a snapshot in the background: a command never waits for it.
-    fn write_snapshot(&self, tenant: &TenantId, stream_id: &str, digest: &str, at: &CachedState) {
-        let store = self.store.clone();
-        let metrics = self.metrics.clone();
-        let (tenant, stream_id, digest) = (tenant.clone(), stream_id.to_owned(), digest.to_owned());
-        let snapshot = Snapshot {
-            version: at.version,
-            state: at.state.to_vec(),
-        };
-        tokio::spawn(async move {
-            match store
-                .put_snapshot(&tenant, &stream_id, &digest, &snapshot)
-                .await
-            {
-                Ok(()) => Metrics::add(&metrics.snapshots_written, 1),
-                Err(error) => tracing::warn!(%tenant, %stream_id, "snapshot failed: {error:#}"),
-            }
-        });
-    }
-
-    /// The events as the serving version reads them (through its upcasters).
-    async fn upcast(
-        &self,
-        serving: &ServingAggregate,
-        gate: &TenantGate,
-        events: Vec<RecordedEvent>,
-    ) -> ApiResult<Vec<RecordedEvent>> {
-        if serving.upcasters.is_empty() {
-            return Ok(events);
-        }
-        serving
-            .upcasters
-            .apply(&self.runtime, gate.call_limits(), events)
-            .await
-            .map_err(|e| {
-                let mut failure = e.failure;
-                failure.message = format!("upcaster {}: {}", e.upcaster, failure.message);
-                self.failed(gate, failure)
-            })
     }
 
     fn failed(&self, gate: &TenantGate, failure: PluginFailure) -> ApiError {
