@@ -59,6 +59,10 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             "sandbox",
             "--test",
             "evolution",
+            "--test",
+            "inputs",
+            "--test",
+            "connections",
         ],
         &[("CAIRN_TEST_BACKEND", "postgres")],
     )?;
