@@ -133,6 +133,7 @@ async fn past_the_cap_a_connection_is_answered_503_in_the_error_shape() {
     let body: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(body["error"]["code"], "too_many_connections", "{body}");
     assert!(body["error"]["message"].is_string(), "{body}");
+    assert!(body["error"]["request_id"].is_string(), "{body}");
     // Once ours are closed, their slots come back.
     drop(held);
     let started = Instant::now();

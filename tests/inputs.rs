@@ -50,12 +50,22 @@ async fn seeded() -> (Server, String) {
     (server, token)
 }
 
+/// Method, path, token, body, status, code.
+type Case = (
+    &'static str,
+    &'static str,
+    Who,
+    Option<&'static str>,
+    u16,
+    &'static str,
+);
+
 #[tokio::test]
 async fn every_refusal_is_json_in_the_error_shape() {
     use Who::*;
     let (server, token) = seeded().await;
     let (q, p, b) = ("invalid_query", "invalid_path", "invalid_body");
-    let table: &[(&str, &str, Who, Option<&str>, u16, &str)] = &[
+    let table: &[Case] = &[
         // Query strings that do not parse, on every route that takes one.
         ("GET", "/t/acme/events?after=-1", Tenant, None, 400, q),
         ("GET", "/t/acme/events?limit=many", Tenant, None, 400, q),

@@ -134,7 +134,7 @@ const SPARE_FILES: u64 = 256;
 fn check_open_files(max_connections: usize) {
     #[cfg(unix)]
     {
-        let needed = max_connections as u64 + SPARE_FILES;
+        let needed = (max_connections as u64 + SPARE_FILES) as libc::rlim_t;
         let mut limit = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
@@ -144,9 +144,9 @@ fn check_open_files(max_connections: usize) {
             if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
                 return;
             }
-            if (limit.rlim_cur as u64) < needed {
+            if limit.rlim_cur < needed {
                 let raised = libc::rlimit {
-                    rlim_cur: needed.min(limit.rlim_max as u64) as libc::rlim_t,
+                    rlim_cur: needed.min(limit.rlim_max),
                     rlim_max: limit.rlim_max,
                 };
                 if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
@@ -154,9 +154,9 @@ fn check_open_files(max_connections: usize) {
                 }
             }
         }
-        if (limit.rlim_cur as u64) < needed {
+        if limit.rlim_cur < needed {
             tracing::warn!(
-                open_files = limit.rlim_cur as u64,
+                open_files = limit.rlim_cur,
                 max_connections,
                 "the open-file limit (ulimit -n) is below --max-connections plus {SPARE_FILES}; \
                  connections past it will fail to be accepted"

@@ -37,7 +37,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 use tower::Service;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, new_request_id, with_request_id};
 
 /// How connections are bounded; `cairn serve` flags set them.
 #[derive(Clone, Copy, Debug)]
@@ -356,12 +356,18 @@ impl AsyncWrite for Watched {
 /// the answer instead of a reset.
 async fn refuse(stream: TcpStream) {
     let service = hyper::service::service_fn(|_: Request<Incoming>| async {
-        let mut response = ApiError::unavailable(
-            "too_many_connections",
-            "the server has as many connections open as it allows; retry shortly",
-        )
-        .into_response();
+        let id = new_request_id();
+        let header_id = HeaderValue::from_str(&id).expect("request ids are visible ASCII");
+        let refusal = async {
+            ApiError::unavailable(
+                "too_many_connections",
+                "the server has as many connections open as it allows; retry shortly",
+            )
+            .into_response()
+        };
+        let mut response = with_request_id(id, refusal).await;
         let headers = response.headers_mut();
+        headers.insert("x-request-id", header_id);
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         Ok::<_, Infallible>(response)
