@@ -231,6 +231,40 @@ async fn domain_rejections_carry_their_codes() {
     assert_eq!(state["version"], 1);
 }
 
+/// Plugins run optimised, where `+` wraps: a deposit past `i64::MAX` must be refused,
+/// and projections must not turn a huge (raw-appended) amount into a negative sum.
+#[tokio::test]
+async fn a_deposit_past_the_largest_balance_is_refused_and_sums_never_wrap() {
+    let server = Server::start().await;
+    let token = server.tenant_with_account("acme").await;
+    let up = server.upload(&token, "acme", "balances", plugin_bytes("balances"));
+    expect(up.await, StatusCode::CREATED).await;
+    let cmd = |body: Value| server.command(&token, "acme", "account", "7", body);
+    for body in [
+        json!({"type": "Open", "payload": {"owner": "ann"}}),
+        json!({"type": "Deposit", "payload": {"amount": 5}}),
+    ] {
+        expect(cmd(body).await, StatusCode::OK).await;
+    }
+    let over = cmd(json!({"type": "Deposit", "payload": {"amount": i64::MAX}})).await;
+    let e = assert_error(over, StatusCode::UNPROCESSABLE_ENTITY, "rejected").await;
+    assert_eq!(e["domain_code"], "invalid_amount");
+    let state = server.get("/t/acme/aggregates/account/7", &token).await;
+    assert_eq!(expect(state, StatusCode::OK).await["state"]["balance"], 5);
+    // A raw append bypasses decide: folding it saturates instead of wrapping.
+    let event = json!({"type": "Deposited", "data": {"amount": i64::MAX}});
+    let raw = server.append(&token, "acme", "account-7", json!({"events": [event]}));
+    let position = expect(raw.await, StatusCode::OK).await["last_position"].clone();
+    let state = server.get("/t/acme/aggregates/account/7", &token).await;
+    assert_eq!(
+        expect(state, StatusCode::OK).await["state"]["balance"],
+        i64::MAX
+    );
+    let doc = format!("/t/acme/projections/balances/docs/account-7?min_position={position}");
+    let doc = expect(server.get(&doc, &token).await, StatusCode::OK).await;
+    assert_eq!(doc["balance"], i64::MAX, "{doc}");
+}
+
 #[tokio::test]
 async fn auth_401_for_missing_or_wrong_tokens_and_403_across_tenants() {
     let server = Server::start().await;
@@ -443,11 +477,11 @@ async fn malformed_bodies_are_400_in_the_error_shape() {
         let resp = raw("/t/acme/aggregates/account/1/commands", &token, body)
             .await
             .unwrap();
-        assert_error(resp, StatusCode::BAD_REQUEST, "bad_request").await;
+        assert_error(resp, StatusCode::BAD_REQUEST, "invalid_body").await;
         let resp = raw("/t/acme/streams/s-1", &token, body).await.unwrap();
-        assert_error(resp, StatusCode::BAD_REQUEST, "bad_request").await;
+        assert_error(resp, StatusCode::BAD_REQUEST, "invalid_body").await;
         let resp = raw("/admin/tenants", server.admin(), body).await.unwrap();
-        assert_error(resp, StatusCode::BAD_REQUEST, "bad_request").await;
+        assert_error(resp, StatusCode::BAD_REQUEST, "invalid_body").await;
     }
     // A payload that is not an object.
     for payload in [json!(5), json!("Deposit"), json!([1, 2])] {

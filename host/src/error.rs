@@ -1,5 +1,6 @@
 //! The host's one error type: every failure a client can see, with its HTTP status
-//! and the shape `{"error": {"code", "message", ...details}}` from the API contract.
+//! and the shape `{"error": {"code", "message", "request_id", ...details}}` from the
+//! API contract; and the request id every answer and log line of a request carries.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -87,14 +88,18 @@ impl ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
     }
 
-    /// A bug or a broken dependency: logged in full, shown briefly.
+    /// A bug or a broken dependency: logged in full with the request id, shown to the
+    /// client only as that id. A store's message may name tables, constraints or other
+    /// tenants' values, so it never leaves the host.
     pub fn internal(error: impl std::fmt::Display) -> ApiError {
-        tracing::error!("internal error: {error:#}");
+        let id = current_request_id().unwrap_or_else(new_request_id);
+        tracing::error!(request_id = %id, "internal error: {error:#}");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
-            format!("internal error: {error:#}"),
+            "internal error; the operator can find it in the server log by its request_id",
         )
+        .with("request_id", id)
     }
 }
 
@@ -142,7 +147,31 @@ impl IntoResponse for ApiError {
         let mut error = Map::new();
         error.insert("code".into(), json!(self.code));
         error.insert("message".into(), json!(self.message));
+        if let Some(id) = current_request_id() {
+            error.insert("request_id".into(), json!(id));
+        }
         error.extend(self.details);
         (self.status, Json(json!({ "error": error }))).into_response()
     }
+}
+
+tokio::task_local! {
+    /// The id of the request being answered, set by the API's request-id layer for the
+    /// whole of its handling, so an error made anywhere in it can name it.
+    static REQUEST_ID: String;
+}
+
+/// Runs `future` (one request's handling) with `id` as its request id.
+pub async fn with_request_id<F: Future>(id: String, future: F) -> F::Output {
+    REQUEST_ID.scope(id, future).await
+}
+
+/// The id of the request being handled on this task, if any.
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// A fresh request id: 16 random hex digits, short enough to quote on the phone.
+pub fn new_request_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
 }

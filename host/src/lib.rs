@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod plugins;
 pub mod projection;
 pub mod runtime;
+pub mod serve;
 pub mod state_cache;
 pub mod store;
 pub mod tenant;

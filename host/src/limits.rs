@@ -71,6 +71,12 @@ impl Limits {
     pub fn from_json(value: Option<&serde_json::Value>) -> Result<Limits, ApiError> {
         let limits: Limits = match value {
             None | Some(serde_json::Value::Null) => Limits::default(),
+            // serde would read a struct from an array too (`[]` as all defaults).
+            Some(value) if !value.is_object() => {
+                return Err(ApiError::bad_request(
+                    "invalid limits: `limits` must be an object",
+                ));
+            }
             Some(value) => serde_json::from_value(value.clone())
                 .map_err(|e| ApiError::bad_request(format!("invalid limits: {e}")))?,
         };

@@ -2,12 +2,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use cairn_host::app::{App, Settings};
+use cairn_host::serve::ConnectionLimits;
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +41,16 @@ enum Commands {
         /// Aggregate states kept in memory.
         #[arg(long, default_value_t = 100_000)]
         state_cache_entries: usize,
+        /// Seconds a client has, from a request's first byte, to send its whole head.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        header_read_timeout: u64,
+        /// Seconds a connection may stay open with no request in flight.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        idle_timeout: u64,
+        /// Open connections at most; past it a new one is answered 503. Keep it below
+        /// the process's open-file limit (`ulimit -n`).
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        max_connections: u32,
     },
     /// Compile one component with the server's engine settings (the server runs this
     /// in a child process for every upload, so a compile can be timed out and killed).
@@ -75,7 +87,15 @@ async fn run() -> anyhow::Result<()> {
             database,
             snapshot_every,
             state_cache_entries,
+            header_read_timeout,
+            idle_timeout,
+            max_connections,
         } => {
+            let limits = ConnectionLimits {
+                header_read_timeout: Duration::from_secs(header_read_timeout),
+                idle_timeout: Duration::from_secs(idle_timeout),
+                max_connections: max_connections as usize,
+            };
             let settings = Settings {
                 data_dir,
                 database,
@@ -86,7 +106,7 @@ async fn run() -> anyhow::Result<()> {
                     std::env::current_exe().context("finding the cairn executable")?,
                 ),
             };
-            serve(settings, listen).await
+            serve(settings, listen, limits).await
         }
         Commands::CompileComponent { input, output } => {
             cairn_host::runtime::compile_to_file(&input, &output)
@@ -94,7 +114,12 @@ async fn run() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(settings: Settings, listen: SocketAddr) -> anyhow::Result<()> {
+async fn serve(
+    settings: Settings,
+    listen: SocketAddr,
+    limits: ConnectionLimits,
+) -> anyhow::Result<()> {
+    check_open_files(limits.max_connections);
     let app = App::start(&settings).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -103,10 +128,55 @@ async fn serve(settings: Settings, listen: SocketAddr) -> anyhow::Result<()> {
     // Printed on stdout, on its own line, so scripts and tests can find the port.
     println!("cairn listening on http://{address}");
     tracing::info!(%address, data_dir = %settings.data_dir.display(), "cairn is serving");
-    axum::serve(listener, cairn_host::api::router(app))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    cairn_host::serve::serve(
+        listener,
+        cairn_host::api::router(app),
+        limits,
+        shutdown_signal(),
+    )
+    .await?;
     Ok(())
+}
+
+/// File descriptors the host needs beside its connections: the database pool, compiled
+/// components, compiler pipes, the log.
+const SPARE_FILES: u64 = 256;
+
+/// Each connection is an open file: raise the soft limit toward the hard one when the
+/// connection cap needs it, and warn when even that is not enough (accepts past the
+/// limit fail with EMFILE, which the accept loop survives, but nothing is answered).
+fn check_open_files(max_connections: usize) {
+    #[cfg(unix)]
+    {
+        let needed = (max_connections as u64 + SPARE_FILES) as libc::rlim_t;
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return;
+            }
+            if limit.rlim_cur < needed {
+                let raised = libc::rlimit {
+                    rlim_cur: needed.min(limit.rlim_max),
+                    rlim_max: limit.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    limit = raised;
+                }
+            }
+        }
+        if limit.rlim_cur < needed {
+            tracing::warn!(
+                open_files = limit.rlim_cur,
+                max_connections,
+                "the open-file limit (ulimit -n) is below --max-connections plus {SPARE_FILES}; \
+                 connections past it will fail to be accepted"
+            );
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -63,6 +63,10 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             "containment",
             "--test",
             "long_histories",
+            "--test",
+            "inputs",
+            "--test",
+            "connections",
         ],
         &[("CAIRN_TEST_BACKEND", "postgres")],
     )?;

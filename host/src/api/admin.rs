@@ -1,12 +1,13 @@
 //! `/admin/tenants`: the operator creates, lists, shows and deletes tenants.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::Operator;
+use super::extract::Path;
 use super::json::JsonBody;
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};

@@ -1,17 +1,18 @@
 //! `/t/{tenant}/aggregates/{name}/{id}`: commands and state reads.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::auth::TenantAccess;
+use super::extract::{Path, Query};
 use super::json::JsonBody;
 use super::views;
 use crate::app::AppState;
 use crate::commands::{CommandRequest, StateAt};
 use crate::error::{ApiError, ApiResult};
-use crate::store::is_valid_stream_id;
+use crate::store::{is_valid_stream_id, text_problem};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,6 +55,13 @@ pub async fn command(
         && (command_id.is_empty() || command_id.len() > 200)
     {
         return Err(ApiError::bad_request("`command_id` must be 1 to 200 bytes"));
+    }
+    if let Some(problem) = body
+        .command_id
+        .as_deref()
+        .and_then(|id| text_problem("command_id", id))
+    {
+        return Err(ApiError::bad_request(problem));
     }
     let request = CommandRequest {
         command_type: body.command_type,

@@ -6,9 +6,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Path};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
+use super::extract::Path;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::gate::TenantGate;
@@ -75,9 +76,7 @@ impl FromRequestParts<AppState> for TenantAccess {
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
         let who = caller(parts, app).await?;
-        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, app)
-            .await
-            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, app).await?;
         let raw = params.get("tenant").map(String::as_str).unwrap_or_default();
         let tenant = match (&who, TenantId::parse(raw)) {
             (Caller::Tenant(own), Some(asked)) if *own == asked => asked,

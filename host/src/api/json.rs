@@ -2,15 +2,17 @@
 //! limit is the tenant's.
 
 use axum::extract::{FromRequest, Request};
-use axum::http::header;
+use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
+use super::extract::{declared_length, read_body};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::store::TenantId;
 
-/// Like `axum::Json`, but malformed JSON is a 400 `bad_request` naming what is wrong,
-/// and an oversized body a 413 `too_large`.
+/// Like `axum::Json`, but a body that is not JSON or not the expected shape is a 400
+/// `invalid_body` naming what is wrong, and an oversized body a 413 `too_large`. The
+/// content type is not checked: `curl -d` sends JSON as a form, and the body decides.
 pub struct JsonBody<T>(pub T);
 
 /// Bodies larger than this are refused even before the tenant is known.
@@ -31,21 +33,17 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
             .and_then(|tenant| app.tenants.cached_gate(&tenant))
             .map(|gate| gate.limits.max_body_bytes as usize);
         let max = tenant_limit.unwrap_or(DEFAULT_MAX);
-        if let Some(length) = request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok())
-            && length > max
-        {
+        if declared_length(request.headers()).is_some_and(|length| length > max) {
             return Err(too_large(max));
         }
-        let bytes = axum::body::to_bytes(request.into_body(), max)
-            .await
-            .map_err(|_| too_large(max))?;
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
+        let bytes = read_body(request.into_body(), max, || too_large(max)).await?;
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                format!("malformed JSON body: {e}"),
+            )
+        })
     }
 }
 

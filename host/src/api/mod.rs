@@ -4,6 +4,7 @@
 mod admin;
 mod aggregates;
 mod auth;
+mod extract;
 mod json;
 mod ops;
 mod plugins;
@@ -90,8 +91,40 @@ pub fn router(app: AppState) -> Router {
         })
         .layer(DefaultBodyLimit::max(BODY_CEILING))
         .layer(axum::middleware::from_fn(close_after_refused_body))
+        .layer(axum::middleware::from_fn(request_id))
         .with_state(app)
 }
+
+/// Gives every request an id: the caller's `x-request-id` when it is a short token
+/// (so a proxy's id carries through), a fresh one otherwise. It is on every log line
+/// of the request (a tracing span), in every error body, and in the `x-request-id`
+/// response header, so a client quoting it finds the server's side of the story.
+async fn request_id(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::HeaderValue;
+    use tracing::Instrument;
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(crate::error::new_request_id);
+    let span = tracing::info_span!("request", request_id = %id);
+    let header = HeaderValue::from_str(&id).expect("request ids are visible ASCII");
+    let mut response = crate::error::with_request_id(id, next.run(request).instrument(span)).await;
+    response.headers_mut().insert(REQUEST_ID, header);
+    response
+}
+
+const REQUEST_ID: &str = "x-request-id";
 
 /// An error answered to a request that carried a body may leave that body unread (a
 /// 401 before an upload is read, a 413 on its declared length). Such a connection

@@ -2,14 +2,14 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
 use serde::Deserialize;
 
 use super::auth::TenantAccess;
+use super::extract::{Path, Query, declared_length, read_body};
 use super::json::JsonBody;
 use super::views;
 use crate::app::AppState;
@@ -67,28 +67,19 @@ pub async fn upload(
     access: TenantAccess,
     State(app): State<AppState>,
     Path((_, name)): Path<(String, String)>,
-    query: Result<Query<UploadQuery>, QueryRejection>,
+    Query(query): Query<UploadQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     check_name(&name)?;
-    let options = query
-        .map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?
-        .options()?;
+    let options = query.options()?;
     let max = access.gate.limits.max_plugin_bytes as usize;
     let too_large = || ApiError::too_large(format!("plugins are limited to {max} bytes"));
     // Refuse on the declared length before reading anything.
-    if let Some(length) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        && length > max
-    {
+    if declared_length(&headers).is_some_and(|length| length > max) {
         return Err(too_large());
     }
-    let wasm = axum::body::to_bytes(body, max)
-        .await
-        .map_err(|_| too_large())?;
+    let wasm = read_body(body, max, too_large).await?;
     if wasm.is_empty() {
         return Err(ApiError::invalid_plugin(
             "the body is empty: send the component's bytes",

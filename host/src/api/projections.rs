@@ -3,12 +3,13 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::TenantAccess;
+use super::extract::{Path, Query, stored_query_text};
 use super::json::JsonBody;
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -105,6 +106,8 @@ pub async fn documents(
         .projections
         .readable(&access.tenant, &name, query.min_position, wait(&query))
         .await?;
+    stored_query_text("prefix", query.prefix.as_deref())?;
+    stored_query_text("after", query.after.as_deref())?;
     let prefix = query.prefix.as_deref().unwrap_or("");
     let mut docs = app
         .store

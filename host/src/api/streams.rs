@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::auth::TenantAccess;
+use super::extract::{Path, Query, stored_query_text};
 use super::json::JsonBody;
 use super::views;
 use crate::app::AppState;
@@ -100,7 +101,7 @@ pub async fn append(
         }
         let event_id = match e.event_id {
             Some(id) => {
-                if let Some(problem) = name_problem("id", &id) {
+                if let Some(problem) = name_problem("event_id", &id) {
                     return Err(ApiError::bad_request(problem));
                 }
                 id
@@ -220,6 +221,7 @@ pub async fn log(
     Query(query): Query<LogQuery>,
 ) -> ApiResult<Json<Value>> {
     let limit = page_size(query.limit)?;
+    stored_query_text("types", query.types.as_deref())?;
     let types = parse_types(query.types.as_deref());
     let mut events = app
         .store
@@ -260,6 +262,9 @@ pub async fn live(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     let after = resume.or(query.after).unwrap_or(0);
+    // The filter is only compared in memory, but a live stream and a page of the log
+    // take the same `types`, so they refuse the same ones.
+    stored_query_text("types", query.types.as_deref())?;
     let follower = Follower {
         heads: app.heads.watch(&access.tenant),
         app,

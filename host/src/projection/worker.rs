@@ -68,6 +68,9 @@ async fn park(
     } else {
         ProjectionStatus::Failed
     };
+    // The message may quote the plugin (a trap, its output), and PostgreSQL cannot
+    // store U+0000 in text.
+    let message = &message.replace('\0', "\u{fffd}");
     let stored = projections
         .store
         .set_projection_status(tenant, name, version, status, Some(message))
@@ -80,6 +83,14 @@ async fn park(
         build.record.error = Some(message.to_owned());
         build.worker = None;
     });
+}
+
+/// A store failure as a build's error, which tenants read in the projection's status:
+/// the database's own message (tables, constraints) stays in the server log.
+fn store_failed(error: impl std::fmt::Display) -> String {
+    let id = crate::error::new_request_id();
+    tracing::error!(error_id = %id, "projection store error: {error:#}");
+    format!("the store failed (error id {id} in the server log)")
 }
 
 /// Runs until the build fails for good (the error says where and why).
@@ -152,7 +163,7 @@ async fn follow(projections: &Arc<Projections>, record: ProjectionRecord) -> Res
     let mut isolate_until = 0;
     loop {
         heads.borrow_and_update();
-        let head = store.head(&tenant).await.map_err(|e| format!("{e:#}"))?;
+        let head = store.head(&tenant).await.map_err(store_failed)?;
         if position >= head {
             promote_if_building(projections, &key, version).await;
             // Woken by an append in this host, or every second for appends made by
@@ -165,7 +176,7 @@ async fn follow(projections: &Arc<Projections>, record: ProjectionRecord) -> Res
         let mut events = store
             .read_log(&tenant, position, limit, &event_types)
             .await
-            .map_err(|e| format!("{e:#}"))?;
+            .map_err(store_failed)?;
         events.retain(|e| e.position <= head);
         // A short page means nothing else of interest exists up to the head, so the
         // checkpoint can move to the head even past events the filter skipped.
@@ -257,7 +268,7 @@ async fn follow(projections: &Arc<Projections>, record: ProjectionRecord) -> Res
         let committed = store
             .commit_projection_batch(&tenant, &name, version, position, to, &writes)
             .await
-            .map_err(|e| format!("{e:#}"))?;
+            .map_err(store_failed)?;
         if !committed {
             // The build was deleted (retired out) or another host owns it.
             return Ok(());

@@ -55,20 +55,31 @@ pub fn is_valid_stream_id(raw: &str) -> bool {
     !raw.is_empty() && raw.len() <= 200 && raw.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
 }
 
+/// Why `raw`, given as `field`, cannot be stored as text: PostgreSQL refuses U+0000 in
+/// `text` (SQLite would keep it). Every string a client sends that reaches the store —
+/// path segments, query filters and cursors, ids in bodies — passes here first, so both
+/// backends answer the same 400. JSON payloads and metadata need no check: they are
+/// stored as serialised JSON text, where a NUL is the escape `\u0000`.
+pub fn text_problem(field: &str, raw: &str) -> Option<String> {
+    raw.contains('\0')
+        .then(|| format!("`{field}` holds U+0000 (NUL), which cannot be stored; {raw:?}"))
+}
+
 /// Why `raw` cannot be an event type (or an event id): empty, longer than 200 bytes,
 /// or holding a character that is not printable — a control character (NUL, ESC, CR,
 /// LF…), or an invisible formatting one (bidirectional overrides, zero-width marks)
 /// that would let two types look the same or break a log line or an SSE field.
-pub fn name_problem(what: &str, raw: &str) -> Option<String> {
+/// `field` is what the client called it (`type`, `event_id`).
+pub fn name_problem(field: &str, raw: &str) -> Option<String> {
     if raw.is_empty() || raw.len() > 200 {
-        return Some(format!("an event {what} must be 1 to 200 bytes"));
+        return Some(format!("`{field}` must be 1 to 200 bytes"));
     }
     let bad = raw.chars().find(|c| {
         c.is_control()
             || matches!(*c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
     })?;
     Some(format!(
-        "an event {what} must hold only printable characters; {raw:?} holds U+{:04X}",
+        "`{field}` must hold only printable characters; {raw:?} holds U+{:04X}",
         bad as u32
     ))
 }

@@ -76,6 +76,18 @@ impl Aggregate for Account {
             AccountCommand::Deposit { amount } => {
                 self.must_be_open()?;
                 let amount = positive(amount)?;
+                // In release builds (plugins are) `+` wraps: a deposit that would
+                // overflow the balance is refused instead of turning it negative.
+                if self.balance.checked_add(amount).is_none() {
+                    return Err(Rejection::new(
+                        "invalid_amount",
+                        format!(
+                            "a deposit of {amount} would take the balance of {} past the largest \
+                             balance an account can hold",
+                            self.balance
+                        ),
+                    ));
+                }
                 Ok(vec![AccountEvent::Deposited { cents: amount }])
             }
             AccountCommand::Withdraw { amount } => {
@@ -98,8 +110,12 @@ impl Aggregate for Account {
                 self.open = true;
                 self.owner = Some(owner);
             }
-            AccountEvent::Deposited { cents } => self.balance += cents,
-            AccountEvent::Withdrawn { amount } => self.balance -= amount,
+            // Saturating: history written before deposits were checked (or by raw
+            // appends) must still fold, never wrap.
+            AccountEvent::Deposited { cents } => self.balance = self.balance.saturating_add(cents),
+            AccountEvent::Withdrawn { amount } => {
+                self.balance = self.balance.saturating_sub(amount)
+            }
         }
     }
 }
@@ -175,6 +191,22 @@ mod tests {
     fn overdrafts_are_refused() {
         let err = run(&mut opened(10), AccountCommand::Withdraw { amount: 11 }).unwrap_err();
         assert_eq!(err.code, "insufficient_funds");
+    }
+
+    #[test]
+    fn a_deposit_that_would_overflow_is_refused() {
+        let mut account = opened(5);
+        let err = run(&mut account, AccountCommand::Deposit { amount: i64::MAX }).unwrap_err();
+        assert_eq!(err.code, "invalid_amount");
+        assert_eq!(account, opened(5));
+        run(
+            &mut account,
+            AccountCommand::Deposit {
+                amount: i64::MAX - 5,
+            },
+        )
+        .unwrap();
+        assert_eq!(account.balance, i64::MAX);
     }
 
     #[test]

@@ -39,8 +39,9 @@ impl Projection for BalancesInCents {
         let mut doc: Balance = docs.get(&event.stream_id).unwrap_or_default();
         match event.data {
             AccountEvent::Opened { owner } => doc.owner = Some(owner),
-            AccountEvent::Deposited { cents } => doc.balance += cents,
-            AccountEvent::Withdrawn { amount } => doc.balance -= amount,
+            // Saturating: raw appends can carry any amount; a sum never wraps.
+            AccountEvent::Deposited { cents } => doc.balance = doc.balance.saturating_add(cents),
+            AccountEvent::Withdrawn { amount } => doc.balance = doc.balance.saturating_sub(amount),
         }
         doc.version = event.version;
         docs.put(&event.stream_id, &doc);

@@ -45,11 +45,12 @@ impl Projection for BalancesV2 {
         match event.data {
             AccountEvent::Opened { owner } => doc.holder = Some(owner),
             AccountEvent::Deposited { amount } => {
-                doc.balance.amount += amount;
+                // Saturating: raw appends can carry any amount; a sum never wraps.
+                doc.balance.amount = doc.balance.amount.saturating_add(amount);
                 doc.movements += 1;
             }
             AccountEvent::Withdrawn { amount } => {
-                doc.balance.amount -= amount;
+                doc.balance.amount = doc.balance.amount.saturating_sub(amount);
                 doc.movements += 1;
             }
         }

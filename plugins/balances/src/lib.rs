@@ -37,8 +37,9 @@ impl Projection for Balances {
         let mut doc: Balance = docs.get(&event.stream_id).unwrap_or_default();
         match event.data {
             AccountEvent::Opened { owner } => doc.owner = Some(owner),
-            AccountEvent::Deposited { amount } => doc.balance += amount,
-            AccountEvent::Withdrawn { amount } => doc.balance -= amount,
+            // Saturating: raw appends can carry any amount; a sum never wraps.
+            AccountEvent::Deposited { amount } => doc.balance = doc.balance.saturating_add(amount),
+            AccountEvent::Withdrawn { amount } => doc.balance = doc.balance.saturating_sub(amount),
         }
         doc.version = event.version;
         docs.put(&event.stream_id, &doc);
@@ -90,6 +91,19 @@ mod tests {
             json,
             serde_json::json!({"owner": "ann", "balance": 70, "version": 3})
         );
+    }
+
+    #[test]
+    fn sums_saturate_instead_of_wrapping() {
+        let mut docs = Documents::in_memory();
+        for (version, data) in [
+            (1, AccountEvent::Deposited { amount: 5 }),
+            (2, AccountEvent::Deposited { amount: i64::MAX }),
+        ] {
+            Balances::handle(Event::for_test("account-1", version, data), &mut docs);
+        }
+        let doc: Balance = docs.get("account-1").unwrap();
+        assert_eq!(doc.balance, i64::MAX);
     }
 
     #[test]

@@ -56,8 +56,13 @@ impl Projection for DailyTotals {
         });
         match event.data {
             AccountEvent::Opened { .. } => doc.accounts_opened += 1,
-            AccountEvent::Deposited { amount } => doc.deposited += amount,
-            AccountEvent::Withdrawn { amount } => doc.withdrawn += amount,
+            // Saturating: the day's sum over every account can pass i64::MAX.
+            AccountEvent::Deposited { amount } => {
+                doc.deposited = doc.deposited.saturating_add(amount)
+            }
+            AccountEvent::Withdrawn { amount } => {
+                doc.withdrawn = doc.withdrawn.saturating_add(amount)
+            }
         }
         doc.events += 1;
         docs.put(&day, &doc);
