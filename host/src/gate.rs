@@ -21,10 +21,12 @@ use crate::store::{AppendError, AppendOutcome, AppendRequest, EventStore, Stored
 /// Log lines kept per plugin.
 const LOG_LINES: usize = 200;
 
-/// CPU turns per tenant: the host's cores, so one tenant can use the whole machine
-/// when it is alone, and shares it with anyone else who runs.
-fn cpu_turns() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+/// CPU turns per tenant: the host's cores times the tenant's `cpu_weight`, so one
+/// tenant can use the whole machine when it is alone, and under contention the OS
+/// shares the cores between the threads holding turns: a tenant of weight 2 gets twice
+/// the share of a tenant of weight 1.
+fn cpu_turns(weight: u32) -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) * weight as usize
 }
 
 pub struct TenantGate {
@@ -169,7 +171,7 @@ impl TenantGate {
     pub fn new(limits: Limits, usage: Arc<Usage>, logs: Arc<PluginLogs>) -> TenantGate {
         TenantGate {
             calls: Arc::new(Semaphore::new(limits.max_concurrent_calls as usize)),
-            cpu_turns: Arc::new(Semaphore::new(cpu_turns())),
+            cpu_turns: Arc::new(Semaphore::new(cpu_turns(limits.cpu_weight))),
             stored: Arc::new(tokio::sync::Mutex::new(None)),
             rate: limits.commands_per_second.map(|rate| {
                 Mutex::new(Bucket {
@@ -391,5 +393,24 @@ impl Drop for CallSlot {
         self.usage
             .plugin_micros
             .fetch_add(self.started.elapsed().as_micros() as u64, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_holds_cores_times_its_weight_in_cpu_turns() {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        for weight in [1, 3] {
+            let limits = Limits {
+                cpu_weight: weight,
+                ..Limits::default()
+            };
+            let gate = TenantGate::new(limits, Default::default(), Default::default());
+            let turns = gate.call_limits().turns.expect("commands take turns");
+            assert_eq!(turns.available_permits(), cores * weight as usize);
+        }
     }
 }

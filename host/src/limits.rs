@@ -46,6 +46,9 @@ pub struct Limits {
     /// within this. Past it the command answers 503 `load_incomplete`, with its
     /// progress saved as a snapshot for the retry.
     pub load_timeout_ms: u64,
+    /// The tenant's share of plugin CPU under contention, relative to other tenants:
+    /// it holds `cores × cpu_weight` CPU turns (see `gate.rs`).
+    pub cpu_weight: u32,
 }
 
 impl Default for Limits {
@@ -62,6 +65,7 @@ impl Default for Limits {
             max_stored_bytes: 10 << 30,
             max_plugin_versions: 1_000,
             load_timeout_ms: 30_000,
+            cpu_weight: 1,
         }
     }
 }
@@ -135,6 +139,10 @@ impl Limits {
         check(
             (100..=600_000).contains(&self.load_timeout_ms),
             "load_timeout_ms must be between 100 and 600000",
+        )?;
+        check(
+            (1..=8).contains(&self.cpu_weight),
+            "cpu_weight must be between 1 and 8",
         )
     }
 
