@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::live::Live;
 use crate::store::{AppendError, AppendOutcome, AppendRequest, EventStore, TenantId};
 
 /// The most requests one transaction carries.
@@ -28,9 +29,9 @@ pub struct Appender {
 
 impl Appender {
     /// Starts the writer task on the current tokio runtime.
-    pub fn start(store: Arc<dyn EventStore>, heads: Arc<LogHeads>) -> Appender {
+    pub fn start(store: Arc<dyn EventStore>, heads: Arc<LogHeads>, live: Arc<Live>) -> Appender {
         let (queue, inbox) = mpsc::channel(MAX_BATCH * 8);
-        tokio::spawn(write_loop(store, heads, inbox));
+        tokio::spawn(write_loop(store, heads, live, inbox));
         Appender { queue }
     }
 
@@ -50,6 +51,7 @@ impl Appender {
 async fn write_loop(
     store: Arc<dyn EventStore>,
     heads: Arc<LogHeads>,
+    live: Arc<Live>,
     mut inbox: mpsc::Receiver<Pending>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -64,6 +66,8 @@ async fn write_loop(
                 && !outcome.replayed
             {
                 heads.advance(&tenant, last.position);
+                // In reply order, which is commit order: a tenant's positions rise.
+                live.publish(&tenant, &outcome.events);
             }
             // The caller may have gone away (client disconnected): the append stands.
             let _ = reply.send(result);
@@ -72,7 +76,8 @@ async fn write_loop(
 }
 
 /// The newest committed position per tenant, for whoever waits on new events
-/// (live subscriptions, projections, read-your-writes).
+/// (projection workers, read-your-writes). Live subscribers follow [`Live`] instead,
+/// which carries the events themselves.
 ///
 /// A std `Mutex`: it guards a map lookup and is never held across an await.
 #[derive(Default)]

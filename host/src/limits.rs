@@ -32,6 +32,9 @@ pub struct Limits {
     /// Most bytes of event payload and metadata the tenant may store; appends past it
     /// answer 507 `quota_exceeded`.
     pub max_stored_bytes: u64,
+    /// Live subscribers (`/events/live`) of this tenant at once; more answer 429. Each
+    /// holds a connection and a place in the tenant's fan-out.
+    pub max_subscribers: u32,
 }
 
 impl Default for Limits {
@@ -46,6 +49,7 @@ impl Default for Limits {
             verify_max_events: 1_000_000,
             compile_timeout_ms: 60_000,
             max_stored_bytes: 10 << 30,
+            max_subscribers: 1000,
         }
     }
 }
@@ -105,6 +109,10 @@ impl Limits {
         check(
             (1 << 20..=1 << 40).contains(&self.max_stored_bytes),
             "max_stored_bytes must be between 1 MiB and 1 TiB",
+        )?;
+        check(
+            (1..=1_000_000).contains(&self.max_subscribers),
+            "max_subscribers must be between 1 and 1000000",
         )
     }
 

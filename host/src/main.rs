@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use cairn_host::app::{App, Settings};
+use cairn_host::live::LiveSettings;
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +40,14 @@ enum Commands {
         /// Aggregate states kept in memory.
         #[arg(long, default_value_t = 100_000)]
         state_cache_entries: usize,
+        /// Events each tenant's live fan-out holds; a subscriber further behind catches
+        /// up from the store.
+        #[arg(long, env = "CAIRN_LIVE_BUFFER", default_value_t = LiveSettings::default().buffer)]
+        live_buffer: usize,
+        /// A live subscriber more than this many events behind when it lags is dropped
+        /// (told so in the stream) instead of catching up.
+        #[arg(long, env = "CAIRN_LIVE_MAX_BEHIND", default_value_t = LiveSettings::default().max_behind)]
+        live_max_behind: u64,
     },
     /// Compile one component with the server's engine settings (the server runs this
     /// in a child process for every upload, so a compile can be timed out and killed).
@@ -61,6 +70,8 @@ async fn main() -> anyhow::Result<()> {
             database,
             snapshot_every,
             state_cache_entries,
+            live_buffer,
+            live_max_behind,
         } => {
             let settings = Settings {
                 data_dir,
@@ -71,6 +82,10 @@ async fn main() -> anyhow::Result<()> {
                 compiler: cairn_host::runtime::Compiler::Subprocess(
                     std::env::current_exe().context("finding the cairn executable")?,
                 ),
+                live: LiveSettings {
+                    buffer: live_buffer.max(1),
+                    max_behind: live_max_behind,
+                },
             };
             serve(settings, listen).await
         }

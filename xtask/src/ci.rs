@@ -59,6 +59,10 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             "sandbox",
             "--test",
             "evolution",
+            "--test",
+            "live",
+            "--test",
+            "promotion",
         ],
         &[("CAIRN_TEST_BACKEND", "postgres")],
     )?;

@@ -5,6 +5,7 @@ mod admin;
 mod aggregates;
 mod auth;
 mod json;
+mod live;
 mod ops;
 mod plugins;
 mod projections;
@@ -79,7 +80,7 @@ pub fn router(app: AppState) -> Router {
             get(projections::document),
         )
         .route("/t/{tenant}/events", get(streams::log))
-        .route("/t/{tenant}/events/live", get(streams::live))
+        .route("/t/{tenant}/events/live", get(live::live))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
