@@ -27,7 +27,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let commands = arg(args, "--commands", 5000)?;
     let idle = arg(args, "--idle", 10_000)? as usize;
     let database = database_arg(args);
-    raise_open_files(idle as u64 * 2 + 1000)?;
+    raise_open_files(idle as u64 + 2000)?;
     let server = ReleaseServer::start(root, "bench-subscribers-data", database.as_deref())?;
     let base = server.base.clone();
     let address: SocketAddr = base.trim_start_matches("http://").parse()?;
@@ -57,6 +57,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
             .send()?
             .error_for_status()?;
     }
+    let pid = server.pid();
     let mut rows = Vec::new();
     for subscribers in [0usize, 100, 1000] {
         let head = head(&http, &base, &token)?;
@@ -72,14 +73,20 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         println!(
             "==> {subscribers} subscribers ({never} never reading), {writers} writers, {commands} deposits"
         );
+        // CPU of the server and of this process (writers and readers) while writing:
+        // on one machine, the readers' share is taken from the server too.
+        let (server_cpu, own_cpu) = (cpu_ticks(pid)?, cpu_ticks(std::process::id())?);
         let (per_second, latencies) = drive(&http, &base, &token, writers, commands)?;
+        let cpu = (
+            (cpu_ticks(pid)? - server_cpu) as f64 / ticks_per_second(),
+            (cpu_ticks(std::process::id())? - own_cpu) as f64 / ticks_per_second(),
+        );
         let received = readers.stop();
-        rows.push((subscribers, per_second, latencies, received));
+        rows.push((subscribers, per_second, latencies, received, cpu));
         drop(stalled);
     }
 
     // Idle subscribers: connected, nothing to send them.
-    let pid = server.pid();
     std::thread::sleep(Duration::from_secs(2));
     let rss_before = rss_kib(pid)?;
     let head = head(&http, &base, &token)?;
@@ -105,12 +112,15 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
 
     print_table_head(database.is_some());
     let baseline = rows[0].1;
-    for (subscribers, per_second, latencies, received) in &rows {
+    for (subscribers, per_second, latencies, received, (server_cpu, own_cpu)) in &rows {
         println!(
-            "| {subscribers} subscribers: writer commands/s, p50 / p99 | {per_second:.0} ({:+.1}%), {:.2} / {:.2} ms; readers received {:.1} MB |",
+            "| {subscribers} subscribers: writer commands/s, p50 / p99 | {per_second:.0} ({:+.1}%), {:.2} / {:.2} ms |",
             (per_second / baseline - 1.0) * 100.0,
             percentile_ms(latencies, 0.5),
             percentile_ms(latencies, 0.99),
+        );
+        println!(
+            "| {subscribers} subscribers: readers received; CPU server / bench client | {:.1} MB; {server_cpu:.1} s / {own_cpu:.1} s |",
             *received as f64 / 1e6,
         );
     }
@@ -253,8 +263,8 @@ fn drive(
     Ok((per_second, latencies))
 }
 
-/// 10,000 subscribers need as many sockets here and in the server (which inherits
-/// the limit): raise the soft limit towards the hard one.
+/// 10,000 subscribers need as many sockets here, and again in the server (a process
+/// of its own, which inherits the limit): raise the soft limit towards the hard one.
 fn raise_open_files(wanted: u64) -> anyhow::Result<()> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
