@@ -146,11 +146,24 @@ async fn an_explicit_promote_during_a_rebuild_stands_when_the_rebuild_catches_up
 #[tokio::test]
 async fn an_older_upload_never_replaces_a_newer_one_across_kill_9() {
     let mut server = Server::start().await;
+    // Compiled once in another tenant, so the uploads below take milliseconds, well
+    // inside v2's sleep (components are compiled and cached by digest).
+    let warm = server.create_tenant("warm").await;
+    for (name, bytes) in [
+        ("h", hostile_bytes("projection")),
+        ("b", plugin_bytes("balances-v2")),
+    ] {
+        let resp = server.upload(&warm, "warm", name, bytes).await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+    }
     let token = tenant(&server).await;
     upload(&server, &token, plugin_bytes("balances")).await; // v1, active at once
     append(&server, &token, "Opened").await;
     append(&server, &token, "Sleep").await;
     upload(&server, &token, hostile_bytes("projection")).await; // v2: sleeps 5 s
+    // Let v2's worker start its first batch (the first Sleep, 5 s) before anything
+    // else is appended: a second Sleep in the same batch would exceed its wall time.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     // While v2 sleeps, v3 is uploaded, then a second Sleep: v3 (balances-v2 ignores
     // it) catches up and takes over while v2 still has a 5 s event ahead of it.
     upload(&server, &token, plugin_bytes("balances-v2")).await; // v3
