@@ -60,14 +60,22 @@ async fn write_loop(
             batch.drain(..).map(|p| (p.request, p.reply)).unzip();
         let tenants: Vec<TenantId> = requests.iter().map(|r| r.tenant.clone()).collect();
         let results = store.append_batch(requests).await;
+        // In request order, which is commit order: each tenant's positions rise.
+        live.publish(
+            tenants
+                .iter()
+                .zip(&results)
+                .filter_map(|(tenant, result)| match result {
+                    Ok(outcome) if !outcome.replayed => Some((tenant, outcome.events.as_slice())),
+                    _ => None,
+                }),
+        );
         for ((tenant, reply), result) in tenants.into_iter().zip(replies).zip(results) {
             if let Ok(outcome) = &result
                 && let Some(last) = outcome.events.last()
                 && !outcome.replayed
             {
                 heads.advance(&tenant, last.position);
-                // In reply order, which is commit order: a tenant's positions rise.
-                live.publish(&tenant, &outcome.events);
             }
             // The caller may have gone away (client disconnected): the append stands.
             let _ = reply.send(result);

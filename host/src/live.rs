@@ -36,8 +36,8 @@ const POLL_EVERY: Duration = Duration::from_secs(2);
 /// Fan-out settings, from `cairn serve`.
 #[derive(Clone, Copy, Debug)]
 pub struct LiveSettings {
-    /// Events each tenant's broadcast holds; a subscriber further behind lags and
-    /// catches up from the store.
+    /// Commits each tenant's broadcast holds (each carries that tenant's events of one
+    /// group commit); a subscriber further behind lags and catches up from the store.
     pub buffer: usize,
     /// A subscriber that lags while more than this many events behind the newest is
     /// dropped instead of catching up.
@@ -78,8 +78,9 @@ impl LiveEvent {
 /// What a feed carries.
 #[derive(Clone)]
 enum Item {
-    /// A committed event of this host's appender.
-    Event(Arc<LiveEvent>),
+    /// One tenant's events of one commit of this host's appender, in position order:
+    /// one send (and one wake-up per subscriber) per commit, not per event.
+    Events(Arc<[Arc<LiveEvent>]>),
     /// The store's head moved to this position without this host appending (another
     /// host did): subscribers below it read the store.
     Head(u64),
@@ -115,24 +116,41 @@ impl Live {
         })
     }
 
-    /// Publishes events just committed for `tenant` (in position order). Called by
-    /// the appender's writer after the commit; never blocks on subscribers.
-    pub fn publish(&self, tenant: &TenantId, events: &[RecordedEvent]) {
-        let Some(feed) = self.feeds.lock().expect("feeds lock").get(tenant).cloned() else {
-            return;
-        };
-        let mut published = feed.published.lock().expect("published lock");
-        if feed.sender.receiver_count() == 0 {
-            // Nobody listens: nothing to copy.
-            if let Some(last) = events.last() {
-                *published = (*published).max(last.position);
+    /// Publishes the events of one commit (each tenant's in position order). Called
+    /// by the appender's writer after the commit; never blocks on subscribers.
+    pub fn publish<'a>(
+        &self,
+        committed: impl Iterator<Item = (&'a TenantId, &'a [RecordedEvent])>,
+    ) {
+        let mut by_tenant: Vec<(Arc<Feed>, Vec<Arc<LiveEvent>>, u64)> = Vec::new();
+        {
+            let feeds = self.feeds.lock().expect("feeds lock");
+            for (tenant, events) in committed {
+                let (Some(feed), Some(last)) = (feeds.get(tenant), events.last()) else {
+                    continue;
+                };
+                let at = match by_tenant.iter().position(|(f, _, _)| Arc::ptr_eq(f, feed)) {
+                    Some(at) => at,
+                    None => {
+                        by_tenant.push((feed.clone(), Vec::new(), 0));
+                        by_tenant.len() - 1
+                    }
+                };
+                let entry = &mut by_tenant[at];
+                entry.2 = last.position;
+                // Nobody listens: nothing to copy.
+                if entry.0.sender.receiver_count() > 0 {
+                    entry.1.extend(events.iter().cloned().map(LiveEvent::new));
+                }
             }
-            return;
         }
-        for event in events {
-            // `send` fails only when every receiver is gone: then there is no one to tell.
-            let _ = feed.sender.send(Item::Event(LiveEvent::new(event.clone())));
-            *published = (*published).max(event.position);
+        for (feed, events, last) in by_tenant {
+            let mut published = feed.published.lock().expect("published lock");
+            if !events.is_empty() {
+                // `send` fails only when every receiver is gone: no one to tell.
+                let _ = feed.sender.send(Item::Events(events.into()));
+            }
+            *published = (*published).max(last);
         }
     }
 
@@ -183,7 +201,6 @@ impl Live {
             types,
             after,
             catch_up: Some(CatchUp::ToHead),
-            held: None,
             caught_up: false,
             pending: VecDeque::new(),
             ended: false,
@@ -258,8 +275,6 @@ pub struct Subscription {
     after: u64,
     /// The store range still to read before the feed is followed again.
     catch_up: Option<CatchUp>,
-    /// A feed event that arrived above a hole, delivered once the hole is read.
-    held: Option<Arc<LiveEvent>>,
     /// Whether `caught-up` was delivered (it is, once, after the backlog).
     caught_up: bool,
     /// Deliveries decided but not yet taken (at most one store page).
@@ -318,17 +333,20 @@ impl Subscription {
     /// Acts on what the feed gave; false when the feed is closed.
     fn take(&mut self, item: Result<Item, RecvError>) -> bool {
         match item {
-            Ok(Item::Event(event)) => {
-                let position = event.event.position;
-                if position <= self.after {
-                    // Already read from the store.
-                } else if position > self.after + 1 {
-                    // A hole: another host's events, or some missed while catching
-                    // up. Read it, then deliver this one.
-                    self.held = Some(event);
-                    self.catch_up = Some(CatchUp::To(position - 1));
-                } else {
-                    self.offer(event);
+            Ok(Item::Events(events)) => {
+                for event in events.iter() {
+                    let position = event.event.position;
+                    if position <= self.after {
+                        continue; // already read from the store
+                    }
+                    if position > self.after + 1 {
+                        // A hole (another host's events, or some missed while catching
+                        // up): read up to the end of this commit from the store.
+                        let last = events.last().map_or(position, |e| e.event.position);
+                        self.catch_up = Some(CatchUp::To(last));
+                        break;
+                    }
+                    self.offer(event.clone());
                 }
             }
             Ok(Item::Head(head)) => {
@@ -390,11 +408,6 @@ impl Subscription {
         }
         if reached {
             self.catch_up = None;
-            if let Some(held) = self.held.take()
-                && held.event.position > self.after
-            {
-                self.offer(held);
-            }
             if !self.caught_up {
                 self.caught_up = true;
                 self.pending.push_back(Delivery::CaughtUp(self.after));
