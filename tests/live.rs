@@ -90,15 +90,18 @@ async fn log_types(server: &Server, token: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn every_event_arrives_once_in_order_across_a_burst_larger_than_the_buffer() {
-    // A fan-out of four events: any group commit overflows it, so subscribers lag
-    // and catch up from the store again and again.
+    // A fan-out of four commits: readers that keep up follow it from memory, one
+    // that does not read during the burst lags and catches up from the store.
     let server = Server::start_with(&["--live-buffer", "4"]).await;
     let token = server.create_tenant("acme").await;
     let mut all = Sse::connect(&server, &token, "/t/acme/events/live", None).await;
-    let mut evens = Sse::connect(&server, &token, "/t/acme/events/live?types=Even", None).await;
-    for s in [&mut all, &mut evens] {
+    let mut odds = Sse::connect(&server, &token, "/t/acme/events/live?types=Odd", None).await;
+    for s in [&mut all, &mut odds] {
         assert_eq!(s.next().await.event.as_deref(), Some("caught-up"));
     }
+    // One that reads only after the burst (16 MB, 8 MB of it for this one): more than
+    // the socket buffers hold, so it lags and catches up from the store.
+    let mut evens = stalled_subscriber(&server, &token, "/t/acme/events/live?types=Even").await;
     // Read while the writers write, so both the live path and the catch-up path run.
     let reader = |mut s: Sse, count: usize| {
         tokio::spawn(async move {
@@ -113,13 +116,42 @@ async fn every_event_arrives_once_in_order_across_a_burst_larger_than_the_buffer
             seen
         })
     };
-    let (writers, requests, per_request) = (4, 30, 5);
+    let (writers, requests, per_request) = (4, 50, 20);
     let total = writers * requests * per_request;
     let all = reader(all, total);
-    let evens = reader(evens, total / 2);
-    burst(&server, &token, writers, requests, per_request, 16).await;
+    let odds = reader(odds, total / 2);
+    burst(&server, &token, writers, requests, per_request, 4096).await;
     let all = all.await.unwrap();
-    let evens = evens.await.unwrap();
+    let odds = odds.await.unwrap();
+    let mut raw = Vec::new();
+    // Ids seen so far, counted as bytes arrive; frames are parsed once all may be in.
+    let mut ids = 0;
+    let evens: Vec<(u64, String)> = loop {
+        if ids >= total / 2 {
+            let got = frames(&raw);
+            let events: Vec<&String> = got.iter().filter(|f| field(f, "id").is_some()).collect();
+            if events.len() >= total / 2 {
+                break events
+                    .iter()
+                    .map(|f| {
+                        (
+                            field(f, "id").unwrap().parse().unwrap(),
+                            field(f, "event").unwrap(),
+                        )
+                    })
+                    .collect();
+            }
+        }
+        let mut chunk = vec![0u8; 64 << 10];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), evens.read(&mut chunk))
+            .await
+            .expect("the lagging subscriber got nothing for 10 s")
+            .unwrap();
+        assert!(n > 0, "the lagging subscriber's stream ended");
+        let from = raw.len().saturating_sub(4);
+        raw.extend_from_slice(&chunk[..n]);
+        ids += raw[from..].windows(5).filter(|w| w == b"\nid: ").count();
+    };
 
     let types = log_types(&server, &token).await;
     assert_eq!(types.len(), total);
@@ -129,9 +161,11 @@ async fn every_event_arrives_once_in_order_across_a_burst_larger_than_the_buffer
         .map(|(i, t)| (i as u64 + 1, t.clone()))
         .collect();
     assert_eq!(all, expected, "every event exactly once, in position order");
-    let expected_evens: Vec<(u64, String)> =
-        expected.into_iter().filter(|(_, t)| t == "Even").collect();
-    assert_eq!(evens, expected_evens, "the filter applies on the live path");
+    let only = |ty: &str| -> Vec<(u64, String)> {
+        expected.iter().filter(|(_, t)| t == ty).cloned().collect()
+    };
+    assert_eq!(odds, only("Odd"), "the filter applies on the live path");
+    assert_eq!(evens, only("Even"), "and on the catch-up path");
 }
 
 #[tokio::test]
@@ -175,7 +209,8 @@ async fn the_subscriber_cap_answers_429() {
     assert_error(resp, StatusCode::BAD_REQUEST, "bad_request").await;
 }
 
-/// The body of a chunked HTTP/1.1 response (`raw` is everything after the headers).
+/// The body of a chunked HTTP/1.1 response (`raw` is everything after the headers),
+/// as far as it has arrived.
 fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     let mut body = Vec::new();
     loop {
@@ -188,9 +223,56 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
             return body;
         }
         let start = line_end + 2;
+        if raw.len() < start + size + 2 {
+            return body; // the rest has not arrived yet
+        }
         body.extend_from_slice(&raw[start..start + size]);
         raw = &raw[start + size + 2..];
     }
+}
+
+/// A subscription on a socket with a tiny receive window: until it reads, the server
+/// cannot write to it, so its subscription falls behind the fan-out's buffer.
+async fn stalled_subscriber(server: &Server, token: &str, path: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let address: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
+    let mut stream = socket.connect(address).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: {address}\r\n\
+                 Authorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    stream
+}
+
+/// The SSE frames (comments skipped) of a raw response read so far.
+fn frames(raw: &[u8]) -> Vec<String> {
+    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Vec::new();
+    };
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let body = String::from_utf8_lossy(&dechunk(&raw[split + 4..])).to_string();
+    let complete = body.rfind("\n\n").map_or("", |end| &body[..end]);
+    complete
+        .split("\n\n")
+        .filter(|f| !f.is_empty() && !f.starts_with(':'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A field of an SSE frame.
+fn field(frame: &str, name: &str) -> Option<String> {
+    frame
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .map(str::to_owned)
 }
 
 #[tokio::test]
@@ -199,20 +281,7 @@ async fn a_subscriber_that_never_reads_is_dropped_without_stalling_writers() {
     let token = server.create_tenant("acme").await;
     // A client that never reads, with a tiny receive window, so the server's writes
     // back up at once and its SSE body is no longer polled.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let address = server.base.trim_start_matches("http://").parse().unwrap();
-    let mut stalled = socket.connect(address).await.unwrap();
-    stalled
-        .write_all(
-            format!(
-                "GET /t/acme/events/live HTTP/1.1\r\nHost: {address}\r\n\
-                 Authorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .await
-        .unwrap();
+    let mut stalled = stalled_subscriber(&server, &token, "/t/acme/events/live").await;
     // 16 MB of events while it does not read: every append completes.
     burst(&server, &token, 4, 25, 40, 4096).await;
     let head = expect(
@@ -233,20 +302,8 @@ async fn a_subscriber_that_never_reads_is_dropped_without_stalling_writers() {
     .await
     .expect("the server never ended the dropped subscriber's stream")
     .unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head_text = String::from_utf8_lossy(&raw[..split]).to_string();
-    assert!(head_text.starts_with("HTTP/1.1 200"), "{head_text}");
-    let body = String::from_utf8(dechunk(&raw[split + 4..])).unwrap();
-    let frames: Vec<&str> = body
-        .split("\n\n")
-        .filter(|f| !f.is_empty() && !f.starts_with(':'))
-        .collect();
-    let field = |frame: &str, name: &str| {
-        frame
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-            .map(str::to_owned)
-    };
+    let frames = frames(&raw);
+    let field = |frame: &str, name: &str| field(frame, name);
     let last = frames.last().expect("some frames");
     assert_eq!(field(last, "event").as_deref(), Some("dropped"), "{last}");
     let notice: Value = serde_json::from_str(&field(last, "data").unwrap()).unwrap();

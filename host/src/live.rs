@@ -358,12 +358,14 @@ impl Subscription {
                 let newest = *self.feed.published.lock().expect("published lock");
                 let behind = newest.saturating_sub(self.after);
                 if behind > self.live.settings.max_behind {
+                    tracing::info!(tenant = %self.tenant, behind, "a live subscriber too far behind was dropped");
                     self.pending.push_back(Delivery::Dropped {
                         reason: "too_far_behind",
                         position: self.after,
                     });
                     self.ended = true;
                 } else {
+                    tracing::debug!(tenant = %self.tenant, behind, "a live subscriber lagged: catching up from the store");
                     self.catch_up = Some(CatchUp::ToHead);
                 }
             }

@@ -40,8 +40,8 @@ enum Commands {
         /// Aggregate states kept in memory.
         #[arg(long, default_value_t = 100_000)]
         state_cache_entries: usize,
-        /// Events each tenant's live fan-out holds; a subscriber further behind catches
-        /// up from the store.
+        /// Group commits each tenant's live fan-out holds; a subscriber further behind
+        /// catches up from the store.
         #[arg(long, env = "CAIRN_LIVE_BUFFER", default_value_t = LiveSettings::default().buffer)]
         live_buffer: usize,
         /// A live subscriber more than this many events behind when it lags is dropped
