@@ -12,7 +12,7 @@ use cairn_host::store::postgres::PostgresStore;
 use cairn_host::store::sqlite::SqliteStore;
 use cairn_host::store::{
     AppendError, AppendRequest, Direction, DocumentWrites, EventStore, ExpectedVersion,
-    ProjectionStatus, ProposedEvent, TenantId,
+    ProjectionStatus, PromoteRule, Promotion, ProposedEvent, TenantId,
 };
 
 /// A store on a fresh database, and what must be kept alive while it is used.
@@ -441,8 +441,21 @@ async fn promotion_keeps_two_retired(store: Arc<dyn EventStore>) {
             .await
             .unwrap();
         if v > 1 {
-            let deleted = store.promote_projection(&t, "p", v, 2).await.unwrap();
-            assert_eq!(deleted, if v == 4 { vec![1] } else { vec![] });
+            let promotion = store
+                .promote_projection(&t, "p", v, PromoteRule::CaughtUp, 2)
+                .await
+                .unwrap();
+            let doomed = if v == 4 { vec![1] } else { vec![] };
+            assert_eq!(
+                promotion,
+                Promotion {
+                    promoted: true,
+                    doomed: doomed.clone()
+                }
+            );
+            for old in doomed {
+                assert!(store.delete_projection_version(&t, "p", old).await.unwrap());
+            }
         }
     }
     let statuses: Vec<_> = store
@@ -465,7 +478,10 @@ async fn promotion_keeps_two_retired(store: Arc<dyn EventStore>) {
         "documents of a deleted build are gone"
     );
     // Rollback.
-    store.promote_projection(&t, "p", 2, 2).await.unwrap();
+    store
+        .promote_projection(&t, "p", 2, PromoteRule::Explicit, 2)
+        .await
+        .unwrap();
     let active: Vec<_> = store
         .projections(Some(&t))
         .await
@@ -477,6 +493,53 @@ async fn promotion_keeps_two_retired(store: Arc<dyn EventStore>) {
     assert_eq!(active, vec![2]);
 }
 on_every_backend!(promotion, promotion_keeps_two_retired);
+
+async fn only_the_newest_request_takes_over(store: Arc<dyn EventStore>) {
+    let t = with_tenant(store.as_ref(), "acme").await;
+    let add = |status| {
+        let (store, t) = (store.clone(), t.clone());
+        async move {
+            store
+                .add_projection_version(&t, "p", 1, "sha256:aa", status)
+                .await
+                .unwrap()
+                .version
+        }
+    };
+    let v1 = add(ProjectionStatus::Active).await;
+    let v2 = add(ProjectionStatus::Building).await;
+    let v3 = add(ProjectionStatus::Building).await;
+    let caught_up = |v| store.promote_projection(&t, "p", v, PromoteRule::CaughtUp, 2);
+    // v3 superseded v2: v2 never takes over, even when it catches up.
+    assert!(!caught_up(v2).await.unwrap().promoted);
+    // An explicit choice cancels v3's pending take-over.
+    assert!(
+        store
+            .promote_projection(&t, "p", v1, PromoteRule::Explicit, 2)
+            .await
+            .unwrap()
+            .promoted
+    );
+    assert!(!caught_up(v3).await.unwrap().promoted);
+    let statuses: Vec<_> = store
+        .projections(Some(&t))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.version, r.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            (v1, ProjectionStatus::Active),
+            (v2, ProjectionStatus::Retired),
+            (v3, ProjectionStatus::Retired)
+        ]
+    );
+    // A retired build is deleted only while it is still retired.
+    assert!(!store.delete_projection_version(&t, "p", v1).await.unwrap());
+}
+on_every_backend!(promotion_rule, only_the_newest_request_takes_over);
 
 async fn deleting_a_tenant_removes_its_rows(store: Arc<dyn EventStore>) {
     let t = with_tenant(store.as_ref(), "gone").await;

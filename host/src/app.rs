@@ -7,6 +7,7 @@ use anyhow::Context;
 
 use crate::appender::{Appender, LogHeads};
 use crate::commands::Commands;
+use crate::live::{Live, LiveSettings};
 use crate::metrics::Metrics;
 use crate::plugins::Plugins;
 use crate::projection::Projections;
@@ -30,12 +31,15 @@ pub struct Settings {
     pub state_cache_entries: usize,
     /// Where components are compiled (the server compiles in child processes).
     pub compiler: crate::runtime::Compiler,
+    /// The live subscribers' fan-out (buffer size, how far behind before a drop).
+    pub live: LiveSettings,
 }
 
 pub struct App {
     pub store: Arc<dyn EventStore>,
     pub appender: Appender,
     pub heads: Arc<LogHeads>,
+    pub live: Arc<Live>,
     pub runtime: Arc<Runtime>,
     pub plugins: Arc<Plugins>,
     pub tenants: Arc<Tenants>,
@@ -56,7 +60,8 @@ impl App {
             settings.compiler.clone(),
         )?);
         let heads = Arc::new(LogHeads::default());
-        let appender = Appender::start(store.clone(), heads.clone());
+        let live = Live::new(store.clone(), settings.live);
+        let appender = Appender::start(store.clone(), heads.clone(), live.clone());
         let metrics = Arc::new(Metrics::default());
         let plugins = Plugins::new(store.clone(), runtime.clone());
         // Every file the host itself touches is below the data directory: it is opened
@@ -95,6 +100,7 @@ impl App {
             store,
             appender,
             heads,
+            live,
             runtime,
             plugins,
             commands,

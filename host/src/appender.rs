@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::live::Live;
 use crate::store::{AppendError, AppendOutcome, AppendRequest, EventStore, TenantId};
 
 /// The most requests one transaction carries.
@@ -28,9 +29,9 @@ pub struct Appender {
 
 impl Appender {
     /// Starts the writer task on the current tokio runtime.
-    pub fn start(store: Arc<dyn EventStore>, heads: Arc<LogHeads>) -> Appender {
+    pub fn start(store: Arc<dyn EventStore>, heads: Arc<LogHeads>, live: Arc<Live>) -> Appender {
         let (queue, inbox) = mpsc::channel(MAX_BATCH * 8);
-        tokio::spawn(write_loop(store, heads, inbox));
+        tokio::spawn(write_loop(store, heads, live, inbox));
         Appender { queue }
     }
 
@@ -50,6 +51,7 @@ impl Appender {
 async fn write_loop(
     store: Arc<dyn EventStore>,
     heads: Arc<LogHeads>,
+    live: Arc<Live>,
     mut inbox: mpsc::Receiver<Pending>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -58,6 +60,16 @@ async fn write_loop(
             batch.drain(..).map(|p| (p.request, p.reply)).unzip();
         let tenants: Vec<TenantId> = requests.iter().map(|r| r.tenant.clone()).collect();
         let results = store.append_batch(requests).await;
+        // In request order, which is commit order: each tenant's positions rise.
+        live.publish(
+            tenants
+                .iter()
+                .zip(&results)
+                .filter_map(|(tenant, result)| match result {
+                    Ok(outcome) if !outcome.replayed => Some((tenant, outcome.events.as_slice())),
+                    _ => None,
+                }),
+        );
         for ((tenant, reply), result) in tenants.into_iter().zip(replies).zip(results) {
             if let Ok(outcome) = &result
                 && let Some(last) = outcome.events.last()
@@ -72,7 +84,8 @@ async fn write_loop(
 }
 
 /// The newest committed position per tenant, for whoever waits on new events
-/// (live subscriptions, projections, read-your-writes).
+/// (projection workers, read-your-writes). Live subscribers follow [`Live`] instead,
+/// which carries the events themselves.
 ///
 /// A std `Mutex`: it guards a map lookup and is never held across an await.
 #[derive(Default)]

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod error;
 pub mod gate;
 pub mod limits;
+pub mod live;
 pub mod metrics;
 pub mod plugins;
 pub mod projection;

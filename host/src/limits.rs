@@ -49,6 +49,9 @@ pub struct Limits {
     /// The tenant's share of plugin CPU under contention, relative to other tenants:
     /// it holds `cores × cpu_weight` CPU turns (see `gate.rs`).
     pub cpu_weight: u32,
+    /// Live subscribers (`/events/live`) of this tenant at once; more answer 429. Each
+    /// holds a connection and a place in the tenant's fan-out.
+    pub max_subscribers: u32,
 }
 
 impl Default for Limits {
@@ -66,6 +69,7 @@ impl Default for Limits {
             max_plugin_versions: 1_000,
             load_timeout_ms: 30_000,
             cpu_weight: 1,
+            max_subscribers: 1000,
         }
     }
 }
@@ -143,6 +147,10 @@ impl Limits {
         check(
             (1..=8).contains(&self.cpu_weight),
             "cpu_weight must be between 1 and 8",
+        )?;
+        check(
+            (1..=1_000_000).contains(&self.max_subscribers),
+            "max_subscribers must be between 1 and 1000000",
         )
     }
 

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use cairn_host::app::{App, Settings};
+use cairn_host::live::LiveSettings;
 use cairn_host::serve::ConnectionLimits;
 
 #[derive(Parser)]
@@ -51,6 +52,14 @@ enum Commands {
         /// the process's open-file limit (`ulimit -n`).
         #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         max_connections: u32,
+        /// Group commits each tenant's live fan-out holds; a subscriber further behind
+        /// catches up from the store.
+        #[arg(long, env = "CAIRN_LIVE_BUFFER", default_value_t = LiveSettings::default().buffer)]
+        live_buffer: usize,
+        /// A live subscriber more than this many events behind when it lags is dropped
+        /// (told so in the stream) instead of catching up.
+        #[arg(long, env = "CAIRN_LIVE_MAX_BEHIND", default_value_t = LiveSettings::default().max_behind)]
+        live_max_behind: u64,
     },
     /// Compile one component with the server's engine settings (the server runs this
     /// in a child process for every upload, so a compile can be timed out and killed).
@@ -90,6 +99,8 @@ async fn run() -> anyhow::Result<()> {
             header_read_timeout,
             idle_timeout,
             max_connections,
+            live_buffer,
+            live_max_behind,
         } => {
             let limits = ConnectionLimits {
                 header_read_timeout: Duration::from_secs(header_read_timeout),
@@ -105,6 +116,10 @@ async fn run() -> anyhow::Result<()> {
                 compiler: cairn_host::runtime::Compiler::Subprocess(
                     std::env::current_exe().context("finding the cairn executable")?,
                 ),
+                live: LiveSettings {
+                    buffer: live_buffer.max(1),
+                    max_behind: live_max_behind,
+                },
             };
             serve(settings, listen, limits).await
         }

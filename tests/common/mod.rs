@@ -9,6 +9,8 @@
 //! HTTP suites both ways.
 #![allow(dead_code)] // each test file uses a different part of it
 
+pub mod sse;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -123,6 +123,13 @@ impl ReleaseServer {
     }
 }
 
+impl ReleaseServer {
+    /// The server's process id (for its RSS and CPU in `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for ReleaseServer {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -67,6 +67,10 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             "inputs",
             "--test",
             "connections",
+            "--test",
+            "live",
+            "--test",
+            "promotion",
         ],
         &[("CAIRN_TEST_BACKEND", "postgres")],
     )?;

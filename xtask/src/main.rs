@@ -11,11 +11,14 @@
 //!   while another tenant's plugins spin
 //! - `bench-long [--events E] [--database URL]`: one stream of E events (a million by
 //!   default): cold load, a read in its middle, the first command after an upgrade
+//! - `bench-subscribers [--writers N] [--commands M] [--idle I] [--database URL]`: what
+//!   live subscribers cost writers, and idle ones in memory
 //! - `upcasting`: the upcaster walkthrough (examples/upcasting)
 
 mod bench;
 mod bench_fairness;
 mod bench_long;
+mod bench_subscribers;
 mod bench_verify;
 mod build_plugins;
 mod ci;
@@ -39,9 +42,10 @@ fn main() {
         Some("bench-verify") => bench_verify::run(&root, rest),
         Some("bench-fairness") => bench_fairness::run(&root, rest),
         Some("bench-long") => bench_long::run(&root, rest),
+        Some("bench-subscribers") => bench_subscribers::run(&root, rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask <build-plugins | demo [--no-wait] | hot-swap | upcasting | ci | bench [--clients N] [--commands M] [--streams S] [--database URL] | bench-verify [--streams S] [--events E] [--database URL] | bench-fairness [--clients N] [--seconds S] [--database URL] | bench-long [--events E] [--database URL]>"
+                "usage: cargo xtask <build-plugins | demo [--no-wait] | hot-swap | upcasting | ci | bench [--clients N] [--commands M] [--streams S] [--database URL] | bench-verify [--streams S] [--events E] [--database URL] | bench-fairness [--clients N] [--seconds S] [--database URL] | bench-long [--events E] [--database URL] | bench-subscribers [--writers N] [--commands M] [--idle I] [--database URL]>"
             );
             std::process::exit(2);
         }

@@ -136,6 +136,7 @@ pub async fn delete(
     app.commands.forget_tenant(&id);
     app.projections.forget_tenant(&id);
     app.heads.remove(&id);
+    app.live.remove(&id);
     tracing::info!(tenant = %id, "tenant deleted");
     Ok(StatusCode::NO_CONTENT)
 }

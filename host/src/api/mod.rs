@@ -6,6 +6,7 @@ mod aggregates;
 mod auth;
 mod extract;
 mod json;
+mod live;
 mod ops;
 mod plugins;
 mod projections;
@@ -80,7 +81,7 @@ pub fn router(app: AppState) -> Router {
             get(projections::document),
         )
         .route("/t/{tenant}/events", get(streams::log))
-        .route("/t/{tenant}/events/live", get(streams::live))
+        .route("/t/{tenant}/events/live", get(live::live))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

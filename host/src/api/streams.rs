@@ -1,15 +1,10 @@
 //! `/t/{tenant}/streams/{stream}` (raw appends and reads) and `/t/{tenant}/events`
-//! (the tenant's log, paged and live over Server-Sent Events).
+//! (the tenant's log, paged; live over Server-Sent Events is in `live.rs`).
 
-use std::collections::{HashSet, VecDeque};
-use std::convert::Infallible;
-use std::time::Duration;
+use std::collections::HashSet;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use futures::Stream;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -20,8 +15,7 @@ use super::views;
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::store::{
-    AppendRequest, Direction, ExpectedVersion, ProposedEvent, TenantId, is_valid_stream_id,
-    name_problem,
+    AppendRequest, Direction, ExpectedVersion, ProposedEvent, is_valid_stream_id, name_problem,
 };
 
 /// Most events one append request may carry.
@@ -203,7 +197,7 @@ pub struct LogQuery {
     upcast: Option<bool>,
 }
 
-fn parse_types(types: Option<&str>) -> Vec<String> {
+pub(super) fn parse_types(types: Option<&str>) -> Vec<String> {
     types
         .map(|t| {
             t.split(',')
@@ -238,120 +232,4 @@ pub async fn log(
     Ok(Json(
         json!({"events": views::events(&events), "head": head}),
     ))
-}
-
-#[derive(Deserialize)]
-pub struct LiveQuery {
-    after: Option<u64>,
-    types: Option<String>,
-}
-
-/// Events fetched per read while following the log.
-const LIVE_PAGE: u32 = 500;
-
-/// Server-Sent Events of the tenant's log. Each subscriber reads the store at its own
-/// pace and only waits on a "head moved" signal, so a slow one never slows writers.
-pub async fn live(
-    access: TenantAccess,
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    Query(query): Query<LiveQuery>,
-) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let after = resume.or(query.after).unwrap_or(0);
-    // The filter is only compared in memory, but a live stream and a page of the log
-    // take the same `types`, so they refuse the same ones.
-    stored_query_text("types", query.types.as_deref())?;
-    let follower = Follower {
-        heads: app.heads.watch(&access.tenant),
-        app,
-        tenant: access.tenant,
-        types: parse_types(query.types.as_deref()),
-        after,
-        caught_up: false,
-        pending: VecDeque::new(),
-    };
-    let stream = futures::stream::unfold(follower, |mut f| async move {
-        let event = f.next().await?;
-        Some((Ok(event), f))
-    });
-    Ok(Sse::new(stream).keep_alive(
-        KeepAlive::new()
-            .interval(Duration::from_secs(15))
-            .text("heartbeat"),
-    ))
-}
-
-struct Follower {
-    app: AppState,
-    tenant: TenantId,
-    types: Vec<String>,
-    heads: tokio::sync::watch::Receiver<u64>,
-    /// The last position delivered (or skipped by the type filter).
-    after: u64,
-    caught_up: bool,
-    pending: VecDeque<Event>,
-}
-
-impl Follower {
-    /// The next SSE event; `None` ends the stream (the store failed).
-    async fn next(&mut self) -> Option<Event> {
-        loop {
-            if let Some(event) = self.pending.pop_front() {
-                return Some(event);
-            }
-            // Mark the head seen before reading, so an append that lands after the
-            // read still wakes us below.
-            self.heads.borrow_and_update();
-            let page = match self
-                .app
-                .store
-                .read_log(&self.tenant, self.after, LIVE_PAGE, &[])
-                .await
-            {
-                Ok(page) => page,
-                Err(error) => {
-                    tracing::warn!(tenant = %self.tenant, "live subscription stopped: {error:#}");
-                    return None;
-                }
-            };
-            let full = page.len() == LIVE_PAGE as usize;
-            for e in &page {
-                self.after = e.position;
-                if self.types.is_empty() || self.types.contains(&e.event_type) {
-                    let data = serde_json::to_string(&views::event(e)).unwrap_or_default();
-                    // A type stored before types were checked may hold a line break,
-                    // which an SSE field cannot carry (axum would panic): such an
-                    // event goes out as `event`, its type still in the data.
-                    let name = if name_problem("type", &e.event_type).is_none() {
-                        e.event_type.clone()
-                    } else {
-                        "event".to_owned()
-                    };
-                    self.pending.push_back(
-                        Event::default()
-                            .id(e.position.to_string())
-                            .event(name)
-                            .data(data),
-                    );
-                }
-            }
-            if !full && !self.caught_up {
-                self.caught_up = true;
-                self.pending.push_back(
-                    Event::default()
-                        .event("caught-up")
-                        .data(json!({"position": self.after}).to_string()),
-                );
-            }
-            if self.pending.is_empty() && !full {
-                // Wake on the next append, or every few seconds in case another host
-                // (sharing the database) appended without telling this one.
-                let _ = tokio::time::timeout(Duration::from_secs(2), self.heads.changed()).await;
-            }
-        }
-    }
 }

@@ -7,6 +7,13 @@
 //! the host is killed. A new plugin version (or a rebuild) starts a build from position
 //! 0 beside the active one and is promoted atomically once it has caught up. Reads go
 //! to the active build, whose number lives in memory here and in the store.
+//!
+//! Which build is active changes by one rule, decided in the store's transaction (so
+//! it holds across restarts and hosts): an explicit promote; a build that caught up
+//! while it is still the newest requested one (an upload or a rebuild; a later promote
+//! or a newer build cancels that); never an older build over a newer choice. The
+//! memory here follows the store after every change. A retired build past the kept
+//! ones has its worker stopped and awaited before its documents are deleted.
 
 mod worker;
 
@@ -16,13 +23,13 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 
 use crate::appender::LogHeads;
 use crate::error::{ApiError, ApiResult};
 use crate::plugins::Plugins;
 use crate::runtime::Runtime;
-use crate::store::{EventStore, ProjectionRecord, ProjectionStatus, TenantId};
+use crate::store::{EventStore, ProjectionRecord, ProjectionStatus, PromoteRule, TenantId};
 use crate::tenant::Tenants;
 
 /// Retired builds kept for rollback; older ones are deleted with their documents.
@@ -49,8 +56,18 @@ struct Build {
     position: watch::Sender<u64>,
     /// Events handled since this host started the worker, for throughput.
     handled: u64,
+    /// When this host started tracking it, for throughput.
     started: std::time::Instant,
-    worker: Option<AbortHandle>,
+    /// Its worker, while one runs here.
+    worker: Option<Worker>,
+}
+
+/// A running worker and the means to stop it between batches.
+struct Worker {
+    /// Set to `true` to ask the worker to finish its batch and return.
+    stop: watch::Sender<bool>,
+    /// Awaited after `stop`, so nothing of the build is written afterwards.
+    task: JoinHandle<()>,
 }
 
 pub struct Projections {
@@ -138,9 +155,11 @@ impl Projections {
             .or_default()
             .insert(version, build);
         if runnable {
-            let handle = tokio::spawn(worker::run(self.clone(), record)).abort_handle();
-            if let Some(build) = self.build_mut(&key, version, |b| b.worker.replace(handle)) {
-                build.inspect(|old| old.abort());
+            let (stop, stopped) = watch::channel(false);
+            let task = tokio::spawn(worker::run(self.clone(), record, stopped));
+            let worker = Worker { stop, task };
+            if let Some(Some(old)) = self.build_mut(&key, version, |b| b.worker.replace(worker)) {
+                old.task.abort();
             }
         }
     }
@@ -175,6 +194,24 @@ impl Projections {
             .await?;
         tracing::info!(%tenant, projection = name, version = record.version, status = status.as_str(), "projection build started");
         self.track(record);
+        // Older builds waiting to take over were retired by this one.
+        self.sync(tenant, name).await
+    }
+
+    /// Brings this host's view of a projection's builds in line with the store, which
+    /// decides (another host may have changed them too).
+    async fn sync(&self, tenant: &TenantId, name: &str) -> ApiResult<()> {
+        let records = self.store.projections(Some(tenant)).await?;
+        let key = (tenant.clone(), name.to_owned());
+        let mut builds = self.builds.lock().expect("builds lock");
+        if let Some(versions) = builds.get_mut(&key) {
+            for record in records.into_iter().filter(|r| r.name == name) {
+                if let Some(build) = versions.get_mut(&record.version) {
+                    build.record.status = record.status;
+                    build.record.error = record.error;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -233,10 +270,12 @@ impl Projections {
             .await?;
         let version = record.version;
         self.track(record);
+        self.sync(tenant, name).await?;
         Ok(version)
     }
 
-    /// Makes a kept build the active one (a rollback when it is older).
+    /// Makes a kept build the active one (a rollback when it is older); cancels any
+    /// build waiting to take over.
     pub async fn promote(
         self: &Arc<Self>,
         tenant: &TenantId,
@@ -254,38 +293,74 @@ impl Projections {
                 .map(|b| b.record.status)
                 .ok_or_else(|| ApiError::not_found(format!("{name} has no version {version}")))?
         };
-        if status == ProjectionStatus::Failed {
-            return Err(ApiError::new(
+        let failed = || {
+            ApiError::new(
                 axum::http::StatusCode::CONFLICT,
                 "failed_version",
                 format!("{name} version {version} is parked as failed; upload a fixed version"),
-            ));
+            )
+        };
+        if status == ProjectionStatus::Failed {
+            return Err(failed());
         }
-        let deleted = self
-            .store
-            .promote_projection(tenant, name, version, KEEP_RETIRED)
-            .await?;
-        let mut builds = self.builds.lock().expect("builds lock");
-        if let Some(versions) = builds.get_mut(&key) {
-            for build in versions.values_mut() {
-                if build.record.status == ProjectionStatus::Active {
-                    build.record.status = ProjectionStatus::Retired;
-                }
-            }
-            if let Some(build) = versions.get_mut(&version) {
-                build.record.status = ProjectionStatus::Active;
-                build.record.error = None;
-            }
-            for old in deleted {
-                if let Some(build) = versions.remove(&old)
-                    && let Some(worker) = build.worker
-                {
-                    worker.abort();
-                }
-            }
+        if !self
+            .switch(tenant, name, version, PromoteRule::Explicit)
+            .await?
+        {
+            // Deleted or parked by another host meanwhile.
+            return Err(failed());
         }
-        tracing::info!(%tenant, projection = name, version, "projection version promoted");
         Ok(())
+    }
+
+    /// A build that reached the head takes over, if it is still the newest requested.
+    pub(crate) async fn caught_up(self: &Arc<Self>, tenant: &TenantId, name: &str, version: u64) {
+        if let Err(error) = self
+            .switch(tenant, name, version, PromoteRule::CaughtUp)
+            .await
+        {
+            tracing::warn!(%tenant, projection = name, version, "promotion failed: {}", error.message);
+        }
+    }
+
+    /// Asks the store to make `version` active under `rule`; then follows the store,
+    /// and stops and deletes the builds it retired for good. False when refused.
+    async fn switch(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+        rule: PromoteRule,
+    ) -> ApiResult<bool> {
+        let promotion = self
+            .store
+            .promote_projection(tenant, name, version, rule, KEEP_RETIRED)
+            .await?;
+        self.sync(tenant, name).await?;
+        if !promotion.promoted {
+            tracing::info!(%tenant, projection = name, version, ?rule, "projection promotion refused: a newer choice stands");
+            return Ok(false);
+        }
+        tracing::info!(%tenant, projection = name, version, ?rule, "projection version promoted");
+        let key = (tenant.clone(), name.to_owned());
+        for old in promotion.doomed {
+            let worker = {
+                let mut builds = self.builds.lock().expect("builds lock");
+                builds
+                    .get_mut(&key)
+                    .and_then(|versions| versions.remove(&old))
+                    .and_then(|build| build.worker)
+            };
+            if let Some(worker) = worker {
+                let _ = worker.stop.send(true);
+                // A worker ends at its next batch boundary; one that panicked is over too.
+                let _ = worker.task.await;
+            }
+            self.store
+                .delete_projection_version(tenant, name, old)
+                .await?;
+        }
+        Ok(true)
     }
 
     fn active_record(&self, tenant: &TenantId, name: &str) -> ApiResult<ProjectionRecord> {
@@ -424,7 +499,8 @@ impl Projections {
             }
             for build in versions.values() {
                 if let Some(worker) = &build.worker {
-                    worker.abort();
+                    // Its rows are deleted with the tenant: nothing to wait for.
+                    worker.task.abort();
                 }
             }
             false

@@ -1,10 +1,12 @@
 //! The worker of one projection build: catch up from its checkpoint, then follow the
-//! live tail, woken by appends. Failures retry with backoff, then park the build.
+//! live tail, woken by appends. Failures retry with backoff, then park the build. Asked
+//! to stop, a worker finishes the batch it is in and returns.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::watch;
 
 use super::{ProjectionKey, Projections};
 use crate::gate::Stored;
@@ -38,11 +40,27 @@ impl DocumentSource for CommittedDocuments {
     }
 }
 
-pub async fn run(projections: Arc<Projections>, record: ProjectionRecord) {
+/// Whether the worker was asked to stop (or its build forgotten, the sender gone).
+fn stopping(stop: &watch::Receiver<bool>) -> bool {
+    stop.has_changed().is_err() || *stop.borrow()
+}
+
+/// Resolves when the worker is asked to stop.
+async fn stop_requested(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+pub async fn run(
+    projections: Arc<Projections>,
+    record: ProjectionRecord,
+    mut stop: watch::Receiver<bool>,
+) {
     let tenant = record.tenant.clone();
     let name = record.name.clone();
     let version = record.version;
-    if let Err(message) = follow(&projections, record).await {
+    if let Err(message) = follow(&projections, record, &mut stop).await
+        && !stopping(&stop)
+    {
         tracing::warn!(%tenant, projection = %name, version, "projection parked: {message}");
         park(&projections, &tenant, &name, version, &message).await;
     }
@@ -94,7 +112,11 @@ fn store_failed(error: impl std::fmt::Display) -> String {
 }
 
 /// Runs until the build fails for good (the error says where and why).
-async fn follow(projections: &Arc<Projections>, record: ProjectionRecord) -> Result<(), String> {
+async fn follow(
+    projections: &Arc<Projections>,
+    record: ProjectionRecord,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), String> {
     let ProjectionRecord {
         tenant,
         name,
@@ -162,16 +184,25 @@ async fn follow(projections: &Arc<Projections>, record: ProjectionRecord) -> Res
     // good ones commit and a failure names the exact event that causes it.
     let mut isolate_until = 0;
     loop {
+        if stopping(stop) {
+            return Ok(());
+        }
         heads.borrow_and_update();
         let head = store.head(&tenant).await.map_err(store_failed)?;
         if position >= head {
             promote_if_building(projections, &key, version).await;
             // Woken by an append in this host, or every second for appends made by
             // other hosts sharing the database.
-            let _ = tokio::time::timeout(Duration::from_secs(1), heads.changed()).await;
+            tokio::select! {
+                _ = tokio::time::timeout(Duration::from_secs(1), heads.changed()) => {}
+                _ = stop_requested(stop) => {}
+            }
             continue;
         }
-        let _slot = projections.batch_turn(&tenant).await;
+        let _slot = tokio::select! {
+            slot = projections.batch_turn(&tenant) => slot,
+            _ = stop_requested(stop) => return Ok(()),
+        };
         let limit = if position < isolate_until { 1 } else { BATCH };
         let mut events = store
             .read_log(&tenant, position, limit, &event_types)
@@ -247,7 +278,10 @@ async fn follow(projections: &Arc<Projections>, record: ProjectionRecord) -> Res
                     }
                     tracing::warn!(%tenant, projection = %name, version, attempt, "{message}");
                     drop(_slot);
-                    tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))) => {}
+                        _ = stop_requested(stop) => return Ok(()),
+                    }
                     continue;
                 }
             }
@@ -283,14 +317,14 @@ async fn follow(projections: &Arc<Projections>, record: ProjectionRecord) -> Res
     }
 }
 
-/// A building version that reached the head takes over.
+/// A building version that reached the head takes over, if the store's rule allows.
 async fn promote_if_building(projections: &Arc<Projections>, key: &ProjectionKey, version: u64) {
     let building = projections
         .build_mut(key, version, |b| {
             b.record.status == ProjectionStatus::Building
         })
         .unwrap_or(false);
-    if building && let Err(error) = projections.promote(&key.0, &key.1, version).await {
-        tracing::warn!(tenant = %key.0, projection = %key.1, version, "promotion failed: {}", error.message);
+    if building {
+        projections.caught_up(&key.0, &key.1, version).await;
     }
 }

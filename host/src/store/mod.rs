@@ -447,7 +447,9 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> StoreResult<()>;
 
     // --- projections ---
-    /// Records a new build of a projection, numbered after the newest.
+    /// Records a new build of a projection, numbered after the newest. A `Building`
+    /// one is the newest requested version: it will take over when it catches up, and
+    /// older builds waiting to do so are retired instead.
     async fn add_projection_version(
         &self,
         tenant: &TenantId,
@@ -478,16 +480,26 @@ pub trait EventStore: Send + Sync + 'static {
         status: ProjectionStatus,
         error: Option<&str>,
     ) -> StoreResult<()>;
-    /// Makes `version` the active build in one transaction: the previous active one is
-    /// retired, and retired builds beyond the newest `keep_retired` are deleted with
-    /// their documents. Returns the deleted versions.
+    /// Makes `version` the active build if `rule` allows it, deciding and switching in
+    /// one transaction under the projection's row locks (so the rule holds across
+    /// restarts and hosts): the previous active build is retired, and the retired
+    /// builds beyond the newest `keep_retired` are returned, for the caller to stop and
+    /// then delete with [`EventStore::delete_projection_version`].
     async fn promote_projection(
         &self,
         tenant: &TenantId,
         name: &str,
         version: u64,
+        rule: PromoteRule,
         keep_retired: usize,
-    ) -> StoreResult<Vec<u64>>;
+    ) -> StoreResult<Promotion>;
+    /// Deletes a retired build and its documents (`false`: it is not retired, or gone).
+    async fn delete_projection_version(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+    ) -> StoreResult<bool>;
     async fn document(
         &self,
         tenant: &TenantId,
@@ -505,6 +517,26 @@ pub trait EventStore: Send + Sync + 'static {
         after: Option<&str>,
         limit: u32,
     ) -> StoreResult<Vec<(String, String)>>;
+}
+
+/// Why a build would become the active one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PromoteRule {
+    /// Someone asked for it (`POST …/promote`): it wins over every pending
+    /// auto-promotion, which it cancels.
+    Explicit,
+    /// It caught up: it takes over only while it is still the newest requested build
+    /// (no later promote or newer build since).
+    CaughtUp,
+}
+
+/// What a promotion did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Promotion {
+    /// False when the rule refused (nothing changed).
+    pub promoted: bool,
+    /// Retired builds past the number kept, to stop and then delete.
+    pub doomed: Vec<u64>,
 }
 
 /// The state of one build of a projection.

@@ -837,64 +837,12 @@ impl EventStore for Backend {
         digest: &str,
         status: ProjectionStatus,
     ) -> StoreResult<ProjectionRecord> {
-        let mut tx = self.writer().begin().await?;
-        let newest: Option<i64> = sqlx::query_scalar(sql(
-            "SELECT MAX(version) FROM projections WHERE tenant_id = ? AND name = ?",
-        ))
-        .bind(tenant.as_str())
-        .bind(name)
-        .fetch_one(&mut *tx)
-        .await?;
-        let record = ProjectionRecord {
-            tenant: tenant.clone(),
-            name: name.to_owned(),
-            version: newest.unwrap_or(0) as u64 + 1,
-            plugin_version,
-            digest: digest.to_owned(),
-            status,
-            position: 0,
-            error: None,
-        };
-        sqlx::query(sql(
-            "INSERT INTO projections (tenant_id, name, version, plugin_version, digest, status, \
-             position, created_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
-        ))
-        .bind(tenant.as_str())
-        .bind(name)
-        .bind(record.version as i64)
-        .bind(plugin_version as i64)
-        .bind(digest)
-        .bind(status.as_str())
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(record)
+        self.insert_projection_version(tenant, name, plugin_version, digest, status)
+            .await
     }
 
     async fn projections(&self, tenant: Option<&TenantId>) -> StoreResult<Vec<ProjectionRecord>> {
-        let rows = sqlx::query(sql("SELECT tenant_id, name, version, plugin_version, digest, status, position, error \
-             FROM projections WHERE (CAST(? AS TEXT) IS NULL OR tenant_id = ?) ORDER BY tenant_id, name, version"))
-        .bind(tenant.map(|t| t.as_str()))
-        .bind(tenant.map(|t| t.as_str()))
-        .fetch_all(self.reader())
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                let tenant: String = r.get(0);
-                let status: String = r.get(5);
-                Ok(ProjectionRecord {
-                    tenant: TenantId::parse(&tenant).context("stored tenant id is invalid")?,
-                    name: r.get(1),
-                    version: r.get::<i64, _>(2) as u64,
-                    plugin_version: r.get::<i64, _>(3) as u64,
-                    digest: r.get(4),
-                    status: ProjectionStatus::parse(&status).context("stored status is invalid")?,
-                    position: r.get::<i64, _>(6) as u64,
-                    error: r.get(7),
-                })
-            })
-            .collect()
+        self.select_projections(tenant).await
     }
 
     async fn commit_projection_batch(
@@ -906,53 +854,8 @@ impl EventStore for Backend {
         to: u64,
         writes: &DocumentWrites,
     ) -> StoreResult<bool> {
-        let mut tx = self.writer().begin().await?;
-        let moved = sqlx::query(sql(
-            "UPDATE projections SET position = ? WHERE tenant_id = ? AND name = ? \
-             AND version = ? AND position = ?",
-        ))
-        .bind(to as i64)
-        .bind(tenant.as_str())
-        .bind(name)
-        .bind(version as i64)
-        .bind(from as i64)
-        .execute(&mut *tx)
-        .await?;
-        if moved.rows_affected() != 1 {
-            return Ok(false);
-        }
-        for (key, doc) in writes {
-            match doc {
-                Some(doc) => {
-                    sqlx::query(sql(
-                        "INSERT INTO documents (tenant_id, projection, version, key, doc) \
-                         VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, projection, version, key) \
-                         DO UPDATE SET doc = excluded.doc",
-                    ))
-                    .bind(tenant.as_str())
-                    .bind(name)
-                    .bind(version as i64)
-                    .bind(key)
-                    .bind(String::from_utf8_lossy(doc).as_ref())
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                None => {
-                    sqlx::query(sql(
-                        "DELETE FROM documents WHERE tenant_id = ? AND projection = ? \
-                         AND version = ? AND key = ?",
-                    ))
-                    .bind(tenant.as_str())
-                    .bind(name)
-                    .bind(version as i64)
-                    .bind(key)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-        }
-        tx.commit().await?;
-        Ok(true)
+        self.write_projection_batch(tenant, name, version, from, to, writes)
+            .await
     }
 
     async fn set_projection_status(
@@ -963,18 +866,8 @@ impl EventStore for Backend {
         status: ProjectionStatus,
         error: Option<&str>,
     ) -> StoreResult<()> {
-        sqlx::query(sql(
-            "UPDATE projections SET status = ?, error = ? WHERE tenant_id = ? AND name = ? \
-             AND version = ?",
-        ))
-        .bind(status.as_str())
-        .bind(error)
-        .bind(tenant.as_str())
-        .bind(name)
-        .bind(version as i64)
-        .execute(self.writer())
-        .await?;
-        Ok(())
+        self.update_projection_status(tenant, name, version, status, error)
+            .await
     }
 
     async fn promote_projection(
@@ -982,55 +875,20 @@ impl EventStore for Backend {
         tenant: &TenantId,
         name: &str,
         version: u64,
+        rule: PromoteRule,
         keep_retired: usize,
-    ) -> StoreResult<Vec<u64>> {
-        let mut tx = self.writer().begin().await?;
-        sqlx::query(sql(
-            "UPDATE projections SET status = 'retired' WHERE tenant_id = ? AND name = ? \
-             AND status = 'active' AND version <> ?",
-        ))
-        .bind(tenant.as_str())
-        .bind(name)
-        .bind(version as i64)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(sql(
-            "UPDATE projections SET status = 'active', error = NULL WHERE tenant_id = ? \
-             AND name = ? AND version = ?",
-        ))
-        .bind(tenant.as_str())
-        .bind(name)
-        .bind(version as i64)
-        .execute(&mut *tx)
-        .await?;
-        let retired: Vec<i64> = sqlx::query_scalar(sql(
-            "SELECT version FROM projections WHERE tenant_id = ? AND name = ? \
-             AND status = 'retired' ORDER BY version DESC",
-        ))
-        .bind(tenant.as_str())
-        .bind(name)
-        .fetch_all(&mut *tx)
-        .await?;
-        let doomed: Vec<u64> = retired
-            .iter()
-            .skip(keep_retired)
-            .map(|v| *v as u64)
-            .collect();
-        for old in &doomed {
-            for table in [
-                "DELETE FROM documents WHERE tenant_id = ? AND projection = ? AND version = ?",
-                "DELETE FROM projections WHERE tenant_id = ? AND name = ? AND version = ?",
-            ] {
-                sqlx::query(sql(table))
-                    .bind(tenant.as_str())
-                    .bind(name)
-                    .bind(*old as i64)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(doomed)
+    ) -> StoreResult<Promotion> {
+        self.decide_promotion(tenant, name, version, rule, keep_retired)
+            .await
+    }
+
+    async fn delete_projection_version(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+    ) -> StoreResult<bool> {
+        self.delete_retired_build(tenant, name, version).await
     }
 
     async fn document(
@@ -1040,16 +898,7 @@ impl EventStore for Backend {
         version: u64,
         key: &str,
     ) -> StoreResult<Option<String>> {
-        Ok(sqlx::query_scalar(sql(
-            "SELECT doc FROM documents WHERE tenant_id = ? AND projection = ? AND version = ? \
-             AND key = ?",
-        ))
-        .bind(tenant.as_str())
-        .bind(name)
-        .bind(version as i64)
-        .bind(key)
-        .fetch_optional(self.reader())
-        .await?)
+        self.select_document(tenant, name, version, key).await
     }
 
     async fn documents(
@@ -1061,21 +910,7 @@ impl EventStore for Backend {
         after: Option<&str>,
         limit: u32,
     ) -> StoreResult<Vec<(String, String)>> {
-        let start = after.filter(|a| *a >= prefix).unwrap_or(prefix);
-        let rows = sqlx::query(sql("SELECT key, doc FROM documents WHERE tenant_id = ? AND projection = ? \
-             AND version = ? AND key >= ? AND (CAST(? AS TEXT) IS NULL OR key < ?) AND (CAST(? AS TEXT) IS NULL OR key <> ?) \
-             ORDER BY key LIMIT ?"))
-        .bind(tenant.as_str())
-        .bind(name)
-        .bind(version as i64)
-        .bind(start)
-        .bind(prefix_end(prefix))
-        .bind(prefix_end(prefix))
-        .bind(after)
-        .bind(after)
-        .bind(limit as i64)
-        .fetch_all(self.reader())
-        .await?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+        self.select_documents(tenant, name, version, prefix, after, limit)
+            .await
     }
 }

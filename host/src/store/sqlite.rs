@@ -71,3 +71,8 @@ mod shared;
 #[allow(clippy::duplicate_mod)]
 #[path = "shared_plugins.rs"]
 mod shared_plugins;
+
+// The projection builds' statements, shared the same way.
+#[allow(clippy::duplicate_mod)]
+#[path = "shared_projections.rs"]
+mod shared_projections;

@@ -1,0 +1,139 @@
+//! `GET /t/{tenant}/events/live`: the tenant's log as Server-Sent Events. The
+//! subscription itself (fan-out, catching up, dropping laggards) is [`crate::live`];
+//! this file only writes its deliveries as SSE frames.
+//!
+//! Frames are written by hand rather than with axum's `Sse`: an event's frame is
+//! rendered once and the same bytes go to every subscriber.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::TenantAccess;
+use super::extract::{Query, stored_query_text};
+use super::streams::parse_types;
+use super::views;
+use crate::app::AppState;
+use crate::error::ApiResult;
+use crate::live::{Delivery, Subscription};
+use crate::store::{RecordedEvent, name_problem};
+
+/// A comment sent when nothing else was for this long, so proxies and clients see
+/// the connection alive.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+/// Frames already waiting are sent together up to this many bytes: a subscriber woken
+/// once for a burst makes one write, not one per event.
+const MAX_WRITE: usize = 64 << 10;
+
+#[derive(Deserialize)]
+pub struct LiveQuery {
+    after: Option<u64>,
+    /// Filters on the stored types.
+    types: Option<String>,
+}
+
+pub async fn live(
+    access: TenantAccess,
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<LiveQuery>,
+) -> ApiResult<Response> {
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let after = resume.or(query.after).unwrap_or(0);
+    // The filter is only compared in memory, but a live stream and a page of the log
+    // take the same `types`, so they refuse the same ones.
+    stored_query_text("types", query.types.as_deref())?;
+    let subscription = app.live.subscribe(
+        &access.tenant,
+        access.gate.limits.max_subscribers,
+        after,
+        parse_types(query.types.as_deref()),
+    )?;
+    let frames = futures::stream::unfold(subscription, |mut s| async move {
+        let frame = next_frame(&mut s).await?;
+        Some((Ok::<_, Infallible>(frame), s))
+    });
+    let mut response = Body::from_stream(frames).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+/// The next frames (one, or several already waiting), or a heartbeat when the
+/// subscription has nothing for a while. `Subscription::next` may be abandoned at a
+/// heartbeat: it loses nothing.
+async fn next_frame(s: &mut Subscription) -> Option<Bytes> {
+    let first = match tokio::time::timeout(HEARTBEAT, s.next()).await {
+        Ok(delivery) => render(delivery?),
+        Err(_) => return Some(Bytes::from_static(b":heartbeat\n\n")),
+    };
+    let mut joined: Option<Vec<u8>> = None;
+    let mut size = first.len();
+    while size < MAX_WRITE
+        && let Some(more) = s.next_ready()
+    {
+        let more = render(more);
+        size += more.len();
+        joined
+            .get_or_insert_with(|| first.to_vec())
+            .extend_from_slice(&more);
+    }
+    Some(joined.map_or(first, Bytes::from))
+}
+
+fn render(delivery: Delivery) -> Bytes {
+    match delivery {
+        Delivery::Event(event) => event.rendered(event_frame),
+        Delivery::CaughtUp(position) => frame(
+            None,
+            "caught-up",
+            &json!({"position": position}).to_string(),
+        ),
+        Delivery::Dropped { reason, position } => frame(
+            None,
+            "dropped",
+            &json!({
+                "reason": reason,
+                "position": position,
+                "message": "this subscriber fell too far behind the live feed; reconnect \
+                            with Last-Event-ID to resume from the store",
+            })
+            .to_string(),
+        ),
+    }
+}
+
+fn event_frame(e: &RecordedEvent) -> Bytes {
+    let data = serde_json::to_string(&views::event(e)).unwrap_or_default();
+    // A type stored before types were checked may hold a line break, which an SSE
+    // field cannot carry: such an event goes out as `event`, its type in the data.
+    let name = if name_problem("type", &e.event_type).is_none() {
+        e.event_type.as_str()
+    } else {
+        "event"
+    };
+    frame(Some(e.position), name, &data)
+}
+
+/// One SSE frame. `data` is JSON text, which holds no line breaks.
+fn frame(id: Option<u64>, event: &str, data: &str) -> Bytes {
+    let mut out = String::with_capacity(data.len() + event.len() + 32);
+    if let Some(id) = id {
+        out.push_str(&format!("id: {id}\n"));
+    }
+    out.push_str(&format!("event: {event}\ndata: {data}\n\n"));
+    Bytes::from(out)
+}
