@@ -111,12 +111,21 @@ async fn an_attack_on_every_front_leaves_the_neighbour_serving() {
         .create_tenant_with("evil", json!({"max_stored_bytes": 16 << 20}))
         .await;
     let good = server.create_tenant("good").await;
-    for (name, bytes) in [
-        ("h", hostile_bytes("aggregate")),
-        ("sleepy", hostile_bytes("projection")),
-    ] {
-        let up = server.upload(&evil, "evil", name, bytes).await;
-        assert_eq!(up.status(), 201, "{name}");
+    let up = server
+        .upload(&evil, "evil", "h", hostile_bytes("aggregate"))
+        .await;
+    assert_eq!(up.status(), 201);
+    // Ten projections, active while the log is empty.
+    for n in 0..10 {
+        let up = server
+            .upload(
+                &evil,
+                "evil",
+                &format!("sleepy-{n}"),
+                hostile_bytes("projection"),
+            )
+            .await;
+        assert_eq!(up.status(), 201, "sleepy-{n}");
     }
     for plugin in ["account", "balances"] {
         let up = server
@@ -138,8 +147,10 @@ async fn an_attack_on_every_front_leaves_the_neighbour_serving() {
     let stop = Arc::new(AtomicBool::new(false));
     let neighbour = tokio::spawn(neighbour(server.clone(), good.clone(), stop.clone()));
 
-    // Evil's projection sleeps in every batch that holds this event; then evil asks
-    // for more rebuilds than a tenant may have building.
+    // Evil's projections sleep in every batch that holds this event; then evil asks
+    // for a rebuild of each, more than a tenant may have building at once (a new
+    // rebuild of the same projection replaces its pending one, so it takes distinct
+    // projections to reach the cap).
     let (code, body) = body_of(
         server
             .post(
@@ -152,13 +163,9 @@ async fn an_attack_on_every_front_leaves_the_neighbour_serving() {
     .await;
     assert_eq!(code, StatusCode::OK, "{body}");
     let mut rebuilds = Vec::new();
-    for _ in 0..20 {
-        let (code, body) = body_of(
-            server
-                .post("/t/evil/projections/sleepy/rebuild", &evil, json!({}))
-                .await,
-        )
-        .await;
+    for n in 0..10 {
+        let path = format!("/t/evil/projections/sleepy-{n}/rebuild");
+        let (code, body) = body_of(server.post(&path, &evil, json!({})).await).await;
         rebuilds.push((code, body));
     }
     let refused: Vec<_> = rebuilds
