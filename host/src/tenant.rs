@@ -151,7 +151,13 @@ impl Tenants {
             return Ok(gate.clone());
         }
         let record = self.get(id).await?;
-        let limits = serde_json::from_value::<Limits>(record.limits).map_err(ApiError::internal)?;
+        let mut limits =
+            serde_json::from_value::<Limits>(record.limits).map_err(ApiError::internal)?;
+        // Tenants created before the cap keep working, inside it: a larger value would
+        // let one tenant hold more than its share of the instance pool.
+        limits.max_concurrent_calls = limits
+            .max_concurrent_calls
+            .min(crate::limits::MAX_CONCURRENT_CALLS);
         let gate = Arc::new(TenantGate::new(
             limits,
             Arc::new(Usage::default()),
