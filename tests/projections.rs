@@ -544,3 +544,82 @@ async fn sleeping_projections_of_one_tenant_never_stall_another() {
     let error = parked["versions"][0]["error"].as_str().unwrap();
     assert!(error.contains("wall-time limit"), "{error}");
 }
+
+#[tokio::test]
+async fn a_batch_too_slow_for_the_budget_is_halved_not_replayed_event_by_event() {
+    let server = Server::start().await;
+    let token = server
+        .create_tenant_with("acme", json!({"call_timeout_ms": 100}))
+        .await;
+    // About a millisecond of CPU per `Heavy` event: the first batches (up to 500
+    // events) run past the 100 ms budget.
+    let mut head = 0;
+    for _ in 0..3 {
+        let events: Vec<Value> = (0..500)
+            .map(|_| json!({"type": "Heavy", "data": {}}))
+            .collect();
+        let (code, body) = body_of(
+            server
+                .post("/t/acme/streams/heavy-1", &token, json!({"events": events}))
+                .await,
+        )
+        .await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        head = body["last_position"].as_u64().unwrap();
+    }
+    assert_eq!(
+        server
+            .upload(&token, "acme", "slow", hostile_bytes("projection"))
+            .await
+            .status(),
+        201
+    );
+    wait_for("the slow projection to catch up", async || {
+        status(&server, "acme", &token, "slow").await["versions"][0]["position"] == head
+    })
+    .await;
+    assert_eq!(
+        status(&server, "acme", &token, "slow").await["versions"][0]["status"],
+        "active"
+    );
+
+    // The projection recorded every batch it was given (only committed ones remain).
+    let mut sizes = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = body_of(
+            server
+                .get(
+                    &format!(
+                        "/t/acme/projections/slow/docs?prefix=batch-&limit=1000&after={after}"
+                    ),
+                    &token,
+                )
+                .await,
+        )
+        .await
+        .1;
+        for doc in page["docs"].as_array().unwrap() {
+            sizes.push(doc["doc"]["size"].as_u64().unwrap());
+        }
+        match page["next"].as_str() {
+            Some(next) => after = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(
+        sizes.iter().sum::<u64>(),
+        1500,
+        "every event once: {sizes:?}"
+    );
+    assert!(
+        sizes.iter().all(|s| *s < 500),
+        "a 500-event batch cannot fit the budget: {sizes:?}"
+    );
+    // Retrying event by event would commit hundreds of one-event batches.
+    assert!(
+        sizes.len() < 150,
+        "{} batches for 1,500 events: the batch size did not adapt: {sizes:?}",
+        sizes.len()
+    );
+}

@@ -308,6 +308,11 @@ impl Subscription {
         }
     }
 
+    /// Whether it is reading the store (backlog or catch-up) rather than the feed.
+    pub fn is_catching_up(&self) -> bool {
+        self.catch_up.is_some()
+    }
+
     /// A delivery that is ready now (queued, or on the feed), without waiting or
     /// reading the store: lets a writer send several in one frame.
     pub fn next_ready(&mut self) -> Option<Delivery> {

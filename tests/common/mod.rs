@@ -223,6 +223,32 @@ impl Server {
         self.spawn().await;
     }
 
+    /// The database this server stores into, as `cairn serve --database` takes it.
+    pub fn database_url(&self) -> String {
+        match self.args.iter().position(|a| a == "--database") {
+            Some(i) => self.args[i + 1].clone(),
+            None => format!(
+                "sqlite://{}",
+                self.data_dir.path().join("cairn.db").display()
+            ),
+        }
+    }
+
+    /// Runs SQL straight on this server's database, e.g. to set up data as an older
+    /// release left it. Stop the server first on SQLite.
+    pub async fn execute_sql(&self, statement: &str) {
+        use sqlx::Connection;
+        let url = self.database_url();
+        let statement = sqlx::AssertSqlSafe(statement.to_owned());
+        if url.starts_with("postgres") {
+            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::raw_sql(statement).execute(&mut conn).await.unwrap();
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::raw_sql(statement).execute(&mut conn).await.unwrap();
+        }
+    }
+
     pub fn admin(&self) -> &str {
         &self.admin_token
     }

@@ -71,6 +71,8 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             "live",
             "--test",
             "promotion",
+            "--test",
+            "aggregate_streams",
         ],
         &[("CAIRN_TEST_BACKEND", "postgres")],
     )?;

@@ -76,9 +76,24 @@ pub struct Commands {
     pub snapshot_every: u64,
 }
 
-/// The stream an aggregate instance handles: `{plugin}-{id}`.
+/// The category of an aggregate's streams: its name with each `-` written `_`.
+///
+/// Plugin names may hold dashes but never underscores, and a stream's category is
+/// the part before its first dash (KurrentDB's convention), so the mapping from
+/// (aggregate, id) to stream is one-to-one: `ev` with id `a-1` is `ev-a-1`, `ev-a`
+/// with id `1` is `ev_a-1`. Names without a dash, the usual case, keep `{name}-{id}`.
+pub fn stream_category(plugin: &str) -> String {
+    plugin.replace('-', "_")
+}
+
+/// The stream an aggregate instance handles: `{category}-{id}`.
 pub fn stream_of(plugin: &str, id: &str) -> String {
-    format!("{plugin}-{id}")
+    format!("{}-{id}", stream_category(plugin))
+}
+
+/// What every stream of an aggregate starts with, and only its streams do.
+pub fn stream_prefix(plugin: &str) -> String {
+    format!("{}-", stream_category(plugin))
 }
 
 impl Commands {

@@ -339,27 +339,11 @@ impl Plugins {
             .await?)
     }
 
-    /// The streams an aggregate's versions fold: `{name}-…`, less those that belong to
-    /// another aggregate whose name extends this one (`account-v2-…` is not
-    /// `account`'s when an aggregate `account-v2` exists).
+    /// The streams an aggregate's versions fold: `{category}-…` (see
+    /// `commands::stream_category`; no other aggregate's streams share the prefix).
     pub async fn streams_of(&self, tenant: &TenantId, name: &str) -> ApiResult<Vec<(String, u64)>> {
-        let others: Vec<String> = self
-            .all(tenant)
-            .await?
-            .iter()
-            .filter(|v| {
-                v.kind == PluginKind::Aggregate
-                    && v.name != name
-                    && v.name.starts_with(&format!("{name}-"))
-            })
-            .map(|v| format!("{}-", v.name))
-            .collect();
-        let mut streams = self
-            .store
-            .streams_with_prefix(tenant, &format!("{name}-"))
-            .await?;
-        streams.retain(|(id, _)| !others.iter().any(|o| id.starts_with(o.as_str())));
-        Ok(streams)
+        let prefix = crate::commands::stream_prefix(name);
+        Ok(self.store.streams_with_prefix(tenant, &prefix).await?)
     }
 
     /// Forgets a deleted tenant's cached versions.

@@ -11,11 +11,17 @@ use tokio::sync::watch;
 use super::{ProjectionKey, Projections};
 use crate::gate::Stored;
 use crate::runtime::projection::DocumentSource;
+use crate::runtime::sandbox::FailureReason;
 use crate::store::{DocumentWrites, EventStore, ProjectionRecord, ProjectionStatus, TenantId};
 
-/// Events per `handle` call: big enough to amortise the boundary crossing and the
-/// commit, small enough to stay well inside one call's time budget.
+/// Events per `handle` call at most: big enough to amortise the boundary crossing and
+/// the commit, small enough to stay well inside one call's time budget. A batch that
+/// runs out of CPU time is halved at once (no attempt counted, no back-off) and the
+/// size grows back by doubling after `GROW_AFTER` clean batches, so a slow component
+/// or a busy machine settles on what fits the budget instead of stalling the build.
 const BATCH: u32 = 500;
+/// Clean batches in a row before the batch size doubles again.
+const GROW_AFTER: u32 = 8;
 /// Attempts at one batch before the build is parked as failed.
 const MAX_ATTEMPTS: u32 = 4;
 /// Document bytes one batch may write.
@@ -183,6 +189,8 @@ async fn follow(
     // After a failed batch, events up to its end are retried one at a time, so the
     // good ones commit and a failure names the exact event that causes it.
     let mut isolate_until = 0;
+    let mut batch = BATCH;
+    let mut clean_batches = 0;
     loop {
         if stopping(stop) {
             return Ok(());
@@ -203,7 +211,7 @@ async fn follow(
             slot = projections.batch_turn(&tenant) => slot,
             _ = stop_requested(stop) => return Ok(()),
         };
-        let limit = if position < isolate_until { 1 } else { BATCH };
+        let limit = if position < isolate_until { 1 } else { batch };
         let mut events = store
             .read_log(&tenant, position, limit, &event_types)
             .await
@@ -259,6 +267,14 @@ async fn follow(
             }
             match handled {
                 Ok(writes) => writes,
+                Err(failure) if failure.reason == FailureReason::Deadline && events.len() > 1 => {
+                    // Too much work for one call's budget, not a broken event: retry
+                    // the same events in a smaller batch right away.
+                    batch = (events.len() as u32 / 2).max(1);
+                    clean_batches = 0;
+                    tracing::debug!(%tenant, projection = %name, version, batch, "a batch ran out of time; halving");
+                    continue;
+                }
                 Err(failure) => {
                     attempt += 1;
                     let first = events.first().map_or(position + 1, |e| e.position);
@@ -309,6 +325,13 @@ async fn follow(
         }
         attempt = 0;
         position = to;
+        if limit == batch && batch < BATCH {
+            clean_batches += 1;
+            if clean_batches >= GROW_AFTER {
+                batch = (batch * 2).min(BATCH);
+                clean_batches = 0;
+            }
+        }
         let handled = events.len() as u64;
         projections.build_mut(&key, version, |build| {
             build.handled += handled;

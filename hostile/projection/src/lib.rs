@@ -1,6 +1,8 @@
 //! A hostile projection: `handle` loops forever on a `Poison` event, sleeps 5 s
 //! (blocked in a WASI clock pollable) on a `Sleep` event, and writes a document of
-//! 900 KiB on a `Big` event (to fill the tenant's storage).
+//! 900 KiB on a `Big` event (to fill the tenant's storage), and spins about a
+//! millisecond per `Heavy` event, recording each batch's size in a document
+//! `batch-{first position}`, so a test can see how the host sized its batches.
 #![allow(clippy::too_many_arguments)] // generated bindings
 
 wit_bindgen::generate!({ path: "../../wit", world: "projection" });
@@ -15,7 +17,18 @@ impl Guest for Hostile {
     }
 
     fn handle(events: Vec<RecordedEvent>) {
+        if events.iter().any(|e| e.event_type == "Heavy") {
+            let doc = format!("{{\"size\":{}}}", events.len());
+            documents::put(&format!("batch-{}", events[0].position), doc.as_bytes());
+        }
         for e in events {
+            if e.event_type == "Heavy" {
+                let mut spin = 0u64;
+                for i in 0..1_000_000u64 {
+                    spin = std::hint::black_box(spin.wrapping_add(i));
+                }
+                continue;
+            }
             if e.event_type == "Poison" {
                 loop {
                     std::hint::black_box(());
