@@ -124,6 +124,65 @@ impl Commands {
         Ok(loaded)
     }
 
+    /// The cached state of a stream for this component, if any, without reading the
+    /// store: only for a command, whose append checks that nothing came after it.
+    pub(super) fn cached(
+        &self,
+        tenant: &TenantId,
+        stream_id: &str,
+        serving: &ServingAggregate,
+    ) -> Option<CachedState> {
+        let cached = self.cache.get(tenant, stream_id, &serving.state_key)?;
+        // A state never stored at a known position (a stream's initial state) has not
+        // been checked against the store.
+        (cached.last_position > 0).then(|| {
+            Metrics::add(&self.metrics.state_cache_hits, 1);
+            cached
+        })
+    }
+
+    /// Folds a command's just-committed events into the state it was decided on and
+    /// caches the result, so the stream's next command needs no read. On any failure
+    /// the cache keeps the older state; the next command's append then conflicts and
+    /// reloads from the store (slower, never wrong).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn fold_committed(
+        &self,
+        instance: &mut AggregateInstance,
+        gate: &TenantGate,
+        tenant: &TenantId,
+        stream_id: &str,
+        serving: &ServingAggregate,
+        mut loaded: CachedState,
+        events: &[RecordedEvent],
+    ) {
+        let Some(last) = events.last() else { return };
+        if events.first().map(|e| e.version) != Some(loaded.version + 1) {
+            return;
+        }
+        let Ok(seen) = self.upcast(serving, gate, events.to_vec()).await else {
+            return;
+        };
+        let state = Arc::unwrap_or_clone(loaded.state);
+        let state = match instance.evolve(state, &seen).await {
+            Ok(state) => state,
+            Err(failure) => {
+                tracing::debug!(%tenant, %stream_id, "folding a committed command failed: {}", failure.message);
+                let _ = self.failed(gate, failure);
+                return;
+            }
+        };
+        loaded.version = last.version;
+        loaded.last_position = last.position;
+        if loaded.version >= loaded.snapshot_version + self.snapshot_every {
+            self.snapshot(gate, tenant, stream_id, serving, loaded.version, &state)
+                .await;
+            loaded.snapshot_version = loaded.version;
+        }
+        loaded.state = Arc::new(state);
+        self.cache.put(tenant, stream_id, loaded);
+    }
+
     /// The state at exactly `version`, from the nearest snapshot at or below it (a
     /// stream keeps a bounded history of them), folded page by page.
     pub(super) async fn fold_until(

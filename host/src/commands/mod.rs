@@ -122,6 +122,12 @@ impl Commands {
             .to_string()
             .into_bytes();
 
+        // A cached state is decided on without reading the store: the append's
+        // expected-version check is the guard against anything appended since (a raw
+        // append, another host). Every answer that is not a successful append (a
+        // conflict, a rejection, a no-op, a stale expected_version) is re-checked
+        // against the store before it is given.
+        let mut trust_cache = true;
         for attempt in 0..MAX_ATTEMPTS {
             let _tenant_slot = gate.call_slot().await;
             let (mut instance, _slot) = self
@@ -129,13 +135,28 @@ impl Commands {
                 .aggregate(&serving.component, gate.call_limits())
                 .await
                 .map_err(|f| self.failed(gate, f))?;
-            let loaded = self
-                .load_latest(&mut instance, gate, tenant, &stream_id, &serving)
-                .await;
-            let loaded = self.logged(gate, tenant, plugin, &instance, loaded)?;
+            let cached = if trust_cache {
+                self.cached(tenant, &stream_id, &serving)
+            } else {
+                None
+            };
+            let from_cache = cached.is_some();
+            let loaded = match cached {
+                Some(cached) => cached,
+                None => {
+                    let loaded = self
+                        .load_latest(&mut instance, gate, tenant, &stream_id, &serving)
+                        .await;
+                    self.logged(gate, tenant, plugin, &instance, loaded)?
+                }
+            };
+            trust_cache = false;
             if let Some(expected) = request.expected_version
                 && expected != loaded.version
             {
+                if from_cache {
+                    continue;
+                }
                 return Err(ApiError::wrong_expected_version(loaded.version));
             }
             let command = Command {
@@ -155,6 +176,7 @@ impl Commands {
             let decided = self.logged(gate, tenant, plugin, &instance, decided)?;
             let new_events = match decided {
                 Ok(events) => events,
+                Err(_) if from_cache => continue,
                 Err(rejection) => {
                     Metrics::add(&self.metrics.commands_rejected, 1);
                     return Err(ApiError::rejected(rejection.code, rejection.message));
@@ -163,6 +185,9 @@ impl Commands {
             let events = check_new_events(new_events, &metadata, gate.limits.max_body_bytes)
                 .map_err(|f| self.failed(gate, f))?;
             if events.is_empty() && request.command_id.is_none() {
+                if from_cache {
+                    continue;
+                }
                 return Ok(CommandResult {
                     stream_id,
                     version: loaded.version,
@@ -188,6 +213,18 @@ impl Commands {
                         .events
                         .last()
                         .map_or(loaded.last_position, |e| e.position);
+                    if !outcome.replayed {
+                        self.fold_committed(
+                            &mut instance,
+                            gate,
+                            tenant,
+                            &stream_id,
+                            &serving,
+                            loaded,
+                            &outcome.events,
+                        )
+                        .await;
+                    }
                     return Ok(CommandResult {
                         stream_id,
                         version: outcome.version,
