@@ -95,6 +95,49 @@ async fn raw_appends_into_an_aggregate_stream_are_folded_by_it() {
     assert_eq!(answer["version"], 3, "{answer}");
     let now = state(&server, &token, "account", "7").await;
     assert_eq!(now["state"]["balance"], 42, "{now}");
+
+    // The host now holds account 7's state in memory at version 3. A raw append
+    // behind its back must still be seen: by the next command that writes...
+    let deposit_raw =
+        |amount: i64| json!({"events": [{"type": "Deposited", "data": {"amount": amount}}]});
+    let resp = server
+        .append(&token, "acme", "account-7", deposit_raw(100))
+        .await;
+    expect(resp, StatusCode::OK).await;
+    let answer = run(&server, &token, "account", "7", deposit(1)).await;
+    assert_eq!(
+        answer["version"], 5,
+        "decided on the raw append too: {answer}"
+    );
+    // ...by a command the cached state would refuse (balance 43 without it)...
+    let resp = server
+        .append(&token, "acme", "account-7", deposit_raw(1000))
+        .await;
+    expect(resp, StatusCode::OK).await;
+    let answer = run(
+        &server,
+        &token,
+        "account",
+        "7",
+        json!({"type": "Withdraw", "payload": {"amount": 500}}),
+    )
+    .await;
+    assert_eq!(answer["version"], 7, "{answer}");
+    // ...and by a command that names the version the raw append made.
+    let resp = server
+        .append(&token, "acme", "account-7", deposit_raw(5))
+        .await;
+    expect(resp, StatusCode::OK).await;
+    let mut named = deposit(1);
+    named["expected_version"] = json!(8);
+    let answer = run(&server, &token, "account", "7", named).await;
+    assert_eq!(answer["version"], 9, "{answer}");
+    let now = state(&server, &token, "account", "7").await;
+    assert_eq!(
+        now["state"]["balance"],
+        42 + 100 + 1 + 1000 - 500 + 5 + 1,
+        "{now}"
+    );
 }
 
 #[tokio::test]
