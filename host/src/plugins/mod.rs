@@ -14,6 +14,7 @@ pub mod verify;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use axum::http::StatusCode;
 
@@ -28,10 +29,16 @@ pub use upcast::UpcastChain;
 pub struct Plugins {
     store: Arc<dyn EventStore>,
     runtime: Arc<Runtime>,
-    /// Every version of every plugin, per tenant, ordered by name then version.
-    /// Replaced after every change made here, and re-read when the store says another
-    /// host changed something. A std `Mutex`: held only to clone an `Arc`.
-    versions: Mutex<HashMap<TenantId, Arc<Vec<PluginVersion>>>>,
+    /// Every version of every plugin, per tenant, ordered by name then version, with
+    /// when it was read. Replaced after every change made here, and re-read when the
+    /// store says another host changed something. A std `Mutex`: held only to clone an
+    /// `Arc`.
+    versions: Mutex<HashMap<TenantId, Listed>>,
+    /// Whether a command must confirm the list above against the store: only when
+    /// other hosts share the database (PostgreSQL). Every change made through this host
+    /// replaces the list at once, so on SQLite, which one process owns, the list is
+    /// always current and a command saves a read.
+    confirm_with_store: bool,
     /// Resolved aggregate versions (component plus upcaster chain) by tenant, name and
     /// version: a version never changes once uploaded, so entries never go stale.
     serving: Mutex<HashMap<(TenantId, String, u64), Arc<ServingAggregate>>>,
@@ -39,6 +46,13 @@ pub struct Plugins {
     upcaster_types: Mutex<HashMap<String, Arc<HashSet<String>>>>,
     /// Verifications running in this host: a version is never verified twice at once.
     pub(crate) running: Mutex<HashSet<(TenantId, String, u64)>>,
+}
+
+/// A tenant's plugin versions as read from the store.
+struct Listed {
+    /// When the read started: an older read never replaces a newer one.
+    read_at: Instant,
+    versions: Arc<Vec<PluginVersion>>,
 }
 
 /// An aggregate version ready to serve commands and reads.
@@ -65,6 +79,7 @@ pub enum Uploaded {
 impl Plugins {
     pub fn new(store: Arc<dyn EventStore>, runtime: Arc<Runtime>) -> Arc<Plugins> {
         Arc::new(Plugins {
+            confirm_with_store: store.shared_by_hosts(),
             store,
             runtime,
             versions: Mutex::new(HashMap::new()),
@@ -142,7 +157,7 @@ impl Plugins {
     /// All versions of all plugins of the tenant.
     pub async fn all(&self, tenant: &TenantId) -> ApiResult<Arc<Vec<PluginVersion>>> {
         if let Some(found) = self.versions.lock().expect("versions lock").get(tenant) {
-            return Ok(found.clone());
+            return Ok(found.versions.clone());
         }
         self.refresh(tenant).await
     }
@@ -173,6 +188,10 @@ impl Plugins {
         tenant: &TenantId,
         name: &str,
     ) -> ApiResult<Arc<ServingAggregate>> {
+        if !self.confirm_with_store {
+            let versions = self.all(tenant).await?;
+            return self.serving_of(tenant, name, &versions).await;
+        }
         let (active, newest) = self.store.plugin_heads(tenant, name).await?;
         let mut versions = self.all(tenant).await?;
         let cached_newest = versions
@@ -188,6 +207,16 @@ impl Plugins {
         if (cached_active, cached_newest) != (active, newest) {
             versions = self.refresh(tenant).await?;
         }
+        self.serving_of(tenant, name, &versions).await
+    }
+
+    /// The serving version of aggregate `name` in `versions`.
+    async fn serving_of(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        versions: &[PluginVersion],
+    ) -> ApiResult<Arc<ServingAggregate>> {
         let mine = || versions.iter().filter(|v| v.name == name);
         let Some(any) = mine().next() else {
             return Err(ApiError::not_found(format!("no plugin named {name}")));
@@ -349,6 +378,7 @@ impl Plugins {
     /// Forgets a deleted tenant's cached versions.
     pub fn forget(&self, tenant: &TenantId) {
         self.versions.lock().expect("versions lock").remove(tenant);
+
         self.serving
             .lock()
             .expect("serving lock")
@@ -377,12 +407,23 @@ impl Plugins {
     }
 
     async fn refresh(&self, tenant: &TenantId) -> ApiResult<Arc<Vec<PluginVersion>>> {
+        let read_at = Instant::now();
         let versions = Arc::new(self.store.plugin_versions(tenant).await?);
-        self.versions
-            .lock()
-            .expect("versions lock")
-            .insert(tenant.clone(), versions.clone());
-        Ok(versions)
+        let mut listed = self.versions.lock().expect("versions lock");
+        match listed.get(tenant) {
+            // A read that started later already landed: it is the newer truth.
+            Some(newer) if newer.read_at > read_at => Ok(newer.versions.clone()),
+            _ => {
+                listed.insert(
+                    tenant.clone(),
+                    Listed {
+                        read_at,
+                        versions: versions.clone(),
+                    },
+                );
+                Ok(versions)
+            }
+        }
     }
 
     /// The event types an upcaster rewrites, asked under the tenant's limits.

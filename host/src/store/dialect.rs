@@ -6,6 +6,9 @@ pub trait Dialect {
     /// Appended to the read of a tenant's head inside an append, to lock that row
     /// until commit where the engine has row locks.
     const LOCK_ROW: &'static str;
+    /// Whether several hosts may share one database of this engine, so a host must
+    /// ask the store about changes it did not make itself.
+    const SHARED_BY_HOSTS: bool;
     /// The statement with this engine's placeholders.
     fn sql(text: &str) -> String;
 }
@@ -13,6 +16,8 @@ pub trait Dialect {
 impl Dialect for sqlx::Sqlite {
     // SQLite has a single writer: the whole database is locked already.
     const LOCK_ROW: &'static str = "";
+    // One process owns the file (its single writer connection holds the write lock).
+    const SHARED_BY_HOSTS: bool = false;
 
     fn sql(text: &str) -> String {
         text.to_owned()
@@ -21,6 +26,7 @@ impl Dialect for sqlx::Sqlite {
 
 impl Dialect for sqlx::Postgres {
     const LOCK_ROW: &'static str = " FOR UPDATE";
+    const SHARED_BY_HOSTS: bool = true;
 
     fn sql(text: &str) -> String {
         let mut out = String::with_capacity(text.len() + 8);

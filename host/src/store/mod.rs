@@ -294,6 +294,9 @@ pub type StoreResult<T> = Result<T, anyhow::Error>;
 pub trait EventStore: Send + Sync + 'static {
     /// True when the database answers and migrations are applied.
     async fn ready(&self) -> bool;
+    /// Whether other hosts may write to the same database (PostgreSQL): then what a
+    /// host caches about plugins must be confirmed against the store.
+    fn shared_by_hosts(&self) -> bool;
 
     // --- tenants ---
     /// Creates a tenant; `Ok(false)` when the id is taken.

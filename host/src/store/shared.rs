@@ -404,6 +404,10 @@ const TENANT_TABLES: [&str; 7] = [
 
 #[async_trait]
 impl EventStore for Backend {
+    fn shared_by_hosts(&self) -> bool {
+        <Db as Dialect>::SHARED_BY_HOSTS
+    }
+
     async fn ready(&self) -> bool {
         sqlx::query(sql("SELECT 1 FROM tenants LIMIT 1"))
             .fetch_optional(self.reader())
