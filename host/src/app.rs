@@ -94,7 +94,7 @@ impl App {
         );
         projections.resume_all().await?;
         plugins.resume_verifications(&tenants).await?;
-        Ok(Arc::new(App {
+        let app = Arc::new(App {
             projections,
             tenants,
             store,
@@ -105,7 +105,9 @@ impl App {
             plugins,
             commands,
             metrics,
-        }))
+        });
+        crate::commands::warm::start(app.clone());
+        Ok(app)
     }
 }
 

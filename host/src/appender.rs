@@ -48,6 +48,33 @@ impl Appender {
     }
 }
 
+impl Appender {
+    /// Appends each request in order and waits for all of them: they are queued
+    /// back to back, so the writer commits them together in as few transactions as
+    /// its batch size allows (a bulk import's path). Results are in request order.
+    pub async fn append_all(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Vec<Result<AppendOutcome, AppendError>> {
+        let mut answers = Vec::with_capacity(requests.len());
+        for request in requests {
+            let (reply, answer) = oneshot::channel();
+            let sent = self.queue.send(Pending { request, reply }).await;
+            answers.push(sent.ok().map(|()| answer));
+        }
+        let mut results = Vec::with_capacity(answers.len());
+        for answer in answers {
+            results.push(match answer {
+                None => Err(AppendError::Store("the writer has stopped".into())),
+                Some(answer) => answer.await.unwrap_or_else(|_| {
+                    Err(AppendError::Store("the writer dropped the request".into()))
+                }),
+            });
+        }
+        results
+    }
+}
+
 async fn write_loop(
     store: Arc<dyn EventStore>,
     heads: Arc<LogHeads>,

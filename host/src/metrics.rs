@@ -13,6 +13,8 @@ pub struct Metrics {
     pub plugin_failures: AtomicU64,
     pub events_appended: AtomicU64,
     pub snapshots_written: AtomicU64,
+    /// Streams whose snapshots the background warmer built (`commands::warm`).
+    pub streams_warmed: AtomicU64,
     pub state_cache_hits: AtomicU64,
     pub state_cache_misses: AtomicU64,
     /// Sum and count of aggregate state loads (cache or snapshot + tail + evolve).
@@ -134,6 +136,11 @@ impl Metrics {
             "cairn_snapshots_written_total",
             "Aggregate snapshots written.",
             self.snapshots_written.load(Relaxed),
+        );
+        counter(
+            "cairn_streams_warmed_total",
+            "Streams whose snapshots were built in the background after an activation or an import.",
+            self.streams_warmed.load(Relaxed),
         );
         counter(
             "cairn_state_cache_hits_total",

@@ -39,7 +39,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         .post(format!("{base}/admin/tenants"))
         .bearer_auth("bench")
         .json(&json!({"id": "bench", "limits": {
-            "max_concurrent_calls": 1024, "max_subscribers": idle.max(2000)
+            "max_concurrent_calls": 48, "max_subscribers": idle.max(2000)
         }}))
         .send()?
         .error_for_status()?

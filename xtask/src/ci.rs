@@ -64,6 +64,8 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             "--test",
             "long_histories",
             "--test",
+            "import",
+            "--test",
             "inputs",
             "--test",
             "connections",

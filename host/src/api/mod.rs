@@ -5,6 +5,7 @@ mod admin;
 mod aggregates;
 mod auth;
 mod extract;
+mod import;
 mod json;
 mod live;
 mod ops;
@@ -79,6 +80,12 @@ pub fn router(app: AppState) -> Router {
         .route(
             "/t/{tenant}/projections/{name}/docs/{key}",
             get(projections::document),
+        )
+        .route(
+            "/t/{tenant}/import",
+            // An import is bounded line by line (max_body_bytes) and by the storage
+            // quota, not by one body size.
+            post(import::import).layer(DefaultBodyLimit::disable()),
         )
         .route("/t/{tenant}/events", get(streams::log))
         .route("/t/{tenant}/events/live", get(live::live))

@@ -35,11 +35,11 @@ pub struct AppendBody {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventBody {
-    event_id: Option<String>,
+    pub(super) event_id: Option<String>,
     #[serde(rename = "type")]
-    event_type: String,
-    data: Value,
-    metadata: Option<Map<String, Value>>,
+    pub(super) event_type: String,
+    pub(super) data: Value,
+    pub(super) metadata: Option<Map<String, Value>>,
 }
 
 fn parse_expected(value: Option<Value>) -> ApiResult<ExpectedVersion> {
@@ -63,7 +63,30 @@ fn parse_expected(value: Option<Value>) -> ApiResult<ExpectedVersion> {
     }
 }
 
-fn check_stream(stream: &str) -> ApiResult<()> {
+/// An event as a client gave it, checked: its type and id are storable names (an id
+/// is made up when none is given); data and metadata are stored as JSON text.
+pub(super) fn proposed(e: EventBody) -> ApiResult<ProposedEvent> {
+    if let Some(problem) = name_problem("type", &e.event_type) {
+        return Err(ApiError::bad_request(problem));
+    }
+    let event_id = match e.event_id {
+        Some(id) => {
+            if let Some(problem) = name_problem("event_id", &id) {
+                return Err(ApiError::bad_request(problem));
+            }
+            id
+        }
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    Ok(ProposedEvent {
+        event_id,
+        event_type: e.event_type,
+        payload: e.data.to_string(),
+        metadata: Value::Object(e.metadata.unwrap_or_default()).to_string(),
+    })
+}
+
+pub(super) fn check_stream(stream: &str) -> ApiResult<()> {
     if is_valid_stream_id(stream) {
         Ok(())
     } else {
@@ -90,29 +113,14 @@ pub async fn append(
     let mut seen = HashSet::new();
     let mut events = Vec::with_capacity(body.events.len());
     for e in body.events {
-        if let Some(problem) = name_problem("type", &e.event_type) {
-            return Err(ApiError::bad_request(problem));
-        }
-        let event_id = match e.event_id {
-            Some(id) => {
-                if let Some(problem) = name_problem("event_id", &id) {
-                    return Err(ApiError::bad_request(problem));
-                }
-                id
-            }
-            None => uuid::Uuid::new_v4().to_string(),
-        };
-        if !seen.insert(event_id.clone()) {
+        let event = proposed(e)?;
+        if !seen.insert(event.event_id.clone()) {
             return Err(ApiError::bad_request(format!(
-                "event id {event_id} appears twice in this append"
+                "event id {} appears twice in this append",
+                event.event_id
             )));
         }
-        events.push(ProposedEvent {
-            event_id,
-            event_type: e.event_type,
-            payload: e.data.to_string(),
-            metadata: Value::Object(e.metadata.unwrap_or_default()).to_string(),
-        });
+        events.push(event);
     }
     let request = AppendRequest {
         tenant: access.tenant.clone(),

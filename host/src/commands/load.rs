@@ -183,6 +183,55 @@ impl Commands {
         self.cache.put(tenant, stream_id, loaded);
     }
 
+    /// Builds this component's snapshots of one stream up to its head, without the
+    /// stream's lock and without touching the state cache: background work for a
+    /// new active version or an import, which a command on the stream never waits
+    /// for (it folds on its own if it comes first; both write the same states).
+    /// Returns the version folded to, or `None` when the newest snapshot was already
+    /// within `snapshot_every` of the head.
+    pub(super) async fn warm_stream(
+        &self,
+        instance: &mut AggregateInstance,
+        gate: &TenantGate,
+        tenant: &TenantId,
+        stream_id: &str,
+        serving: &ServingAggregate,
+        head: u64,
+    ) -> ApiResult<Option<u64>> {
+        let base = self
+            .base_state(instance, gate, tenant, stream_id, serving, u64::MAX)
+            .await?;
+        if base.version + self.snapshot_every > head {
+            return Ok(None);
+        }
+        let (mut at, mut saved) = (base.version, base.version);
+        let mut state = Arc::unwrap_or_clone(base.state);
+        loop {
+            let page = self
+                .store
+                .read_stream(tenant, stream_id, at + 1, LOAD_PAGE, Direction::Forward)
+                .await?;
+            let Some(last) = page.last() else { break };
+            let last_version = last.version;
+            let full_page = page.len() >= LOAD_PAGE as usize;
+            let page = self.upcast(serving, gate, page).await?;
+            state = instance
+                .evolve(state, &page)
+                .await
+                .map_err(|f| self.failed(gate, f))?;
+            at = last_version;
+            if at >= saved + self.snapshot_every || !full_page {
+                self.snapshot(gate, tenant, stream_id, serving, at, &state)
+                    .await;
+                saved = at;
+            }
+            if !full_page {
+                break;
+            }
+        }
+        Ok(Some(at))
+    }
+
     /// The state at exactly `version`, from the nearest snapshot at or below it (a
     /// stream keeps a bounded history of them), folded page by page.
     pub(super) async fn fold_until(

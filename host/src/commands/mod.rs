@@ -7,6 +7,7 @@
 //! its own expected version.
 
 mod load;
+pub mod warm;
 
 use std::sync::Arc;
 

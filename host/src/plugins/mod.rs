@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::http::StatusCode;
+use tokio::sync::mpsc;
 
 use crate::error::{ApiError, ApiResult};
 use crate::gate::TenantGate;
@@ -46,6 +47,20 @@ pub struct Plugins {
     upcaster_types: Mutex<HashMap<String, Arc<HashSet<String>>>>,
     /// Verifications running in this host: a version is never verified twice at once.
     pub(crate) running: Mutex<HashSet<(TenantId, String, u64)>>,
+    /// Tells the snapshot warmer (`commands::warm`) which aggregate got a new active
+    /// version, so its streams' snapshots are built before commands need them.
+    /// Unbounded: activations are rare and a send must never wait.
+    activations: mpsc::UnboundedSender<Activated>,
+    /// The receiving end, taken once by whoever runs the warmer.
+    activations_inbox: Mutex<Option<mpsc::UnboundedReceiver<Activated>>>,
+}
+
+/// An aggregate whose active version changed (by an activation or a verification that
+/// activated it).
+#[derive(Clone, Debug)]
+pub struct Activated {
+    pub tenant: TenantId,
+    pub name: String,
 }
 
 /// A tenant's plugin versions as read from the store.
@@ -78,7 +93,10 @@ pub enum Uploaded {
 
 impl Plugins {
     pub fn new(store: Arc<dyn EventStore>, runtime: Arc<Runtime>) -> Arc<Plugins> {
+        let (activations, inbox) = mpsc::unbounded_channel();
         Arc::new(Plugins {
+            activations,
+            activations_inbox: Mutex::new(Some(inbox)),
             confirm_with_store: store.shared_by_hosts(),
             store,
             runtime,
@@ -145,6 +163,9 @@ impl Plugins {
         self.store.activate_plugin(tenant, name, version).await?;
         tracing::info!(%tenant, plugin = %name, version, "plugin version activated");
         let versions = self.refresh(tenant).await?;
+        if found.kind == PluginKind::Aggregate {
+            self.activated(tenant, name);
+        }
         Ok(Uploaded::Ready(
             versions
                 .iter()
@@ -152,6 +173,24 @@ impl Plugins {
                 .cloned()
                 .expect("just activated"),
         ))
+    }
+
+    /// Announces a new active aggregate version to the snapshot warmer.
+    pub(crate) fn activated(&self, tenant: &TenantId, name: &str) {
+        // Nobody listening (a tool that runs no warmer) is fine: warming is an
+        // optimisation, commands fold what has no snapshot.
+        let _ = self.activations.send(Activated {
+            tenant: tenant.clone(),
+            name: name.to_owned(),
+        });
+    }
+
+    /// The activations feed, for the snapshot warmer; `None` once taken.
+    pub fn take_activations(&self) -> Option<mpsc::UnboundedReceiver<Activated>> {
+        self.activations_inbox
+            .lock()
+            .expect("activations lock")
+            .take()
     }
 
     /// All versions of all plugins of the tenant.

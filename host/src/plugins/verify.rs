@@ -197,9 +197,16 @@ impl Plugins {
             .await?;
         tracing::info!(%tenant, plugin = %version.name, version = version.version,
             status = status.as_str(), "verification finished");
-        self.refresh(tenant)
+        let versions = self
+            .refresh(tenant)
             .await
             .map_err(|e| anyhow::anyhow!(e.message))?;
+        let now_active = versions
+            .iter()
+            .any(|v| v.name == version.name && v.version == version.version && v.active);
+        if activate_over.is_some() && now_active && version.kind == PluginKind::Aggregate {
+            self.activated(tenant, &version.name);
+        }
         Ok(())
     }
 
@@ -563,7 +570,7 @@ impl Plugins {
 /// them as an equal (measured with `cargo xtask bench-verify`: a neighbour's command
 /// p99 rose 3.3 times while 100,000 events were verified; 2.8 times at nice 19, whose
 /// time slices still delay a woken command by milliseconds).
-fn background() -> &'static tokio::runtime::Handle {
+pub(crate) fn background() -> &'static tokio::runtime::Handle {
     static HANDLE: OnceLock<tokio::runtime::Handle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let (sender, receiver) = std::sync::mpsc::channel();
