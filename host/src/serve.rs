@@ -30,7 +30,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Request, header};
 use axum::response::IntoResponse;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
@@ -157,14 +157,14 @@ async fn serve_connection(
             }
         })
     };
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only: the auto-detecting builder (HTTP/2 by prior knowledge, which no
+    // client of this API needs) costs every connection a version-sniffing buffer.
     // The watchdog times request heads; hyper's own timer would also cut idle
     // keep-alive connections at the header timeout.
-    builder
-        .http1()
+    let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(None);
-    let connection = builder.serve_connection(io, service);
+        .header_read_timeout(None)
+        .serve_connection(io, service);
     tokio::pin!(connection);
     let expired = tokio::select! {
         _ = connection.as_mut() => return,

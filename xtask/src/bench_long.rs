@@ -6,7 +6,9 @@
 //! client would, and counted), a second command (state cached), a read at the middle
 //! version (from the nearest snapshot), and the first command after an upgrade
 //! (`account-upcaster`, then `account-v2`, verified by replaying the stream, which
-//! leaves the new version a snapshot). The table has each time and the snapshots
+//! leaves the new version a snapshot). The same history is also written through the
+//! bulk import (`account-imported`), timed with the background warming of its
+//! snapshot and the command after it. The table has each time and the snapshots
 //! written.
 
 use std::path::Path;
@@ -67,6 +69,45 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
             .error_for_status()?;
     }
     let appended = appending.elapsed();
+
+    // The same history again through the bulk import, then the background warming
+    // of its snapshot, then a command on it.
+    println!("==> importing {events} events to account-imported (NDJSON)");
+    let mut ndjson = String::with_capacity(events as usize * 64);
+    for i in 0..events {
+        ndjson.push_str(&match i {
+            0 => json!({"stream": "account-imported", "type": "Opened", "data": {"owner": "bench"}}),
+            _ => json!({"stream": "account-imported", "type": "Deposited", "data": {"amount": 1}}),
+        }
+        .to_string());
+        ndjson.push('\n');
+    }
+    let warmed_before = counter(&http, &base, "cairn_streams_warmed_total")?;
+    let importing = Instant::now();
+    http.post(format!("{base}/t/long/import"))
+        .bearer_auth(&token)
+        .header("content-type", "application/x-ndjson")
+        .body(ndjson)
+        .send()?
+        .error_for_status()?;
+    let imported = importing.elapsed();
+    while counter(&http, &base, "cairn_streams_warmed_total")? <= warmed_before {
+        if importing.elapsed() > Duration::from_secs(1800) {
+            bail!("the imported stream was never warmed");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let warmed = importing.elapsed() - imported;
+    let command_on = |id: &str| -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        http.post(format!("{base}/t/long/aggregates/account/{id}/commands"))
+            .bearer_auth(&token)
+            .json(&json!({"type": "Deposit", "payload": {"amount": 1}}))
+            .send()?
+            .error_for_status()?;
+        Ok(started.elapsed())
+    };
+    let after_import = command_on("imported")?;
 
     // A command, retried on `load_incomplete` as a client would; its time and tries.
     let command = || -> anyhow::Result<(Duration, u32)> {
@@ -147,6 +188,19 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         events as f64 / appended.as_secs_f64()
     );
     println!(
+        "| bulk import (NDJSON) | {:.1} s ({:.0} events/s) |",
+        imported.as_secs_f64(),
+        events as f64 / imported.as_secs_f64()
+    );
+    println!(
+        "| its snapshot warmed in the background | {:.1} s after the import |",
+        warmed.as_secs_f64()
+    );
+    println!(
+        "| first command on the imported stream, warmed | {:.0} ms |",
+        after_import.as_secs_f64() * 1e3
+    );
+    println!(
         "| first command (cold fold) | {:.2} s in {cold_tries} request(s) |",
         cold.as_secs_f64()
     );
@@ -167,6 +221,17 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         "| first command after the upgrade | {:.0} ms in {after_tries} request(s) |",
         after_upgrade.as_secs_f64() * 1e3
     );
-    println!("| snapshots written by commands | {snapshots} |");
+    println!("| snapshots written (commands and warming) | {snapshots} |");
     Ok(())
+}
+
+/// A counter from `/metrics`.
+fn counter(http: &Client, base: &str, name: &str) -> anyhow::Result<u64> {
+    let text = http.get(format!("{base}/metrics")).send()?.text()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .context("no such counter")?
+        .trim()
+        .parse()
+        .context("not a number")
 }
