@@ -616,3 +616,70 @@ async fn operations_endpoints_and_the_openapi_document() {
     )
     .await;
 }
+
+/// `--log-format json` writes one JSON object per line on stderr, with a request line
+/// for every request: method, route pattern, status, latency, tenant and request id.
+#[test]
+fn json_logs_carry_a_line_per_request_with_its_route_status_and_request_id() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::{Command, Stdio};
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("CAIRN_ADMIN_TOKEN", "op")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let address = line
+        .trim()
+        .trim_start_matches("cairn listening on http://")
+        .to_owned();
+    let mut socket = std::net::TcpStream::connect(&address).unwrap();
+    write!(
+        socket,
+        "GET /t/acme/streams/s-1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer op\r\n\
+         x-request-id: logged-1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    socket.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+    // Stop the server so its stderr ends, then read every line of it.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    child.wait().unwrap();
+    let lines: Vec<Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["backend"] == "sqlite"),
+        "start-up names the backend: {logs}"
+    );
+    let request = lines
+        .iter()
+        .find(|l| l["message"] == "request" && l["request_id"] == "logged-1")
+        .unwrap_or_else(|| panic!("no request line: {logs}"));
+    assert_eq!(request["method"], "GET", "{request}");
+    assert_eq!(
+        request["route"], "/t/{tenant}/streams/{stream}",
+        "{request}"
+    );
+    assert_eq!(request["tenant"], "acme", "{request}");
+    assert!(request["status"].as_u64().unwrap() >= 400, "{request}");
+    assert!(request["latency_ms"].is_number(), "{request}");
+    assert!(!logs.contains('\u{1b}'), "no colour codes off a terminal");
+}

@@ -120,14 +120,35 @@ async fn open_store(
         None => format!("sqlite://{}", data_dir.join("cairn.db").display()),
     };
     if url.starts_with("sqlite:") {
+        tracing::info!(backend = "sqlite", file = %url.trim_start_matches("sqlite://"), "opening the store");
         Ok(Arc::new(
             crate::store::sqlite::SqliteStore::open(&url).await?,
         ))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        tracing::info!(backend = "postgres", server = %without_password(&url), "opening the store");
         Ok(Arc::new(
             crate::store::postgres::PostgresStore::open(&url).await?,
         ))
     } else {
         anyhow::bail!("unsupported database url {url}: use sqlite://PATH or postgres://…")
+    }
+}
+
+/// A database URL fit for a log line: any password replaced by `***`.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            let hidden = if credentials.contains(':') {
+                ":***"
+            } else {
+                ""
+            };
+            format!("{scheme}://{user}{hidden}@{host}")
+        }
+        None => url.to_owned(),
     }
 }

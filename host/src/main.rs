@@ -16,11 +16,23 @@ use cairn_host::serve::ConnectionLimits;
 #[command(
     name = "cairn",
     version,
-    about = "Event sourcing with domain logic in WebAssembly"
+    about = "Event sourcing with domain logic in WebAssembly",
+    after_help = "Environment: every option's variable is shown beside it; RUST_LOG sets \
+                  the log filter (default `info`, e.g. `cairn_host=debug,info`)."
 )]
 struct Cli {
+    /// `text` (one line per event, coloured only on a terminal) or `json` (one JSON
+    /// object per line, for log collectors).
+    #[arg(long, global = true, env = "CAIRN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Commands,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -28,29 +40,33 @@ enum Commands {
     /// Run the server.
     Serve {
         /// Holds the SQLite database, compiled components and the generated operator token.
-        #[arg(long, default_value = "data")]
+        #[arg(long, env = "CAIRN_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
         /// Address to listen on (port 0 picks a free port; the address is printed).
-        #[arg(long, default_value = "127.0.0.1:4600")]
+        #[arg(long, env = "CAIRN_LISTEN", default_value = "127.0.0.1:4600")]
         listen: SocketAddr,
+        /// The operator token (for `/admin`); without it one is generated into
+        /// `<data-dir>/admin-token` on first start and read from there after.
+        #[arg(long, env = "CAIRN_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
         /// `sqlite://PATH` or `postgres://…`; default `<data-dir>/cairn.db`.
         #[arg(long, env = "CAIRN_DATABASE")]
         database: Option<String>,
         /// Write an aggregate snapshot every N events.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, env = "CAIRN_SNAPSHOT_EVERY", default_value_t = 100)]
         snapshot_every: u64,
         /// Aggregate states kept in memory.
-        #[arg(long, default_value_t = 100_000)]
+        #[arg(long, env = "CAIRN_STATE_CACHE_ENTRIES", default_value_t = 100_000)]
         state_cache_entries: usize,
         /// Seconds a client has, from a request's first byte, to send its whole head.
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        #[arg(long, env = "CAIRN_HEADER_READ_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
         header_read_timeout: u64,
         /// Seconds a connection may stay open with no request in flight.
-        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        #[arg(long, env = "CAIRN_IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         idle_timeout: u64,
         /// Open connections at most; past it a new one is answered 503. Keep it below
         /// the process's open-file limit (`ulimit -n`).
-        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        #[arg(long, env = "CAIRN_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         max_connections: u32,
         /// Group commits each tenant's live fan-out holds; a subscriber further behind
         /// catches up from the store.
@@ -83,16 +99,24 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        // Colour codes only where a person reads them: a file or a collector would
+        // keep the escape bytes.
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+    match cli.command {
         Commands::Serve {
             data_dir,
             listen,
+            admin_token,
             database,
             snapshot_every,
             state_cache_entries,
@@ -110,7 +134,7 @@ async fn run() -> anyhow::Result<()> {
             let settings = Settings {
                 data_dir,
                 database,
-                admin_token: std::env::var("CAIRN_ADMIN_TOKEN").ok(),
+                admin_token,
                 snapshot_every,
                 state_cache_entries,
                 compiler: cairn_host::runtime::Compiler::Subprocess(

@@ -61,10 +61,15 @@ pub fn operator_token(
     shown_as: &Path,
 ) -> anyhow::Result<String> {
     if let Some(token) = from_env.filter(|t| !t.trim().is_empty()) {
+        tracing::info!("the operator token is CAIRN_ADMIN_TOKEN's");
         return Ok(token.trim().to_owned());
     }
     const FILE: &str = "admin-token";
     if let Ok(token) = data_dir.read_to_string(FILE) {
+        tracing::info!(
+            "the operator token is the one in {}",
+            shown_as.join(FILE).display()
+        );
         return Ok(token.trim().to_owned());
     }
     let token = new_token();

@@ -25,18 +25,31 @@ impl Drop for Server {
 /// `target/<name>`, and returns it with its base URL and operator token.
 pub fn start(root: &Path, name: &str) -> anyhow::Result<(Server, Demo, String)> {
     crate::build_plugins::run(root)?;
-    println!("==> building the server (cargo build --bin cairn)");
+    // One server build, never a second: the release build when there is one (the
+    // tutorial's `cargo build --release`), brought up to date; else the debug build
+    // that `cargo test` and CI already made.
+    let profile = if root.join("target/release/cairn").exists() {
+        "release"
+    } else {
+        "debug"
+    };
+    let mut args = vec!["build", "--quiet", "-p", "cairn-host", "--bin", "cairn"];
+    if profile == "release" {
+        args.push("--release");
+    }
+    println!("==> building the server (cargo {})", args.join(" "));
     let status = Command::new(env!("CARGO"))
         .current_dir(root)
-        .args(["build", "--quiet", "-p", "cairn-host", "--bin", "cairn"])
+        .args(&args)
         .status()?;
     if !status.success() {
         bail!("building the server failed");
     }
+    let binary = root.join("target").join(profile).join("cairn");
     let data_dir = root.join("target").join(name);
     let _ = std::fs::remove_dir_all(&data_dir);
     let token = format!("{name}-admin-{}", std::process::id());
-    let mut child = Command::new(root.join("target/debug/cairn"))
+    let mut child = Command::new(&binary)
         .args(["serve", "--data-dir"])
         .arg(&data_dir)
         .args(["--listen", "127.0.0.1:0"])
@@ -44,7 +57,7 @@ pub fn start(root: &Path, name: &str) -> anyhow::Result<(Server, Demo, String)> 
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
-        .context("starting target/debug/cairn")?;
+        .with_context(|| format!("starting {}", binary.display()))?;
     let stdout = child.stdout.take().context("server stdout")?;
     let server = Server(child);
     let mut line = String::new();

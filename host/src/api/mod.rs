@@ -127,7 +127,34 @@ async fn request_id(
         .unwrap_or_else(crate::error::new_request_id);
     let span = tracing::info_span!("request", request_id = %id);
     let header = HeaderValue::from_str(&id).expect("request ids are visible ASCII");
-    let mut response = crate::error::with_request_id(id, next.run(request).instrument(span)).await;
+    let method = request.method().clone();
+    // The route's pattern, not the path: ids stay out of the route field, and a log
+    // search by route finds every call of it.
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("(no route)", |p| p.as_str())
+        .to_owned();
+    let tenant = request
+        .uri()
+        .path()
+        .strip_prefix("/t/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("")
+        .to_owned();
+    let started = std::time::Instant::now();
+    let mut response =
+        crate::error::with_request_id(id.clone(), next.run(request).instrument(span)).await;
+    // One line per request, when its head is answered (a live stream goes on after).
+    tracing::info!(
+        request_id = %id,
+        %method,
+        route,
+        status = response.status().as_u16(),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        tenant,
+        "request"
+    );
     response.headers_mut().insert(REQUEST_ID, header);
     response
 }

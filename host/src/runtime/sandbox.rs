@@ -321,11 +321,24 @@ pub fn classify(error: wasmtime::Error, store: &Store<CallState>) -> PluginFailu
         (_, None) => error.to_string(),
     };
     tracing::debug!("plugin call failed: {error:?}");
+    let output = one_line(&output);
     if !output.is_empty() {
         message.push_str("; guest output: ");
-        message.push_str(output.trim());
+        message.push_str(&output);
     }
     PluginFailure { reason, message }
+}
+
+/// The guest's output as one line: its lines joined, without the advice Rust's panic
+/// handler prints for a terminal (`note: run with RUST_BACKTRACE=1 …`), which means
+/// nothing to a tenant whose code runs in the host.
+fn one_line(output: &str) -> String {
+    output
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 /// A bounded sink for the guest's stdout/stderr.
@@ -406,6 +419,16 @@ mod tests {
         // Growing one of them by 2 MiB still fits, by 3 MiB more does not.
         assert!(state.memory_growing(4 << 20, 6 << 20, None).unwrap());
         assert!(!state.memory_growing(6 << 20, 9 << 20, None).unwrap());
+    }
+
+    #[test]
+    fn a_guest_panic_reads_as_one_line_without_the_backtrace_advice() {
+        let output = "thread '<unnamed>' panicked at src/lib.rs:9:5:\nboom\n\
+                      note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        assert_eq!(
+            one_line(output),
+            "thread '<unnamed>' panicked at src/lib.rs:9:5: | boom"
+        );
     }
 
     #[test]
