@@ -623,3 +623,84 @@ async fn a_batch_too_slow_for_the_budget_is_halved_not_replayed_event_by_event()
         sizes.len()
     );
 }
+
+/// The operator's `/metrics` shows, per tenant, command latency and plugin call latency
+/// histograms, and per projection build its position, lag, events/s and status.
+#[tokio::test]
+async fn metrics_show_command_and_plugin_latency_and_each_projection_build() {
+    let server = Server::start().await;
+    let token = server.tenant_with_account("acme").await;
+    assert_eq!(
+        server
+            .upload(&token, "acme", "balances", plugin_bytes("balances"))
+            .await
+            .status(),
+        201
+    );
+    let (code, body) = server
+        .command_answer(
+            &token,
+            "acme",
+            "account",
+            "1",
+            json!({"type": "Open", "payload": {"owner": "x"}}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let position = body["position"].as_u64().unwrap();
+    // Wait until the projection has handled the event, then read the metrics.
+    let doc = server
+        .get(
+            &format!("/t/acme/projections/balances/docs/account-1?min_position={position}"),
+            &token,
+        )
+        .await;
+    assert_eq!(doc.status(), StatusCode::OK);
+    let text = server
+        .http
+        .get(server.url("/metrics"))
+        .bearer_auth(server.admin())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {series} in {text}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        value("cairn_command_duration_seconds_count{tenant=\"acme\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("cairn_command_duration_seconds_bucket{tenant=\"acme\",le=\"+Inf\"}"),
+        1.0
+    );
+    assert!(
+        value(
+            "cairn_plugin_call_duration_seconds_count{tenant=\"acme\",plugin=\"account\",call=\"decide\"}"
+        ) >= 1.0
+    );
+    assert!(
+        value(
+            "cairn_plugin_call_duration_seconds_count{tenant=\"acme\",plugin=\"balances\",call=\"handle\"}"
+        ) >= 1.0
+    );
+    let build = "{tenant=\"acme\",projection=\"balances\",version=\"1\"}";
+    assert_eq!(
+        value(&format!("cairn_projection_position{build}")),
+        position as f64
+    );
+    assert_eq!(value(&format!("cairn_projection_lag{build}")), 0.0);
+    assert_eq!(
+        value(
+            "cairn_projection_status{tenant=\"acme\",projection=\"balances\",version=\"1\",status=\"active\"}"
+        ),
+        1.0
+    );
+}

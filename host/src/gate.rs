@@ -15,6 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::appender::Appender;
 use crate::error::ApiError;
 use crate::limits::Limits;
+use crate::metrics::Histogram;
 use crate::runtime::{CallLimits, FailureReason, PluginFailure};
 use crate::store::{AppendError, AppendOutcome, AppendRequest, EventStore, StoredUsage, TenantId};
 
@@ -80,6 +81,9 @@ impl Counted {
     }
 }
 
+/// One plugin's latency histograms, by call (`decide`, `evolve`, `handle`).
+type CallLatencies = Vec<(&'static str, Arc<Histogram>)>;
+
 /// Counters of what a tenant used since this host started.
 #[derive(Default)]
 pub struct Usage {
@@ -90,6 +94,11 @@ pub struct Usage {
     pub deadline_hits: AtomicU64,
     pub memory_hits: AtomicU64,
     pub rate_limited: AtomicU64,
+    /// Command latency, from admission to the answer (`/metrics`).
+    pub command_latency: Histogram,
+    /// Plugin call latency by plugin name and call (`decide`, `evolve`, `handle`). A
+    /// std `Mutex`: held for a map lookup; the histogram itself is atomics.
+    plugin_latency: Mutex<HashMap<String, CallLatencies>>,
 }
 
 #[derive(Serialize)]
@@ -109,6 +118,41 @@ pub struct UsageView {
 }
 
 impl Usage {
+    /// Records one plugin call's latency.
+    pub fn plugin_call(&self, plugin: &str, call: &'static str, took: std::time::Duration) {
+        let histogram = {
+            let mut map = self.plugin_latency.lock().expect("plugin latency lock");
+            let calls = match map.get_mut(plugin) {
+                Some(calls) => calls,
+                None => map.entry(plugin.to_owned()).or_default(),
+            };
+            match calls.iter().find(|(c, _)| *c == call) {
+                Some((_, h)) => h.clone(),
+                None => {
+                    let h = Arc::new(Histogram::default());
+                    calls.push((call, h.clone()));
+                    h
+                }
+            }
+        };
+        histogram.observe(took);
+    }
+
+    /// Every plugin call histogram, sorted by plugin and call.
+    pub fn plugin_latencies(&self) -> Vec<((String, &'static str), Arc<Histogram>)> {
+        let map = self.plugin_latency.lock().expect("plugin latency lock");
+        let mut all: Vec<_> = map
+            .iter()
+            .flat_map(|(plugin, calls)| {
+                calls
+                    .iter()
+                    .map(|(call, h)| ((plugin.clone(), *call), h.clone()))
+            })
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
     pub fn view(&self, stored: StoredUsage) -> UsageView {
         UsageView {
             events_stored: stored.events,

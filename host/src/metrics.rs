@@ -4,6 +4,52 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Upper bounds of the latency buckets, in seconds (Prometheus `le`).
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// A latency histogram: plain atomics, so an observation costs a few relaxed adds.
+#[derive(Default)]
+pub struct Histogram {
+    /// Observations per bucket (the last one is past every bound); cumulated when
+    /// rendered.
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        let bucket = BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(BUCKETS.len());
+        self.counts[bucket].fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add(took.as_micros() as u64, Relaxed);
+    }
+
+    /// The series of one histogram; `labels` is `key="value",…` (already escaped).
+    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulated = 0;
+        for (i, count) in self.counts.iter().enumerate() {
+            cumulated += count.load(Relaxed);
+            let bound = BUCKETS.get(i).map_or("+Inf".to_owned(), |b| b.to_string());
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulated}");
+        }
+        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulated}");
+    }
+}
+
+/// A label value as Prometheus text needs it (names and ids here are already plain,
+/// but a stream id may hold a quote or a backslash).
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"")
+}
 
 #[derive(Default)]
 pub struct Metrics {
@@ -89,6 +135,96 @@ pub fn render_usage(
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         for (tenant, gate, _) in gates {
             let _ = writeln!(out, "{name}{{tenant=\"{tenant}\"}} {}", read(&gate.usage));
+        }
+    }
+    let name = "cairn_command_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Command latency per tenant, from admission to answer.\n# TYPE {name} histogram"
+    );
+    for (tenant, gate, _) in gates {
+        gate.usage
+            .command_latency
+            .render(&mut out, name, &format!("tenant=\"{tenant}\""));
+    }
+    let name = "cairn_plugin_call_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Plugin call latency per tenant, plugin and call (decide, evolve, handle).\n\
+         # TYPE {name} histogram"
+    );
+    for (tenant, gate, _) in gates {
+        for ((plugin, call), histogram) in gate.usage.plugin_latencies() {
+            let labels = format!(
+                "tenant=\"{tenant}\",plugin=\"{}\",call=\"{call}\"",
+                label(&plugin)
+            );
+            histogram.render(&mut out, name, &labels);
+        }
+    }
+    out
+}
+
+/// Per-projection gauges: position, lag, events per second, and status (one series
+/// per build, valued 1, with the status as a label).
+pub fn render_projections(
+    tenants: &[(
+        crate::store::TenantId,
+        Vec<crate::projection::ProjectionView>,
+    )],
+) -> String {
+    let mut out = String::new();
+    type Read = fn(&crate::projection::BuildView) -> f64;
+    let gauges: [(&str, &str, Read); 3] = [
+        (
+            "cairn_projection_position",
+            "The last log position a projection build has handled.",
+            |b| b.position as f64,
+        ),
+        (
+            "cairn_projection_lag",
+            "Events between the tenant's head and a projection build's position.",
+            |b| b.lag as f64,
+        ),
+        (
+            "cairn_projection_events_per_second",
+            "Events a projection build handled per second since it started here.",
+            |b| b.events_per_second,
+        ),
+    ];
+    for (name, help, read) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (tenant, views) in tenants {
+            for view in views {
+                for build in &view.versions {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{tenant=\"{tenant}\",projection=\"{}\",version=\"{}\"}} {}",
+                        view.name,
+                        build.version,
+                        read(build)
+                    );
+                }
+            }
+        }
+    }
+    let name = "cairn_projection_status";
+    let _ = writeln!(
+        out,
+        "# HELP {name} A projection build's status (building, active, retired, failed) as a label.\n\
+         # TYPE {name} gauge"
+    );
+    for (tenant, views) in tenants {
+        for view in views {
+            for build in &view.versions {
+                let _ = writeln!(
+                    out,
+                    "{name}{{tenant=\"{tenant}\",projection=\"{}\",version=\"{}\",status=\"{}\"}} 1",
+                    view.name,
+                    build.version,
+                    build.status.as_str()
+                );
+            }
         }
     }
     out

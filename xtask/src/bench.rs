@@ -79,6 +79,16 @@ impl ReleaseServer {
     /// Builds the plugins and the server in release, then starts it with the operator
     /// token `bench` (on `database`, else on SQLite in the data directory).
     pub fn start(root: &Path, data: &str, database: Option<&str>) -> anyhow::Result<ReleaseServer> {
+        ReleaseServer::start_with(root, data, database, &[])
+    }
+
+    /// The same, with extra `cairn serve` arguments.
+    pub fn start_with(
+        root: &Path,
+        data: &str,
+        database: Option<&str>,
+        extra: &[&str],
+    ) -> anyhow::Result<ReleaseServer> {
         crate::build_plugins::run(root)?;
         println!("==> building the server in release");
         let status = Command::new(env!("CARGO"))
@@ -108,6 +118,7 @@ impl ReleaseServer {
         if let Some(url) = database {
             command.args(["--database", url]);
         }
+        command.args(extra);
         let mut child = command.spawn()?;
         let mut line = String::new();
         std::io::BufRead::read_line(

@@ -28,7 +28,14 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let idle = arg(args, "--idle", 10_000)? as usize;
     let database = database_arg(args);
     raise_open_files(idle as u64 + 2000)?;
-    let server = ReleaseServer::start(root, "bench-subscribers-data", database.as_deref())?;
+    // Room for every subscriber and the writers above the default connection cap.
+    let max_connections = (idle + 2000).max(10_000).to_string();
+    let server = ReleaseServer::start_with(
+        root,
+        "bench-subscribers-data",
+        database.as_deref(),
+        &["--max-connections", &max_connections],
+    )?;
     let base = server.base.clone();
     let address: SocketAddr = base.trim_start_matches("http://").parse()?;
     let http = Client::builder()

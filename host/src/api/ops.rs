@@ -32,11 +32,16 @@ pub async fn metrics(operator: Option<Operator>, State(app): State<AppState>) ->
     let mut text = app.metrics.render();
     if operator.is_some() {
         let mut gates = Vec::new();
+        let mut projections = Vec::new();
         for (tenant, gate) in app.tenants.gates() {
             let stored = gate.stored_bytes(&app.store, &tenant).await.unwrap_or(0);
+            if let Ok(views) = app.projections.status(&tenant, None).await {
+                projections.push((tenant.clone(), views));
+            }
             gates.push((tenant, gate, stored));
         }
         text.push_str(&crate::metrics::render_usage(&gates));
+        text.push_str(&crate::metrics::render_projections(&projections));
     }
     use std::sync::atomic::Ordering::Relaxed;
     text.push_str(&format!(

@@ -94,10 +94,7 @@ impl Commands {
             let (last_version, last_position) = (last.version, last.position);
             let full_page = tail.len() >= LOAD_PAGE as usize;
             let tail = self.upcast(serving, gate, tail).await?;
-            state = instance
-                .evolve(state, &tail)
-                .await
-                .map_err(|f| self.failed(gate, f))?;
+            state = self.evolve(instance, gate, serving, state, &tail).await?;
             loaded.version = last_version;
             loaded.last_position = last_position;
             // Snapshots as the fold goes, not only at its end: a long first load (an
@@ -164,7 +161,11 @@ impl Commands {
             return;
         };
         let state = Arc::unwrap_or_clone(loaded.state);
-        let state = match instance.evolve(state, &seen).await {
+        let evolving = Instant::now();
+        let evolved = instance.evolve(state, &seen).await;
+        gate.usage
+            .plugin_call(&serving.version.name, "evolve", evolving.elapsed());
+        let state = match evolved {
             Ok(state) => state,
             Err(failure) => {
                 tracing::debug!(%tenant, %stream_id, "folding a committed command failed: {}", failure.message);
@@ -215,10 +216,7 @@ impl Commands {
             let last_version = last.version;
             let full_page = page.len() >= LOAD_PAGE as usize;
             let page = self.upcast(serving, gate, page).await?;
-            state = instance
-                .evolve(state, &page)
-                .await
-                .map_err(|f| self.failed(gate, f))?;
+            state = self.evolve(instance, gate, serving, state, &page).await?;
             at = last_version;
             if at >= saved + self.snapshot_every || !full_page {
                 self.snapshot(gate, tenant, stream_id, serving, at, &state)
@@ -257,10 +255,7 @@ impl Commands {
                 .read_stream_range(tenant, stream_id, at, until)
                 .await?;
             let events = self.upcast(serving, gate, events).await?;
-            state = instance
-                .evolve(state, &events)
-                .await
-                .map_err(|f| self.failed(gate, f))?;
+            state = self.evolve(instance, gate, serving, state, &events).await?;
             at = until;
         }
         Ok(state)
@@ -337,6 +332,22 @@ impl Commands {
                 Err(error) => tracing::warn!(%tenant, %stream_id, "snapshot failed: {error:#}"),
             }
         });
+    }
+
+    /// One `evolve` call, timed for the plugin's latency histogram.
+    async fn evolve(
+        &self,
+        instance: &mut AggregateInstance,
+        gate: &TenantGate,
+        serving: &ServingAggregate,
+        state: Vec<u8>,
+        events: &[RecordedEvent],
+    ) -> ApiResult<Vec<u8>> {
+        let started = Instant::now();
+        let evolved = instance.evolve(state, events).await;
+        gate.usage
+            .plugin_call(&serving.version.name, "evolve", started.elapsed());
+        evolved.map_err(|f| self.failed(gate, f))
     }
 
     /// The events as the serving version reads them (through its upcasters).

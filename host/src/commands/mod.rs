@@ -98,7 +98,23 @@ pub fn stream_prefix(plugin: &str) -> String {
 }
 
 impl Commands {
+    /// Runs a command; its latency, answered or refused, goes to the tenant's
+    /// histogram (`cairn_command_duration_seconds`).
     pub async fn execute(
+        &self,
+        tenant: &TenantId,
+        gate: &TenantGate,
+        plugin: &str,
+        id: &str,
+        request: CommandRequest,
+    ) -> ApiResult<CommandResult> {
+        let started = std::time::Instant::now();
+        let result = self.run(tenant, gate, plugin, id, request).await;
+        gate.usage.command_latency.observe(started.elapsed());
+        result
+    }
+
+    async fn run(
         &self,
         tenant: &TenantId,
         gate: &TenantGate,
@@ -170,10 +186,12 @@ impl Commands {
                 Some(id) => format!("command:{id}"),
                 None => format!("stream:{stream_id}@{}", loaded.version),
             };
+            let deciding = std::time::Instant::now();
             let decided = instance
                 .decide(&loaded.state, &command, &seed)
                 .await
                 .map_err(|f| self.failed(gate, f));
+            gate.usage.plugin_call(plugin, "decide", deciding.elapsed());
             let decided = self.logged(gate, tenant, plugin, &instance, decided)?;
             let new_events = match decided {
                 Ok(events) => events,

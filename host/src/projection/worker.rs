@@ -255,9 +255,11 @@ async fn follow(
                     .runtime
                     .projection(&component, gate.call_limits())
                     .await?;
+                let started = std::time::Instant::now();
                 let writes = instance
                     .handle(&seen, source.clone(), MAX_BATCH_WRITE_BYTES)
                     .await;
+                gate.usage.plugin_call(&name, "handle", started.elapsed());
                 gate.logs.record(tenant.as_str(), &name, &instance.output());
                 writes
             }
