@@ -104,6 +104,9 @@ pub struct Live {
     feeds: Mutex<HashMap<TenantId, Arc<Feed>>>,
     /// Bounds subscribers' store reads (backlog, catch-up) across the host.
     reads: Arc<Semaphore>,
+    /// Live subscribers of every tenant: how often each may write (see
+    /// `api/live.rs`) depends on how many share the host's CPU.
+    total: AtomicUsize,
 }
 
 impl Live {
@@ -113,6 +116,7 @@ impl Live {
             store,
             feeds: Mutex::new(HashMap::new()),
             reads: Arc::new(Semaphore::new(READ_SLOTS)),
+            total: AtomicUsize::new(0),
         })
     }
 
@@ -193,6 +197,8 @@ impl Live {
         if fresh {
             tokio::spawn(poll_head(self.clone(), tenant.clone(), feed.clone()));
         }
+        // Counted from here on; given back by the subscription's `Drop`.
+        self.total.fetch_add(1, Ordering::Relaxed);
         Ok(Subscription {
             receiver: feed.sender.subscribe(),
             feed,
@@ -306,6 +312,11 @@ impl Subscription {
                 return None;
             }
         }
+    }
+
+    /// Live subscribers on this host, of every tenant (this one included).
+    pub fn subscribers_on_host(&self) -> usize {
+        self.live.total.load(Ordering::Relaxed)
     }
 
     /// Whether it is reading the store (backlog or catch-up) rather than the feed.
@@ -427,5 +438,6 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.feed.subscribers.fetch_sub(1, Ordering::SeqCst);
+        self.live.total.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -1,7 +1,8 @@
 //! `cargo xtask ci`: everything CI checks, in the order a failure is cheapest to see:
 //! plugins build, formatting, lints, every test on SQLite, the black-box suites again
-//! on PostgreSQL (the store conformance suite runs on both in the first pass), the demo
-//! and the upcasting walkthrough.
+//! on PostgreSQL (the store conformance suite runs on both in the first pass), the
+//! fault campaign in its quick form on both backends, the demo and the upcasting
+//! walkthrough.
 
 use std::path::Path;
 use std::process::Command;
@@ -78,6 +79,9 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         ],
         &[("CAIRN_TEST_BACKEND", "postgres")],
     )?;
+    // The fault campaign, reduced: kill -9 under load on both backends.
+    crate::chaos::run(root, &["--quick".to_owned()])?;
+    crate::chaos::run(root, &["--quick".to_owned(), "--postgres".to_owned()])?;
     // The README's first command must keep working: run it end to end.
     crate::demo::run(root, &["--no-wait".to_owned()])?;
     // And the upcasting walkthrough, which checks every step it shows.

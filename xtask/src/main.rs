@@ -14,6 +14,9 @@
 //! - `bench-subscribers [--writers N] [--commands M] [--idle I] [--database URL]`: what
 //!   live subscribers cost writers, and idle ones in memory
 //! - `upcasting`: the upcaster walkthrough (examples/upcasting)
+//! - `chaos [--postgres | --database URL] [--seconds S] [--writers N] [--quick] [--release]`:
+//!   the fault campaign (kill -9 under commands, rebuilds and promotions; then every
+//!   acknowledged command checked in the log, and the projection against a fold)
 
 mod bench;
 mod bench_fairness;
@@ -21,6 +24,7 @@ mod bench_long;
 mod bench_subscribers;
 mod bench_verify;
 mod build_plugins;
+mod chaos;
 mod ci;
 mod demo;
 mod hot_swap;
@@ -43,9 +47,10 @@ fn main() {
         Some("bench-fairness") => bench_fairness::run(&root, rest),
         Some("bench-long") => bench_long::run(&root, rest),
         Some("bench-subscribers") => bench_subscribers::run(&root, rest),
+        Some("chaos") => chaos::run(&root, rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask <build-plugins | demo [--no-wait] | hot-swap | upcasting | ci | bench [--clients N] [--commands M] [--streams S] [--database URL] | bench-verify [--streams S] [--events E] [--database URL] | bench-fairness [--clients N] [--seconds S] [--database URL] | bench-long [--events E] [--database URL] | bench-subscribers [--writers N] [--commands M] [--idle I] [--database URL]>"
+                "usage: cargo xtask <build-plugins | demo [--no-wait] | hot-swap | upcasting | ci | bench [--clients N] [--commands M] [--streams S] [--database URL] | bench-verify [--streams S] [--events E] [--database URL] | bench-fairness [--clients N] [--seconds S] [--database URL] | bench-long [--events E] [--database URL] | bench-subscribers [--writers N] [--commands M] [--idle I] [--database URL] | chaos [--postgres | --database URL] [--seconds S] [--writers N] [--quick] [--release]>"
             );
             std::process::exit(2);
         }
