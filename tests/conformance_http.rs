@@ -391,6 +391,12 @@ async fn the_tenant_log_filters_and_pages_in_position_order() {
     let p = log("?after=2&limit=2").await;
     assert_eq!(field(&p["events"], "position"), [3, 4]);
     assert_eq!(p["head"], 5);
+    // A full page names the cursor of the next; a short one reached the head.
+    assert_eq!(p["next"], 4);
+    let rest = log("?after=4&limit=2").await;
+    assert_eq!(field(&rest["events"], "position"), [5]);
+    assert_eq!(rest["next"], Value::Null);
+    assert_eq!(all["next"], Value::Null);
     let p = log("?types=A").await;
     assert_eq!(field(&p["events"], "position"), [1, 3, 5]);
     assert_eq!(p["head"], 5);
@@ -1000,4 +1006,59 @@ async fn a_version_uploaded_through_another_host_serves_the_next_command() {
         assert_eq!(error["reason"], "deadline", "host A ran version 2: {error}");
     }
     common::drop_database(name);
+}
+
+#[tokio::test]
+async fn commands_take_the_same_expected_version_forms_as_raw_appends() {
+    let server = Server::start().await;
+    let t = server.tenant_with_account("acme").await;
+    let command = |id: &'static str, expected: Value| {
+        let (server, t) = (&server, &t);
+        async move {
+            server
+                .command_answer(
+                    t,
+                    "acme",
+                    "account",
+                    id,
+                    json!({"type": "Open", "payload": {"owner": "o"}, "expected_version": expected}),
+                )
+                .await
+        }
+    };
+    // "stream_exists" on a new stream is refused; "no_stream" opens it.
+    let (code, body) = command("n", json!("stream_exists")).await;
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "wrong_expected_version", "{body}");
+    assert_eq!(body["error"]["current_version"], 0, "{body}");
+    let (code, body) = command("n", json!("no_stream")).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["version"], 1, "{body}");
+    // Now it exists: "no_stream" is refused; a deposit under "stream_exists", "any"
+    // and the exact version goes through.
+    let (code, body) = command("n", json!("no_stream")).await;
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    for (expected, version) in [
+        (json!("stream_exists"), 2),
+        (json!("any"), 3),
+        (json!(3), 4),
+    ] {
+        let (code, body) = server
+            .command_answer(
+                &t,
+                "acme",
+                "account",
+                "n",
+                json!({"type": "Deposit", "payload": {"amount": 1}, "expected_version": expected}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::OK, "{expected}: {body}");
+        assert_eq!(body["version"], version, "{body}");
+    }
+    // A stale number and an unknown form.
+    let (code, body) = command("n", json!(1)).await;
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["current_version"], 4, "{body}");
+    let (code, body) = command("n", json!("sometimes")).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
 }

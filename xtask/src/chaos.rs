@@ -40,7 +40,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let seconds = arg(args, "--seconds", if quick { 25 } else { 120 })?;
     let writers = arg(args, "--writers", 4)? as usize;
     let database = if args.iter().any(|a| a == "--postgres") {
-        Some(fresh_postgres_database()?)
+        Some(fresh_postgres_database("chaos")?)
     } else {
         crate::bench::database_arg(args)
     };
@@ -50,7 +50,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         .join("target")
         .join(format!("chaos-data-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
-    let mut server = Server::new(binary, data_dir.clone(), database.clone())?;
+    let mut server = Server::new(binary, data_dir.clone(), database.clone(), OPERATOR)?;
     server.start()?;
     let http = Client::builder().timeout(Duration::from_secs(10)).build()?;
     let base = server.base.clone();
@@ -135,7 +135,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn build_server(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
+pub fn build_server(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
     let mut args = vec!["build", "--quiet", "-p", "cairn-host", "--bin", "cairn"];
     if release {
         args.push("--release");
@@ -152,8 +152,8 @@ fn build_server(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
 }
 
 /// A new database on the local PostgreSQL (which must be reachable: no skipping).
-fn fresh_postgres_database() -> anyhow::Result<String> {
-    let name = format!("chaos_{}", std::process::id());
+pub fn fresh_postgres_database(prefix: &str) -> anyhow::Result<String> {
+    let name = format!("{prefix}_{}", std::process::id());
     for statement in [
         format!("DROP DATABASE IF EXISTS {name}"),
         format!("CREATE DATABASE {name}"),
@@ -180,20 +180,28 @@ fn fresh_postgres_database() -> anyhow::Result<String> {
 }
 
 /// The server process, restarted on the same port and data.
-struct Server {
+pub struct Server {
+    /// The operator token it starts with.
+    operator: &'static str,
     binary: PathBuf,
     data_dir: PathBuf,
     database: Option<String>,
     port: u16,
-    base: String,
+    pub base: String,
     child: Option<Child>,
 }
 
 impl Server {
-    fn new(binary: PathBuf, data_dir: PathBuf, database: Option<String>) -> anyhow::Result<Server> {
+    pub fn new(
+        binary: PathBuf,
+        data_dir: PathBuf,
+        database: Option<String>,
+        operator: &'static str,
+    ) -> anyhow::Result<Server> {
         // A free port, kept across restarts so clients find the server again.
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         Ok(Server {
+            operator,
             binary,
             data_dir,
             database,
@@ -203,7 +211,7 @@ impl Server {
         })
     }
 
-    fn start(&mut self) -> anyhow::Result<()> {
+    pub fn start(&mut self) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
             let mut command = Command::new(&self.binary);
@@ -211,7 +219,7 @@ impl Server {
                 .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
                 .arg("--data-dir")
                 .arg(&self.data_dir)
-                .env("CAIRN_ADMIN_TOKEN", OPERATOR)
+                .env("CAIRN_ADMIN_TOKEN", self.operator)
                 .env("RUST_LOG", "error")
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null());

@@ -17,6 +17,8 @@
 //! - `chaos [--postgres | --database URL] [--seconds S] [--writers N] [--quick] [--release]`:
 //!   the fault campaign (kill -9 under commands, rebuilds and promotions; then every
 //!   acknowledged command checked in the log, and the projection against a fold)
+//! - `fuzz-api [--postgres | --database URL] [--examples N] [--seconds S]`: schemathesis
+//!   against `/openapi.json` (no 5xx, every error in the contract's shape)
 
 mod bench;
 mod bench_fairness;
@@ -27,6 +29,7 @@ mod build_plugins;
 mod chaos;
 mod ci;
 mod demo;
+mod fuzz_api;
 mod hot_swap;
 mod upcasting;
 
@@ -48,9 +51,10 @@ fn main() {
         Some("bench-long") => bench_long::run(&root, rest),
         Some("bench-subscribers") => bench_subscribers::run(&root, rest),
         Some("chaos") => chaos::run(&root, rest),
+        Some("fuzz-api") => fuzz_api::run(&root, rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask <build-plugins | demo [--no-wait] | hot-swap | upcasting | ci | bench [--clients N] [--commands M] [--streams S] [--database URL] | bench-verify [--streams S] [--events E] [--database URL] | bench-fairness [--clients N] [--seconds S] [--database URL] | bench-long [--events E] [--database URL] | bench-subscribers [--writers N] [--commands M] [--idle I] [--database URL] | chaos [--postgres | --database URL] [--seconds S] [--writers N] [--quick] [--release]>"
+                "usage: cargo xtask <build-plugins | demo [--no-wait] | hot-swap | upcasting | ci | bench [--clients N] [--commands M] [--streams S] [--database URL] | bench-verify [--streams S] [--events E] [--database URL] | bench-fairness [--clients N] [--seconds S] [--database URL] | bench-long [--events E] [--database URL] | bench-subscribers [--writers N] [--commands M] [--idle I] [--database URL] | chaos [--postgres | --database URL] [--seconds S] [--writers N] [--quick] [--release] | fuzz-api [--postgres | --database URL] [--examples N] [--seconds S]>"
             );
             std::process::exit(2);
         }

@@ -21,7 +21,9 @@ pub struct CommandBody {
     command_type: String,
     #[serde(default)]
     payload: Option<Value>,
-    expected_version: Option<u64>,
+    /// A version number, or "any", "no_stream", "stream_exists" (as on raw appends).
+    #[serde(default)]
+    expected_version: Option<Value>,
     command_id: Option<String>,
     metadata: Option<Map<String, Value>>,
 }
@@ -66,7 +68,7 @@ pub async fn command(
     let request = CommandRequest {
         command_type: body.command_type,
         payload,
-        expected_version: body.expected_version,
+        expected_version: super::streams::parse_expected(body.expected_version)?,
         command_id: body.command_id,
         metadata: body.metadata.unwrap_or_default(),
     };

@@ -42,7 +42,7 @@ pub struct EventBody {
     pub(super) metadata: Option<Map<String, Value>>,
 }
 
-fn parse_expected(value: Option<Value>) -> ApiResult<ExpectedVersion> {
+pub(super) fn parse_expected(value: Option<Value>) -> ApiResult<ExpectedVersion> {
     match value {
         None | Some(Value::Null) => Ok(ExpectedVersion::Any),
         Some(Value::String(s)) => match s.as_str() {
@@ -237,7 +237,12 @@ pub async fn log(
     }
     // The head after the events: every event listed is at or below the head reported.
     let head = app.store.head(&access.tenant).await?;
+    // A full page may have more behind it: `next` is the `after` of the next page. A
+    // short page reached the head (`null`); a follower goes on from `head`.
+    let next = (events.len() >= limit as usize)
+        .then(|| events.last().map(|e| e.position))
+        .flatten();
     Ok(Json(
-        json!({"events": views::events(&events), "head": head}),
+        json!({"events": views::events(&events), "head": head, "next": next}),
     ))
 }

@@ -38,7 +38,9 @@ pub struct CommandRequest {
     pub command_type: String,
     /// A JSON object.
     pub payload: Map<String, Value>,
-    pub expected_version: Option<u64>,
+    /// What the client expects of the stream (`Any` when it named nothing): the same
+    /// forms a raw append takes.
+    pub expected_version: ExpectedVersion,
     pub command_id: Option<String>,
     pub metadata: Map<String, Value>,
 }
@@ -168,9 +170,7 @@ impl Commands {
                 }
             };
             trust_cache = false;
-            if let Some(expected) = request.expected_version
-                && expected != loaded.version
-            {
+            if !request.expected_version.admits(loaded.version) {
                 if from_cache {
                     continue;
                 }
@@ -252,7 +252,12 @@ impl Commands {
                     });
                 }
                 Err(AppendError::WrongExpectedVersion { current }) => {
-                    if request.expected_version.is_some() {
+                    // A named version (or "no stream yet") no longer holds once someone
+                    // else appended; "any" and "stream exists" still do: decide again.
+                    if matches!(
+                        request.expected_version,
+                        ExpectedVersion::Exact(_) | ExpectedVersion::NoStream
+                    ) {
                         return Err(ApiError::wrong_expected_version(current));
                     }
                     Metrics::add(&self.metrics.command_conflict_retries, 1);

@@ -1,0 +1,125 @@
+//! `cargo xtask fuzz-api [--postgres | --database URL] [--examples N] [--seconds S]`:
+//! schemathesis against the server's own `/openapi.json`. A debug server on a fresh
+//! data directory gets a tenant `fuzz` with the `account` aggregate and the `balances`
+//! projection; path parameters are pinned to them so generated requests reach the
+//! handlers instead of stopping at 404. Checks: no 5xx (`not_a_server_error`), and
+//! every error answer in the contract's shape (`xtask/fuzz/cairn_checks.py`).
+//!
+//! schemathesis is installed from PyPI into `target/fuzz-venv` on first use.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use reqwest::blocking::Client;
+use serde_json::{Value, json};
+
+use crate::bench::arg;
+
+const OPERATOR: &str = "fuzz-operator";
+
+pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    let examples = arg(args, "--examples", 50)?;
+    let seconds = arg(args, "--seconds", 0)?;
+    let database = if args.iter().any(|a| a == "--postgres") {
+        Some(crate::chaos::fresh_postgres_database("fuzz")?)
+    } else {
+        crate::bench::database_arg(args)
+    };
+    let st = install_schemathesis(root)?;
+    crate::build_plugins::run(root)?;
+    let binary = crate::chaos::build_server(root, false)?;
+    let data_dir = root
+        .join("target")
+        .join(format!("fuzz-data-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let mut server =
+        crate::chaos::Server::new(binary, data_dir.clone(), database.clone(), OPERATOR)?;
+    server.start()?;
+    let base = server.base.clone();
+    let http = Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let created: Value = http
+        .post(format!("{base}/admin/tenants"))
+        .bearer_auth(OPERATOR)
+        .json(&json!({"id": "fuzz"}))
+        .send()?
+        .error_for_status()?
+        .json()?;
+    let token = created["token"].as_str().context("token")?.to_owned();
+    for name in ["account", "balances"] {
+        let wasm = std::fs::read(root.join(format!("target/plugins/{name}.wasm")))?;
+        http.put(format!("{base}/t/fuzz/plugins/{name}"))
+            .bearer_auth(&token)
+            .body(wasm)
+            .send()?
+            .error_for_status()?;
+    }
+    // Path parameters pinned to what exists, so requests get past routing.
+    let config = data_dir.join("schemathesis.toml");
+    std::fs::write(
+        &config,
+        "[parameters]\n\"path.tenant\" = \"fuzz\"\n\"path.name\" = \"account\"\n\
+         \"path.id\" = \"7\"\n\"path.stream\" = \"account-7\"\n\"path.version\" = 1\n\n\
+         [[operations]]\ninclude-path-regex = \"/projections/\"\n\
+         parameters = { \"path.name\" = \"balances\", \"path.key\" = \"account-7\" }\n",
+    )?;
+    let backend = if database.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    println!(
+        "==> schemathesis against {base}/openapi.json ({backend}), {examples} examples per operation"
+    );
+    let mut command = Command::new(&st);
+    command
+        .current_dir(root)
+        .env("SCHEMATHESIS_HOOKS", "cairn_checks")
+        .env("PYTHONPATH", root.join("xtask/fuzz"))
+        .args(["--config-file"])
+        .arg(&config)
+        .args(["run", &format!("{base}/openapi.json")])
+        .args(["--header", &format!("Authorization: Bearer {token}")])
+        .args(["--checks", "not_a_server_error,error_shape"])
+        .args(["--max-examples", &examples.to_string()])
+        .args(["--generation-database", "none", "--no-color"])
+        .args(["--request-timeout", "30"]);
+    if seconds > 0 {
+        command.args(["--max-time", &seconds.to_string()]);
+    }
+    let status = command.status().context("running schemathesis")?;
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data_dir);
+    if !status.success() {
+        bail!("schemathesis found failures on {backend} (see above)");
+    }
+    println!("==> fuzz-api passed on {backend}");
+    Ok(())
+}
+
+/// `target/fuzz-venv/bin/st`, installed the first time.
+fn install_schemathesis(root: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let venv = root.join("target/fuzz-venv");
+    let st = venv.join("bin/st");
+    if st.exists() {
+        return Ok(st);
+    }
+    println!("==> installing schemathesis into {}", venv.display());
+    let status = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .context("python3 -m venv")?;
+    if !status.success() {
+        bail!("could not create {}", venv.display());
+    }
+    let status = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "schemathesis>=4,<5"])
+        .status()
+        .context("pip install schemathesis")?;
+    if !status.success() {
+        bail!("pip could not install schemathesis");
+    }
+    Ok(st)
+}
