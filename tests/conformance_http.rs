@@ -1062,3 +1062,59 @@ async fn commands_take_the_same_expected_version_forms_as_raw_appends() {
     let (code, body) = command("n", json!("sometimes")).await;
     assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
 }
+
+#[tokio::test]
+async fn a_multi_stream_append_is_all_or_nothing() {
+    let server = Server::start().await;
+    let t = server.create_tenant("acme").await;
+    append_ok(
+        &server,
+        &t,
+        "acme",
+        "order-1",
+        json!({"events": [ev("Placed")]}),
+    )
+    .await;
+    let both = |expected_order: Value, ids: [&str; 2]| {
+        json!({"appends": [
+            {"stream": "payment-1", "expected_version": "no_stream",
+             "events": [{"event_id": ids[0], "type": "Paid", "data": {}}]},
+            {"stream": "order-1", "expected_version": expected_order,
+             "events": [{"event_id": ids[1], "type": "Settled", "data": {}}]},
+        ]})
+    };
+    // One stale expectation: 409 naming it, and neither stream is written.
+    let refused = server
+        .post("/t/acme/streams", &t, both(json!(0), ["p1", "o1"]))
+        .await;
+    let body = assert_error(refused, StatusCode::CONFLICT, "wrong_expected_version").await;
+    assert_eq!(body["append"], 1, "{body}");
+    assert_eq!(body["stream"], "order-1", "{body}");
+    assert_eq!(head(&server, &t, "acme").await, 1, "nothing was written");
+    let missing = server.get("/t/acme/streams/payment-1", &t).await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+
+    // Both expectations hold: both are written, in one transaction, in order.
+    let done = expect(
+        server
+            .post("/t/acme/streams", &t, both(json!(1), ["p2", "o2"]))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(done["appends"][0]["stream"], "payment-1", "{done}");
+    assert_eq!(done["appends"][0]["last_version"], 1, "{done}");
+    assert_eq!(done["appends"][0]["first_position"], 2, "{done}");
+    assert_eq!(done["appends"][1]["last_version"], 2, "{done}");
+    assert_eq!(done["appends"][1]["first_position"], 3, "{done}");
+    // The same request again (a client's retry) answers the same positions.
+    let again = expect(
+        server
+            .post("/t/acme/streams", &t, both(json!(1), ["p2", "o2"]))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(again["appends"], done["appends"], "{again}");
+    assert_eq!(head(&server, &t, "acme").await, 3);
+}

@@ -83,6 +83,7 @@ fn append(t: &TenantId, stream: &str, expected: ExpectedVersion, ids: &[&str]) -
         events: ids.iter().map(|id| event(id, "Happened")).collect(),
         ids_from_writer: true,
         command_id: None,
+        atomic_group: None,
     }
 }
 

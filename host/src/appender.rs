@@ -16,9 +16,17 @@ use crate::store::{AppendError, AppendOutcome, AppendRequest, EventStore, Tenant
 /// The most requests one transaction carries.
 const MAX_BATCH: usize = 256;
 
-struct Pending {
-    request: AppendRequest,
-    reply: oneshot::Sender<Result<AppendOutcome, AppendError>>,
+/// What a caller queued: one append, or an atomic group that the writer keeps in one
+/// transaction.
+enum Pending {
+    One {
+        request: AppendRequest,
+        reply: oneshot::Sender<Result<AppendOutcome, AppendError>>,
+    },
+    Group {
+        requests: Vec<AppendRequest>,
+        reply: oneshot::Sender<Vec<Result<AppendOutcome, AppendError>>>,
+    },
 }
 
 /// The front door for appends (cheap to clone).
@@ -39,7 +47,7 @@ impl Appender {
     pub async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, AppendError> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Pending { request, reply })
+            .send(Pending::One { request, reply })
             .await
             .map_err(|_| AppendError::Store("the writer has stopped".into()))?;
         answer
@@ -59,7 +67,7 @@ impl Appender {
         let mut answers = Vec::with_capacity(requests.len());
         for request in requests {
             let (reply, answer) = oneshot::channel();
-            let sent = self.queue.send(Pending { request, reply }).await;
+            let sent = self.queue.send(Pending::One { request, reply }).await;
             answers.push(sent.ok().map(|()| answer));
         }
         let mut results = Vec::with_capacity(answers.len());
@@ -75,6 +83,45 @@ impl Appender {
     }
 }
 
+impl Appender {
+    /// Appends to several streams all or nothing: every request's expectation holds and
+    /// all are written in one transaction, or none is (the refused ones carry their
+    /// reason, the others `GroupRefused`). Results are in request order.
+    pub async fn append_atomically(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Vec<Result<AppendOutcome, AppendError>> {
+        let count = requests.len();
+        let (reply, answer) = oneshot::channel();
+        let failed = |why: &str| {
+            (0..count)
+                .map(|_| Err(AppendError::Store(why.to_owned())))
+                .collect()
+        };
+        if self
+            .queue
+            .send(Pending::Group { requests, reply })
+            .await
+            .is_err()
+        {
+            return failed("the writer has stopped");
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| failed("the writer dropped the request"))
+    }
+}
+
+/// Where a request's result goes back to.
+enum Reply {
+    One(oneshot::Sender<Result<AppendOutcome, AppendError>>),
+    /// A group's reply, sent once its `count` results are in.
+    Group(
+        oneshot::Sender<Vec<Result<AppendOutcome, AppendError>>>,
+        usize,
+    ),
+}
+
 async fn write_loop(
     store: Arc<dyn EventStore>,
     heads: Arc<LogHeads>,
@@ -83,8 +130,27 @@ async fn write_loop(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while inbox.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let (requests, replies): (Vec<_>, Vec<_>) =
-            batch.drain(..).map(|p| (p.request, p.reply)).unzip();
+        // Groups arrive whole (one message each), so a batch never splits one.
+        let mut requests = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        for (group, pending) in batch.drain(..).enumerate() {
+            match pending {
+                Pending::One { request, reply } => {
+                    requests.push(request);
+                    replies.push(Reply::One(reply));
+                }
+                Pending::Group {
+                    requests: members,
+                    reply,
+                } => {
+                    replies.push(Reply::Group(reply, members.len()));
+                    requests.extend(members.into_iter().map(|mut r| {
+                        r.atomic_group = Some(group as u32);
+                        r
+                    }));
+                }
+            }
+        }
         let tenants: Vec<TenantId> = requests.iter().map(|r| r.tenant.clone()).collect();
         let results = store.append_batch(requests).await;
         // In request order, which is commit order: each tenant's positions rise.
@@ -97,15 +163,27 @@ async fn write_loop(
                     _ => None,
                 }),
         );
-        for ((tenant, reply), result) in tenants.into_iter().zip(replies).zip(results) {
-            if let Ok(outcome) = &result
+        for (tenant, result) in tenants.iter().zip(&results) {
+            if let Ok(outcome) = result
                 && let Some(last) = outcome.events.last()
                 && !outcome.replayed
             {
-                heads.advance(&tenant, last.position);
+                heads.advance(tenant, last.position);
             }
-            // The caller may have gone away (client disconnected): the append stands.
-            let _ = reply.send(result);
+        }
+        // The caller may have gone away (client disconnected): the append stands.
+        let mut results = results.into_iter();
+        for reply in replies {
+            match reply {
+                Reply::One(reply) => {
+                    if let Some(result) = results.next() {
+                        let _ = reply.send(result);
+                    }
+                }
+                Reply::Group(reply, count) => {
+                    let _ = reply.send(results.by_ref().take(count).collect());
+                }
+            }
         }
     }
 }

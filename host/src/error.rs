@@ -137,6 +137,11 @@ impl From<AppendError> for ApiError {
                 "this command id was already applied",
             ),
             AppendError::UnknownTenant => ApiError::not_found("no such tenant"),
+            AppendError::GroupRefused => ApiError::new(
+                StatusCode::CONFLICT,
+                "not_written",
+                "another append of the same request was refused, so nothing was written",
+            ),
             AppendError::Store(message) => ApiError::internal(message),
         }
     }

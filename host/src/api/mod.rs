@@ -59,6 +59,7 @@ pub fn router(app: AppState) -> Router {
             post(aggregates::command),
         )
         .route("/t/{tenant}/aggregates/{name}/{id}", get(aggregates::state))
+        .route("/t/{tenant}/streams", post(streams::append_many))
         .route(
             "/t/{tenant}/streams/{stream}",
             post(streams::append).get(streams::read),

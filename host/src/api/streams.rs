@@ -14,6 +14,7 @@ use super::json::JsonBody;
 use super::views;
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::gate::Stored;
 use crate::store::{
     AppendRequest, Direction, ExpectedVersion, ProposedEvent, is_valid_stream_id, name_problem,
 };
@@ -129,6 +130,7 @@ pub async fn append(
         events,
         ids_from_writer,
         command_id: None,
+        atomic_group: None,
     };
     let outcome = access
         .gate
@@ -141,6 +143,118 @@ pub async fn append(
         "first_position": first.map(|e| e.position),
         "last_position": last.map(|e| e.position),
     })))
+}
+
+/// Most streams one multi-stream append may write.
+const MAX_STREAMS_PER_APPEND: usize = 100;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MultiAppendBody {
+    appends: Vec<StreamAppend>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamAppend {
+    stream: String,
+    #[serde(default)]
+    expected_version: Option<Value>,
+    events: Vec<EventBody>,
+}
+
+/// `POST /t/{tenant}/streams`: appends to several streams all or nothing, each with
+/// its own expected version, in one transaction.
+pub async fn append_many(
+    access: TenantAccess,
+    State(app): State<AppState>,
+    JsonBody(body): JsonBody<MultiAppendBody>,
+) -> ApiResult<Json<Value>> {
+    if body.appends.is_empty() || body.appends.len() > MAX_STREAMS_PER_APPEND {
+        return Err(ApiError::bad_request(format!(
+            "`appends` holds 1 to {MAX_STREAMS_PER_APPEND} streams' appends"
+        )));
+    }
+    let total: usize = body.appends.iter().map(|a| a.events.len()).sum();
+    if body.appends.iter().any(|a| a.events.is_empty()) || total > MAX_EVENTS_PER_APPEND {
+        return Err(ApiError::bad_request(format!(
+            "each append carries at least one event, and all together at most \
+             {MAX_EVENTS_PER_APPEND}"
+        )));
+    }
+    let mut requests = Vec::with_capacity(body.appends.len());
+    let mut seen = HashSet::new();
+    for (index, append) in body.appends.into_iter().enumerate() {
+        let at = |e: ApiError| e.with("append", index);
+        check_stream(&append.stream).map_err(at)?;
+        let expected = parse_expected(append.expected_version).map_err(at)?;
+        let ids_from_writer = append.events.iter().any(|e| e.event_id.is_some());
+        let mut events = Vec::with_capacity(append.events.len());
+        for e in append.events {
+            let event = proposed(e).map_err(at)?;
+            if !seen.insert(event.event_id.clone()) {
+                return Err(at(ApiError::bad_request(format!(
+                    "event id {} appears twice in this request",
+                    event.event_id
+                ))));
+            }
+            events.push(event);
+        }
+        requests.push(AppendRequest {
+            tenant: access.tenant.clone(),
+            stream_id: append.stream,
+            expected,
+            events,
+            ids_from_writer,
+            command_id: None,
+            atomic_group: None,
+        });
+    }
+    let bytes = requests
+        .iter()
+        .flat_map(|r| &r.events)
+        .map(|e| (e.payload.len() + e.metadata.len()) as u64)
+        .sum();
+    access
+        .gate
+        .reserve_storage(&app.store, &access.tenant, Stored::Events(bytes))
+        .await?;
+    let streams: Vec<String> = requests.iter().map(|r| r.stream_id.clone()).collect();
+    let results = app.appender.append_atomically(requests).await;
+    let mut answers = Vec::with_capacity(results.len());
+    let mut refused = None;
+    let mut written = false;
+    for (index, (result, stream)) in results.into_iter().zip(streams).enumerate() {
+        match result {
+            Ok(outcome) => {
+                written |= !outcome.replayed;
+                let (first, last) = (outcome.events.first(), outcome.events.last());
+                answers.push(json!({
+                    "stream": stream,
+                    "first_version": first.map(|e| e.version),
+                    "last_version": last.map(|e| e.version),
+                    "first_position": first.map(|e| e.position),
+                    "last_position": last.map(|e| e.position),
+                }));
+            }
+            Err(crate::store::AppendError::GroupRefused) => {}
+            Err(error) if refused.is_none() => {
+                refused = Some(
+                    ApiError::from(error)
+                        .with("append", index)
+                        .with("stream", stream),
+                );
+            }
+            Err(_) => {}
+        }
+    }
+    if !written {
+        access.gate.release_storage(Stored::Events(bytes)).await;
+    }
+    match refused {
+        Some(error) => Err(error),
+        None => Ok(Json(json!({ "appends": answers }))),
+    }
 }
 
 #[derive(Deserialize)]

@@ -221,6 +221,7 @@ impl Commands {
                 events,
                 ids_from_writer: false,
                 command_id: request.command_id.clone(),
+                atomic_group: None,
             };
             let appended = gate
                 .append_within_quota(&self.store, &self.appender, append)

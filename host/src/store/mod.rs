@@ -120,6 +120,10 @@ pub struct AppendRequest {
     /// Set for commands that carry a `command_id`: recorded in the same transaction so
     /// that a repeat finds the first answer.
     pub command_id: Option<String>,
+    /// Requests next to each other in one `append_batch` with the same group commit
+    /// all or none (a multi-stream append). Set by the appender, which never splits a
+    /// group between batches; `None` for a request on its own.
+    pub atomic_group: Option<u32>,
 }
 
 /// The result of an append that succeeded (or had already succeeded, for a retry).

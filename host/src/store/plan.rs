@@ -49,6 +49,9 @@ pub enum AppendError {
     CommandAlreadyApplied,
     #[error("the tenant does not exist")]
     UnknownTenant,
+    /// Another append of the same atomic group was refused, so this one was not written.
+    #[error("not written: another append of the same atomic group was refused")]
+    GroupRefused,
     #[error("storage failed: {0}")]
     Store(String),
 }

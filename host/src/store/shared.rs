@@ -44,10 +44,23 @@ impl Backend {
             batch.load(&mut tx, tenant, &theirs).await?;
         }
         let recorded_at = now_ms();
-        let planned: Vec<_> = requests
-            .iter()
-            .map(|r| batch.decide(r, recorded_at))
-            .collect();
+        let mut planned = Vec::with_capacity(requests.len());
+        for unit in units(requests) {
+            // An atomic group is decided on a copy of the facts: if one of its appends
+            // is refused, the facts go back to before the group and none is written.
+            let before = (unit.len() > 1).then(|| batch.clone());
+            let plans: Vec<_> = unit.iter().map(|r| batch.decide(r, recorded_at)).collect();
+            match before {
+                Some(before) if plans.iter().any(Result::is_err) => {
+                    batch = before;
+                    planned.extend(plans.into_iter().map(|p| match p {
+                        Err(refused) => Err(refused),
+                        Ok(_) => Err(AppendError::GroupRefused),
+                    }));
+                }
+                _ => planned.extend(plans),
+            }
+        }
         batch.write(&mut tx).await?;
         let mut results = Vec::with_capacity(requests.len());
         for (request, plan) in requests.iter().zip(planned) {
@@ -78,6 +91,23 @@ impl Backend {
     }
 }
 
+/// The requests split into what commits or fails together: each atomic group (its
+/// requests are next to each other) and each request on its own.
+fn units(requests: &[AppendRequest]) -> Vec<&[AppendRequest]> {
+    let mut units = Vec::new();
+    let mut start = 0;
+    while start < requests.len() {
+        let group = requests[start].atomic_group;
+        let mut end = start + 1;
+        while group.is_some() && end < requests.len() && requests[end].atomic_group == group {
+            end += 1;
+        }
+        units.push(&requests[start..end]);
+        start = end;
+    }
+    units
+}
+
 /// What one request will do, decided before anything is written.
 enum Planned {
     Written(AppendOutcome),
@@ -85,8 +115,8 @@ enum Planned {
 }
 
 /// The facts one append transaction read, updated as its requests are decided, and the
-/// rows it will write.
-#[derive(Default)]
+/// rows it will write. Cloned before an atomic group is decided, to undo it.
+#[derive(Clone, Default)]
 struct Batch {
     /// Log head per tenant as of the requests decided so far; `None`: no such tenant.
     heads: HashMap<TenantId, Option<u64>>,
@@ -633,18 +663,19 @@ impl EventStore for Backend {
             Err(error) if requests.len() == 1 => {
                 vec![Err(AppendError::Store(format!("{error:#}")))]
             }
-            // Something in the group broke the shared transaction: give each request a
-            // transaction of its own so that its neighbours' outcomes stay exact.
+            // Something in the batch broke the shared transaction: give each request
+            // (each atomic group) a transaction of its own so that its neighbours'
+            // outcomes stay exact.
             Err(_) => {
                 let mut results = Vec::with_capacity(requests.len());
-                for request in requests {
-                    let one = self
-                        .append_in_one_transaction(std::slice::from_ref(&request))
-                        .await;
-                    results.push(match one {
-                        Ok(mut r) => r.pop().expect("one result per request"),
-                        Err(error) => Err(AppendError::Store(format!("{error:#}"))),
-                    });
+                for unit in units(&requests) {
+                    match self.append_in_one_transaction(unit).await {
+                        Ok(r) => results.extend(r),
+                        Err(error) => results.extend(
+                            unit.iter()
+                                .map(|_| Err(AppendError::Store(format!("{error:#}")))),
+                        ),
+                    }
                 }
                 results
             }
