@@ -463,11 +463,19 @@ async fn a_repeated_command_id_answers_the_first_answer_and_writes_nothing() {
     )
     .await;
     assert_eq!(dep["version"], 2);
-    // Even with another payload, a seen command id is the first answer.
+    // The same id with another payload is another request: 409, nothing written.
+    let conflict = send(
+        "42",
+        json!({"type": "Deposit", "payload": {"amount": 999}, "command_id": "dep-1"}),
+    )
+    .await;
+    let body = assert_error(conflict, StatusCode::CONFLICT, "idempotency_conflict").await;
+    assert_eq!(body["stream_id"], "account-42", "{body}");
+    // Payload key order does not make another request.
     let dep_again = expect(
         send(
             "42",
-            json!({"type": "Deposit", "payload": {"amount": 999}, "command_id": "dep-1"}),
+            json!({"command_id": "dep-1", "payload": {"amount": 10}, "type": "Deposit"}),
         )
         .await,
         StatusCode::OK,
@@ -481,11 +489,35 @@ async fn a_repeated_command_id_answers_the_first_answer_and_writes_nothing() {
         (Some(2), Some(10))
     );
 
-    // The id is scoped to its stream: on another account it is a new command.
-    let other = expect(send("43", open).await, StatusCode::OK).await;
-    assert_eq!(other["stream_id"], "account-43");
-    assert_eq!(other["version"], 1);
-    assert_eq!(other["position"], 3);
+    // Ids are the tenant's: the same id on another account is a conflict too.
+    let elsewhere = send("43", open).await;
+    assert_error(elsewhere, StatusCode::CONFLICT, "idempotency_conflict").await;
+    assert_eq!(head(&server, &t, "acme").await, 2);
+
+    // A domain rejection is remembered: its repeat is refused the same way even once
+    // the command would succeed.
+    let withdraw = json!({"type": "Withdraw", "payload": {"amount": 50}, "command_id": "wd-1"});
+    let refused = send("42", withdraw.clone()).await;
+    let first = assert_error(refused, StatusCode::UNPROCESSABLE_ENTITY, "rejected").await;
+    assert_eq!(first["domain_code"], "insufficient_funds", "{first}");
+    expect(
+        send(
+            "42",
+            json!({"type": "Deposit", "payload": {"amount": 100}, "command_id": "dep-2"}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let repeat = send("42", withdraw).await;
+    let again = assert_error(repeat, StatusCode::UNPROCESSABLE_ENTITY, "rejected").await;
+    assert_eq!(again["domain_code"], "insufficient_funds", "{again}");
+    assert_eq!(again["replayed"], true, "{again}");
+    let s = state(&server, &t, "").await;
+    assert_eq!(
+        s["state"]["balance"], 110,
+        "the repeat did not withdraw: {s}"
+    );
 }
 
 #[tokio::test]

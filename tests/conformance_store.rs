@@ -83,6 +83,7 @@ fn append(t: &TenantId, stream: &str, expected: ExpectedVersion, ids: &[&str]) -
         events: ids.iter().map(|id| event(id, "Happened")).collect(),
         ids_from_writer: true,
         command_id: None,
+        command_fingerprint: None,
         atomic_group: None,
     }
 }
@@ -569,3 +570,28 @@ async fn deleting_a_tenant_removes_its_rows(store: Arc<dyn EventStore>) {
     assert!(matches!(refused, Err(AppendError::UnknownTenant)));
 }
 on_every_backend!(tenant_deletion, deleting_a_tenant_removes_its_rows);
+
+on_every_backend!(command_ids, command_ids_are_the_tenants_and_expire);
+
+async fn command_ids_are_the_tenants_and_expire(store: Arc<dyn EventStore>) {
+    let t = with_tenant(store.as_ref(), "acme").await;
+    let mut first = append(&t, "a", ExpectedVersion::Any, &["e1"]);
+    first.command_id = Some("c-1".into());
+    first.command_fingerprint = Some("f".into());
+    one(store.as_ref(), first).await.unwrap();
+    // The same id on another stream of the tenant is already applied.
+    let mut elsewhere = append(&t, "b", ExpectedVersion::Any, &["e2"]);
+    elsewhere.command_id = Some("c-1".into());
+    assert!(matches!(
+        one(store.as_ref(), elsewhere).await,
+        Err(AppendError::CommandAlreadyApplied)
+    ));
+    let record = store.command_record(&t, "c-1").await.unwrap().unwrap();
+    assert_eq!(record.stream_id, "a");
+    assert_eq!(record.fingerprint.as_deref(), Some("f"));
+    assert_eq!((record.first_version, record.last_version), (1, 1));
+    // Retention forgets it; then the id is free again.
+    let future = cairn_host::store::now_ms() + 1000;
+    assert_eq!(store.prune_commands(future).await.unwrap(), 1);
+    assert!(store.command_record(&t, "c-1").await.unwrap().is_none());
+}

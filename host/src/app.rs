@@ -33,6 +33,9 @@ pub struct Settings {
     pub compiler: crate::runtime::Compiler,
     /// The live subscribers' fan-out (buffer size, how far behind before a drop).
     pub live: LiveSettings,
+    /// How long a command id is remembered (its answer replayed, another request under
+    /// it refused); `None`: for good.
+    pub command_retention: Option<std::time::Duration>,
 }
 
 pub struct App {
@@ -107,7 +110,25 @@ impl App {
             metrics,
         });
         crate::commands::warm::start(app.clone());
+        if let Some(retention) = settings.command_retention {
+            tokio::spawn(forget_old_command_ids(app.store.clone(), retention));
+        }
         Ok(app)
+    }
+}
+
+/// Retention of command ids: once an hour, ids older than `retention` are forgotten
+/// (a repeat after that is a new command).
+async fn forget_old_command_ids(store: Arc<dyn EventStore>, retention: std::time::Duration) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        let before = crate::store::now_ms() - retention.as_millis() as i64;
+        match store.prune_commands(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(forgotten = n, "command ids past their retention forgotten"),
+            Err(error) => tracing::warn!("forgetting old command ids failed: {error:#}"),
+        }
     }
 }
 

@@ -76,6 +76,10 @@ enum Commands {
         /// (told so in the stream) instead of catching up.
         #[arg(long, env = "CAIRN_LIVE_MAX_BEHIND", default_value_t = LiveSettings::default().max_behind)]
         live_max_behind: u64,
+        /// Days a command id is remembered (a repeat gets the first answer, another
+        /// request under it a 409); 0 keeps them for good.
+        #[arg(long, env = "CAIRN_COMMAND_RETENTION_DAYS", default_value_t = 0)]
+        command_retention_days: u64,
     },
     /// Compile one component with the server's engine settings (the server runs this
     /// in a child process for every upload, so a compile can be timed out and killed).
@@ -125,6 +129,7 @@ async fn run() -> anyhow::Result<()> {
             max_connections,
             live_buffer,
             live_max_behind,
+            command_retention_days,
         } => {
             let limits = ConnectionLimits {
                 header_read_timeout: Duration::from_secs(header_read_timeout),
@@ -144,6 +149,8 @@ async fn run() -> anyhow::Result<()> {
                     buffer: live_buffer.max(1),
                     max_behind: live_max_behind,
                 },
+                command_retention: (command_retention_days > 0)
+                    .then(|| Duration::from_secs(command_retention_days * 86_400)),
             };
             serve(settings, listen, limits).await
         }

@@ -179,6 +179,7 @@ impl Import {
                     events: vec![event.0],
                     ids_from_writer: from_writer,
                     command_id: None,
+                    command_fingerprint: None,
                     atomic_group: None,
                 },
                 number,

@@ -130,6 +130,7 @@ pub async fn append(
         events,
         ids_from_writer,
         command_id: None,
+        command_fingerprint: None,
         atomic_group: None,
     };
     let outcome = access
@@ -207,6 +208,7 @@ pub async fn append_many(
             events,
             ids_from_writer,
             command_id: None,
+            command_fingerprint: None,
             atomic_group: None,
         });
     }

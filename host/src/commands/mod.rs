@@ -22,8 +22,8 @@ use crate::runtime::aggregate::Command;
 use crate::runtime::{AggregateInstance, PluginFailure, Runtime};
 use crate::state_cache::{StateCache, StreamLocks};
 use crate::store::{
-    AppendError, AppendRequest, Direction, EventStore, ExpectedVersion, ProposedEvent,
-    RecordedEvent, TenantId, now_ms,
+    AppendError, AppendRequest, CommandRecord, Direction, EventStore, ExpectedVersion,
+    ProposedEvent, RecordedEvent, TenantId, now_ms,
 };
 
 /// Conflicts retried before giving up (each retry reloads only the new tail).
@@ -130,8 +130,11 @@ impl Commands {
         let serving = self.plugins.aggregate(tenant, plugin).await?;
         let _turn = self.locks.lock(tenant, &stream_id).await;
 
+        let fingerprint = request_fingerprint(plugin, id, &request);
         if let Some(command_id) = &request.command_id
-            && let Some(answer) = self.earlier_answer(tenant, &stream_id, command_id).await?
+            && let Some(answer) = self
+                .earlier_answer(tenant, &stream_id, command_id, &fingerprint)
+                .await?
         {
             return Ok(answer);
         }
@@ -198,6 +201,23 @@ impl Commands {
                 Err(_) if from_cache => continue,
                 Err(rejection) => {
                     Metrics::add(&self.metrics.commands_rejected, 1);
+                    // A refusal is an answer like any other: a repeat of the id gets it
+                    // again instead of a second chance.
+                    if let Some(command_id) = &request.command_id {
+                        let record = CommandRecord {
+                            stream_id: stream_id.clone(),
+                            first_version: loaded.version + 1,
+                            last_version: loaded.version,
+                            fingerprint: Some(fingerprint.clone()),
+                            rejection: Some(
+                                serde_json::json!({"code": rejection.code, "message": rejection.message})
+                                    .to_string(),
+                            ),
+                        };
+                        self.store
+                            .record_rejection(tenant, command_id, &record)
+                            .await?;
+                    }
                     return Err(ApiError::rejected(rejection.code, rejection.message));
                 }
             };
@@ -221,6 +241,7 @@ impl Commands {
                 events,
                 ids_from_writer: false,
                 command_id: request.command_id.clone(),
+                command_fingerprint: request.command_id.as_ref().map(|_| fingerprint.clone()),
                 atomic_group: None,
             };
             let appended = gate
@@ -266,8 +287,9 @@ impl Commands {
                 }
                 Err(AppendError::CommandAlreadyApplied) => {
                     let command_id = request.command_id.as_deref().unwrap_or_default();
-                    if let Some(answer) =
-                        self.earlier_answer(tenant, &stream_id, command_id).await?
+                    if let Some(answer) = self
+                        .earlier_answer(tenant, &stream_id, command_id, &fingerprint)
+                        .await?
                     {
                         return Ok(answer);
                     }
@@ -370,19 +392,44 @@ impl Commands {
     }
 
     /// The answer a command with this id gave the first time, if it ran.
+    /// The answer a command id already has, if any: the same request again gets it
+    /// (its events, or its rejection); another request under the same id is a 409.
     async fn earlier_answer(
         &self,
         tenant: &TenantId,
         stream_id: &str,
         command_id: &str,
+        fingerprint: &str,
     ) -> ApiResult<Option<CommandResult>> {
-        let Some(record) = self
-            .store
-            .command_record(tenant, stream_id, command_id)
-            .await?
-        else {
+        let Some(record) = self.store.command_record(tenant, command_id).await? else {
             return Ok(None);
         };
+        // Ids recorded before fingerprints were kept match on their stream alone.
+        let same = match &record.fingerprint {
+            Some(theirs) => theirs == fingerprint,
+            None => record.stream_id == stream_id,
+        };
+        if !same {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "idempotency_conflict",
+                format!(
+                    "command id {command_id} was already used for another request (on {}); \
+                     use a new id for a new command",
+                    record.stream_id
+                ),
+            )
+            .with("stream_id", record.stream_id));
+        }
+        if let Some(rejection) = &record.rejection {
+            let rejection: Value = serde_json::from_str(rejection).unwrap_or_default();
+            return Err(ApiError::rejected(
+                rejection["code"].as_str().unwrap_or("rejected").to_owned(),
+                rejection["message"].as_str().unwrap_or_default().to_owned(),
+            )
+            .with("replayed", true));
+        }
+        let stream_id = record.stream_id.as_str();
         let events = self
             .store
             .read_stream_range(
@@ -429,6 +476,34 @@ impl Commands {
 /// The metadata every event of a command carries: the client's keys, a
 /// `correlation_id` (carried over, else the command's own id) and a `causation_id`
 /// (the command's id).
+/// What identifies a command's request for its idempotency key: the aggregate, the
+/// id, the type and the payload (its keys sorted, so key order does not matter).
+fn request_fingerprint(plugin: &str, id: &str, request: &CommandRequest) -> String {
+    use sha2::{Digest, Sha256};
+    fn sorted(value: &Value) -> Value {
+        match value {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                let mut out = Map::new();
+                for key in keys {
+                    out.insert(key.clone(), sorted(&map[key]));
+                }
+                Value::Object(out)
+            }
+            Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    let canonical = serde_json::json!([
+        plugin,
+        id,
+        request.command_type,
+        sorted(&Value::Object(request.payload.clone()))
+    ]);
+    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}
+
 fn event_metadata(request: &CommandRequest, command_uuid: &str) -> String {
     let mut metadata = request.metadata.clone();
     let command_id = request.command_id.as_deref().unwrap_or(command_uuid);

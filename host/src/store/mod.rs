@@ -120,6 +120,9 @@ pub struct AppendRequest {
     /// Set for commands that carry a `command_id`: recorded in the same transaction so
     /// that a repeat finds the first answer.
     pub command_id: Option<String>,
+    /// The fingerprint of the command's request (aggregate, id, type, payload), kept
+    /// with its id so that a repeat with another request is told apart.
+    pub command_fingerprint: Option<String>,
     /// Requests next to each other in one `append_batch` with the same group commit
     /// all or none (a multi-stream append). Set by the appender, which never splits a
     /// group between batches; `None` for a request on its own.
@@ -284,10 +287,15 @@ pub struct Snapshot {
 
 /// Result of a command id lookup: the versions its events occupy (`first > last`
 /// when the command produced no events).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommandRecord {
+    pub stream_id: String,
     pub first_version: u64,
     pub last_version: u64,
+    /// `None` for ids recorded before fingerprints were kept.
+    pub fingerprint: Option<String>,
+    /// The domain rejection, as JSON `{"code", "message"}`, of a refused command.
+    pub rejection: Option<String>,
 }
 
 pub type StoreResult<T> = Result<T, anyhow::Error>;
@@ -429,12 +437,22 @@ pub trait EventStore: Send + Sync + 'static {
     async fn head(&self, tenant: &TenantId) -> StoreResult<u64>;
 
     // --- commands ---
+    /// What a command id of the tenant did, if it was seen (ids are the tenant's).
     async fn command_record(
         &self,
         tenant: &TenantId,
-        stream_id: &str,
         command_id: &str,
     ) -> StoreResult<Option<CommandRecord>>;
+    /// Remembers a domain rejection under the command id (unless the id is taken), so
+    /// a repeat gets the same answer.
+    async fn record_rejection(
+        &self,
+        tenant: &TenantId,
+        command_id: &str,
+        record: &CommandRecord,
+    ) -> StoreResult<()>;
+    /// Forgets command ids recorded before `before_ms` (retention); how many.
+    async fn prune_commands(&self, before_ms: i64) -> StoreResult<u64>;
 
     // --- snapshots ---
     /// The newest snapshot of a stream made by the component `digest`, at or below `max_version`.

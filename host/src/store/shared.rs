@@ -125,12 +125,24 @@ struct Batch {
     /// Stream versions as of the requests decided so far (absent: 0).
     versions: HashMap<(TenantId, String), u64>,
     /// Command ids already applied, per tenant and stream.
-    commands: HashSet<(TenantId, String, String)>,
+    /// Command ids already used, per tenant (ids are the tenant's, across streams).
+    commands: HashSet<(TenantId, String)>,
     /// Where the writer-given event ids of these requests already are.
     event_ids: HashMap<(TenantId, String), (String, u64)>,
     events: Vec<(TenantId, RecordedEvent)>,
-    /// (tenant, stream, command id, first version, last version).
-    command_rows: Vec<(TenantId, String, String, u64, u64)>,
+    command_rows: Vec<CommandRow>,
+}
+
+/// A command id to record with the events it caused.
+#[derive(Clone)]
+struct CommandRow {
+    tenant: TenantId,
+    stream_id: String,
+    command_id: String,
+    first_version: u64,
+    last_version: u64,
+    fingerprint: Option<String>,
+    recorded_at: i64,
 }
 
 /// Keeps `IN (…)` lists well inside every engine's parameter limit.
@@ -180,9 +192,8 @@ impl Batch {
             .filter_map(|r| r.command_id.as_deref())
             .collect();
         for chunk in command_ids.chunks(IN_CHUNK) {
-            let mut query = QueryBuilder::<Db>::new(
-                "SELECT stream_id, command_id FROM commands WHERE tenant_id = ",
-            );
+            let mut query =
+                QueryBuilder::<Db>::new("SELECT command_id FROM commands WHERE tenant_id = ");
             query.push_bind(t).push(" AND command_id IN (");
             let mut list = query.separated(", ");
             for id in chunk {
@@ -190,8 +201,7 @@ impl Batch {
             }
             list.push_unseparated(")");
             for row in query.build().fetch_all(&mut **tx).await? {
-                self.commands
-                    .insert((tenant.clone(), row.get(0), row.get(1)));
+                self.commands.insert((tenant.clone(), row.get(0)));
             }
         }
         let event_ids: Vec<&str> = requests
@@ -231,11 +241,9 @@ impl Batch {
         };
         let stream = (tenant.clone(), request.stream_id.clone());
         if let Some(command_id) = &request.command_id
-            && self.commands.contains(&(
-                tenant.clone(),
-                request.stream_id.clone(),
-                command_id.clone(),
-            ))
+            && self
+                .commands
+                .contains(&(tenant.clone(), command_id.clone()))
         {
             return Err(AppendError::CommandAlreadyApplied);
         }
@@ -291,18 +299,16 @@ impl Batch {
                     self.events.push((tenant.clone(), e.clone()));
                 }
                 if let Some(command_id) = &request.command_id {
-                    self.commands.insert((
-                        tenant.clone(),
-                        request.stream_id.clone(),
-                        command_id.clone(),
-                    ));
-                    self.command_rows.push((
-                        tenant.clone(),
-                        request.stream_id.clone(),
-                        command_id.clone(),
-                        current + 1,
-                        version,
-                    ));
+                    self.commands.insert((tenant.clone(), command_id.clone()));
+                    self.command_rows.push(CommandRow {
+                        tenant: tenant.clone(),
+                        stream_id: request.stream_id.clone(),
+                        command_id: command_id.clone(),
+                        first_version: current + 1,
+                        last_version: version,
+                        fingerprint: request.command_fingerprint.clone(),
+                        recorded_at,
+                    });
                 }
                 Ok(Planned::Written(AppendOutcome {
                     version,
@@ -336,14 +342,16 @@ impl Batch {
         for chunk in self.command_rows.chunks(INSERT_CHUNK) {
             let mut insert = QueryBuilder::<Db>::new(
                 "INSERT INTO commands (tenant_id, stream_id, command_id, first_version, \
-                 last_version) ",
+                 last_version, fingerprint, recorded_at) ",
             );
-            insert.push_values(chunk, |mut row, (tenant, stream, command, first, last)| {
-                row.push_bind(tenant.as_str())
-                    .push_bind(stream)
-                    .push_bind(command)
-                    .push_bind(*first as i64)
-                    .push_bind(*last as i64);
+            insert.push_values(chunk, |mut row, c| {
+                row.push_bind(c.tenant.as_str())
+                    .push_bind(&c.stream_id)
+                    .push_bind(&c.command_id)
+                    .push_bind(c.first_version as i64)
+                    .push_bind(c.last_version as i64)
+                    .push_bind(&c.fingerprint)
+                    .push_bind(c.recorded_at);
             });
             insert.build().execute(&mut **tx).await?;
         }
@@ -780,20 +788,59 @@ impl EventStore for Backend {
     async fn command_record(
         &self,
         tenant: &TenantId,
-        stream_id: &str,
         command_id: &str,
     ) -> StoreResult<Option<CommandRecord>> {
-        let row = sqlx::query(sql("SELECT first_version, last_version FROM commands \
-             WHERE tenant_id = ? AND stream_id = ? AND command_id = ?"))
+        let row = sqlx::query(sql(
+            "SELECT stream_id, first_version, last_version, fingerprint, rejection \
+             FROM commands WHERE tenant_id = ? AND command_id = ? \
+             ORDER BY first_version LIMIT 1",
+        ))
         .bind(tenant.as_str())
-        .bind(stream_id)
         .bind(command_id)
         .fetch_optional(self.reader())
         .await?;
         Ok(row.map(|r| CommandRecord {
-            first_version: r.get::<i64, _>(0) as u64,
-            last_version: r.get::<i64, _>(1) as u64,
+            stream_id: r.get(0),
+            first_version: r.get::<i64, _>(1) as u64,
+            last_version: r.get::<i64, _>(2) as u64,
+            fingerprint: r.get(3),
+            rejection: r.get(4),
         }))
+    }
+
+    async fn record_rejection(
+        &self,
+        tenant: &TenantId,
+        command_id: &str,
+        record: &CommandRecord,
+    ) -> StoreResult<()> {
+        // An id already taken (an append raced this rejection) keeps its first answer.
+        sqlx::query(sql(
+            "INSERT INTO commands (tenant_id, stream_id, command_id, first_version, \
+             last_version, fingerprint, rejection, recorded_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        ))
+        .bind(tenant.as_str())
+        .bind(&record.stream_id)
+        .bind(command_id)
+        .bind(record.first_version as i64)
+        .bind(record.last_version as i64)
+        .bind(&record.fingerprint)
+        .bind(&record.rejection)
+        .bind(now_ms())
+        .execute(self.writer())
+        .await?;
+        Ok(())
+    }
+
+    async fn prune_commands(&self, before_ms: i64) -> StoreResult<u64> {
+        let done = sqlx::query(sql(
+            "DELETE FROM commands WHERE recorded_at IS NOT NULL AND recorded_at < ?",
+        ))
+        .bind(before_ms)
+        .execute(self.writer())
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn snapshot(
