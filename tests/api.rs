@@ -683,3 +683,46 @@ fn json_logs_carry_a_line_per_request_with_its_route_status_and_request_id() {
     assert!(request["latency_ms"].is_number(), "{request}");
     assert!(!logs.contains('\u{1b}'), "no colour codes off a terminal");
 }
+
+/// A command the aggregate cannot read (unknown type, payload that does not decode)
+/// is the client's mistake, 400 `invalid_command`, not a domain rejection; the
+/// corrected request may reuse its command id.
+#[tokio::test]
+async fn a_malformed_command_is_a_400_not_a_rejection() {
+    let server = Server::start().await;
+    let token = server.tenant_with_account("acme").await;
+    let unknown = server
+        .command(
+            &token,
+            "acme",
+            "account",
+            "1",
+            json!({"type": "Teleport", "payload": {}, "command_id": "c-1"}),
+        )
+        .await;
+    let body = assert_error(unknown, StatusCode::BAD_REQUEST, "invalid_command").await;
+    assert!(
+        body["message"].as_str().unwrap().contains("Teleport"),
+        "{body}"
+    );
+    let undecodable = server
+        .command(
+            &token,
+            "acme",
+            "account",
+            "1",
+            json!({"type": "Open", "payload": {"owner": 5}}),
+        )
+        .await;
+    assert_error(undecodable, StatusCode::BAD_REQUEST, "invalid_command").await;
+    let fixed = server
+        .command(
+            &token,
+            "acme",
+            "account",
+            "1",
+            json!({"type": "Open", "payload": {"owner": "ann"}, "command_id": "c-1"}),
+        )
+        .await;
+    assert_eq!(fixed.status(), StatusCode::OK);
+}

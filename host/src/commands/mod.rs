@@ -28,6 +28,8 @@ use crate::store::{
 
 /// Conflicts retried before giving up (each retry reloads only the new tail).
 const MAX_ATTEMPTS: usize = 8;
+/// The rejection code `decide` gives for a command it cannot read (wit/cairn.wit).
+const INVALID_COMMAND: &str = "invalid_command";
 /// Most events one `decide` may return.
 pub const MAX_EVENTS_PER_COMMAND: usize = 1000;
 /// Events read per page while loading a long tail.
@@ -199,6 +201,16 @@ impl Commands {
             let new_events = match decided {
                 Ok(events) => events,
                 Err(_) if from_cache => continue,
+                // Not a domain refusal: the client's command could not be read (the SDK
+                // reserves this code for it). Not remembered under a command id: the
+                // corrected request may reuse the id.
+                Err(rejection) if rejection.code == INVALID_COMMAND => {
+                    return Err(ApiError::new(
+                        axum::http::StatusCode::BAD_REQUEST,
+                        "invalid_command",
+                        rejection.message,
+                    ));
+                }
                 Err(rejection) => {
                     Metrics::add(&self.metrics.commands_rejected, 1);
                     // A refusal is an answer like any other: a repeat of the id gets it
