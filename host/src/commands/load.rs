@@ -33,12 +33,20 @@ impl LoadBudget {
         }
     }
 
+    fn spent(&self) -> bool {
+        self.started.elapsed() >= self.limit
+    }
+
     /// 503 `load_incomplete` when the budget is spent, naming how far the fold got.
     fn check(&self, stream_id: &str, folded_to: u64, saved: u64) -> ApiResult<()> {
-        if self.started.elapsed() < self.limit {
+        if !self.spent() {
             return Ok(());
         }
-        Err(ApiError::unavailable(
+        Err(self.incomplete(stream_id, folded_to, saved))
+    }
+
+    fn incomplete(&self, stream_id: &str, folded_to: u64, saved: u64) -> ApiError {
+        ApiError::unavailable(
             "load_incomplete",
             format!(
                 "loading {stream_id} took longer than this tenant's load_timeout_ms of {} ms; \
@@ -48,9 +56,14 @@ impl LoadBudget {
             ),
         )
         .with("folded_version", folded_to)
-        .with("snapshot_version", saved))
+        .with("snapshot_version", saved)
     }
 }
+
+/// During a long fold, a snapshot every this many events (besides the one at its end
+/// and the one when its budget runs out): enough to bound the work a crash loses,
+/// without a write per page.
+const FOLD_SNAPSHOT_EVERY: u64 = 50_000;
 
 impl Commands {
     /// The current state: cached state plus whatever was appended since (by a raw
@@ -79,7 +92,15 @@ impl Commands {
         let mut loaded = base.clone();
         let mut state = Arc::unwrap_or_clone(base.state);
         loop {
-            budget.check(stream_id, loaded.version, loaded.snapshot_version)?;
+            if budget.spent() {
+                // Out of time: what was folded is saved, so the retry goes on from here.
+                if loaded.version > loaded.snapshot_version {
+                    self.snapshot(gate, tenant, stream_id, serving, loaded.version, &state)
+                        .await;
+                    loaded.snapshot_version = loaded.version;
+                }
+                return Err(budget.incomplete(stream_id, loaded.version, loaded.snapshot_version));
+            }
             let tail = self
                 .store
                 .read_stream(
@@ -97,10 +118,11 @@ impl Commands {
             state = self.evolve(instance, gate, serving, state, &tail).await?;
             loaded.version = last_version;
             loaded.last_position = last_position;
-            // Snapshots as the fold goes, not only at its end: a long first load (an
-            // import, a new version's first command) that runs out of its budget has
-            // saved its progress.
-            if loaded.version >= loaded.snapshot_version + self.snapshot_every {
+            // Snapshots as a long fold goes, not only at its end: one every
+            // FOLD_SNAPSHOT_EVERY events, so little is lost if the host dies mid-fold.
+            if loaded.version
+                >= loaded.snapshot_version + self.snapshot_every.max(FOLD_SNAPSHOT_EVERY)
+            {
                 self.snapshot(gate, tenant, stream_id, serving, loaded.version, &state)
                     .await;
                 loaded.snapshot_version = loaded.version;
@@ -108,6 +130,11 @@ impl Commands {
             if !full_page {
                 break;
             }
+        }
+        if loaded.version >= loaded.snapshot_version + self.snapshot_every {
+            self.snapshot(gate, tenant, stream_id, serving, loaded.version, &state)
+                .await;
+            loaded.snapshot_version = loaded.version;
         }
         loaded.state = Arc::new(state);
         if loaded.version != base.version || base.last_position == 0 {
@@ -218,7 +245,7 @@ impl Commands {
             let page = self.upcast(serving, gate, page).await?;
             state = self.evolve(instance, gate, serving, state, &page).await?;
             at = last_version;
-            if at >= saved + self.snapshot_every || !full_page {
+            if at >= saved + self.snapshot_every.max(FOLD_SNAPSHOT_EVERY) || !full_page {
                 self.snapshot(gate, tenant, stream_id, serving, at, &state)
                     .await;
                 saved = at;
