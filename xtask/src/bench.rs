@@ -1,7 +1,13 @@
-//! `cargo xtask bench [--clients N] [--commands M] [--streams S] [--database URL]`:
-//! a load generator. Starts a release server on a fresh data directory, uploads the
-//! account plugin, and drives deposits from N client threads over HTTP, each command
-//! on one of S streams. Prints throughput and latency percentiles.
+//! `cargo xtask bench [--quick] [--full]`: the command path against its storage limit,
+//! every figure measured in the same run so the ratios hold on a noisy machine. For
+//! SQLite and for PostgreSQL (a fresh database on 127.0.0.1:5432): the storage limit
+//! (the same one-event appends straight into the store through the group-commit
+//! appender, no HTTP, no WebAssembly: `host/benches/storage_limit.rs`), then deposits
+//! over HTTP at 1, 16 and 64 clients on 1,000 streams (and on 100,000 with `--full`),
+//! each row with its ratio to the limit. `--quick` sends fewer commands.
+//!
+//! `cargo xtask bench --clients N [--commands M] [--streams S] [--database URL]`: one
+//! load run, as before: deposits from N client threads over HTTP.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -28,12 +34,133 @@ pub fn database_arg(args: &[String]) -> Option<String> {
 }
 
 pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    let clients = arg(args, "--clients", 64)?;
-    let commands = arg(args, "--commands", 20_000)?;
-    let streams = arg(args, "--streams", 1000)?;
-    let database = database_arg(args);
-    let server = ReleaseServer::start(root, "bench-data", database.as_deref())?;
-    drive(root, &server.base, clients, commands, streams)
+    if args.iter().any(|a| a == "--clients") {
+        let clients = arg(args, "--clients", 64)?;
+        let commands = arg(args, "--commands", 20_000)?;
+        let streams = arg(args, "--streams", 1000)?;
+        let database = database_arg(args);
+        let server = ReleaseServer::start(root, "bench-data", database.as_deref())?;
+        let token = prepare(root, &server.base, streams)?;
+        let load = drive(&server.base, &token, clients, commands, streams)?;
+        println!(
+            "{} commands: {:.0} commands/s; p50 {:.2} ms, p99 {:.2} ms",
+            commands, load.per_second, load.p50, load.p99
+        );
+        return Ok(());
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let full = args.iter().any(|a| a == "--full");
+    let commands = if quick { 3_000 } else { 20_000 };
+    let mut stream_counts = vec![1000];
+    if full {
+        stream_counts.push(100_000);
+    }
+    let mut rows = Vec::new();
+    for backend in ["sqlite", "postgres"] {
+        let database = match backend {
+            "postgres" => Some(crate::chaos::fresh_postgres_database("bench")?),
+            _ => None,
+        };
+        for &streams in &stream_counts {
+            let limit = storage_limit(root, database.as_deref(), commands * 2, streams)?;
+            let data = format!("bench-data-{backend}-{streams}");
+            let server = ReleaseServer::start(root, &data, database.as_deref())?;
+            let token = prepare(root, &server.base, streams)?;
+            for clients in [1u64, 16, 64] {
+                // One client cannot send many commands in a sensible time.
+                let count = if clients == 1 { commands / 10 } else { commands };
+                let load = drive(&server.base, &token, clients, count, streams)?;
+                println!(
+                    "==> {backend}, {streams} streams, {clients} clients: {:.0} commands/s",
+                    load.per_second
+                );
+                rows.push((backend, streams, clients, load, limit));
+            }
+            drop(server);
+            // The next run on this database starts from an empty tenant list.
+            if let Some(url) = &database {
+                reset_postgres(url)?;
+            }
+        }
+    }
+    println!();
+    println!(
+        "| backend | streams | clients | commands/s | p50 ms | p99 ms | storage limit appends/s (64 tasks) | Cairn / limit |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (backend, streams, clients, load, limit) in rows {
+        println!(
+            "| {backend} | {streams} | {clients} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} |",
+            load.per_second,
+            load.p50,
+            load.p99,
+            limit,
+            load.per_second / limit
+        );
+    }
+    Ok(())
+}
+
+/// Appends/s of the storage limit benchmark (built and run in release).
+fn storage_limit(
+    root: &Path,
+    database: Option<&str>,
+    appends: u64,
+    streams: u64,
+) -> anyhow::Result<f64> {
+    let mut command = Command::new(env!("CARGO"));
+    command.current_dir(root).args([
+        "bench",
+        "--quiet",
+        "-p",
+        "cairn-host",
+        "--bench",
+        "storage_limit",
+        "--",
+        "--clients",
+        "64",
+        "--appends",
+        &appends.to_string(),
+        "--streams",
+        &streams.to_string(),
+    ]);
+    if let Some(url) = database {
+        reset_postgres(url)?;
+        command.args(["--database", url]);
+    }
+    let output = command.stderr(Stdio::inherit()).output()?;
+    if !output.status.success() {
+        bail!("the storage limit benchmark failed");
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("storage_limit "))
+        .context("no storage_limit line")?;
+    println!("==> {line}");
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix("appends_per_second="))
+        .context("no appends_per_second")?
+        .parse()
+        .context("appends_per_second")
+}
+
+/// Empties a benchmark's PostgreSQL database (its schema is made again at start).
+fn reset_postgres(url: &str) -> anyhow::Result<()> {
+    let name = url.rsplit('/').next().context("database name")?;
+    for statement in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        let status = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-q", "-c"])
+            .arg(&statement)
+            .status()?;
+        if !status.success() {
+            bail!("`{statement}` failed");
+        }
+    }
+    Ok(())
 }
 
 /// The `p` quantile of sorted latencies, in milliseconds.
@@ -148,16 +275,17 @@ impl Drop for ReleaseServer {
     }
 }
 
-fn drive(root: &Path, base: &str, clients: u64, commands: u64, streams: u64) -> anyhow::Result<()> {
-    let http = Client::builder()
-        .timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(clients as usize)
-        .build()?;
+/// A tenant `bench` with the account aggregate and `streams` opened accounts (written
+/// by the bulk import: opening 100,000 accounts by command would take minutes); its
+/// token.
+fn prepare(root: &Path, base: &str, streams: u64) -> anyhow::Result<String> {
+    let http = Client::builder().timeout(Duration::from_secs(600)).build()?;
     let created: serde_json::Value = http
         .post(format!("{base}/admin/tenants"))
         .bearer_auth("bench")
         .json(&json!({"id": "bench", "limits": {"max_concurrent_calls": 48}}))
         .send()?
+        .error_for_status()?
         .json()?;
     let token = created["token"].as_str().context("token")?.to_owned();
     let wasm = std::fs::read(root.join("target/plugins/account.wasm"))?;
@@ -166,15 +294,36 @@ fn drive(root: &Path, base: &str, clients: u64, commands: u64, streams: u64) -> 
         .body(wasm)
         .send()?
         .error_for_status()?;
+    let mut opened = String::new();
     for s in 0..streams {
-        http.post(format!("{base}/t/bench/aggregates/account/{s}/commands"))
-            .bearer_auth(&token)
-            .json(&json!({"type": "Open", "payload": {"owner": "bench"}}))
-            .send()?
-            .error_for_status()?;
+        opened.push_str(
+            &json!({"stream": format!("account-{s}"), "type": "Opened", "data": {"owner": "bench"}})
+                .to_string(),
+        );
+        opened.push('\n');
     }
-    println!("==> {clients} clients, {commands} deposits over {streams} streams");
-    let token = Arc::new(token);
+    http.post(format!("{base}/t/bench/import"))
+        .bearer_auth(&token)
+        .body(opened)
+        .send()?
+        .error_for_status()?;
+    Ok(token)
+}
+
+/// Throughput and latency of one load run.
+pub struct Load {
+    pub per_second: f64,
+    pub p50: f64,
+    pub p99: f64,
+}
+
+/// `commands` deposits from `clients` threads over `streams` accounts.
+fn drive(base: &str, token: &str, clients: u64, commands: u64, streams: u64) -> anyhow::Result<Load> {
+    let http = Client::builder()
+        .timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(clients as usize)
+        .build()?;
+    let token = Arc::new(token.to_owned());
     let started = Instant::now();
     let workers: Vec<_> = (0..clients)
         .map(|c| {
@@ -205,15 +354,9 @@ fn drive(root: &Path, base: &str, clients: u64, commands: u64, streams: u64) -> 
     }
     let elapsed = started.elapsed();
     latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
-    println!(
-        "{} commands in {:.2}s: {:.0} commands/s; p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        latencies.len(),
-        elapsed.as_secs_f64(),
-        latencies.len() as f64 / elapsed.as_secs_f64(),
-        pct(0.50).as_secs_f64() * 1000.0,
-        pct(0.99).as_secs_f64() * 1000.0,
-        latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
-    );
-    Ok(())
+    Ok(Load {
+        per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: percentile_ms(&latencies, 0.5),
+        p99: percentile_ms(&latencies, 0.99),
+    })
 }

@@ -4,7 +4,9 @@
 //! - `demo [--no-wait]`: a server on SQLite and a banking scenario against it
 //! - `hot-swap`: the projection hot-swap walkthrough (examples/hot-swap)
 //! - `ci`: everything CI checks (what `.ci/run` runs)
-//! - `bench [--clients N] [--commands M] [--streams S] [--database URL]`: a load generator
+//! - `bench [--quick] [--full]`: commands/s over HTTP at 1, 16 and 64 clients on both
+//!   backends beside the storage limit and the ratio; `bench --clients N [--commands M]
+//!   [--streams S] [--database URL]`: one load run
 //! - `bench-verify [--streams S] [--events E] [--database URL]`: verification speed and
 //!   a neighbour's latency meanwhile
 //! - `bench-fairness [--clients N] [--seconds S] [--database URL]`: a neighbour's latency
@@ -54,7 +56,7 @@ fn main() {
         Some("fuzz-api") => fuzz_api::run(&root, rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask <build-plugins | demo [--no-wait] | hot-swap | upcasting | ci | bench [--clients N] [--commands M] [--streams S] [--database URL] | bench-verify [--streams S] [--events E] [--database URL] | bench-fairness [--clients N] [--seconds S] [--database URL] | bench-long [--events E] [--database URL] | bench-subscribers [--writers N] [--commands M] [--idle I] [--database URL] | chaos [--postgres | --database URL] [--seconds S] [--writers N] [--quick] [--release] | fuzz-api [--postgres | --database URL] [--examples N] [--seconds S]>"
+                "usage: cargo xtask <build-plugins | demo [--no-wait] | hot-swap | upcasting | ci | bench [--quick] [--full] | bench --clients N [--commands M] [--streams S] [--database URL] | bench-verify [--streams S] [--events E] [--database URL] | bench-fairness [--clients N] [--seconds S] [--database URL] | bench-long [--events E] [--database URL] | bench-subscribers [--writers N] [--commands M] [--idle I] [--database URL] | chaos [--postgres | --database URL] [--seconds S] [--writers N] [--quick] [--release] | fuzz-api [--postgres | --database URL] [--examples N] [--seconds S]>"
             );
             std::process::exit(2);
         }
