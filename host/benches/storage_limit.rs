@@ -44,7 +44,12 @@ fn main() -> anyhow::Result<()> {
         .block_on(run(clients, appends, streams, database))
 }
 
-async fn run(clients: u64, appends: u64, streams: u64, database: Option<String>) -> anyhow::Result<()> {
+async fn run(
+    clients: u64,
+    appends: u64,
+    streams: u64,
+    database: Option<String>,
+) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let store: Arc<dyn EventStore> = match &database {
         Some(url) => Arc::new(cairn_host::store::postgres::PostgresStore::open(url).await?),

@@ -68,7 +68,11 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
             let token = prepare(root, &server.base, streams)?;
             for clients in [1u64, 16, 64] {
                 // One client cannot send many commands in a sensible time.
-                let count = if clients == 1 { commands / 10 } else { commands };
+                let count = if clients == 1 {
+                    commands / 10
+                } else {
+                    commands
+                };
                 let load = drive(&server.base, &token, clients, count, streams)?;
                 println!(
                     "==> {backend}, {streams} streams, {clients} clients: {:.0} commands/s",
@@ -79,7 +83,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
             drop(server);
             // The next run on this database starts from an empty tenant list.
             if let Some(url) = &database {
-                reset_postgres(url)?;
+                crate::chaos::recreate_postgres_database(url)?;
             }
         }
     }
@@ -125,7 +129,7 @@ fn storage_limit(
         &streams.to_string(),
     ]);
     if let Some(url) = database {
-        reset_postgres(url)?;
+        crate::chaos::recreate_postgres_database(url)?;
         command.args(["--database", url]);
     }
     let output = command.stderr(Stdio::inherit()).output()?;
@@ -143,24 +147,6 @@ fn storage_limit(
         .context("no appends_per_second")?
         .parse()
         .context("appends_per_second")
-}
-
-/// Empties a benchmark's PostgreSQL database (its schema is made again at start).
-fn reset_postgres(url: &str) -> anyhow::Result<()> {
-    let name = url.rsplit('/').next().context("database name")?;
-    for statement in [
-        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-        format!("CREATE DATABASE {name}"),
-    ] {
-        let status = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-q", "-c"])
-            .arg(&statement)
-            .status()?;
-        if !status.success() {
-            bail!("`{statement}` failed");
-        }
-    }
-    Ok(())
 }
 
 /// The `p` quantile of sorted latencies, in milliseconds.
@@ -279,7 +265,9 @@ impl Drop for ReleaseServer {
 /// by the bulk import: opening 100,000 accounts by command would take minutes); its
 /// token.
 fn prepare(root: &Path, base: &str, streams: u64) -> anyhow::Result<String> {
-    let http = Client::builder().timeout(Duration::from_secs(600)).build()?;
+    let http = Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()?;
     let created: serde_json::Value = http
         .post(format!("{base}/admin/tenants"))
         .bearer_auth("bench")
@@ -318,7 +306,13 @@ pub struct Load {
 }
 
 /// `commands` deposits from `clients` threads over `streams` accounts.
-fn drive(base: &str, token: &str, clients: u64, commands: u64, streams: u64) -> anyhow::Result<Load> {
+fn drive(
+    base: &str,
+    token: &str,
+    clients: u64,
+    commands: u64,
+    streams: u64,
+) -> anyhow::Result<Load> {
     let http = Client::builder()
         .timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(clients as usize)

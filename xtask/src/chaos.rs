@@ -153,9 +153,20 @@ pub fn build_server(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
 
 /// A new database on the local PostgreSQL (which must be reachable: no skipping).
 pub fn fresh_postgres_database(prefix: &str) -> anyhow::Result<String> {
-    let name = format!("{prefix}_{}", std::process::id());
+    let url = format!(
+        "postgres://postgres@127.0.0.1:5432/{prefix}_{}",
+        std::process::id()
+    );
+    recreate_postgres_database(&url)?;
+    Ok(url)
+}
+
+/// Drops (closing its connections) and creates again the database of `url`, on the
+/// local PostgreSQL.
+pub fn recreate_postgres_database(url: &str) -> anyhow::Result<()> {
+    let name = url.rsplit('/').next().context("database name")?;
     for statement in [
-        format!("DROP DATABASE IF EXISTS {name}"),
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
         format!("CREATE DATABASE {name}"),
     ] {
         let status = Command::new("psql")
@@ -176,7 +187,7 @@ pub fn fresh_postgres_database(prefix: &str) -> anyhow::Result<String> {
             bail!("`{statement}` failed on PostgreSQL at 127.0.0.1:5432");
         }
     }
-    Ok(format!("postgres://postgres@127.0.0.1:5432/{name}"))
+    Ok(())
 }
 
 /// The server process, restarted on the same port and data.
