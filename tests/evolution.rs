@@ -495,9 +495,26 @@ async fn clocks_and_random_are_deterministic_in_aggregates() {
         assert_eq!(status, StatusCode::OK, "{answer}");
         answer["events"][0]["data"].clone()
     };
+    // Command ids are the tenant's (a second use on another stream is a conflict), so
+    // the same id is sent to a second tenant's aggregate.
+    let other = server.create_tenant("beta").await;
+    let up = server
+        .upload(&other, "beta", "clock", hostile_bytes("clock"))
+        .await;
+    expect(up, StatusCode::CREATED).await;
     let before = chrono::Utc::now().timestamp_millis() as u64;
     let a = stamp("a", "same-id").await;
-    let b = stamp("b", "same-id").await;
+    let (status, answer) = server
+        .command_answer(
+            &other,
+            "beta",
+            "clock",
+            "b",
+            json!({"type": "Stamp", "payload": {}, "command_id": "same-id"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let b = answer["events"][0]["data"].clone();
     let c = stamp("c", "other-id").await;
     let after = chrono::Utc::now().timestamp_millis() as u64;
     // Random bytes are seeded by the command id.
