@@ -54,7 +54,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     server.start()?;
     let http = Client::builder().timeout(Duration::from_secs(10)).build()?;
     let base = server.base.clone();
-    let token = setup(root, &http, &base)?;
+    let token = setup(root, &http, &base, OPERATOR, TENANT)?;
     let backend = if database.is_some() {
         "postgres"
     } else {
@@ -268,19 +268,26 @@ impl Drop for Server {
     }
 }
 
-/// Creates the tenant, uploads `account` and `balances`; the tenant's token.
-fn setup(root: &Path, http: &Client, base: &str) -> anyhow::Result<String> {
+/// Creates `tenant` with the operator token, uploads `account` and `balances`; the
+/// tenant's token. Shared with `fuzz-api`.
+pub fn setup(
+    root: &Path,
+    http: &Client,
+    base: &str,
+    operator: &str,
+    tenant: &str,
+) -> anyhow::Result<String> {
     let created: Value = http
         .post(format!("{base}/admin/tenants"))
-        .bearer_auth(OPERATOR)
-        .json(&json!({"id": TENANT}))
+        .bearer_auth(operator)
+        .json(&json!({"id": tenant}))
         .send()?
         .error_for_status()?
         .json()?;
     let token = created["token"].as_str().context("token")?.to_owned();
     for name in ["account", "balances"] {
         let wasm = std::fs::read(root.join(format!("target/plugins/{name}.wasm")))?;
-        http.put(format!("{base}/t/{TENANT}/plugins/{name}"))
+        http.put(format!("{base}/t/{tenant}/plugins/{name}"))
             .bearer_auth(&token)
             .body(wasm)
             .send()?

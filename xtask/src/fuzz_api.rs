@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use reqwest::blocking::Client;
-use serde_json::{Value, json};
 
 use crate::bench::arg;
 
@@ -39,22 +38,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     server.start()?;
     let base = server.base.clone();
     let http = Client::builder().timeout(Duration::from_secs(30)).build()?;
-    let created: Value = http
-        .post(format!("{base}/admin/tenants"))
-        .bearer_auth(OPERATOR)
-        .json(&json!({"id": "fuzz"}))
-        .send()?
-        .error_for_status()?
-        .json()?;
-    let token = created["token"].as_str().context("token")?.to_owned();
-    for name in ["account", "balances"] {
-        let wasm = std::fs::read(root.join(format!("target/plugins/{name}.wasm")))?;
-        http.put(format!("{base}/t/fuzz/plugins/{name}"))
-            .bearer_auth(&token)
-            .body(wasm)
-            .send()?
-            .error_for_status()?;
-    }
+    let token = crate::chaos::setup(root, &http, &base, OPERATOR, "fuzz")?;
     // Path parameters pinned to what exists, so requests get past routing.
     let config = data_dir.join("schemathesis.toml");
     std::fs::write(
