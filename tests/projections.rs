@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Server, assert_error_body, body_of, hostile_bytes, plugin_bytes};
+use common::{Server, assert_error_body, body_of, expect, hostile_bytes, plugin_bytes};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -273,25 +273,30 @@ async fn hot_swap_under_readers_then_rollback_and_rebuild() {
         "no failed or empty read during the swap"
     );
     let s = status(&server, "acme", &token, "balances").await;
+    assert_eq!(s["active_build"], 2, "{s}");
     assert_eq!(s["versions"][0]["status"], "retired");
     assert_eq!(s["versions"][1]["status"], "active");
 
-    // Rollback to version 1.
-    let (code, _) = body_of(
-        server
-            .post(
-                "/t/acme/projections/balances/promote",
-                &token,
-                json!({"version": 1}),
-            )
-            .await,
-    )
-    .await;
-    assert_eq!(code, StatusCode::OK);
+    let promote = async |body: Value| {
+        body_of(
+            server
+                .post("/t/acme/projections/balances/promote", &token, body)
+                .await,
+        )
+        .await
+    };
+    // Rollback to version 1, named by its plugin version.
+    let (code, body) = promote(json!({"version": 1})).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({"name": "balances", "active_version": 1, "active_build": 1})
+    );
     let (_, doc) = body_of(server.get(&doc_path, &token).await).await;
     assert_eq!(doc, json!({"owner": "o3", "balance": 1275, "version": 51}));
 
-    // Rebuild the active code beside itself: a new version that takes over.
+    // Rebuild the active code beside itself: a new build of the same version that
+    // takes over; the version a user sees stays 1.
     let (code, body) = body_of(
         server
             .post("/t/acme/projections/balances/rebuild", &token, json!({}))
@@ -299,26 +304,103 @@ async fn hot_swap_under_readers_then_rollback_and_rebuild() {
     )
     .await;
     assert_eq!(code, StatusCode::ACCEPTED, "{body}");
-    let rebuilt = body["version"].as_u64().unwrap();
+    assert_eq!(body["version"], 1, "{body}");
+    let rebuilt = body["build"].as_u64().unwrap();
     assert_eq!(rebuilt, 3);
     wait_for("the rebuild to take over", async || {
-        status(&server, "acme", &token, "balances").await["active_version"] == rebuilt
+        status(&server, "acme", &token, "balances").await["active_build"] == rebuilt
     })
     .await;
+    let s = status(&server, "acme", &token, "balances").await;
+    assert_eq!(s["active_version"], 1, "{s}");
     let (_, doc) = body_of(server.get(&doc_path, &token).await).await;
     assert_eq!(doc["owner"], "o3", "the rebuild runs version 1's code");
-    // Unknown versions cannot be promoted.
+    // Promoting version 1 now names its active build: nothing changes.
+    let (code, body) = promote(json!({"version": 1})).await;
+    assert_eq!(
+        (code, body["active_build"].clone()),
+        (StatusCode::OK, json!(3))
+    );
+    // A build id and a version that disagree are refused.
+    let (code, body) = promote(json!({"version": 2, "build": 1})).await;
+    assert_error_body(code, &body, StatusCode::BAD_REQUEST, "bad_request");
+    // Unknown versions and builds cannot be promoted.
+    let (code, body) = promote(json!({"version": 42})).await;
+    assert_error_body(code, &body, StatusCode::NOT_FOUND, "not_found");
+    let (code, body) = promote(json!({"build": 42})).await;
+    assert_error_body(code, &body, StatusCode::NOT_FOUND, "not_found");
+
+    // A kept build is deleted on request; the active one is not.
     let (code, body) = body_of(
         server
-            .post(
-                "/t/acme/projections/balances/promote",
+            .send(
+                reqwest::Method::DELETE,
+                "/t/acme/projections/balances/builds/3",
                 &token,
-                json!({"version": 42}),
+                None,
             )
             .await,
     )
     .await;
+    assert_error_body(code, &body, StatusCode::CONFLICT, "active_build");
+    let (code, body) = body_of(
+        server
+            .send(
+                reqwest::Method::DELETE,
+                "/t/acme/projections/balances/builds/2",
+                &token,
+                None,
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({"name": "balances", "build": 2, "deleted": true})
+    );
+    let s = status(&server, "acme", &token, "balances").await;
+    let kept: Vec<u64> = s["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["build"].as_u64().unwrap())
+        .collect();
+    assert_eq!(kept, [1, 3], "{s}");
+    let (code, body) = promote(json!({"version": 2})).await;
     assert_error_body(code, &body, StatusCode::NOT_FOUND, "not_found");
+    // A retired build stands still: build 1 does not follow appends made after the
+    // rebuild retired it.
+    let before = s["versions"][0]["position"].as_u64().unwrap();
+    let appended = expect(
+        server
+            .append(
+                &token,
+                "acme",
+                "account-3",
+                json!({"events": [{"type": "Deposited", "data": {"amount": 1}}]}),
+            )
+            .await,
+        StatusCode::OK,
+    )
+    .await["last_position"]
+        .as_u64()
+        .unwrap();
+    assert!(appended > before);
+    let fresh = format!(
+        "/t/acme/projections/balances/docs/account-3?min_position={appended}&timeout_ms=30000"
+    );
+    let (_, doc) = body_of(server.get(&fresh, &token).await).await;
+    assert_eq!(doc["balance"], 1276, "the active build follows: {doc}");
+    let s = status(&server, "acme", &token, "balances").await;
+    assert_eq!(s["versions"][0]["position"], before, "{s}");
+    // Promoted back, it follows the log again from where it stopped.
+    let (code, _) = promote(json!({"build": 1})).await;
+    assert_eq!(code, StatusCode::OK);
+    let (_, doc) = body_of(server.get(&fresh, &token).await).await;
+    assert_eq!(doc["balance"], 1276, "build 1 caught up again: {doc}");
+    let s = status(&server, "acme", &token, "balances").await;
+    assert_eq!(s["active_build"], 1, "{s}");
 }
 
 #[tokio::test]
@@ -691,7 +773,7 @@ async fn metrics_show_command_and_plugin_latency_and_each_projection_build() {
             "cairn_plugin_call_duration_seconds_count{tenant=\"acme\",plugin=\"balances\",call=\"handle\"}"
         ) >= 1.0
     );
-    let build = "{tenant=\"acme\",projection=\"balances\",version=\"1\"}";
+    let build = "{tenant=\"acme\",projection=\"balances\",version=\"1\",build=\"1\"}";
     assert_eq!(
         value(&format!("cairn_projection_position{build}")),
         position as f64
@@ -699,7 +781,7 @@ async fn metrics_show_command_and_plugin_latency_and_each_projection_build() {
     assert_eq!(value(&format!("cairn_projection_lag{build}")), 0.0);
     assert_eq!(
         value(
-            "cairn_projection_status{tenant=\"acme\",projection=\"balances\",version=\"1\",status=\"active\"}"
+            "cairn_projection_status{tenant=\"acme\",projection=\"balances\",version=\"1\",build=\"1\",status=\"active\"}"
         ),
         1.0
     );

@@ -56,12 +56,13 @@ async fn status(server: &Server, token: &str) -> Value {
     .await
 }
 
-fn build(status: &Value, version: u64) -> Option<Value> {
+/// Build `id` in a projection's status.
+fn build(status: &Value, id: u64) -> Option<Value> {
     status["versions"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|b| b["version"] == version)
+        .find(|b| b["build"] == id)
         .cloned()
 }
 
@@ -76,30 +77,27 @@ async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
     }
 }
 
-/// Waits until build `version` has handled everything up to `position`.
-async fn wait_position(server: &Server, token: &str, version: u64, position: u64) {
-    wait_for(&format!("build {version} at {position}"), async || {
-        build(&status(server, token).await, version)
+/// Waits until build `id` has handled everything up to `position`.
+async fn wait_position(server: &Server, token: &str, id: u64, position: u64) {
+    wait_for(&format!("build {id} at {position}"), async || {
+        build(&status(server, token).await, id)
             .is_some_and(|b| b["position"].as_u64().unwrap() >= position)
     })
     .await;
 }
 
-async fn wait_active(server: &Server, token: &str, version: u64) {
-    wait_for(&format!("build {version} active"), async || {
-        status(server, token).await["active_version"] == version
+async fn wait_active(server: &Server, token: &str, id: u64) {
+    wait_for(&format!("build {id} active"), async || {
+        status(server, token).await["active_build"] == id
     })
     .await;
 }
 
-async fn promote(server: &Server, token: &str, version: u64) {
+/// Promotes build `id`.
+async fn promote(server: &Server, token: &str, id: u64) {
     expect(
         server
-            .post(
-                "/t/acme/projections/p/promote",
-                token,
-                json!({"version": version}),
-            )
+            .post("/t/acme/projections/p/promote", token, json!({"build": id}))
             .await,
         StatusCode::OK,
     )
@@ -108,10 +106,14 @@ async fn promote(server: &Server, token: &str, version: u64) {
 
 /// After a build reached the head it decides on promotion before its next batch:
 /// one more event, handled, means that decision is taken.
-async fn settle(server: &Server, token: &str, version: u64) {
+async fn settle(server: &Server, token: &str, id: u64) {
     let head = append(server, token, "Nudge").await;
-    wait_position(server, token, version, head).await;
+    wait_position(server, token, id, head).await;
 }
+
+/// The hostile projection sleeps this long on a `Sleep` event; a worker asked to stop
+/// finishes the batch it is in, so this long after a stop it has certainly ended.
+const SLEEP_AND_MARGIN: Duration = Duration::from_secs(7);
 
 #[tokio::test]
 async fn an_explicit_promote_during_a_rebuild_stands_when_the_rebuild_catches_up() {
@@ -127,19 +129,28 @@ async fn an_explicit_promote_during_a_rebuild_stands_when_the_rebuild_catches_up
         .post("/t/acme/projections/p/rebuild", &token, json!({}))
         .await;
     assert_eq!(rebuild.status(), StatusCode::ACCEPTED);
-    // v3 is asleep on the Sleep event: roll back to v1 meanwhile.
+    // Build 3 is asleep on the Sleep event: roll back to build 1 meanwhile.
     promote(&server, &token, 1).await;
     let now = status(&server, &token).await;
+    assert_eq!(now["active_build"], 1, "{now}");
     assert_eq!(now["active_version"], 1, "{now}");
     assert_eq!(build(&now, 3).unwrap()["status"], "retired", "{now}");
 
+    // Build 3 finishes the batch it slept in, then stands still: a retired build
+    // does not follow the log, and never takes over.
     let head = append(&server, &token, "Deposited").await;
-    wait_position(&server, &token, 3, head).await;
-    settle(&server, &token, 3).await;
+    tokio::time::sleep(SLEEP_AND_MARGIN).await;
+    settle(&server, &token, 1).await;
     let now = status(&server, &token).await;
     assert_eq!(
-        now["active_version"], 1,
+        now["active_build"], 1,
         "the rebuild did not undo the rollback: {now}"
+    );
+    let rebuild = build(&now, 3).unwrap();
+    assert_eq!(rebuild["status"], "retired", "{now}");
+    assert!(
+        rebuild["position"].as_u64().unwrap() < head,
+        "a retired build went on following the log: {now}"
     );
 }
 
@@ -172,13 +183,19 @@ async fn an_older_upload_never_replaces_a_newer_one_across_kill_9() {
     let now = status(&server, &token).await;
     assert_eq!(build(&now, 2).unwrap()["status"], "retired", "{now}");
 
-    // v2 is mid-sleep (or about to be): kill, restart, let it catch up.
+    // v2 is mid-sleep (or about to be): kill and restart. A retired build is not
+    // resumed, so it never catches up and never takes over.
     server.crash_restart().await;
-    wait_position(&server, &token, 2, head).await;
-    settle(&server, &token, 2).await;
+    tokio::time::sleep(SLEEP_AND_MARGIN).await;
+    settle(&server, &token, 3).await;
     let now = status(&server, &token).await;
-    assert_eq!(now["active_version"], 3, "an older build took over: {now}");
-    assert_eq!(build(&now, 2).unwrap()["status"], "retired", "{now}");
+    assert_eq!(now["active_build"], 3, "an older build took over: {now}");
+    let older = build(&now, 2).unwrap();
+    assert_eq!(older["status"], "retired", "{now}");
+    assert!(
+        older["position"].as_u64().unwrap() < head,
+        "a retired build was resumed after the restart: {now}"
+    );
 }
 
 #[tokio::test]
@@ -230,8 +247,12 @@ async fn retired_builds_are_deleted_while_every_worker_writes() {
             StatusCode::ACCEPTED,
         )
         .await;
-        let version = rebuild["version"].as_u64().unwrap();
-        wait_active(&server, &token, version).await;
+        assert_eq!(
+            rebuild["version"], 2,
+            "a rebuild runs the active version: {rebuild}"
+        );
+        let id = rebuild["build"].as_u64().unwrap();
+        wait_active(&server, &token, id).await;
         // And an explicit promote of the newest retired one, straight away.
         let now = status(&server, &token).await;
         let retired = now["versions"]
@@ -239,7 +260,7 @@ async fn retired_builds_are_deleted_while_every_worker_writes() {
             .unwrap()
             .iter()
             .filter(|b| b["status"] == "retired")
-            .map(|b| b["version"].as_u64().unwrap())
+            .map(|b| b["build"].as_u64().unwrap())
             .max()
             .unwrap();
         promote(&server, &token, retired).await;

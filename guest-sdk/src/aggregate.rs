@@ -112,13 +112,10 @@ pub mod glue {
     pub fn decide<A: Aggregate>(
         state: Vec<u8>,
         command: wit::Command,
-    ) -> Result<Vec<wit::NewEvent>, wit::Rejection> {
+    ) -> Result<Vec<wit::NewEvent>, wit::DecideError> {
         let state: A = load(&state);
         let decoded: A::Command = envelope::decode(&command.command_type, &command.payload)
-            .map_err(|message| wit::Rejection {
-                code: "invalid_command".into(),
-                message,
-            })?;
+            .map_err(wit::DecideError::InvalidCommand)?;
         let context = CommandContext {
             stream_id: command.stream_id,
             issued_at: command.issued_at,
@@ -135,10 +132,10 @@ pub mod glue {
                     }
                 })
                 .collect()),
-            Err(rejection) => Err(wit::Rejection {
+            Err(rejection) => Err(wit::DecideError::Rejected(wit::Rejection {
                 code: rejection.code,
                 message: rejection.message,
-            }),
+            })),
         }
     }
 
@@ -236,11 +233,11 @@ mod tests {
         let state = glue::initial_state::<Counter>();
         assert_eq!(state, br#"{"total":0}"#);
         let events = glue::decide::<Counter>(state.clone(), command("Add", r#"{"by":2}"#))
-            .unwrap_or_else(|r| panic!("{}", r.message));
+            .unwrap_or_else(|r| panic!("{r:?}"));
         assert_eq!(events[0].event_type, "Added");
         assert_eq!(events[0].payload, br#"{"by":2}"#);
         let events = glue::decide::<Counter>(state, command("Reset", "null"))
-            .unwrap_or_else(|r| panic!("{}", r.message));
+            .unwrap_or_else(|r| panic!("{r:?}"));
         assert_eq!(
             (events[0].event_type.as_str(), events[0].payload.as_slice()),
             ("WasReset", b"{}".as_slice())
@@ -250,7 +247,11 @@ mod tests {
     #[test]
     fn the_context_comes_from_the_command() {
         let state = glue::initial_state::<Counter>();
-        let rejection = glue::decide::<Counter>(state, command("Add", r#"{"by":0}"#)).unwrap_err();
+        let wit::DecideError::Rejected(rejection) =
+            glue::decide::<Counter>(state, command("Add", r#"{"by":0}"#)).unwrap_err()
+        else {
+            panic!("a domain rejection expected");
+        };
         assert_eq!(
             (rejection.code.as_str(), rejection.message.as_str()),
             ("invalid_amount", "counter-1 at 42")
@@ -258,14 +259,14 @@ mod tests {
     }
 
     #[test]
-    fn undecodable_commands_are_rejected() {
+    fn undecodable_commands_are_invalid_not_rejected() {
         let state = glue::initial_state::<Counter>();
         for (command_type, payload) in [("Add", "{}"), ("Explode", "{}"), ("Add", "not json")] {
-            let rejection =
+            let error =
                 glue::decide::<Counter>(state.clone(), command(command_type, payload)).unwrap_err();
-            assert_eq!(
-                rejection.code, "invalid_command",
-                "{command_type} {payload}"
+            assert!(
+                matches!(error, wit::DecideError::InvalidCommand(_)),
+                "{command_type} {payload}: {error:?}"
             );
         }
     }

@@ -1,7 +1,7 @@
 //! # cairn-guest: write Cairn plugins in plain Rust
 //!
 //! A Cairn plugin is a WebAssembly component (`wasm32-wasip2`) that implements one of
-//! the three worlds of `cairn:plugin@0.1.0` (see `wit/cairn.wit`): an aggregate, a
+//! the three worlds of `cairn:plugin@0.2.0` (see `wit/cairn.wit`): an aggregate, a
 //! projection or an upcaster. This crate hides the bindings: implement [`Aggregate`],
 //! [`Projection`] or [`Upcaster`] on your type and call one macro.
 //!
@@ -264,7 +264,7 @@ macro_rules! export_aggregate {
                 command: $crate::aggregate_bindings::cairn::plugin::types::Command,
             ) -> ::std::result::Result<
                 ::std::vec::Vec<$crate::aggregate_bindings::cairn::plugin::types::NewEvent>,
-                $crate::aggregate_bindings::cairn::plugin::types::Rejection,
+                $crate::aggregate_bindings::cairn::plugin::types::DecideError,
             > {
                 $crate::__private::aggregate::decide::<$aggregate>(state, command)
             }

@@ -36,6 +36,8 @@ pub struct Settings {
     /// How long a command id is remembered (its answer replayed, another request under
     /// it refused); `None`: for good.
     pub command_retention: Option<std::time::Duration>,
+    /// Retired builds of each projection kept for rollback.
+    pub projection_builds_kept: usize,
 }
 
 pub struct App {
@@ -94,6 +96,7 @@ impl App {
             heads.clone(),
             tenants.clone(),
             plugins.clone(),
+            settings.projection_builds_kept,
         );
         projections.resume_all().await?;
         plugins.resume_verifications(&tenants).await?;

@@ -80,6 +80,10 @@ enum Commands {
         /// request under it a 409); 0 keeps them for good.
         #[arg(long, env = "CAIRN_COMMAND_RETENTION_DAYS", default_value_t = 0)]
         command_retention_days: u64,
+        /// Retired builds of each projection kept for rollback (they stop following the
+        /// log); older ones are deleted with their documents.
+        #[arg(long, env = "CAIRN_PROJECTION_BUILDS_KEPT", default_value_t = 2)]
+        projection_builds_kept: usize,
     },
     /// Compile one component with the server's engine settings (the server runs this
     /// in a child process for every upload, so a compile can be timed out and killed).
@@ -130,6 +134,7 @@ async fn run() -> anyhow::Result<()> {
             live_buffer,
             live_max_behind,
             command_retention_days,
+            projection_builds_kept,
         } => {
             let limits = ConnectionLimits {
                 header_read_timeout: Duration::from_secs(header_read_timeout),
@@ -151,6 +156,7 @@ async fn run() -> anyhow::Result<()> {
                 },
                 command_retention: (command_retention_days > 0)
                     .then(|| Duration::from_secs(command_retention_days * 86_400)),
+                projection_builds_kept,
             };
             serve(settings, listen, limits).await
         }

@@ -199,9 +199,10 @@ pub fn render_projections(
                 for build in &view.versions {
                     let _ = writeln!(
                         out,
-                        "{name}{{tenant=\"{tenant}\",projection=\"{}\",version=\"{}\"}} {}",
+                        "{name}{{tenant=\"{tenant}\",projection=\"{}\",version=\"{}\",build=\"{}\"}} {}",
                         view.name,
                         build.version,
+                        build.build,
                         read(build)
                     );
                 }
@@ -219,9 +220,10 @@ pub fn render_projections(
             for build in &view.versions {
                 let _ = writeln!(
                     out,
-                    "{name}{{tenant=\"{tenant}\",projection=\"{}\",version=\"{}\",status=\"{}\"}} 1",
+                    "{name}{{tenant=\"{tenant}\",projection=\"{}\",version=\"{}\",build=\"{}\",status=\"{}\"}} 1",
                     view.name,
                     build.version,
+                    build.build,
                     build.status.as_str()
                 );
             }

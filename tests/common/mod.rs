@@ -78,10 +78,11 @@ pub fn drop_database(name: String) {
     let _ = dropper.join();
 }
 
-/// The bytes of `target/hostile/<name>.wasm`, built by `cargo xtask build-plugins`.
-pub fn hostile_bytes(name: &str) -> Vec<u8> {
+/// The bytes of `target/<folder>/<name>.wasm`, built by `cargo xtask build-plugins`.
+fn built_component(folder: &str, name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/hostile")
+        .join("../target")
+        .join(folder)
         .join(format!("{name}.wasm"));
     std::fs::read(&path).unwrap_or_else(|e| {
         panic!(
@@ -91,17 +92,19 @@ pub fn hostile_bytes(name: &str) -> Vec<u8> {
     })
 }
 
-/// The bytes of `target/plugins/<name>.wasm`, built by `cargo xtask build-plugins`.
+/// A component that misbehaves on purpose (`hostile/<name>`).
+pub fn hostile_bytes(name: &str) -> Vec<u8> {
+    built_component("hostile", name)
+}
+
+/// An example plugin (`plugins/<name>`).
 pub fn plugin_bytes(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/plugins")
-        .join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{} is missing ({e}): run `cargo xtask build-plugins` first",
-            path.display()
-        )
-    })
+    built_component("plugins", name)
+}
+
+/// A component built against an older contract (`compat/<name>`).
+pub fn compat_bytes(name: &str) -> Vec<u8> {
+    built_component("compat", name)
 }
 
 impl Server {

@@ -1,6 +1,6 @@
-//! `cargo xtask build-plugins`: builds every crate under `plugins/` and `hostile/` for
-//! `wasm32-wasip2` in release (adding the target with rustup when it is missing) and
-//! copies the components to `target/plugins/<name>.wasm` and `target/hostile/<name>.wasm`.
+//! `cargo xtask build-plugins`: builds every crate under `plugins/`, `hostile/` and
+//! `compat/` for `wasm32-wasip2` in release (adding the target with rustup when it is
+//! missing) and copies the components to `target/<folder>/<name>.wasm`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,6 +54,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     let groups = [
         ("plugins", crates_in(root, "plugins", "")?),
         ("hostile", crates_in(root, "hostile", "hostile-")?),
+        ("compat", crates_in(root, "compat", "compat-")?),
     ];
     let mut build = Command::new(env!("CARGO"));
     build

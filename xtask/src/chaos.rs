@@ -373,7 +373,7 @@ fn write_loop(
     Ok(())
 }
 
-/// Asks for a rebuild of `balances`, or promotes one of its kept versions back.
+/// Asks for a rebuild of `balances`, or promotes one of its kept builds back.
 fn projection_poke(http: &Client, base: &str, token: &str, random: &mut Random) -> bool {
     let url = format!("{base}/t/{TENANT}/projections/balances");
     let sent = if random.below(3) == 0 {
@@ -388,15 +388,15 @@ fn projection_poke(http: &Client, base: &str, token: &str, random: &mut Random) 
             .into_iter()
             .flatten()
             .filter(|v| v["status"] != "failed")
-            .filter_map(|v| v["version"].as_u64())
+            .filter_map(|v| v["build"].as_u64())
             .collect();
         if kept.is_empty() {
             return false;
         }
-        let version = kept[random.below(kept.len() as u64) as usize];
+        let build = kept[random.below(kept.len() as u64) as usize];
         http.post(format!("{url}/promote"))
             .bearer_auth(token)
-            .json(&json!({"version": version}))
+            .json(&json!({"build": build}))
             .send()
     } else {
         http.post(format!("{url}/rebuild"))

@@ -76,6 +76,8 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             "promotion",
             "--test",
             "aggregate_streams",
+            "--test",
+            "compat",
         ],
         &[("CAIRN_TEST_BACKEND", "postgres")],
     )?;

@@ -16,7 +16,7 @@ mod views;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -73,6 +73,10 @@ pub fn router(app: AppState) -> Router {
         .route(
             "/t/{tenant}/projections/{name}/rebuild",
             post(projections::rebuild),
+        )
+        .route(
+            "/t/{tenant}/projections/{name}/builds/{build}",
+            delete(projections::delete_build),
         )
         .route(
             "/t/{tenant}/projections/{name}/docs",

@@ -13,6 +13,7 @@ use super::extract::{Path, Query, stored_query_text};
 use super::json::JsonBody;
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::projection::BuildChoice;
 
 pub async fn list(access: TenantAccess, State(app): State<AppState>) -> ApiResult<Json<Value>> {
     Ok(Json(json!(
@@ -29,10 +30,13 @@ pub async fn show(
     Ok(Json(json!(views.pop())))
 }
 
+/// Names the build to promote: a plugin version (its newest kept build), a build id,
+/// or both.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PromoteBody {
-    version: u64,
+    version: Option<u64>,
+    build: Option<u64>,
 }
 
 pub async fn promote(
@@ -41,10 +45,17 @@ pub async fn promote(
     Path((_, name)): Path<(String, String)>,
     JsonBody(body): JsonBody<PromoteBody>,
 ) -> ApiResult<Json<Value>> {
-    app.projections
-        .promote(&access.tenant, &name, body.version)
+    let choice = BuildChoice {
+        version: body.version,
+        build: body.build,
+    };
+    let (version, build) = app
+        .projections
+        .promote(&access.tenant, &name, choice)
         .await?;
-    Ok(Json(json!({"name": name, "active_version": body.version})))
+    Ok(Json(
+        json!({"name": name, "active_version": version, "active_build": build}),
+    ))
 }
 
 pub async fn rebuild(
@@ -52,11 +63,23 @@ pub async fn rebuild(
     State(app): State<AppState>,
     Path((_, name)): Path<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let version = app.projections.rebuild(&access.tenant, &name).await?;
+    let (version, build) = app.projections.rebuild(&access.tenant, &name).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"name": name, "version": version, "status": "building"})),
+        Json(json!({"name": name, "version": version, "build": build, "status": "building"})),
     ))
+}
+
+/// Deletes a build that is not active (a kept one, or one still catching up).
+pub async fn delete_build(
+    access: TenantAccess,
+    State(app): State<AppState>,
+    Path((_, name, build)): Path<(String, String, u64)>,
+) -> ApiResult<Json<Value>> {
+    app.projections
+        .delete_build(&access.tenant, &name, build)
+        .await?;
+    Ok(Json(json!({"name": name, "build": build, "deleted": true})))
 }
 
 #[derive(Deserialize)]

@@ -18,7 +18,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::gate::TenantGate;
 use crate::metrics::Metrics;
 use crate::plugins::{Plugins, ServingAggregate};
-use crate::runtime::aggregate::Command;
+use crate::runtime::aggregate::{Command, DecideError};
 use crate::runtime::{AggregateInstance, PluginFailure, Runtime};
 use crate::state_cache::{StateCache, StreamLocks};
 use crate::store::{
@@ -28,8 +28,6 @@ use crate::store::{
 
 /// Conflicts retried before giving up (each retry reloads only the new tail).
 const MAX_ATTEMPTS: usize = 8;
-/// The rejection code `decide` gives for a command it cannot read (wit/cairn.wit).
-const INVALID_COMMAND: &str = "invalid_command";
 /// Most events one `decide` may return.
 pub const MAX_EVENTS_PER_COMMAND: usize = 1000;
 /// Events read per page while loading a long tail.
@@ -201,17 +199,16 @@ impl Commands {
             let new_events = match decided {
                 Ok(events) => events,
                 Err(_) if from_cache => continue,
-                // Not a domain refusal: the client's command could not be read (the SDK
-                // reserves this code for it). Not remembered under a command id: the
-                // corrected request may reuse the id.
-                Err(rejection) if rejection.code == INVALID_COMMAND => {
+                // Not a domain refusal: the client's command could not be read. Not
+                // remembered under a command id: the corrected request may reuse the id.
+                Err(DecideError::InvalidCommand(message)) => {
                     return Err(ApiError::new(
                         axum::http::StatusCode::BAD_REQUEST,
                         "invalid_command",
-                        rejection.message,
+                        message,
                     ));
                 }
-                Err(rejection) => {
+                Err(DecideError::Rejected(rejection)) => {
                     Metrics::add(&self.metrics.commands_rejected, 1);
                     // A refusal is an answer like any other: a repeat of the id gets it
                     // again instead of a second chance.

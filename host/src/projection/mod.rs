@@ -1,5 +1,10 @@
-//! Projections: builds ("versions") of a projection plugin, their workers, promotion
-//! and rollback, and document reads.
+//! Projections: builds of a projection plugin, their workers, promotion and rollback,
+//! and document reads.
+//!
+//! Two numbers name a build, and the API shows both: the plugin `version` whose code it
+//! runs (what users upload and promote), and its `build` id, which tells apart two
+//! builds of one version (a rebuild). The store calls the build id `version` (its
+//! column predates the distinction); in this module `version: u64` is a build id.
 //!
 //! Every build has its own checkpoint and its own documents. A worker per build
 //! ([`worker`]) feeds it the tenant's log in batches; a batch's document writes and
@@ -12,10 +17,14 @@
 //! it holds across restarts and hosts): an explicit promote; a build that caught up
 //! while it is still the newest requested one (an upload or a rebuild; a later promote
 //! or a newer build cancels that); never an older build over a newer choice. The
-//! memory here follows the store after every change. A retired build past the kept
-//! ones has its worker stopped and awaited before its documents are deleted.
+//! memory here follows the store after every change. A retired build stops following
+//! the log (promoting it back starts its worker again, from its checkpoint); past the
+//! kept ones, its worker is awaited before its documents are deleted.
 
+mod promotion;
 mod worker;
+
+pub use promotion::BuildChoice;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,11 +38,9 @@ use crate::appender::LogHeads;
 use crate::error::{ApiError, ApiResult};
 use crate::plugins::Plugins;
 use crate::runtime::Runtime;
-use crate::store::{EventStore, ProjectionRecord, ProjectionStatus, PromoteRule, TenantId};
+use crate::store::{EventStore, ProjectionRecord, ProjectionStatus, TenantId};
 use crate::tenant::Tenants;
 
-/// Retired builds kept for rollback; older ones are deleted with their documents.
-const KEEP_RETIRED: usize = 2;
 /// Projection batches running at once across all tenants: catch-up work must leave
 /// CPU for commands.
 const BATCH_SLOTS: usize = 4;
@@ -83,15 +90,20 @@ pub struct Projections {
     /// Each tenant's own batch slots, taken before a global one, so a tenant waiting
     /// for its turn holds nothing the others need. A std `Mutex`: held for a lookup.
     tenant_batch_slots: Mutex<HashMap<TenantId, Arc<Semaphore>>>,
-    /// Builds by projection, by version. A std `Mutex`: never held across an await.
+    /// Builds by projection, by build id. A std `Mutex`: never held across an await.
     builds: Mutex<HashMap<ProjectionKey, HashMap<u64, Build>>>,
+    /// Retired builds kept for rollback (`--projection-builds-kept`); older ones are
+    /// deleted with their documents.
+    keep_retired: usize,
 }
 
 /// The status of one build, as the API shows it.
 #[derive(Serialize)]
 pub struct BuildView {
+    /// The plugin version whose code the build runs.
     pub version: u64,
-    pub plugin_version: u64,
+    /// The build's id: a rebuild of one version is a new build.
+    pub build: u64,
     pub status: ProjectionStatus,
     pub position: u64,
     pub lag: u64,
@@ -102,9 +114,12 @@ pub struct BuildView {
 #[derive(Serialize)]
 pub struct ProjectionView {
     pub name: String,
+    /// The plugin version of the active build.
     pub active_version: Option<u64>,
+    pub active_build: Option<u64>,
     pub versions: Vec<BuildView>,
 }
+
 
 impl Projections {
     pub fn new(
@@ -113,6 +128,7 @@ impl Projections {
         heads: Arc<LogHeads>,
         tenants: Arc<Tenants>,
         plugins: Arc<Plugins>,
+        keep_retired: usize,
     ) -> Arc<Projections> {
         Arc::new(Projections {
             store,
@@ -123,6 +139,7 @@ impl Projections {
             batch_slots: Arc::new(Semaphore::new(BATCH_SLOTS)),
             tenant_batch_slots: Mutex::new(HashMap::new()),
             builds: Mutex::new(HashMap::new()),
+            keep_retired,
         })
     }
 
@@ -139,8 +156,12 @@ impl Projections {
         let key = (record.tenant.clone(), record.name.clone());
         let version = record.version;
         // An active build that failed keeps serving its documents but is not run again
-        // (it carries its error); a fixed upload replaces it.
-        let runnable = record.status != ProjectionStatus::Failed && record.error.is_none();
+        // (it carries its error); a fixed upload replaces it. A retired build stands
+        // still until it is promoted back.
+        let runnable = !matches!(
+            record.status,
+            ProjectionStatus::Failed | ProjectionStatus::Retired
+        ) && record.error.is_none();
         let build = Build {
             position: watch::channel(record.position).0,
             record: record.clone(),
@@ -199,18 +220,49 @@ impl Projections {
     }
 
     /// Brings this host's view of a projection's builds in line with the store, which
-    /// decides (another host may have changed them too).
-    async fn sync(&self, tenant: &TenantId, name: &str) -> ApiResult<()> {
+    /// decides (another host may have changed them too): a build that was retired stops
+    /// following the log, and one promoted back starts again from its checkpoint.
+    async fn sync(self: &Arc<Self>, tenant: &TenantId, name: &str) -> ApiResult<()> {
         let records = self.store.projections(Some(tenant)).await?;
         let key = (tenant.clone(), name.to_owned());
-        let mut builds = self.builds.lock().expect("builds lock");
-        if let Some(versions) = builds.get_mut(&key) {
-            for record in records.into_iter().filter(|r| r.name == name) {
-                if let Some(build) = versions.get_mut(&record.version) {
+        let mut restart = Vec::new();
+        {
+            let mut builds = self.builds.lock().expect("builds lock");
+            if let Some(versions) = builds.get_mut(&key) {
+                for record in records.into_iter().filter(|r| r.name == name) {
+                    let Some(build) = versions.get_mut(&record.version) else {
+                        continue;
+                    };
                     build.record.status = record.status;
-                    build.record.error = record.error;
+                    build.record.error = record.error.clone();
+                    let running = build.worker.as_ref().is_some_and(|w| !*w.stop.borrow());
+                    match record.status {
+                        ProjectionStatus::Retired if running => {
+                            if let Some(worker) = &build.worker {
+                                // Kept, so that a deletion or a restart can await it.
+                                let _ = worker.stop.send(true);
+                            }
+                        }
+                        ProjectionStatus::Active | ProjectionStatus::Building
+                            if !running && record.error.is_none() =>
+                        {
+                            restart.push(record);
+                        }
+                        _ => {}
+                    }
                 }
             }
+        }
+        for record in restart {
+            let stopped = self
+                .build_mut(&key, record.version, |b| b.worker.take())
+                .flatten();
+            if let Some(worker) = stopped {
+                let _ = worker.stop.send(true);
+                let _ = worker.task.await;
+            }
+            tracing::info!(%tenant, projection = name, build = record.version, position = record.position, "projection build follows the log again");
+            self.track(record);
         }
         Ok(())
     }
@@ -238,129 +290,6 @@ impl Projections {
             .await
             .expect("never closed");
         (mine, global)
-    }
-
-    /// Builds the active code again beside itself; promoted when caught up.
-    pub async fn rebuild(self: &Arc<Self>, tenant: &TenantId, name: &str) -> ApiResult<u64> {
-        let active = self.active_record(tenant, name)?;
-        let building = {
-            let builds = self.builds.lock().expect("builds lock");
-            builds
-                .iter()
-                .filter(|((t, _), _)| t == tenant)
-                .flat_map(|(_, versions)| versions.values())
-                .filter(|b| b.record.status == ProjectionStatus::Building && b.worker.is_some())
-                .count()
-        };
-        if building >= MAX_BUILDING_PER_TENANT {
-            return Err(ApiError::over_limit(format!(
-                "{building} builds of this tenant are catching up; at most \
-                 {MAX_BUILDING_PER_TENANT} may at once: wait for them to finish"
-            )));
-        }
-        let record = self
-            .store
-            .add_projection_version(
-                tenant,
-                name,
-                active.plugin_version,
-                &active.digest,
-                ProjectionStatus::Building,
-            )
-            .await?;
-        let version = record.version;
-        self.track(record);
-        self.sync(tenant, name).await?;
-        Ok(version)
-    }
-
-    /// Makes a kept build the active one (a rollback when it is older); cancels any
-    /// build waiting to take over.
-    pub async fn promote(
-        self: &Arc<Self>,
-        tenant: &TenantId,
-        name: &str,
-        version: u64,
-    ) -> ApiResult<()> {
-        let key = (tenant.clone(), name.to_owned());
-        let status = {
-            let builds = self.builds.lock().expect("builds lock");
-            let versions = builds
-                .get(&key)
-                .ok_or_else(|| ApiError::not_found(format!("no projection named {name}")))?;
-            versions
-                .get(&version)
-                .map(|b| b.record.status)
-                .ok_or_else(|| ApiError::not_found(format!("{name} has no version {version}")))?
-        };
-        let failed = || {
-            ApiError::new(
-                axum::http::StatusCode::CONFLICT,
-                "failed_version",
-                format!("{name} version {version} is parked as failed; upload a fixed version"),
-            )
-        };
-        if status == ProjectionStatus::Failed {
-            return Err(failed());
-        }
-        if !self
-            .switch(tenant, name, version, PromoteRule::Explicit)
-            .await?
-        {
-            // Deleted or parked by another host meanwhile.
-            return Err(failed());
-        }
-        Ok(())
-    }
-
-    /// A build that reached the head takes over, if it is still the newest requested.
-    pub(crate) async fn caught_up(self: &Arc<Self>, tenant: &TenantId, name: &str, version: u64) {
-        if let Err(error) = self
-            .switch(tenant, name, version, PromoteRule::CaughtUp)
-            .await
-        {
-            tracing::warn!(%tenant, projection = name, version, "promotion failed: {}", error.message);
-        }
-    }
-
-    /// Asks the store to make `version` active under `rule`; then follows the store,
-    /// and stops and deletes the builds it retired for good. False when refused.
-    async fn switch(
-        self: &Arc<Self>,
-        tenant: &TenantId,
-        name: &str,
-        version: u64,
-        rule: PromoteRule,
-    ) -> ApiResult<bool> {
-        let promotion = self
-            .store
-            .promote_projection(tenant, name, version, rule, KEEP_RETIRED)
-            .await?;
-        self.sync(tenant, name).await?;
-        if !promotion.promoted {
-            tracing::info!(%tenant, projection = name, version, ?rule, "projection promotion refused: a newer choice stands");
-            return Ok(false);
-        }
-        tracing::info!(%tenant, projection = name, version, ?rule, "projection version promoted");
-        let key = (tenant.clone(), name.to_owned());
-        for old in promotion.doomed {
-            let worker = {
-                let mut builds = self.builds.lock().expect("builds lock");
-                builds
-                    .get_mut(&key)
-                    .and_then(|versions| versions.remove(&old))
-                    .and_then(|build| build.worker)
-            };
-            if let Some(worker) = worker {
-                let _ = worker.stop.send(true);
-                // A worker ends at its next batch boundary; one that panicked is over too.
-                let _ = worker.task.await;
-            }
-            self.store
-                .delete_projection_version(tenant, name, old)
-                .await?;
-        }
-        Ok(true)
     }
 
     fn active_record(&self, tenant: &TenantId, name: &str) -> ApiResult<ProjectionRecord> {
@@ -456,8 +385,8 @@ impl Projections {
                         let seconds = b.started.elapsed().as_secs_f64().max(0.001);
                         let parked = b.record.error.is_some();
                         BuildView {
-                            version: b.record.version,
-                            plugin_version: b.record.plugin_version,
+                            version: b.record.plugin_version,
+                            build: b.record.version,
                             status: if parked {
                                 ProjectionStatus::Failed
                             } else {
@@ -470,13 +399,14 @@ impl Projections {
                         }
                     })
                     .collect();
-                list.sort_by_key(|b| b.version);
+                list.sort_by_key(|b| b.build);
+                let active = versions
+                    .values()
+                    .find(|b| b.record.status == ProjectionStatus::Active);
                 ProjectionView {
                     name: n.clone(),
-                    active_version: versions
-                        .values()
-                        .find(|b| b.record.status == ProjectionStatus::Active)
-                        .map(|b| b.record.version),
+                    active_version: active.map(|b| b.record.plugin_version),
+                    active_build: active.map(|b| b.record.version),
                     versions: list,
                 }
             })

@@ -1,4 +1,9 @@
 //! Calls into the `aggregate` world: initial-state, evolve (in batches) and decide.
+//!
+//! Two versions of the world are served: the current contract (`wit/cairn.wit`) and
+//! components built against 0.1.0 (`wit/v0.1.0`), whose `decide` refuses with a plain
+//! rejection. Everything else about them is the same, so one instance type drives
+//! both and `decide`'s answer is translated into the current form.
 
 use wasmtime::Store;
 
@@ -15,8 +20,50 @@ pub mod bindings {
     });
 }
 
-pub use bindings::cairn::plugin::types::{Command, NewEvent, Rejection};
-use bindings::{Aggregate, AggregatePre};
+/// The 0.1.0 world. Its types are the current ones (they did not change; component
+/// types are checked by shape), so only `decide`'s error differs.
+pub mod bindings_0_1 {
+    wasmtime::component::bindgen!({
+        path: "../wit/v0.1.0",
+        world: "aggregate",
+        exports: { default: async },
+        with: { "cairn:plugin/types": super::bindings::cairn::plugin::types },
+    });
+}
+
+pub use bindings::cairn::plugin::types::{Command, DecideError, NewEvent, Rejection};
+
+/// What `decide` answered for a 0.1.0 component that could not read its command.
+const INVALID_COMMAND_0_1: &str = "invalid_command";
+
+/// A linked aggregate component, of either version of the world.
+#[derive(Clone)]
+pub enum AggregatePre {
+    Current(bindings::AggregatePre<CallState>),
+    V0_1(bindings_0_1::AggregatePre<CallState>),
+}
+
+/// An instantiated aggregate, of either version of the world.
+enum Aggregate {
+    Current(bindings::Aggregate),
+    V0_1(bindings_0_1::Aggregate),
+}
+
+impl AggregatePre {
+    fn engine(&self) -> &wasmtime::Engine {
+        match self {
+            AggregatePre::Current(pre) => pre.engine(),
+            AggregatePre::V0_1(pre) => pre.engine(),
+        }
+    }
+
+    async fn instantiate(&self, store: &mut Store<CallState>) -> wasmtime::Result<Aggregate> {
+        Ok(match self {
+            AggregatePre::Current(pre) => Aggregate::Current(pre.instantiate_async(store).await?),
+            AggregatePre::V0_1(pre) => Aggregate::V0_1(pre.instantiate_async(store).await?),
+        })
+    }
+}
 
 /// Events per `evolve` call to begin with: large enough that the boundary crossing is
 /// amortised, small enough that one call of a Rust component stays far inside its time
@@ -31,7 +78,7 @@ pub struct AggregateInstance {
     bindings: Aggregate,
     /// Kept to make a fresh instance when a batch runs out of time (a trap leaves the
     /// old one unusable); cheap clones of `Arc`s.
-    pre: AggregatePre<CallState>,
+    pre: AggregatePre,
     limits: CallLimits,
     /// Events per `evolve` call, halved each time a batch runs past the call's time
     /// budget so that a long history always folds, only in more calls.
@@ -40,12 +87,12 @@ pub struct AggregateInstance {
 
 impl AggregateInstance {
     pub(super) async fn new(
-        pre: &AggregatePre<CallState>,
+        pre: &AggregatePre,
         limits: CallLimits,
     ) -> Result<AggregateInstance, PluginFailure> {
         let mut store = new_store(pre.engine(), limits.clone());
         let bounds = store.data().call_bounds();
-        match within_wall(bounds, pre.instantiate_async(&mut store)).await? {
+        match within_wall(bounds, pre.instantiate(&mut store)).await? {
             Ok(bindings) => Ok(AggregateInstance {
                 store,
                 bindings,
@@ -66,7 +113,11 @@ impl AggregateInstance {
     pub async fn initial_state(&mut self) -> Result<Vec<u8>, PluginFailure> {
         self.store.data().sources.set(0, &[b"initial-state"]);
         let bounds = self.store.data().call_bounds();
-        let result = within_wall(bounds, self.bindings.call_initial_state(&mut self.store)).await?;
+        let store = &mut self.store;
+        let result = match &self.bindings {
+            Aggregate::Current(b) => within_wall(bounds, b.call_initial_state(store)).await?,
+            Aggregate::V0_1(b) => within_wall(bounds, b.call_initial_state(store)).await?,
+        };
         result.map_err(|e| classify(e, &self.store))
     }
 
@@ -123,8 +174,15 @@ impl AggregateInstance {
         self.store.data_mut().refill_budget();
         let records: Vec<_> = chunk.iter().map(to_wit_event).collect();
         let bounds = self.store.data().call_bounds();
-        let call = self.bindings.call_evolve(&mut self.store, state, &records);
-        let result = within_wall(bounds, call).await?;
+        let store = &mut self.store;
+        let result = match &self.bindings {
+            Aggregate::Current(b) => {
+                within_wall(bounds, b.call_evolve(store, state, &records)).await?
+            }
+            Aggregate::V0_1(b) => {
+                within_wall(bounds, b.call_evolve(store, state, &records)).await?
+            }
+        };
         result.map_err(|e| classify(e, &self.store))
     }
 
@@ -136,7 +194,7 @@ impl AggregateInstance {
         state: &[u8],
         command: &Command,
         seed: &str,
-    ) -> Result<Result<Vec<NewEvent>, Rejection>, PluginFailure> {
+    ) -> Result<Result<Vec<NewEvent>, DecideError>, PluginFailure> {
         self.store
             .data()
             .sources
@@ -145,8 +203,15 @@ impl AggregateInstance {
         // before it took.
         self.store.data_mut().refill_budget();
         let bounds = self.store.data().call_bounds();
-        let call = self.bindings.call_decide(&mut self.store, state, command);
-        let result = within_wall(bounds, call).await?;
+        let store = &mut self.store;
+        let result = match &self.bindings {
+            Aggregate::Current(b) => {
+                within_wall(bounds, b.call_decide(store, state, command)).await?
+            }
+            Aggregate::V0_1(b) => within_wall(bounds, b.call_decide(store, state, command))
+                .await?
+                .map(|answer| answer.map_err(decide_error_0_1)),
+        };
         result.map_err(|e| classify(e, &self.store))
     }
 
@@ -174,9 +239,28 @@ pub(super) fn to_wit_event(e: &RecordedEvent) -> bindings::cairn::plugin::types:
     }
 }
 
+/// A 0.1.0 refusal in the current form: the reserved code was its way of saying the
+/// command could not be read.
+fn decide_error_0_1(rejection: Rejection) -> DecideError {
+    if rejection.code == INVALID_COMMAND_0_1 {
+        DecideError::InvalidCommand(rejection.message)
+    } else {
+        DecideError::Rejected(rejection)
+    }
+}
+
+/// Links a component of the current world, else of the 0.1.0 world; the error is the
+/// current world's (what a plugin author should build against).
 pub(super) fn new_pre(
     linker: &wasmtime::component::Linker<CallState>,
     component: &wasmtime::component::Component,
-) -> wasmtime::Result<AggregatePre<CallState>> {
-    AggregatePre::new(linker.instantiate_pre(component)?)
+) -> wasmtime::Result<AggregatePre> {
+    let pre = linker.instantiate_pre(component)?;
+    match bindings::AggregatePre::new(pre.clone()) {
+        Ok(current) => Ok(AggregatePre::Current(current)),
+        Err(error) => match bindings_0_1::AggregatePre::new(pre) {
+            Ok(old) => Ok(AggregatePre::V0_1(old)),
+            Err(_) => Err(error),
+        },
+    }
 }

@@ -74,7 +74,7 @@ pub enum Compiler {
 
 /// A compiled, linked component ready to instantiate.
 pub enum Prepared {
-    Aggregate(aggregate::bindings::AggregatePre<CallState>),
+    Aggregate(aggregate::AggregatePre),
     Projection(projection::bindings::ProjectionPre<CallState>),
     Upcaster(upcaster::bindings::UpcasterPre<CallState>),
 }
@@ -409,7 +409,7 @@ impl Runtime {
             )
         } else {
             anyhow::bail!(
-                "the component implements no world of cairn:plugin@0.1.0: an aggregate \
+                "the component implements no world of cairn:plugin@0.2.0 (or 0.1.0): an aggregate \
                  exports initial-state, decide and evolve; a projection exports event-types \
                  and handle; an upcaster exports event-types and upcast (it exports: [{}])",
                 exports.join(", ")

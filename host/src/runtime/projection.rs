@@ -29,6 +29,21 @@ pub mod bindings {
     });
 }
 
+/// The 0.1.0 world, for its `documents` import only: a projection built against 0.1.0
+/// exports the same functions with the same types, so the current bindings call it,
+/// and the linker answers its `documents@0.1.0` import with the same host functions.
+pub mod bindings_0_1 {
+    wasmtime::component::bindgen!({
+        path: "../wit/v0.1.0",
+        world: "projection",
+        exports: { default: async },
+        imports: { default: async | trappable },
+        with: {
+            "cairn:plugin/types": super::super::aggregate::bindings::cairn::plugin::types,
+        },
+    });
+}
+
 use bindings::{Projection, ProjectionPre};
 
 /// Where a projection call reads the documents committed before its batch.
@@ -191,10 +206,29 @@ impl ProjectionInstance {
     }
 }
 
+impl bindings_0_1::cairn::plugin::documents::Host for CallState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        bindings::cairn::plugin::documents::Host::get(self, key).await
+    }
+
+    async fn put(&mut self, key: String, doc: Vec<u8>) -> wasmtime::Result<()> {
+        bindings::cairn::plugin::documents::Host::put(self, key, doc).await
+    }
+
+    async fn delete(&mut self, key: String) -> wasmtime::Result<()> {
+        bindings::cairn::plugin::documents::Host::delete(self, key).await
+    }
+}
+
+/// `cairn:plugin/documents`, under the current version and under 0.1.0.
 pub(super) fn add_imports(
     linker: &mut wasmtime::component::Linker<CallState>,
 ) -> wasmtime::Result<()> {
     bindings::cairn::plugin::documents::add_to_linker::<
+        CallState,
+        wasmtime::component::HasSelf<CallState>,
+    >(linker, |state| state)?;
+    bindings_0_1::cairn::plugin::documents::add_to_linker::<
         CallState,
         wasmtime::component::HasSelf<CallState>,
     >(linker, |state| state)

@@ -518,7 +518,8 @@ pub trait EventStore: Send + Sync + 'static {
         rule: PromoteRule,
         keep_retired: usize,
     ) -> StoreResult<Promotion>;
-    /// Deletes a retired build and its documents (`false`: it is not retired, or gone).
+    /// Deletes a build that is not active, with its documents (`false`: it is active,
+    /// or gone).
     async fn delete_projection_version(
         &self,
         tenant: &TenantId,

@@ -983,7 +983,7 @@ impl EventStore for Backend {
         name: &str,
         version: u64,
     ) -> StoreResult<bool> {
-        self.delete_retired_build(tenant, name, version).await
+        self.delete_inactive_build(tenant, name, version).await
     }
 
     async fn document(

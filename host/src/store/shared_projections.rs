@@ -217,7 +217,7 @@ impl Backend {
         })
     }
 
-    pub(super) async fn delete_retired_build(
+    pub(super) async fn delete_inactive_build(
         &self,
         tenant: &TenantId,
         name: &str,
@@ -228,7 +228,7 @@ impl Backend {
         // for it, then finds its build gone and writes nothing.
         let gone = sqlx::query(sql(
             "DELETE FROM projections WHERE tenant_id = ? AND name = ? AND version = ? \
-             AND status = 'retired'",
+             AND status <> 'active'",
         ))
         .bind(tenant.as_str())
         .bind(name)
@@ -236,7 +236,7 @@ impl Backend {
         .execute(&mut *tx)
         .await?;
         if gone.rows_affected() == 0 {
-            // Promoted back meanwhile, or deleted already.
+            // Promoted meanwhile, or deleted already.
             return Ok(false);
         }
         sqlx::query(sql(

@@ -3,6 +3,8 @@
 
 wit_bindgen::generate!({ path: "../../wit", world: "aggregate" });
 
+use crate::cairn::plugin::types::Rejection;
+
 struct Hostile;
 
 fn event(event_type: &str) -> NewEvent {
@@ -23,7 +25,7 @@ impl Guest for Hostile {
         b"{}".to_vec()
     }
 
-    fn decide(_state: Vec<u8>, command: Command) -> Result<Vec<NewEvent>, Rejection> {
+    fn decide(_state: Vec<u8>, command: Command) -> Result<Vec<NewEvent>, DecideError> {
         match command.command_type.as_str() {
             "Loop" => loop {
                 std::hint::black_box(());
@@ -45,17 +47,17 @@ impl Guest for Hostile {
             "Flood" => Ok((0..1_000_000).map(|_| event("Flooded")).collect()),
             "OpenFile" => match std::fs::read("/etc/passwd") {
                 Ok(_) => Ok(vec![event("FileWasRead")]),
-                Err(error) => Err(Rejection {
+                Err(error) => Err(DecideError::Rejected(Rejection {
                     code: "sandboxed".into(),
                     message: format!("could not open a file: {error}"),
-                }),
+                })),
             },
             "Connect" => match std::net::TcpStream::connect("127.0.0.1:5432") {
                 Ok(_) => Ok(vec![event("Connected")]),
-                Err(error) => Err(Rejection {
+                Err(error) => Err(DecideError::Rejected(Rejection {
                     code: "sandboxed".into(),
                     message: format!("could not connect: {error}"),
-                }),
+                })),
             },
             "Poison" => Ok(vec![event("Poison")]),
             // One event larger than any request body may be (2 MiB of payload).
