@@ -7,6 +7,7 @@ use anyhow::Context;
 
 use crate::appender::{Appender, LogHeads};
 use crate::commands::Commands;
+use crate::fleet::Fleet;
 use crate::live::{Live, LiveSettings};
 use crate::metrics::Metrics;
 use crate::plugins::Plugins;
@@ -38,6 +39,12 @@ pub struct Settings {
     pub command_retention: Option<std::time::Duration>,
     /// Retired builds of each projection kept for rollback.
     pub projection_builds_kept: usize,
+    /// How often the host checks the database for what other hosts changed, behind
+    /// their notices (projection workers' idle wait; a full resynchronisation every
+    /// 15 of these).
+    pub poll_every: std::time::Duration,
+    /// This host's name in `/admin/hosts` (unique among the hosts of a database).
+    pub host_id: String,
 }
 
 pub struct App {
@@ -51,6 +58,8 @@ pub struct App {
     pub commands: Commands,
     pub projections: Arc<Projections>,
     pub metrics: Arc<Metrics>,
+    /// This host among the hosts sharing the database.
+    pub fleet: Fleet,
 }
 
 pub type AppState = Arc<App>;
@@ -97,9 +106,11 @@ impl App {
             tenants.clone(),
             plugins.clone(),
             settings.projection_builds_kept,
+            settings.poll_every,
         );
         projections.resume_all().await?;
         plugins.resume_verifications(&tenants).await?;
+        let store_for_fleet = store.clone();
         let app = Arc::new(App {
             projections,
             tenants,
@@ -111,12 +122,26 @@ impl App {
             plugins,
             commands,
             metrics,
+            fleet: Fleet::new(settings.host_id.clone(), store_for_fleet),
         });
+        Fleet::start(&app, settings.poll_every * 15).await?;
         crate::commands::warm::start(app.clone());
         if let Some(retention) = settings.command_retention {
             tokio::spawn(forget_old_command_ids(app.store.clone(), retention));
         }
         Ok(app)
+    }
+}
+
+impl App {
+    /// Forgets a deleted tenant everywhere this host keeps something of it (its rows
+    /// are gone already).
+    pub fn forget_tenant(&self, tenant: &crate::store::TenantId) {
+        self.plugins.forget(tenant);
+        self.commands.forget_tenant(tenant);
+        self.projections.forget_tenant(tenant);
+        self.heads.remove(tenant);
+        self.live.remove(tenant);
     }
 }
 

@@ -8,6 +8,7 @@ pub mod app;
 pub mod appender;
 pub mod commands;
 pub mod error;
+pub mod fleet;
 pub mod gate;
 pub mod limits;
 pub mod live;

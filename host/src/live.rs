@@ -29,9 +29,6 @@ const CATCH_UP_PAGE: u32 = 500;
 /// Store reads by subscribers at once across the host: below every pool's size, so
 /// catching up never takes the connections appends and commands need.
 const READ_SLOTS: usize = 2;
-/// How often a tenant's feed asks the store for its head, to notice appends made by
-/// other hosts sharing the database (this host's own appends are published directly).
-const POLL_EVERY: Duration = Duration::from_secs(2);
 
 /// Fan-out settings, from `cairn serve`.
 #[derive(Clone, Copy, Debug)]
@@ -42,6 +39,10 @@ pub struct LiveSettings {
     /// A subscriber that lags while more than this many events behind the newest is
     /// dropped instead of catching up.
     pub max_behind: u64,
+    /// How often a tenant's feed asks the store for its head: a safety net behind the
+    /// notices other hosts' appends send (this host's own appends are published
+    /// directly).
+    pub poll_every: Duration,
 }
 
 impl Default for LiveSettings {
@@ -49,6 +50,7 @@ impl Default for LiveSettings {
         LiveSettings {
             buffer: 1024,
             max_behind: 100_000,
+            poll_every: Duration::from_secs(2),
         }
     }
 }
@@ -213,6 +215,19 @@ impl Live {
         })
     }
 
+    /// Another host's append reached `position`: subscribers below it read the store
+    /// now, instead of at the next poll.
+    pub fn announce(&self, tenant: &TenantId, position: u64) {
+        let Some(feed) = self.feeds.lock().expect("feeds lock").get(tenant).cloned() else {
+            return;
+        };
+        let mut published = feed.published.lock().expect("published lock");
+        if position > *published {
+            let _ = feed.sender.send(Item::Head(position));
+            *published = position;
+        }
+    }
+
     /// Forgets a deleted tenant's feed (its subscribers end when they next wake).
     pub fn remove(&self, tenant: &TenantId) {
         self.feeds.lock().expect("feeds lock").remove(tenant);
@@ -223,7 +238,7 @@ impl Live {
 /// however many subscribers it has; retires the feed when its last subscriber leaves.
 async fn poll_head(live: Arc<Live>, tenant: TenantId, feed: Arc<Feed>) {
     loop {
-        tokio::time::sleep(POLL_EVERY).await;
+        tokio::time::sleep(live.settings.poll_every).await;
         {
             let mut feeds = live.feeds.lock().expect("feeds lock");
             let current = feeds.get(&tenant).is_some_and(|f| Arc::ptr_eq(f, &feed));

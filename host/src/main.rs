@@ -80,6 +80,14 @@ enum Commands {
         /// request under it a 409); 0 keeps them for good.
         #[arg(long, env = "CAIRN_COMMAND_RETENTION_DAYS", default_value_t = 0)]
         command_retention_days: u64,
+        /// Milliseconds between a host's own checks of the database for changes other
+        /// hosts made (PostgreSQL): a safety net behind the notices they send.
+        #[arg(long, env = "CAIRN_POLL_INTERVAL_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
+        poll_interval_ms: u64,
+        /// This host's name among the hosts sharing a database (`GET /admin/hosts`);
+        /// default: the machine's hostname and the port it listens on.
+        #[arg(long, env = "CAIRN_HOST_ID")]
+        host_id: Option<String>,
         /// Retired builds of each projection kept for rollback (they stop following the
         /// log); older ones are deleted with their documents.
         #[arg(long, env = "CAIRN_PROJECTION_BUILDS_KEPT", default_value_t = 2)]
@@ -135,6 +143,8 @@ async fn run() -> anyhow::Result<()> {
             live_max_behind,
             command_retention_days,
             projection_builds_kept,
+            poll_interval_ms,
+            host_id,
         } => {
             let limits = ConnectionLimits {
                 header_read_timeout: Duration::from_secs(header_read_timeout),
@@ -153,10 +163,14 @@ async fn run() -> anyhow::Result<()> {
                 live: LiveSettings {
                     buffer: live_buffer.max(1),
                     max_behind: live_max_behind,
+                    poll_every: Duration::from_millis(poll_interval_ms),
                 },
                 command_retention: (command_retention_days > 0)
                     .then(|| Duration::from_secs(command_retention_days * 86_400)),
                 projection_builds_kept,
+                poll_every: Duration::from_millis(poll_interval_ms),
+                // Named once the port is bound (see `serve`).
+                host_id: host_id.unwrap_or_default(),
             };
             serve(settings, listen, limits).await
         }
@@ -167,26 +181,32 @@ async fn run() -> anyhow::Result<()> {
 }
 
 async fn serve(
-    settings: Settings,
+    mut settings: Settings,
     listen: SocketAddr,
     limits: ConnectionLimits,
 ) -> anyhow::Result<()> {
     check_open_files(limits.max_connections);
-    let app = App::start(&settings).await?;
+    // Bound before the host starts (connections wait in the backlog meanwhile), so
+    // that its default name can carry the port.
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
     let address = listener.local_addr()?;
+    if settings.host_id.is_empty() {
+        settings.host_id = cairn_host::fleet::default_host_id(address.port());
+    }
+    let app = App::start(&settings).await?;
     // Printed on stdout, on its own line, so scripts and tests can find the port.
     println!("cairn listening on http://{address}");
     tracing::info!(%address, data_dir = %settings.data_dir.display(), "cairn is serving");
     cairn_host::serve::serve(
         listener,
-        cairn_host::api::router(app),
+        cairn_host::api::router(app.clone()),
         limits,
         shutdown_signal(),
     )
     .await?;
+    app.fleet.leave().await;
     Ok(())
 }
 

@@ -93,6 +93,17 @@ fn write_private(dir: &Dir, name: &str, contents: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// A stored tenant's limits, as its gate applies them.
+fn limits_of(record: TenantRecord) -> ApiResult<Limits> {
+    let mut limits = serde_json::from_value::<Limits>(record.limits).map_err(ApiError::internal)?;
+    // Tenants created before the cap keep working, inside it: a larger value would let
+    // one tenant hold more than its share of the instance pool.
+    limits.max_concurrent_calls = limits
+        .max_concurrent_calls
+        .min(crate::limits::MAX_CONCURRENT_CALLS);
+    Ok(limits)
+}
+
 impl Tenants {
     pub fn new(store: Arc<dyn EventStore>, operator_token: &str) -> Tenants {
         Tenants {
@@ -156,13 +167,7 @@ impl Tenants {
             return Ok(gate.clone());
         }
         let record = self.get(id).await?;
-        let mut limits =
-            serde_json::from_value::<Limits>(record.limits).map_err(ApiError::internal)?;
-        // Tenants created before the cap keep working, inside it: a larger value would
-        // let one tenant hold more than its share of the instance pool.
-        limits.max_concurrent_calls = limits
-            .max_concurrent_calls
-            .min(crate::limits::MAX_CONCURRENT_CALLS);
+        let limits = limits_of(record)?;
         let gate = Arc::new(TenantGate::new(
             limits,
             Arc::new(Usage::default()),
@@ -191,6 +196,50 @@ impl Tenants {
         all
     }
 
+    /// Follows a change another host made to the tenant: its cached token goes, its
+    /// limits are read again (usage and logs carry over). False when the tenant is
+    /// gone, for the caller to forget it everywhere.
+    pub async fn follow_store(&self, id: &TenantId) -> ApiResult<bool> {
+        self.by_token
+            .lock()
+            .expect("token cache")
+            .retain(|_, tenant| tenant != id);
+        let Some(record) = self.store.tenant(id).await? else {
+            self.gates.lock().expect("gates lock").remove(id);
+            return Ok(false);
+        };
+        let mut gates = self.gates.lock().expect("gates lock");
+        if let Some(old) = gates.get(id).cloned() {
+            let limits = limits_of(record)?;
+            let gate = TenantGate::new(limits, old.usage.clone(), old.logs.clone());
+            gates.insert(id.clone(), Arc::new(gate));
+        }
+        Ok(true)
+    }
+
+    /// The tenants this host holds anything of (a gate), for a resynchronisation.
+    pub fn known(&self) -> Vec<TenantId> {
+        let mut known: Vec<TenantId> = self
+            .gates
+            .lock()
+            .expect("gates lock")
+            .keys()
+            .cloned()
+            .collect();
+        known.extend(self.by_token.lock().expect("token cache").values().cloned());
+        known.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        known.dedup();
+        known
+    }
+
+    /// Tells the other hosts sharing the database that the tenant changed.
+    async fn announce(&self, id: &TenantId) {
+        let notice = crate::store::Notice::Tenant { tenant: id.clone() };
+        if let Err(error) = self.store.announce(&notice).await {
+            tracing::warn!(tenant = %id, "could not announce a tenant change: {error:#}");
+        }
+    }
+
     /// Replaces the tenant's limits; usage and logs carry over.
     pub async fn set_limits(&self, id: &TenantId, limits: Limits) -> ApiResult<()> {
         let old = self.gate(id).await?;
@@ -203,6 +252,7 @@ impl Tenants {
             .lock()
             .expect("gates lock")
             .insert(id.clone(), gate);
+        self.announce(id).await;
         Ok(())
     }
 
@@ -217,6 +267,7 @@ impl Tenants {
             return Err(ApiError::not_found(format!("no tenant {id}")));
         }
         self.by_token.lock().expect("token cache").clear();
+        self.announce(id).await;
         Ok(token)
     }
 
@@ -225,6 +276,7 @@ impl Tenants {
         self.by_token.lock().expect("token cache").clear();
         self.gates.lock().expect("gates lock").remove(id);
         if existed {
+            self.announce(id).await;
             Ok(())
         } else {
             Err(ApiError::not_found(format!("no tenant {id}")))

@@ -132,11 +132,13 @@ pub async fn delete(
             app.runtime.forget(&digest);
         }
     }
-    app.plugins.forget(&id);
-    app.commands.forget_tenant(&id);
-    app.projections.forget_tenant(&id);
-    app.heads.remove(&id);
-    app.live.remove(&id);
+    app.forget_tenant(&id);
     tracing::info!(tenant = %id, "tenant deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /admin/hosts`: the hosts serving from this database, with their heartbeats.
+pub async fn hosts(_: Operator, State(app): State<AppState>) -> ApiResult<Json<Value>> {
+    let hosts = app.fleet.hosts().await?;
+    Ok(Json(json!({"host_id": app.fleet.host_id, "hosts": hosts})))
 }

@@ -37,6 +37,7 @@ pub fn router(app: AppState) -> Router {
             get(admin::show).delete(admin::delete).patch(admin::update),
         )
         .route("/admin/tenants/{tenant}/token", post(admin::rotate_token))
+        .route("/admin/hosts", get(admin::hosts))
         .route("/t/{tenant}/plugins", get(plugins::list))
         .route(
             "/t/{tenant}/plugins/{name}",

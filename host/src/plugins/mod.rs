@@ -155,14 +155,14 @@ impl Plugins {
             let mut verifying = found.clone();
             verifying.verification = Verification::Verifying;
             verifying.report = Some(report);
-            self.refresh(tenant).await?;
+            self.changed(tenant).await?;
             self.clone()
                 .start_verification(tenant.clone(), gate, verifying.clone());
             return Ok(Uploaded::Verifying(verifying));
         }
         self.store.activate_plugin(tenant, name, version).await?;
         tracing::info!(%tenant, plugin = %name, version, "plugin version activated");
-        let versions = self.refresh(tenant).await?;
+        let versions = self.changed(tenant).await?;
         if found.kind == PluginKind::Aggregate {
             self.activated(tenant, name);
         }
@@ -412,6 +412,40 @@ impl Plugins {
     pub async fn streams_of(&self, tenant: &TenantId, name: &str) -> ApiResult<Vec<(String, u64)>> {
         let prefix = crate::commands::stream_prefix(name);
         Ok(self.store.streams_with_prefix(tenant, &prefix).await?)
+    }
+
+    /// Re-reads the tenant's versions after another host changed them.
+    pub async fn follow_store(&self, tenant: &TenantId) -> ApiResult<()> {
+        self.refresh(tenant).await.map(|_| ())
+    }
+
+    /// Re-reads every tenant's versions this host holds (notices may have been lost).
+    pub async fn resync(&self) -> ApiResult<()> {
+        let tenants: Vec<TenantId> = self
+            .versions
+            .lock()
+            .expect("versions lock")
+            .keys()
+            .cloned()
+            .collect();
+        for tenant in tenants {
+            self.refresh(&tenant).await?;
+        }
+        Ok(())
+    }
+
+    /// Re-reads the tenant's versions after a change made here, and tells the other
+    /// hosts sharing the database (a failed notice is logged: the change is committed,
+    /// and their periodic resynchronisation catches up).
+    pub(crate) async fn changed(&self, tenant: &TenantId) -> ApiResult<Arc<Vec<PluginVersion>>> {
+        let versions = self.refresh(tenant).await?;
+        let notice = crate::store::Notice::Plugins {
+            tenant: tenant.clone(),
+        };
+        if let Err(error) = self.store.announce(&notice).await {
+            tracing::warn!(%tenant, "could not announce a plugin change: {error:#}");
+        }
+        Ok(versions)
     }
 
     /// Forgets a deleted tenant's cached versions.

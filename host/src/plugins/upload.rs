@@ -153,7 +153,7 @@ impl Plugins {
                 },
             )
             .await?;
-        self.refresh(tenant).await?;
+        self.changed(tenant).await?;
         if needs_check {
             self.clone()
                 .start_verification(tenant.clone(), gate, version.clone());

@@ -198,7 +198,7 @@ impl Plugins {
         tracing::info!(%tenant, plugin = %version.name, version = version.version,
             status = status.as_str(), "verification finished");
         let versions = self
-            .refresh(tenant)
+            .changed(tenant)
             .await
             .map_err(|e| anyhow::anyhow!(e.message))?;
         let now_active = versions

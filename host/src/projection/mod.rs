@@ -95,6 +95,10 @@ pub struct Projections {
     /// Retired builds kept for rollback (`--projection-builds-kept`); older ones are
     /// deleted with their documents.
     keep_retired: usize,
+    /// How long an idle worker waits for a wake-up before asking the store for the
+    /// head anyway: other hosts' appends wake it through their notices, this is the
+    /// safety net.
+    poll_every: Duration,
 }
 
 /// The status of one build, as the API shows it.
@@ -120,7 +124,6 @@ pub struct ProjectionView {
     pub versions: Vec<BuildView>,
 }
 
-
 impl Projections {
     pub fn new(
         store: Arc<dyn EventStore>,
@@ -129,6 +132,7 @@ impl Projections {
         tenants: Arc<Tenants>,
         plugins: Arc<Plugins>,
         keep_retired: usize,
+        poll_every: Duration,
     ) -> Arc<Projections> {
         Arc::new(Projections {
             store,
@@ -140,6 +144,7 @@ impl Projections {
             tenant_batch_slots: Mutex::new(HashMap::new()),
             builds: Mutex::new(HashMap::new()),
             keep_retired,
+            poll_every,
         })
     }
 
@@ -216,44 +221,76 @@ impl Projections {
         tracing::info!(%tenant, projection = name, version = record.version, status = status.as_str(), "projection build started");
         self.track(record);
         // Older builds waiting to take over were retired by this one.
-        self.sync(tenant, name).await
+        self.changed(tenant, name).await
     }
 
-    /// Brings this host's view of a projection's builds in line with the store, which
-    /// decides (another host may have changed them too): a build that was retired stops
-    /// following the log, and one promoted back starts again from its checkpoint.
-    async fn sync(self: &Arc<Self>, tenant: &TenantId, name: &str) -> ApiResult<()> {
-        let records = self.store.projections(Some(tenant)).await?;
-        let key = (tenant.clone(), name.to_owned());
-        let mut restart = Vec::new();
+    /// Brings this host's view of a projection's builds (or of all the tenant's
+    /// projections, with `name` `None`) in line with the store, which decides: another
+    /// host may have added, promoted or deleted builds. A build new to this host is
+    /// tracked, one the store no longer has stops, one that was retired stops following
+    /// the log, and one promoted back starts again from its checkpoint.
+    pub async fn follow_store(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+        name: Option<&str>,
+    ) -> ApiResult<()> {
+        let records: Vec<ProjectionRecord> = self
+            .store
+            .projections(Some(tenant))
+            .await?
+            .into_iter()
+            .filter(|r| name.is_none_or(|n| n == r.name))
+            .collect();
+        let mut start = Vec::new();
+        let mut ended = Vec::new();
         {
             let mut builds = self.builds.lock().expect("builds lock");
-            if let Some(versions) = builds.get_mut(&key) {
-                for record in records.into_iter().filter(|r| r.name == name) {
-                    let Some(build) = versions.get_mut(&record.version) else {
-                        continue;
-                    };
-                    build.record.status = record.status;
-                    build.record.error = record.error.clone();
-                    let running = build.worker.as_ref().is_some_and(|w| !*w.stop.borrow());
-                    match record.status {
-                        ProjectionStatus::Retired if running => {
-                            if let Some(worker) = &build.worker {
-                                // Kept, so that a deletion or a restart can await it.
-                                let _ = worker.stop.send(true);
-                            }
-                        }
-                        ProjectionStatus::Active | ProjectionStatus::Building
-                            if !running && record.error.is_none() =>
-                        {
-                            restart.push(record);
-                        }
-                        _ => {}
+            for ((t, n), versions) in builds.iter_mut() {
+                if t != tenant || name.is_some_and(|name| name != n) {
+                    continue;
+                }
+                versions.retain(|id, build| {
+                    let kept = records.iter().any(|r| &r.name == n && r.version == *id);
+                    if !kept && let Some(worker) = build.worker.take() {
+                        ended.push(worker);
                     }
+                    kept
+                });
+            }
+            for record in records {
+                let key = (tenant.clone(), record.name.clone());
+                let Some(build) = builds
+                    .get_mut(&key)
+                    .and_then(|versions| versions.get_mut(&record.version))
+                else {
+                    start.push(record);
+                    continue;
+                };
+                build.record.status = record.status;
+                build.record.error = record.error.clone();
+                let running = build.worker.as_ref().is_some_and(|w| !*w.stop.borrow());
+                match record.status {
+                    ProjectionStatus::Retired if running => {
+                        if let Some(worker) = &build.worker {
+                            // Kept, so that a deletion or a restart can await it.
+                            let _ = worker.stop.send(true);
+                        }
+                    }
+                    ProjectionStatus::Active | ProjectionStatus::Building
+                        if !running && record.error.is_none() =>
+                    {
+                        start.push(record);
+                    }
+                    _ => {}
                 }
             }
         }
-        for record in restart {
+        for worker in ended {
+            let _ = worker.stop.send(true);
+            let _ = worker.task.await;
+        }
+        for record in start {
+            let key = (tenant.clone(), record.name.clone());
             let stopped = self
                 .build_mut(&key, record.version, |b| b.worker.take())
                 .flatten();
@@ -261,8 +298,51 @@ impl Projections {
                 let _ = worker.stop.send(true);
                 let _ = worker.task.await;
             }
-            tracing::info!(%tenant, projection = name, build = record.version, position = record.position, "projection build follows the log again");
+            tracing::info!(%tenant, projection = record.name, build = record.version, position = record.position, "projection build follows the log");
             self.track(record);
+        }
+        Ok(())
+    }
+
+    /// Follows the store after a change made here, and tells the other hosts sharing
+    /// the database (a failed notice is logged: the change is committed, and their
+    /// periodic resynchronisation catches up).
+    async fn changed(self: &Arc<Self>, tenant: &TenantId, name: &str) -> ApiResult<()> {
+        self.follow_store(tenant, Some(name)).await?;
+        self.announce(tenant, name).await;
+        Ok(())
+    }
+
+    async fn announce(&self, tenant: &TenantId, name: &str) {
+        let notice = crate::store::Notice::Projections {
+            tenant: tenant.clone(),
+            name: name.to_owned(),
+        };
+        if let Err(error) = self.store.announce(&notice).await {
+            tracing::warn!(%tenant, projection = name, "could not announce a projection change: {error:#}");
+        }
+    }
+
+    /// Follows the store for every tenant's projections (notices may have been lost).
+    pub async fn resync(self: &Arc<Self>) -> ApiResult<()> {
+        let mut tenants: Vec<TenantId> = self
+            .store
+            .projections(None)
+            .await?
+            .into_iter()
+            .map(|r| r.tenant)
+            .collect();
+        tenants.extend(
+            self.builds
+                .lock()
+                .expect("builds lock")
+                .keys()
+                .map(|(t, _)| t.clone()),
+        );
+        tenants.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        tenants.dedup();
+        for tenant in tenants {
+            self.follow_store(&tenant, None).await?;
         }
         Ok(())
     }

@@ -53,7 +53,7 @@ impl Projections {
             .await?;
         let built = (record.plugin_version, record.version);
         self.track(record);
-        self.sync(tenant, name).await?;
+        self.changed(tenant, name).await?;
         Ok(built)
     }
 
@@ -199,7 +199,7 @@ impl Projections {
             .await?
         {
             // Promoted meanwhile (here or by another host): it runs again.
-            self.sync(tenant, name).await?;
+            self.changed(tenant, name).await?;
             return Err(active());
         }
         if let Some(versions) = self.builds.lock().expect("builds lock").get_mut(&key) {
@@ -232,7 +232,7 @@ impl Projections {
             .store
             .promote_projection(tenant, name, version, rule, self.keep_retired)
             .await?;
-        self.sync(tenant, name).await?;
+        self.changed(tenant, name).await?;
         if !promotion.promoted {
             tracing::info!(%tenant, projection = name, version, ?rule, "projection promotion refused: a newer choice stands");
             return Ok(false);

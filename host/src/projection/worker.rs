@@ -102,6 +102,7 @@ async fn park(
     if let Err(error) = stored {
         tracing::error!(%tenant, projection = name, "could not park a failed build: {error:#}");
     }
+    projections.announce(tenant, name).await;
     projections.build_mut(&key, version, |build| {
         build.record.status = status;
         build.record.error = Some(message.to_owned());
@@ -199,10 +200,10 @@ async fn follow(
         let head = store.head(&tenant).await.map_err(store_failed)?;
         if position >= head {
             promote_if_building(projections, &key, version).await;
-            // Woken by an append in this host, or every second for appends made by
-            // other hosts sharing the database.
+            // Woken by an append in this host or another host's notice of one; the
+            // poll is the safety net.
             tokio::select! {
-                _ = tokio::time::timeout(Duration::from_secs(1), heads.changed()) => {}
+                _ = tokio::time::timeout(projections.poll_every, heads.changed()) => {}
                 _ = stop_requested(stop) => {}
             }
             continue;
@@ -322,8 +323,22 @@ async fn follow(
             .await
             .map_err(store_failed)?;
         if !committed {
-            // The build was deleted (retired out) or another host owns it.
-            return Ok(());
+            // Deleted (retired out), or another host sharing the database committed
+            // this batch first: go on from where the store says the build is.
+            let stored = store
+                .projections(Some(&tenant))
+                .await
+                .map_err(store_failed)?
+                .into_iter()
+                .find(|r| r.name == name && r.version == version);
+            let Some(stored) = stored else {
+                return Ok(());
+            };
+            position = stored.position;
+            projections.build_mut(&key, version, |build| {
+                build.position.send_replace(position);
+            });
+            continue;
         }
         attempt = 0;
         position = to;

@@ -9,6 +9,8 @@ pub trait Dialect {
     /// Whether several hosts may share one database of this engine, so a host must
     /// ask the store about changes it did not make itself.
     const SHARED_BY_HOSTS: bool;
+    /// The statement that announces a payload to the other hosts, where they exist.
+    const NOTIFY: Option<&'static str>;
     /// The statement with this engine's placeholders.
     fn sql(text: &str) -> String;
 }
@@ -18,6 +20,7 @@ impl Dialect for sqlx::Sqlite {
     const LOCK_ROW: &'static str = "";
     // One process owns the file (its single writer connection holds the write lock).
     const SHARED_BY_HOSTS: bool = false;
+    const NOTIFY: Option<&'static str> = None;
 
     fn sql(text: &str) -> String {
         text.to_owned()
@@ -27,6 +30,7 @@ impl Dialect for sqlx::Sqlite {
 impl Dialect for sqlx::Postgres {
     const LOCK_ROW: &'static str = " FOR UPDATE";
     const SHARED_BY_HOSTS: bool = true;
+    const NOTIFY: Option<&'static str> = Some("SELECT pg_notify('cairn', ?)");
 
     fn sql(text: &str) -> String {
         let mut out = String::with_capacity(text.len() + 8);

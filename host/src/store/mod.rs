@@ -7,6 +7,7 @@
 //! request's outcome exact.
 
 mod dialect;
+pub mod notices;
 pub mod plan;
 pub mod postgres;
 pub mod sqlite;
@@ -14,6 +15,7 @@ pub mod sqlite;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use notices::Notice;
 pub use plan::{AppendError, ExpectedVersion};
 
 /// A tenant's id, checked against `[a-z0-9][a-z0-9-]{0,62}` when it is made.
@@ -300,6 +302,16 @@ pub struct CommandRecord {
 
 pub type StoreResult<T> = Result<T, anyhow::Error>;
 
+/// A host's row in the hosts table.
+#[derive(Clone, Debug)]
+pub struct HostRecord {
+    pub host_id: String,
+    /// Unix milliseconds.
+    pub started_at: i64,
+    /// Unix milliseconds of its last heartbeat.
+    pub heartbeat_at: i64,
+}
+
 /// Everything the host persists. Implemented once per database engine and held as
 /// `Arc<dyn EventStore>`.
 #[async_trait]
@@ -309,6 +321,18 @@ pub trait EventStore: Send + Sync + 'static {
     /// Whether other hosts may write to the same database (PostgreSQL): then what a
     /// host caches about plugins must be confirmed against the store.
     fn shared_by_hosts(&self) -> bool;
+    /// Tells the other hosts sharing the database what changed (appends announce
+    /// themselves inside their transaction). Nothing to do where no host shares it.
+    async fn announce(&self, notice: &Notice) -> StoreResult<()>;
+    /// Other hosts' notices as they arrive, and [`Notice::Resync`] whenever some may
+    /// have been missed; `None` where no host shares the database.
+    async fn notices(&self) -> StoreResult<Option<tokio::sync::mpsc::UnboundedReceiver<Notice>>>;
+    /// Records that host `host_id` (started at `started_at`, Unix ms) is alive now.
+    async fn heartbeat(&self, host_id: &str, started_at: i64) -> StoreResult<()>;
+    /// Every host that has a row: alive, or died without a graceful stop.
+    async fn hosts(&self) -> StoreResult<Vec<HostRecord>>;
+    /// Deletes a host's row (its graceful stop).
+    async fn remove_host(&self, host_id: &str) -> StoreResult<()>;
 
     // --- tenants ---
     /// Creates a tenant; `Ok(false)` when the id is taken.

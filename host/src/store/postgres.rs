@@ -11,7 +11,11 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
+use tokio::sync::mpsc;
+
+use super::Notice;
+use super::notices;
 
 pub struct PostgresStore {
     /// One pool for reads and writes: PostgreSQL handles concurrent writers itself.
@@ -41,6 +45,39 @@ impl PostgresStore {
     fn reader(&self) -> &PgPool {
         &self.pool
     }
+
+    /// Listens on the notice channel over a connection of its own, for as long as the
+    /// receiver lives. After a lost connection (sqlx reconnects and listens again)
+    /// it sends `Resync`: notices sent meanwhile are gone.
+    async fn listen(&self) -> anyhow::Result<Option<mpsc::UnboundedReceiver<Notice>>> {
+        let mut listener = PgListener::connect_with(&self.pool)
+            .await
+            .context("connecting the notice listener")?;
+        listener.listen(notices::CHANNEL).await?;
+        let (sender, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let notice = match listener.try_recv().await {
+                    Ok(Some(message)) => Notice::from_payload(message.payload()),
+                    Ok(None) => {
+                        tracing::warn!("the notice listener lost its connection; resynchronising");
+                        Some(Notice::Resync)
+                    }
+                    Err(error) => {
+                        tracing::warn!("the notice listener failed: {error}; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        Some(Notice::Resync)
+                    }
+                };
+                if let Some(notice) = notice
+                    && sender.send(notice).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(Some(receiver))
+    }
 }
 
 /// The statements shared with the other backend, compiled for this one.
@@ -62,3 +99,8 @@ mod shared_plugins;
 #[allow(clippy::duplicate_mod)]
 #[path = "shared_projections.rs"]
 mod shared_projections;
+
+// The hosts table's statements, shared the same way.
+#[allow(clippy::duplicate_mod)]
+#[path = "shared_hosts.rs"]
+mod shared_hosts;

@@ -375,6 +375,18 @@ impl Batch {
                 .bind(tenant.as_str())
                 .execute(&mut **tx)
                 .await?;
+            // Delivered at commit (or never, if the transaction fails): other hosts'
+            // live subscribers and projection workers wake at once.
+            if let Some(notify) = <Db as Dialect>::NOTIFY {
+                let notice = Notice::Appended {
+                    tenant: tenant.clone(),
+                    position: head,
+                };
+                sqlx::query(sql(notify))
+                    .bind(notice.payload())
+                    .execute(&mut **tx)
+                    .await?;
+            }
         }
         Ok(())
     }
@@ -457,6 +469,32 @@ const TENANT_TABLES: [&str; 7] = [
 impl EventStore for Backend {
     fn shared_by_hosts(&self) -> bool {
         <Db as Dialect>::SHARED_BY_HOSTS
+    }
+
+    async fn announce(&self, notice: &Notice) -> StoreResult<()> {
+        if let Some(notify) = <Db as Dialect>::NOTIFY {
+            sqlx::query(sql(notify))
+                .bind(notice.payload())
+                .execute(self.writer())
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn notices(&self) -> StoreResult<Option<tokio::sync::mpsc::UnboundedReceiver<Notice>>> {
+        self.listen().await
+    }
+
+    async fn heartbeat(&self, host_id: &str, started_at: i64) -> StoreResult<()> {
+        self.upsert_heartbeat(host_id, started_at, now_ms()).await
+    }
+
+    async fn hosts(&self) -> StoreResult<Vec<HostRecord>> {
+        self.select_hosts().await
+    }
+
+    async fn remove_host(&self, host_id: &str) -> StoreResult<()> {
+        self.delete_host_row(host_id).await
     }
 
     async fn ready(&self) -> bool {

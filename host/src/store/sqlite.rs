@@ -55,6 +55,13 @@ impl SqliteStore {
     fn reader(&self) -> &SqlitePool {
         &self.reader
     }
+
+    /// One process owns the file: no other host to hear from.
+    async fn listen(
+        &self,
+    ) -> anyhow::Result<Option<tokio::sync::mpsc::UnboundedReceiver<super::Notice>>> {
+        Ok(None)
+    }
 }
 
 /// The statements shared with the other backend, compiled for this one.
@@ -76,3 +83,8 @@ mod shared_plugins;
 #[allow(clippy::duplicate_mod)]
 #[path = "shared_projections.rs"]
 mod shared_projections;
+
+// The hosts table's statements, shared the same way.
+#[allow(clippy::duplicate_mod)]
+#[path = "shared_hosts.rs"]
+mod shared_hosts;

@@ -1,0 +1,71 @@
+//! Applying the other hosts' notices to what this host caches: log heads (live
+//! subscribers, projection workers), plugin versions, projection builds, tenants'
+//! tokens and limits, deleted tenants.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::app::AppState;
+use crate::error::ApiResult;
+use crate::store::{Notice, TenantId};
+
+/// Applies notices as they come, and resynchronises every `resync_every` in case one
+/// was lost. Ends when the listener does (the store is gone).
+pub(super) async fn follow(
+    app: AppState,
+    mut notices: UnboundedReceiver<Notice>,
+    resync_every: Duration,
+) {
+    let mut resync = tokio::time::interval(resync_every);
+    // The first tick is immediate: the host has just read everything at start-up.
+    resync.tick().await;
+    loop {
+        let notice = tokio::select! {
+            notice = notices.recv() => match notice {
+                Some(notice) => notice,
+                None => return,
+            },
+            _ = resync.tick() => Notice::Resync,
+        };
+        if let Err(error) = apply(&app, &notice).await {
+            tracing::warn!(
+                ?notice,
+                "following another host's change failed: {}",
+                error.message
+            );
+        }
+    }
+}
+
+async fn apply(app: &AppState, notice: &Notice) -> ApiResult<()> {
+    match notice {
+        Notice::Appended { tenant, position } => {
+            app.heads.advance(tenant, *position);
+            app.live.announce(tenant, *position);
+        }
+        Notice::Plugins { tenant } => app.plugins.follow_store(tenant).await?,
+        Notice::Projections { tenant, name } => {
+            app.projections.follow_store(tenant, Some(name)).await?;
+        }
+        Notice::Tenant { tenant } => follow_tenant(app, tenant).await?,
+        Notice::Resync => {
+            for tenant in app.tenants.known() {
+                follow_tenant(app, &tenant).await?;
+            }
+            app.plugins.resync().await?;
+            app.projections.resync().await?;
+        }
+    }
+    Ok(())
+}
+
+/// A tenant another host changed: its token and limits are read again; when it was
+/// deleted, this host forgets it everywhere.
+async fn follow_tenant(app: &AppState, tenant: &TenantId) -> ApiResult<()> {
+    if !app.tenants.follow_store(tenant).await? {
+        app.forget_tenant(tenant);
+        tracing::info!(%tenant, "tenant deleted by another host; forgotten here");
+    }
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! A fleet of hosts on one database: who they are, and how each follows what the
+//! others change.
+//!
+//! Every host writes a heartbeat row (`GET /admin/hosts` lists them), listens to the
+//! notices the others send through the database (PostgreSQL `LISTEN/NOTIFY`,
+//! `store/notices.rs`) and applies them to what it caches ([`follow`]). Notices are a
+//! fast path, not the only one: a host that lost its listener, or missed a notice,
+//! re-reads everything every `resync_every` and whenever its listener reconnects. On
+//! SQLite one process owns the database: the heartbeat still runs (the host lists
+//! itself), nothing else does.
+
+mod follow;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::app::AppState;
+use crate::error::ApiResult;
+use crate::store::{EventStore, now_ms};
+
+/// How often a host renews its heartbeat.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+/// A host whose heartbeat is older than this is shown as gone.
+const ALIVE_WITHIN: Duration = Duration::from_secs(10);
+
+/// The machine's hostname and the port: the default host id, unique among hosts on
+/// distinct machines or ports.
+pub fn default_host_id(port: u16) -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{name}:{port}")
+}
+
+/// This host's place in the fleet.
+pub struct Fleet {
+    /// Its name in the hosts table (`--host-id`).
+    pub host_id: String,
+    /// Unix milliseconds, for the hosts table.
+    started_at: i64,
+    store: Arc<dyn EventStore>,
+}
+
+/// A host as `GET /admin/hosts` shows it.
+#[derive(Serialize)]
+pub struct HostView {
+    pub host_id: String,
+    pub started_at: i64,
+    pub heartbeat_at: i64,
+    /// Heartbeat within the last 10 seconds.
+    pub alive: bool,
+    /// The host that answered.
+    pub this_host: bool,
+}
+
+impl Fleet {
+    pub fn new(host_id: String, store: Arc<dyn EventStore>) -> Fleet {
+        Fleet {
+            host_id,
+            started_at: now_ms(),
+            store,
+        }
+    }
+
+    /// Writes the first heartbeat, then starts renewing it and following the other
+    /// hosts' notices (with a full resynchronisation every `resync_every`).
+    pub async fn start(app: &AppState, resync_every: Duration) -> anyhow::Result<()> {
+        let fleet = &app.fleet;
+        fleet
+            .store
+            .heartbeat(&fleet.host_id, fleet.started_at)
+            .await?;
+        tokio::spawn(heartbeat(app.clone()));
+        if let Some(notices) = app.store.notices().await? {
+            tracing::info!(host_id = %fleet.host_id, "following the other hosts' notices");
+            tokio::spawn(follow::follow(app.clone(), notices, resync_every));
+        }
+        Ok(())
+    }
+
+    /// Every host that has a row, alive or not.
+    pub async fn hosts(&self) -> ApiResult<Vec<HostView>> {
+        let now = now_ms();
+        Ok(self
+            .store
+            .hosts()
+            .await?
+            .into_iter()
+            .map(|h| HostView {
+                alive: now - h.heartbeat_at <= ALIVE_WITHIN.as_millis() as i64,
+                this_host: h.host_id == self.host_id,
+                host_id: h.host_id,
+                started_at: h.started_at,
+                heartbeat_at: h.heartbeat_at,
+            })
+            .collect())
+    }
+
+    /// A graceful stop: the host's row goes at once.
+    pub async fn leave(&self) {
+        if let Err(error) = self.store.remove_host(&self.host_id).await {
+            tracing::warn!(host_id = %self.host_id, "could not remove this host's row: {error:#}");
+        }
+    }
+}
+
+async fn heartbeat(app: AppState) {
+    let mut every = tokio::time::interval(HEARTBEAT_EVERY);
+    loop {
+        every.tick().await;
+        let fleet = &app.fleet;
+        if let Err(error) = fleet
+            .store
+            .heartbeat(&fleet.host_id, fleet.started_at)
+            .await
+        {
+            tracing::warn!(host_id = %fleet.host_id, "heartbeat failed: {error:#}");
+        }
+    }
+}
