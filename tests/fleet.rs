@@ -45,6 +45,19 @@ async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
     }
 }
 
+async fn open(host: &Server, token: &str, id: &str) {
+    let (code, body) = host
+        .command_answer(
+            token,
+            "acme",
+            "account",
+            id,
+            json!({"type": "Open", "payload": {"owner": format!("o{id}")}}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+}
+
 async fn deposit(host: &Server, token: &str, id: &str, amount: i64) -> Value {
     let (code, body) = host
         .command_answer(
@@ -251,6 +264,139 @@ async fn every_host_is_listed_and_a_stopped_one_leaves() {
     hosts[1].stop();
     let body = hosts_of(&hosts[0]).await;
     assert_eq!(listed(&body), [("host-0".to_owned(), true)], "{body}");
+    drop(hosts);
+    drop_database(database);
+}
+
+/// Each projection's builds as one host reports them: (name, build) → the host running it.
+async fn runners(host: &Server, token: &str) -> Vec<((String, u64), Option<String>)> {
+    let list = expect(host.get("/t/acme/projections", token).await, StatusCode::OK).await;
+    let mut runners = Vec::new();
+    for projection in list.as_array().unwrap() {
+        for build in projection["versions"].as_array().unwrap() {
+            runners.push((
+                (
+                    projection["name"].as_str().unwrap().to_owned(),
+                    build["build"].as_u64().unwrap(),
+                ),
+                build["host"].as_str().map(str::to_owned),
+            ));
+        }
+    }
+    runners.sort();
+    runners
+}
+
+#[tokio::test]
+async fn each_projection_build_runs_on_exactly_one_host_and_the_hosts_share_them() {
+    let (hosts, database) = fleet(3).await;
+    let token = hosts[0].tenant_with_account("acme").await;
+    let names = ["p1", "p2", "p3", "p4", "p5", "p6"];
+    for name in names {
+        let resp = hosts[0]
+            .upload(&token, "acme", name, plugin_bytes("balances"))
+            .await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+    }
+    // Every host reports the same runner for every build, and every build has one.
+    wait_for("one runner per build, the same on every host", async || {
+        let seen = runners(&hosts[0], &token).await;
+        if seen.len() != names.len() || seen.iter().any(|(_, host)| host.is_none()) {
+            return false;
+        }
+        for host in &hosts[1..] {
+            if runners(host, &token).await != seen {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    // Balanced: with six builds and three hosts, each runs two.
+    wait_for("the builds shared out", async || {
+        let seen = runners(&hosts[0], &token).await;
+        (0..3).all(|i| {
+            let id = format!("host-{i}");
+            seen.iter()
+                .filter(|(_, host)| host.as_deref() == Some(&id))
+                .count()
+                == 2
+        })
+    })
+    .await;
+    // Every build's documents are served by every host.
+    open(&hosts[2], &token, "9").await;
+    let position = deposit(&hosts[1], &token, "9", 3).await["position"]
+        .as_u64()
+        .unwrap();
+    for host in &hosts {
+        for name in names {
+            let doc = expect(
+                host.get(
+                    &format!(
+                        "/t/acme/projections/{name}/docs/account-9?min_position={position}&timeout_ms=20000"
+                    ),
+                    &token,
+                )
+                .await,
+                StatusCode::OK,
+            )
+            .await;
+            assert_eq!(doc["balance"], 3, "{name}: {doc}");
+        }
+    }
+    drop(hosts);
+    drop_database(database);
+}
+
+#[tokio::test]
+async fn the_builds_of_a_killed_host_move_to_the_others() {
+    let (mut hosts, database) = fleet(2).await;
+    let token = hosts[0].tenant_with_account("acme").await;
+    for name in ["p1", "p2"] {
+        let resp = hosts[0]
+            .upload(&token, "acme", name, plugin_bytes("balances"))
+            .await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+    }
+    wait_for("each host running one build", async || {
+        let seen = runners(&hosts[0], &token).await;
+        ["host-0", "host-1"].iter().all(|id| {
+            seen.iter()
+                .filter(|(_, h)| h.as_deref() == Some(id))
+                .count()
+                == 1
+        })
+    })
+    .await;
+    hosts[1].kill9();
+    // The survivor takes the dead host's build over once its lease expires.
+    wait_for("host-0 running both builds", async || {
+        runners(&hosts[0], &token)
+            .await
+            .iter()
+            .all(|(_, h)| h.as_deref() == Some("host-0"))
+    })
+    .await;
+    open(&hosts[0], &token, "4").await;
+    let position = deposit(&hosts[0], &token, "4", 7).await["position"]
+        .as_u64()
+        .unwrap();
+    for name in ["p1", "p2"] {
+        let doc = expect(
+            hosts[0]
+                .get(
+                    &format!(
+                        "/t/acme/projections/{name}/docs/account-4?min_position={position}&timeout_ms=20000"
+                    ),
+                    &token,
+                )
+                .await,
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(doc["balance"], 7, "{name}: {doc}");
+    }
     drop(hosts);
     drop_database(database);
 }

@@ -122,6 +122,14 @@ impl Server {
             args.extend(["--database".to_owned(), url]);
             database = Some(name);
         }
+        // A name that outlives restarts, as a host's name does in production: after a
+        // `kill -9` the new process takes its own projection leases back at once.
+        if !args.iter().any(|a| a == "--host-id") {
+            args.extend([
+                "--host-id".to_owned(),
+                format!("test-{}", uuid::Uuid::new_v4().simple()),
+            ]);
+        }
         let mut server = Server {
             child: None,
             base: String::new(),

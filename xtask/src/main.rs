@@ -21,6 +21,9 @@
 //!   acknowledged command checked in the log, and the projection against a fold)
 //! - `fuzz-api [--postgres | --database URL] [--examples N] [--seconds S]`: schemathesis
 //!   against `/openapi.json` (no 5xx, every error in the contract's shape)
+//! - `fleet [--events N] [--debug]`: three hosts on one PostgreSQL database: live
+//!   latency across hosts, the projection lease's takeover after `kill -9`, documents
+//!   against a fold of the log
 
 mod bench;
 mod bench_fairness;
@@ -31,6 +34,7 @@ mod build_plugins;
 mod chaos;
 mod ci;
 mod demo;
+mod fleet;
 mod fuzz_api;
 mod hot_swap;
 mod upcasting;
@@ -54,6 +58,7 @@ fn main() {
         Some("bench-subscribers") => bench_subscribers::run(&root, rest),
         Some("chaos") => chaos::run(&root, rest),
         Some("fuzz-api") => fuzz_api::run(&root, rest),
+        Some("fleet") => fleet::run(&root, rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask <build-plugins | demo [--no-wait] | hot-swap | upcasting | ci | bench [--quick] [--full] | bench --clients N [--commands M] [--streams S] [--database URL] | bench-verify [--streams S] [--events E] [--database URL] | bench-fairness [--clients N] [--seconds S] [--database URL] | bench-long [--events E] [--database URL] | bench-subscribers [--writers N] [--commands M] [--idle I] [--database URL] | chaos [--postgres | --database URL] [--seconds S] [--writers N] [--quick] [--release] | fuzz-api [--postgres | --database URL] [--examples N] [--seconds S]>"

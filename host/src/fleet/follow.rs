@@ -49,6 +49,12 @@ async fn apply(app: &AppState, notice: &Notice) -> ApiResult<()> {
             app.projections.follow_store(tenant, Some(name)).await?;
         }
         Notice::Tenant { tenant } => follow_tenant(app, tenant).await?,
+        Notice::Progress {
+            tenant,
+            name,
+            build,
+            position,
+        } => app.projections.progressed(tenant, name, *build, *position),
         Notice::Resync => {
             for tenant in app.tenants.known() {
                 follow_tenant(app, &tenant).await?;

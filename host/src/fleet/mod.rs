@@ -1,7 +1,9 @@
 //! A fleet of hosts on one database: who they are, and how each follows what the
 //! others change.
 //!
-//! Every host writes a heartbeat row (`GET /admin/hosts` lists them), listens to the
+//! Every host writes a heartbeat row (`GET /admin/hosts` lists them), runs the
+//! projection builds whose leases it holds (`leases.rs`: one worker per build across
+//! the fleet, balanced, moved off a dead host within seconds), listens to the
 //! notices the others send through the database (PostgreSQL `LISTEN/NOTIFY`,
 //! `store/notices.rs`) and applies them to what it caches ([`follow`]). Notices are a
 //! fast path, not the only one: a host that lost its listener, or missed a notice,
@@ -10,6 +12,7 @@
 //! itself), nothing else does.
 
 mod follow;
+mod leases;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +58,8 @@ pub struct HostView {
     pub alive: bool,
     /// The host that answered.
     pub this_host: bool,
+    /// Projection builds whose worker it runs (unexpired leases).
+    pub leases: usize,
 }
 
 impl Fleet {
@@ -75,6 +80,9 @@ impl Fleet {
             .heartbeat(&fleet.host_id, fleet.started_at)
             .await?;
         tokio::spawn(heartbeat(app.clone()));
+        if app.store.shared_by_hosts() {
+            tokio::spawn(leases::run(app.clone()));
+        }
         if let Some(notices) = app.store.notices().await? {
             tracing::info!(host_id = %fleet.host_id, "following the other hosts' notices");
             tokio::spawn(follow::follow(app.clone(), notices, resync_every));
@@ -85,12 +93,20 @@ impl Fleet {
     /// Every host that has a row, alive or not.
     pub async fn hosts(&self) -> ApiResult<Vec<HostView>> {
         let now = now_ms();
+        let leases = self.store.leases().await?;
+        let held = |host: &str| {
+            leases
+                .iter()
+                .filter(|l| l.owner == host && l.expires_at > now)
+                .count()
+        };
         Ok(self
             .store
             .hosts()
             .await?
             .into_iter()
             .map(|h| HostView {
+                leases: held(&h.host_id),
                 alive: now - h.heartbeat_at <= ALIVE_WITHIN.as_millis() as i64,
                 this_host: h.host_id == self.host_id,
                 host_id: h.host_id,
@@ -100,8 +116,13 @@ impl Fleet {
             .collect())
     }
 
-    /// A graceful stop: the host's row goes at once.
+    /// A graceful stop: the host's leases and row go at once, so that the other hosts
+    /// take its projection builds over in their next round instead of after the leases'
+    /// expiry.
     pub async fn leave(&self) {
+        if let Err(error) = self.store.release_leases(&self.host_id, None).await {
+            tracing::warn!(host_id = %self.host_id, "could not hand back this host's leases: {error:#}");
+        }
         if let Err(error) = self.store.remove_host(&self.host_id).await {
             tracing::warn!(host_id = %self.host_id, "could not remove this host's row: {error:#}");
         }

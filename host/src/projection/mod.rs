@@ -21,6 +21,7 @@
 //! the log (promoting it back starts its worker again, from its checkpoint); past the
 //! kept ones, its worker is awaited before its documents are deleted.
 
+mod owned;
 mod promotion;
 mod worker;
 
@@ -99,6 +100,16 @@ pub struct Projections {
     /// head anyway: other hosts' appends wake it through their notices, this is the
     /// safety net.
     poll_every: Duration,
+    /// Whether workers run only under a lease (hosts share the database): then a build's
+    /// worker runs on the one host that holds its lease (`owned`, see `owned.rs`).
+    /// Otherwise this host runs every build's worker.
+    leased: bool,
+    /// The builds whose lease this host holds. A std `Mutex`: held for a lookup.
+    owned: Mutex<std::collections::HashSet<(TenantId, String, u64)>>,
+    /// Wakes the lease balancer (`fleet/leases.rs`) when a build wants a worker that
+    /// no host runs yet, so that a new build starts at once rather than at its next
+    /// round.
+    pub lease_wanted: tokio::sync::Notify,
 }
 
 /// The status of one build, as the API shows it.
@@ -108,6 +119,8 @@ pub struct BuildView {
     pub version: u64,
     /// The build's id: a rebuild of one version is a new build.
     pub build: u64,
+    /// The host whose worker runs it, on a fleet (PostgreSQL): its lease holder.
+    pub host: Option<String>,
     pub status: ProjectionStatus,
     pub position: u64,
     pub lag: u64,
@@ -134,6 +147,7 @@ impl Projections {
         keep_retired: usize,
         poll_every: Duration,
     ) -> Arc<Projections> {
+        let store_shared = store.shared_by_hosts();
         Arc::new(Projections {
             store,
             runtime,
@@ -145,6 +159,9 @@ impl Projections {
             builds: Mutex::new(HashMap::new()),
             keep_retired,
             poll_every,
+            leased: store_shared,
+            owned: Mutex::new(Default::default()),
+            lease_wanted: tokio::sync::Notify::new(),
         })
     }
 
@@ -167,6 +184,13 @@ impl Projections {
             record.status,
             ProjectionStatus::Failed | ProjectionStatus::Retired
         ) && record.error.is_none();
+        let runnable = runnable && {
+            let may = self.may_run(&key, version);
+            if !may {
+                self.lease_wanted.notify_one();
+            }
+            may
+        };
         let build = Build {
             position: watch::channel(record.position).0,
             record: record.clone(),
@@ -269,7 +293,14 @@ impl Projections {
                 build.record.status = record.status;
                 build.record.error = record.error.clone();
                 let running = build.worker.as_ref().is_some_and(|w| !*w.stop.borrow());
+                let may_run = self.may_run(&key, record.version);
                 match record.status {
+                    _ if running && !may_run => {
+                        if let Some(worker) = &build.worker {
+                            // Another host holds the lease now.
+                            let _ = worker.stop.send(true);
+                        }
+                    }
                     ProjectionStatus::Retired if running => {
                         if let Some(worker) = &build.worker {
                             // Kept, so that a deletion or a restart can await it.
@@ -277,7 +308,7 @@ impl Projections {
                         }
                     }
                     ProjectionStatus::Active | ProjectionStatus::Building
-                        if !running && record.error.is_none() =>
+                        if !running && may_run && record.error.is_none() =>
                     {
                         start.push(record);
                     }
@@ -453,6 +484,7 @@ impl Projections {
         name: Option<&str>,
     ) -> ApiResult<Vec<ProjectionView>> {
         let head = self.store.head(tenant).await?;
+        let holders = self.lease_holders(tenant).await?;
         let builds = self.builds.lock().expect("builds lock");
         let mut views: Vec<ProjectionView> = builds
             .iter()
@@ -467,6 +499,7 @@ impl Projections {
                         BuildView {
                             version: b.record.plugin_version,
                             build: b.record.version,
+                            host: holders.get(&(n.clone(), b.record.version)).cloned(),
                             status: if parked {
                                 ProjectionStatus::Failed
                             } else {

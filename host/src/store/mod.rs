@@ -302,6 +302,17 @@ pub struct CommandRecord {
 
 pub type StoreResult<T> = Result<T, anyhow::Error>;
 
+/// Which host runs a projection build's worker, until when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseRecord {
+    pub tenant: TenantId,
+    pub name: String,
+    pub build: u64,
+    pub owner: String,
+    /// Unix milliseconds.
+    pub expires_at: i64,
+}
+
 /// A host's row in the hosts table.
 #[derive(Clone, Debug)]
 pub struct HostRecord {
@@ -333,6 +344,18 @@ pub trait EventStore: Send + Sync + 'static {
     async fn hosts(&self) -> StoreResult<Vec<HostRecord>>;
     /// Deletes a host's row (its graceful stop).
     async fn remove_host(&self, host_id: &str) -> StoreResult<()>;
+    /// Every projection lease, held or expired.
+    async fn leases(&self) -> StoreResult<Vec<LeaseRecord>>;
+    /// Takes (or renews) a lease unless another host holds it unexpired.
+    async fn take_lease(&self, lease: &LeaseRecord) -> StoreResult<bool>;
+    /// Renews every lease `owner` holds until `expires_at`.
+    async fn renew_leases(&self, owner: &str, expires_at: i64) -> StoreResult<()>;
+    /// Hands back one of `owner`'s leases, or all of them with `None`.
+    async fn release_leases(
+        &self,
+        owner: &str,
+        one: Option<(&TenantId, &str, u64)>,
+    ) -> StoreResult<()>;
 
     // --- tenants ---
     /// Creates a tenant; `Ok(false)` when the id is taken.

@@ -28,6 +28,13 @@ pub enum Notice {
     Projections { tenant: TenantId, name: String },
     /// The tenant's limits or token changed, or it was deleted.
     Tenant { tenant: TenantId },
+    /// A projection build's checkpoint moved (sent inside the batch's transaction).
+    Progress {
+        tenant: TenantId,
+        name: String,
+        build: u64,
+        position: u64,
+    },
     /// Not sent by anyone: the listener lost its connection and may have missed
     /// notices, so the host re-reads what it caches.
     Resync,
@@ -46,6 +53,12 @@ impl Notice {
                 format!("{origin}\tprojections\t{tenant}\t{name}")
             }
             Notice::Tenant { tenant } => format!("{origin}\ttenant\t{tenant}"),
+            Notice::Progress {
+                tenant,
+                name,
+                build,
+                position,
+            } => format!("{origin}\tprogress\t{tenant}\t{name}\t{build}\t{position}"),
             Notice::Resync => format!("{origin}\tresync"),
         }
     }
@@ -71,6 +84,12 @@ impl Notice {
                 name: parts.next()?.to_owned(),
             },
             "tenant" => Notice::Tenant { tenant },
+            "progress" => Notice::Progress {
+                tenant,
+                name: parts.next()?.to_owned(),
+                build: parts.next()?.parse().ok()?,
+                position: parts.next()?.parse().ok()?,
+            },
             _ => return None,
         };
         Some(notice)
@@ -96,7 +115,15 @@ mod tests {
                 tenant: tenant.clone(),
                 name: "balances".to_owned(),
             },
-            Notice::Tenant { tenant },
+            Notice::Tenant {
+                tenant: tenant.clone(),
+            },
+            Notice::Progress {
+                tenant,
+                name: "balances".to_owned(),
+                build: 3,
+                position: 99,
+            },
         ];
         for notice in notices {
             let payload = notice.payload();

@@ -455,7 +455,8 @@ fn to_tenant(row: DbRow) -> anyhow::Result<TenantRecord> {
 }
 
 /// Tables that hold tenant rows, emptied when a tenant is deleted.
-const TENANT_TABLES: [&str; 7] = [
+const TENANT_TABLES: [&str; 8] = [
+    "projection_leases",
     "events",
     "commands",
     "snapshots",
@@ -495,6 +496,26 @@ impl EventStore for Backend {
 
     async fn remove_host(&self, host_id: &str) -> StoreResult<()> {
         self.delete_host_row(host_id).await
+    }
+
+    async fn leases(&self) -> StoreResult<Vec<LeaseRecord>> {
+        self.select_leases().await
+    }
+
+    async fn take_lease(&self, lease: &LeaseRecord) -> StoreResult<bool> {
+        self.upsert_lease(lease, now_ms()).await
+    }
+
+    async fn renew_leases(&self, owner: &str, expires_at: i64) -> StoreResult<()> {
+        self.extend_leases(owner, expires_at).await
+    }
+
+    async fn release_leases(
+        &self,
+        owner: &str,
+        one: Option<(&TenantId, &str, u64)>,
+    ) -> StoreResult<()> {
+        self.delete_leases(owner, one).await
     }
 
     async fn ready(&self) -> bool {

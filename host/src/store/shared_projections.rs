@@ -247,6 +247,14 @@ impl Backend {
         .bind(version as i64)
         .execute(&mut *tx)
         .await?;
+        sqlx::query(sql(
+            "DELETE FROM projection_leases WHERE tenant_id = ? AND name = ? AND build = ?",
+        ))
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(version as i64)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -332,6 +340,20 @@ impl Backend {
                     .await?;
                 }
             }
+        }
+        // The other hosts' reads (`min_position`) and status follow the build's
+        // checkpoint without running its worker.
+        if let Some(notify) = <Db as Dialect>::NOTIFY {
+            let notice = Notice::Progress {
+                tenant: tenant.clone(),
+                name: name.to_owned(),
+                build: version,
+                position: to,
+            };
+            sqlx::query(sql(notify))
+                .bind(notice.payload())
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(true)
