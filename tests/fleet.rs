@@ -400,3 +400,243 @@ async fn the_builds_of_a_killed_host_move_to_the_others() {
     drop(hosts);
     drop_database(database);
 }
+
+#[tokio::test]
+async fn concurrent_commands_on_one_stream_through_every_host_keep_versions_and_positions_whole() {
+    let (hosts, database) = fleet(3).await;
+    let token = hosts[0].tenant_with_account("acme").await;
+    open(&hosts[0], &token, "shared").await;
+    // Three writers per host, all on one stream: every conflict is across hosts or
+    // within one, and each is retried by the host that lost it.
+    let hosts = std::sync::Arc::new(hosts);
+    let mut writers = Vec::new();
+    for writer in 0..9 {
+        let (hosts, token) = (hosts.clone(), token.clone());
+        writers.push(tokio::spawn(async move {
+            let host = &hosts[writer % 3];
+            let mut answered = 0u64;
+            for _ in 0..15 {
+                let (code, body) = host
+                    .command_answer(
+                        &token,
+                        "acme",
+                        "account",
+                        "shared",
+                        json!({"type": "Deposit", "payload": {"amount": 1}}),
+                    )
+                    .await;
+                match code {
+                    StatusCode::OK => answered += 1,
+                    // Retries ran out under contention: a clean refusal, nothing written.
+                    StatusCode::CONFLICT => {}
+                    other => panic!("{other}: {body}"),
+                }
+            }
+            answered
+        }));
+    }
+    let mut answered = 0;
+    for writer in writers {
+        answered += writer.await.unwrap();
+    }
+    assert!(answered > 0);
+    let state = expect(
+        hosts[1]
+            .get("/t/acme/aggregates/account/shared", &token)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(state["version"], answered + 1, "{state}");
+    assert_eq!(state["state"]["balance"], answered, "{state}");
+    let log = expect(
+        hosts[2]
+            .get("/t/acme/events?after=0&limit=1000", &token)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let positions: Vec<u64> = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["position"].as_u64().unwrap())
+        .collect();
+    let expected: Vec<u64> = (1..=answered + 1).collect();
+    assert_eq!(
+        positions, expected,
+        "positions gap-free and in commit order"
+    );
+    drop(hosts);
+    drop_database(database);
+}
+
+/// Commands with ids, sent round-robin over the hosts whose addresses `bases` holds; a
+/// command whose answer is lost (its host is restarting) goes again, same id, to the
+/// next host. Returns the acknowledged ids.
+async fn steady_writer(
+    writer: usize,
+    bases: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    token: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<String> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut acknowledged = Vec::new();
+    let mut next_host = writer;
+    let mut sequence = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        sequence += 1;
+        let id = format!("w{writer}-{sequence}");
+        let body = json!({"type": "Deposit", "payload": {"amount": 1}, "command_id": id});
+        loop {
+            let base = {
+                let bases = bases.lock().unwrap();
+                next_host = (next_host + 1) % bases.len();
+                bases[next_host].clone()
+            };
+            let sent = http
+                .post(format!(
+                    "{base}/t/acme/aggregates/account/w{writer}/commands"
+                ))
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await;
+            match sent {
+                Ok(resp) if resp.status() == StatusCode::OK => break,
+                Ok(resp) if resp.status().is_server_error() => {}
+                Ok(resp) => panic!("{}: {}", resp.status(), resp.text().await.unwrap()),
+                Err(_) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        acknowledged.push(id);
+    }
+    acknowledged
+}
+
+/// Follows the live log from whichever host answers, resuming with `Last-Event-ID`
+/// after each disconnection, until it has delivered `until` (set at the end). Returns
+/// every position delivered, in order.
+async fn steady_subscriber(
+    bases: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    token: String,
+    until: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> Vec<u64> {
+    use futures::StreamExt;
+    let http = reqwest::Client::new();
+    let mut delivered: Vec<u64> = Vec::new();
+    let mut host = 0;
+    loop {
+        let target = until.load(std::sync::atomic::Ordering::Relaxed);
+        if target > 0 && delivered.last().copied().unwrap_or(0) >= target {
+            return delivered;
+        }
+        let base = bases.lock().unwrap()[host % 3].clone();
+        host += 1;
+        let last = delivered.last().copied().unwrap_or(0).to_string();
+        let resp = http
+            .get(format!("{base}/t/acme/events/live"))
+            .bearer_auth(&token)
+            .header("Last-Event-ID", last)
+            .send()
+            .await;
+        let Ok(resp) = resp.and_then(|r| r.error_for_status()) else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let mut body = resp.bytes_stream();
+        let mut buffer = String::new();
+        'read: loop {
+            let chunk = tokio::time::timeout(Duration::from_millis(500), body.next()).await;
+            let chunk = match chunk {
+                Ok(Some(Ok(chunk))) => chunk,
+                // Ended, broken, or quiet: check whether we are done, else reconnect.
+                _ => break 'read,
+            };
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find('\n') {
+                let line: String = buffer.drain(..=end).collect();
+                if let Some(id) = line.trim().strip_prefix("id: ")
+                    && let Ok(position) = id.parse::<u64>()
+                {
+                    delivered.push(position);
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_rolling_restart_loses_no_acknowledged_command_and_no_subscriber_event() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    let (mut hosts, database) = fleet(3).await;
+    let token = hosts[0].tenant_with_account("acme").await;
+    for (writer, host) in hosts.iter().take(2).enumerate() {
+        open(host, &token, &format!("w{writer}")).await;
+    }
+    let bases = Arc::new(Mutex::new(
+        hosts.iter().map(|h| h.url("")).collect::<Vec<_>>(),
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let until = Arc::new(AtomicU64::new(0));
+    let subscriber = tokio::spawn(steady_subscriber(
+        bases.clone(),
+        token.clone(),
+        until.clone(),
+    ));
+    let writers: Vec<_> = (0..2)
+        .map(|w| tokio::spawn(steady_writer(w, bases.clone(), token.clone(), stop.clone())))
+        .collect();
+    // Each host in turn: a graceful stop (SIGTERM: drain, hand leases back), then
+    // a new process under the same name.
+    for (i, host) in hosts.iter_mut().enumerate() {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        host.restart().await;
+        bases.lock().unwrap()[i] = host.url("");
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut acknowledged = Vec::new();
+    for writer in writers {
+        acknowledged.extend(writer.await.unwrap());
+    }
+    assert!(
+        acknowledged.len() > 10,
+        "too few commands: {}",
+        acknowledged.len()
+    );
+
+    let log = expect(
+        hosts[0]
+            .get("/t/acme/events?after=0&limit=1000", &token)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let events = log["events"].as_array().unwrap();
+    let head = log["head"].as_u64().unwrap();
+    assert_eq!(events.len() as u64, head, "one page holds the whole log");
+    let mut effects = std::collections::HashMap::new();
+    for e in events {
+        if let Some(id) = e["metadata"]["causation_id"].as_str() {
+            *effects.entry(id.to_owned()).or_insert(0) += 1;
+        }
+    }
+    for id in &acknowledged {
+        assert_eq!(effects.get(id), Some(&1), "command {id} once in the log");
+    }
+    until.store(head, Ordering::Relaxed);
+    let delivered = tokio::time::timeout(Duration::from_secs(60), subscriber)
+        .await
+        .expect("the subscriber reached the head")
+        .unwrap();
+    let expected: Vec<u64> = (1..=head).collect();
+    assert_eq!(delivered, expected, "every event delivered once, in order");
+    drop(hosts);
+    drop_database(database);
+}
