@@ -13,9 +13,22 @@ use common::{Server, body_of, drop_database, expect, plugin_bytes, postgres_data
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-/// `n` hosts on one fresh database, and the database's name (dropped by the caller).
-async fn fleet(n: usize) -> (Vec<Server>, String) {
-    let (url, name) = postgres_database().await;
+/// Hosts on one fresh database; the hosts are killed and the database dropped with it.
+struct Fleet {
+    hosts: Vec<Server>,
+    database: String,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.hosts.clear();
+        drop_database(std::mem::take(&mut self.database));
+    }
+}
+
+/// `n` hosts on one fresh database.
+async fn fleet(n: usize) -> Fleet {
+    let (url, database) = postgres_database().await;
     let mut hosts = Vec::new();
     for i in 0..n {
         let id = format!("host-{i}");
@@ -31,7 +44,7 @@ async fn fleet(n: usize) -> (Vec<Server>, String) {
             .await,
         );
     }
-    (hosts, name)
+    Fleet { hosts, database }
 }
 
 async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
@@ -74,7 +87,8 @@ async fn deposit(host: &Server, token: &str, id: &str, amount: i64) -> Value {
 
 #[tokio::test]
 async fn an_append_through_one_host_reaches_a_live_subscriber_on_another() {
-    let (hosts, database) = fleet(2).await;
+    let fleet = fleet(2).await;
+    let hosts = &fleet.hosts;
     let token = hosts[0].tenant_with_account("acme").await;
     let opened = hosts[0]
         .command_answer(
@@ -97,13 +111,12 @@ async fn an_append_through_one_host_reaches_a_live_subscriber_on_another() {
         let event = live.expect_event(position, "Deposited").await;
         assert_eq!(event["data"]["amount"], 10 + n, "{event}");
     }
-    drop(hosts);
-    drop_database(database);
 }
 
 #[tokio::test]
 async fn a_projection_uploaded_through_one_host_is_built_promoted_and_served_by_another() {
-    let (hosts, database) = fleet(2).await;
+    let fleet = fleet(2).await;
+    let hosts = &fleet.hosts;
     let token = hosts[0].tenant_with_account("acme").await;
     for id in ["1", "2"] {
         hosts[0]
@@ -143,7 +156,7 @@ async fn a_projection_uploaded_through_one_host_is_built_promoted_and_served_by_
         .upload(&token, "acme", "balances", plugin_bytes("balances-v2"))
         .await;
     assert_eq!(resp.status(), StatusCode::CREATED);
-    for host in &hosts {
+    for host in hosts {
         wait_for("version 2 active on every host", async || {
             let (_, status) = body_of(host.get("/t/acme/projections/balances", &token).await).await;
             status["active_version"] == 2
@@ -174,13 +187,12 @@ async fn a_projection_uploaded_through_one_host_is_built_promoted_and_served_by_
     )
     .await;
     assert_eq!(doc["balance"], 5, "version 1's document shape: {doc}");
-    drop(hosts);
-    drop_database(database);
 }
 
 #[tokio::test]
 async fn token_rotation_and_tenant_deletion_reach_every_host() {
-    let (hosts, database) = fleet(2).await;
+    let fleet = fleet(2).await;
+    let hosts = &fleet.hosts;
     let token = hosts[0].tenant_with_account("acme").await;
     // The second host learns (and caches) the token.
     let state = hosts[1].get("/t/acme/plugins", &token).await;
@@ -222,13 +234,12 @@ async fn token_rotation_and_tenant_deletion_reach_every_host() {
         },
     )
     .await;
-    drop(hosts);
-    drop_database(database);
 }
 
 #[tokio::test]
 async fn every_host_is_listed_and_a_stopped_one_leaves() {
-    let (mut hosts, database) = fleet(2).await;
+    let mut fleet = fleet(2).await;
+    let hosts = &mut fleet.hosts;
     let listed = |body: &Value| -> Vec<(String, bool)> {
         body["hosts"]
             .as_array()
@@ -264,8 +275,6 @@ async fn every_host_is_listed_and_a_stopped_one_leaves() {
     hosts[1].stop();
     let body = hosts_of(&hosts[0]).await;
     assert_eq!(listed(&body), [("host-0".to_owned(), true)], "{body}");
-    drop(hosts);
-    drop_database(database);
 }
 
 /// Each projection's builds as one host reports them: (name, build) → the host running it.
@@ -287,17 +296,46 @@ async fn runners(host: &Server, token: &str) -> Vec<((String, u64), Option<Strin
     runners
 }
 
-#[tokio::test]
-async fn each_projection_build_runs_on_exactly_one_host_and_the_hosts_share_them() {
-    let (hosts, database) = fleet(3).await;
-    let token = hosts[0].tenant_with_account("acme").await;
-    let names = ["p1", "p2", "p3", "p4", "p5", "p6"];
+/// Uploads the balances projection under each of `names`.
+async fn upload_projections(host: &Server, token: &str, names: &[&str]) {
     for name in names {
-        let resp = hosts[0]
-            .upload(&token, "acme", name, plugin_bytes("balances"))
+        let resp = host
+            .upload(token, "acme", name, plugin_bytes("balances"))
             .await;
         assert_eq!(resp.status(), StatusCode::CREATED);
     }
+}
+
+/// The balance projection `name` holds for `account` once past `position`, read on `host`.
+async fn balance_on(host: &Server, token: &str, name: &str, account: &str, position: u64) -> Value {
+    let doc = expect(
+        host.get(
+            &format!(
+                "/t/acme/projections/{name}/docs/account-{account}?min_position={position}&timeout_ms=20000"
+            ),
+            token,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    doc["balance"].clone()
+}
+
+/// How many builds `seen` shows running on host `id`.
+fn running_on(seen: &[((String, u64), Option<String>)], id: &str) -> usize {
+    seen.iter()
+        .filter(|(_, host)| host.as_deref() == Some(id))
+        .count()
+}
+
+#[tokio::test]
+async fn each_projection_build_runs_on_exactly_one_host_and_the_hosts_share_them() {
+    let fleet = fleet(3).await;
+    let hosts = &fleet.hosts;
+    let token = hosts[0].tenant_with_account("acme").await;
+    let names = ["p1", "p2", "p3", "p4", "p5", "p6"];
+    upload_projections(&hosts[0], &token, &names).await;
     // Every host reports the same runner for every build, and every build has one.
     wait_for("one runner per build, the same on every host", async || {
         let seen = runners(&hosts[0], &token).await;
@@ -329,44 +367,26 @@ async fn each_projection_build_runs_on_exactly_one_host_and_the_hosts_share_them
     let position = deposit(&hosts[1], &token, "9", 3).await["position"]
         .as_u64()
         .unwrap();
-    for host in &hosts {
+    for host in hosts {
         for name in names {
-            let doc = expect(
-                host.get(
-                    &format!(
-                        "/t/acme/projections/{name}/docs/account-9?min_position={position}&timeout_ms=20000"
-                    ),
-                    &token,
-                )
-                .await,
-                StatusCode::OK,
-            )
-            .await;
-            assert_eq!(doc["balance"], 3, "{name}: {doc}");
+            assert_eq!(
+                balance_on(host, &token, name, "9", position).await,
+                3,
+                "{name}"
+            );
         }
     }
-    drop(hosts);
-    drop_database(database);
 }
 
 #[tokio::test]
 async fn the_builds_of_a_killed_host_move_to_the_others() {
-    let (mut hosts, database) = fleet(2).await;
+    let mut fleet = fleet(2).await;
+    let hosts = &mut fleet.hosts;
     let token = hosts[0].tenant_with_account("acme").await;
-    for name in ["p1", "p2"] {
-        let resp = hosts[0]
-            .upload(&token, "acme", name, plugin_bytes("balances"))
-            .await;
-        assert_eq!(resp.status(), StatusCode::CREATED);
-    }
+    upload_projections(&hosts[0], &token, &["p1", "p2"]).await;
     wait_for("each host running one build", async || {
         let seen = runners(&hosts[0], &token).await;
-        ["host-0", "host-1"].iter().all(|id| {
-            seen.iter()
-                .filter(|(_, h)| h.as_deref() == Some(id))
-                .count()
-                == 1
-        })
+        running_on(&seen, "host-0") == 1 && running_on(&seen, "host-1") == 1
     })
     .await;
     hosts[1].kill9();
@@ -383,32 +403,22 @@ async fn the_builds_of_a_killed_host_move_to_the_others() {
         .as_u64()
         .unwrap();
     for name in ["p1", "p2"] {
-        let doc = expect(
-            hosts[0]
-                .get(
-                    &format!(
-                        "/t/acme/projections/{name}/docs/account-4?min_position={position}&timeout_ms=20000"
-                    ),
-                    &token,
-                )
-                .await,
-            StatusCode::OK,
-        )
-        .await;
-        assert_eq!(doc["balance"], 7, "{name}: {doc}");
+        assert_eq!(
+            balance_on(&hosts[0], &token, name, "4", position).await,
+            7,
+            "{name}"
+        );
     }
-    drop(hosts);
-    drop_database(database);
 }
 
 #[tokio::test]
 async fn concurrent_commands_on_one_stream_through_every_host_keep_versions_and_positions_whole() {
-    let (hosts, database) = fleet(3).await;
-    let token = hosts[0].tenant_with_account("acme").await;
-    open(&hosts[0], &token, "shared").await;
+    let mut fleet = fleet(3).await;
+    let token = fleet.hosts[0].tenant_with_account("acme").await;
+    open(&fleet.hosts[0], &token, "shared").await;
     // Three writers per host, all on one stream: every conflict is across hosts or
     // within one, and each is retried by the host that lost it.
-    let hosts = std::sync::Arc::new(hosts);
+    let hosts = std::sync::Arc::new(std::mem::take(&mut fleet.hosts));
     let mut writers = Vec::new();
     for writer in 0..9 {
         let (hosts, token) = (hosts.clone(), token.clone());
@@ -467,8 +477,6 @@ async fn concurrent_commands_on_one_stream_through_every_host_keep_versions_and_
         positions, expected,
         "positions gap-free and in commit order"
     );
-    drop(hosts);
-    drop_database(database);
 }
 
 /// Commands with ids, sent round-robin over the hosts whose addresses `bases` holds; a
@@ -574,7 +582,8 @@ async fn steady_subscriber(
 async fn a_rolling_restart_loses_no_acknowledged_command_and_no_subscriber_event() {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
-    let (mut hosts, database) = fleet(3).await;
+    let mut fleet = fleet(3).await;
+    let hosts = &mut fleet.hosts;
     let token = hosts[0].tenant_with_account("acme").await;
     for (writer, host) in hosts.iter().take(2).enumerate() {
         open(host, &token, &format!("w{writer}")).await;
@@ -637,6 +646,4 @@ async fn a_rolling_restart_loses_no_acknowledged_command_and_no_subscriber_event
         .unwrap();
     let expected: Vec<u64> = (1..=head).collect();
     assert_eq!(delivered, expected, "every event delivered once, in order");
-    drop(hosts);
-    drop_database(database);
 }
