@@ -108,8 +108,9 @@ pub struct UpdateTenant {
     limits: Value,
 }
 
-/// Change a tenant's limits: the fields given replace the current ones; the rest keep
-/// their values.
+/// Change a tenant's limits.
+///
+/// The fields given replace the current ones; the rest keep their values.
 #[utoipa::path(patch, path = "/admin/tenants/{tenant}", tag = "tenants", operation_id = "update_tenant",
     params(TenantParams), request_body = UpdateTenant,
     responses(

@@ -72,8 +72,10 @@ struct Import {
     last_position: Option<u64>,
 }
 
-/// Import a long history: NDJSON, one event per line (the `ImportLine` schema), each
-/// stream's events appended at its end in line order.
+/// Import a long history.
+///
+/// NDJSON, one event per line (the `ImportLine` schema); each stream's events are
+/// appended at its end in line order, thousands of events per transaction.
 #[utoipa::path(post, path = "/t/{tenant}/import", tag = "streams", operation_id = "import",
     params(TenantParams),
     request_body(content = String, content_type = "application/x-ndjson",

@@ -18,6 +18,7 @@ use utoipa::openapi::{
 };
 use utoipa::{OpenApi as _, PartialSchema, ToSchema};
 
+use super::import::ImportLine;
 use super::schemas::{ErrorBody, ErrorDetail, ExpectedVersionSchema};
 
 /// Routes documented before their handler is routed here: the handler is being written
@@ -75,6 +76,8 @@ pub fn base() -> OpenApi {
                 .schema(ErrorBody::name(), ErrorBody::schema())
                 .schema(ErrorDetail::name(), ErrorDetail::schema())
                 .schema(ExpectedVersionSchema::name(), ExpectedVersionSchema::schema())
+                // The lines of an NDJSON import (its body is text, so nothing refers to it).
+                .schema(ImportLine::name(), ImportLine::schema())
                 .build(),
         ))
         .tags(Some([

@@ -35,9 +35,11 @@ pub async fn readyz(State(app): State<AppState>) -> ApiResult<Json<Value>> {
     }
 }
 
-/// Prometheus text. The per-tenant series name every tenant, so they are shown only to
-/// the operator (`Authorization: Bearer <operator token>`); without it, the host-wide
-/// counters alone.
+/// Prometheus metrics.
+///
+/// The per-tenant series name every tenant, so they are shown only to the operator
+/// (`Authorization: Bearer <operator token>`); without it, the host-wide counters
+/// alone.
 #[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics",
     responses((status = 200, description = "Prometheus text exposition (0.0.4): host-wide \
         counters, and with the operator token the per-tenant series too",

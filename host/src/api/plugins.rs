@@ -71,8 +71,11 @@ impl UploadQuery {
     }
 }
 
-/// Upload a version of a plugin: a WebAssembly component of the `aggregate`,
-/// `projection` or `upcaster` world.
+/// Upload a version of a plugin.
+///
+/// The body is a WebAssembly component of the `aggregate`, `projection` or `upcaster`
+/// world. A new aggregate or upcaster version with history to check is verified by
+/// replay before it serves.
 #[utoipa::path(put, path = "/t/{tenant}/plugins/{name}", tag = "plugins", operation_id = "upload_plugin",
     params(PluginParams, UploadQuery),
     request_body(content = WasmComponent, content_type = "application/wasm",
@@ -183,9 +186,11 @@ pub struct ActivateBody {
     verify: bool,
 }
 
-/// Makes a verified (or earlier active) version serve: activation and rollback. 200
-/// with the plugin when it serves at once; 202 with the version's status URL when
-/// `"verify": true` asked for a fresh verification first.
+/// Make a version serve: activation and rollback.
+///
+/// A verified (or earlier active) version serves at once: 200 with the plugin. With
+/// `"verify": true` it is first verified again against the history as it is now: 202
+/// with the version's status URL.
 #[utoipa::path(post, path = "/t/{tenant}/plugins/{name}/activate", tag = "plugins",
     operation_id = "activate_plugin", params(PluginParams), request_body = ActivateBody,
     responses(

@@ -56,8 +56,9 @@ pub struct PromoteBody {
     version: u64,
 }
 
-/// Make a build serve reads: a promotion, or a rollback to a build still kept. It
-/// cancels any build waiting to take over (that build becomes `retired`).
+/// Make a build serve reads: promotion, and rollback to a build still kept.
+///
+/// It cancels any build waiting to take over (that build becomes `retired`).
 #[utoipa::path(post, path = "/t/{tenant}/projections/{name}/promote", tag = "projections",
     operation_id = "promote_projection", params(ProjectionParams), request_body = PromoteRequest,
     responses(
@@ -77,8 +78,10 @@ pub async fn promote(
     Ok(Json(json!({"name": name, "active_version": body.version})))
 }
 
-/// Build the active plugin version again beside the active build; the new build is
-/// promoted when it has caught up (unless a later promote or build cancels it).
+/// Build the active plugin version again.
+///
+/// The new build runs beside the active one and is promoted when it has caught up,
+/// unless a later promote or build cancels it.
 #[utoipa::path(post, path = "/t/{tenant}/projections/{name}/rebuild", tag = "projections",
     operation_id = "rebuild_projection", params(ProjectionParams),
     responses(

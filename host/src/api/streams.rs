@@ -199,8 +199,10 @@ pub struct StreamAppend {
     events: Vec<EventBody>,
 }
 
-/// `POST /t/{tenant}/streams`: appends to several streams all or nothing, each with
-/// its own expected version, in one transaction.
+/// Append to several streams, all or nothing.
+///
+/// Each append has its own expected version; all commit in one transaction, positions
+/// in the order of `appends`, or nothing is written.
 #[utoipa::path(post, path = "/t/{tenant}/streams", tag = "streams", operation_id = "append_many",
     params(TenantParams), request_body = MultiAppendBody,
     responses(
