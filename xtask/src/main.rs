@@ -19,8 +19,9 @@
 //! - `chaos [--postgres | --database URL] [--seconds S] [--writers N] [--quick] [--release]`:
 //!   the fault campaign (kill -9 under commands, rebuilds and promotions; then every
 //!   acknowledged command checked in the log, and the projection against a fold)
-//! - `fuzz-api [--postgres | --database URL] [--examples N] [--seconds S]`: schemathesis
-//!   against `/openapi.json` (no 5xx, every error in the contract's shape)
+//! - `fuzz-api [--postgres | --database URL] [--examples N] [--seconds S]`:
+//!   openapi-spec-validator, then schemathesis, against `/openapi.json` (no 5xx, every
+//!   error in the contract's shape)
 
 mod bench;
 mod bench_fairness;
