@@ -57,14 +57,17 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     if !status.success() {
         bail!("/openapi.json is not a valid OpenAPI document (see above)");
     }
-    // Path parameters pinned to what exists, so requests get past routing.
+    // Path parameters pinned to what exists, so requests get past routing. A document
+    // read past the log's head (`min_position`) answers 503 `not_caught_up` by contract.
     let config = data_dir.join("schemathesis.toml");
     std::fs::write(
         &config,
         "[parameters]\n\"path.tenant\" = \"fuzz\"\n\"path.name\" = \"account\"\n\
          \"path.id\" = \"7\"\n\"path.stream\" = \"account-7\"\n\"path.version\" = 1\n\n\
          [[operations]]\ninclude-path-regex = \"/projections/\"\n\
-         parameters = { \"path.name\" = \"balances\", \"path.key\" = \"account-7\" }\n",
+         parameters = { \"path.name\" = \"balances\", \"path.key\" = \"account-7\" }\n\n\
+         [[operations]]\ninclude-path-regex = \"/projections/[^/]+/docs\"\n\
+         checks.not_a_server_error.expected-statuses = [\"2xx\", \"3xx\", \"4xx\", \"503\"]\n",
     )?;
     let backend = if database.is_some() {
         "postgres"
