@@ -301,6 +301,9 @@ fn problems(doc: &Value) -> Vec<String> {
             if !response["description"].is_string() {
                 problem(format!("{at}: no description"));
             }
+            if !response["headers"]["x-request-id"]["schema"].is_object() {
+                problem(format!("{at}: no x-request-id header"));
+            }
             let content = response["content"].as_object();
             if status.starts_with('2') {
                 success = true;

@@ -9,6 +9,7 @@
 
 use std::sync::LazyLock;
 
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::tag::TagBuilder;
@@ -252,6 +253,16 @@ fn complete(path: &str, operation: &mut Operation) {
         let RefOr::T(response) = response else {
             continue;
         };
+        response.headers.insert(
+            "x-request-id".to_owned(),
+            HeaderBuilder::new()
+                .schema(String::schema())
+                .description(Some(
+                    "The request's id: the caller's own when it is 1–64 characters of \
+                     `[A-Za-z0-9._-]`, else a fresh one; on every server log line of it.",
+                ))
+                .build(),
+        );
         if !(status.starts_with('4') || status.starts_with('5')) {
             continue;
         }
