@@ -571,7 +571,7 @@ async fn a_restart_loads_compiled_components_from_the_cache() {
 }
 
 #[tokio::test]
-async fn operations_endpoints_and_the_openapi_document() {
+async fn operations_endpoints() {
     let server = Server::start().await;
     let ready = expect(server.get("/readyz", "").await, StatusCode::OK).await;
     assert_eq!(ready["status"], "ready");
@@ -585,30 +585,7 @@ async fn operations_endpoints_and_the_openapi_document() {
         .await
         .unwrap();
     assert!(metrics.contains("cairn_commands_total"));
-    let openapi = expect(server.get("/openapi.json", "").await, StatusCode::OK).await;
-    // Every route in the document exists (answers something other than "no such route").
-    for (path, operations) in openapi["paths"].as_object().unwrap() {
-        let concrete = path
-            .replace("{tenant}", "acme")
-            .replace("{name}", "p")
-            .replace("{id}", "1")
-            .replace("{stream}", "s")
-            .replace("{key}", "k");
-        for method in operations.as_object().unwrap().keys() {
-            let (_, body) = body_of(
-                server
-                    .send(
-                        method.to_uppercase().parse().unwrap(),
-                        &concrete,
-                        server.admin(),
-                        None,
-                    )
-                    .await,
-            )
-            .await;
-            assert_ne!(body["error"]["message"], "no such route", "{method} {path}");
-        }
-    }
+    // `/openapi.json` is checked in tests/openapi.rs.
     assert_error(
         server.get("/no/such/thing", server.admin()).await,
         StatusCode::NOT_FOUND,

@@ -101,7 +101,8 @@ pub struct Usage {
     plugin_latency: Mutex<HashMap<String, CallLatencies>>,
 }
 
-#[derive(Serialize)]
+/// What a tenant has used since the server started (counters) and stores now (bytes).
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct UsageView {
     pub events_stored: u64,
     /// Every byte the tenant stores: what `max_stored_bytes` limits.

@@ -11,46 +11,61 @@ use crate::runtime::CallLimits;
 /// them: however a tenant's calls block, at least 144 are left to everyone else.
 pub const MAX_CONCURRENT_CALLS: u32 = 48;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A tenant's limits. Every field has a default; a tenant is created with, and a
+/// `PATCH` changes, only the fields given. The ranges are checked (400 `bad_request`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Largest plugin upload, in bytes.
+    #[schema(minimum = 1024, maximum = 268435456)]
     pub max_plugin_bytes: u64,
     /// Largest JSON request body, in bytes.
+    #[schema(minimum = 1024, maximum = 67108864)]
     pub max_body_bytes: u64,
     /// Linear memory one plugin instance may use, in bytes (all its memories together).
+    #[schema(minimum = 1048576, maximum = 1073741824)]
     pub memory_bytes: u64,
     /// CPU time one plugin call may take, in milliseconds (epoch deadline). A call's
     /// wall time, blocked WASI calls included, is bounded at ten times this (at least
     /// one second).
+    #[schema(minimum = 10, maximum = 60000)]
     pub call_timeout_ms: u64,
     /// Plugin calls of this tenant running at once; more wait their turn.
+    #[schema(minimum = 1, maximum = 48)]
     pub max_concurrent_calls: u32,
-    /// Commands per second; `None` means unlimited. Excess is a 429.
+    /// Commands per second; `null` (the default) means unlimited. Excess is a 429.
+    #[schema(minimum = 1)]
     pub commands_per_second: Option<u32>,
     /// Most events one verification of a new aggregate or upcaster version replays;
     /// beyond it a deterministic sample of streams is checked, and the report says so.
+    #[schema(minimum = 1, maximum = 1000000000)]
     pub verify_max_events: u64,
     /// Longest a plugin upload may take to compile, in milliseconds; past it the
     /// compiler is killed and the upload refused.
+    #[schema(minimum = 1, maximum = 600000)]
     pub compile_timeout_ms: u64,
     /// Most bytes the tenant may store: event payloads and metadata, projection
     /// documents, snapshots, plugin uploads and their compiled artifacts. Appends and
     /// uploads past it answer 507 `quota_exceeded`; a projection build that would pass
     /// it fails with that message; snapshots are skipped.
+    #[schema(minimum = 1048576, maximum = 1099511627776u64)]
     pub max_stored_bytes: u64,
     /// Most plugin versions (of every name together) the tenant may upload.
+    #[schema(minimum = 1, maximum = 100000)]
     pub max_plugin_versions: u64,
     /// Longest one aggregate state load may take, in milliseconds: every `evolve`
     /// call has `call_timeout_ms`, and a long history takes as many calls as it needs
     /// within this. Past it the command answers 503 `load_incomplete`, with its
     /// progress saved as a snapshot for the retry.
+    #[schema(minimum = 100, maximum = 600000)]
     pub load_timeout_ms: u64,
     /// The tenant's share of plugin CPU under contention, relative to other tenants:
     /// it holds `cores × cpu_weight` CPU turns (see `gate.rs`).
+    #[schema(minimum = 1, maximum = 8)]
     pub cpu_weight: u32,
     /// Live subscribers (`/events/live`) of this tenant at once; more answer 429. Each
     /// holds a connection and a place in the tenant's fan-out.
+    #[schema(minimum = 1, maximum = 1000000)]
     pub max_subscribers: u32,
 }
 

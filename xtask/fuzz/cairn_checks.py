@@ -1,6 +1,8 @@
 """Checks `cargo xtask fuzz-api` adds to schemathesis: every error answer is in the
 contract's error shape, `{"error": {"code", "message", "request_id", ...}}`, as JSON."""
 
+import json
+
 import schemathesis
 
 
@@ -30,3 +32,13 @@ def wasm_bytes(ctx, value):
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
     return str(value).encode()
+
+
+@schemathesis.serializer("application/x-ndjson")
+def ndjson_lines(ctx, value):
+    """Imports: a generated string as it is, anything else as one JSON line."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode()
+    return (json.dumps(value) + "\n").encode()

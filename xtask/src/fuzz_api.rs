@@ -2,10 +2,12 @@
 //! schemathesis against the server's own `/openapi.json`. A debug server on a fresh
 //! data directory gets a tenant `fuzz` with the `account` aggregate and the `balances`
 //! projection; path parameters are pinned to them so generated requests reach the
-//! handlers instead of stopping at 404. Checks: no 5xx (`not_a_server_error`), and
-//! every error answer in the contract's shape (`xtask/fuzz/cairn_checks.py`).
+//! handlers instead of stopping at 404. First the document itself is checked with
+//! `openapi-spec-validator`; then schemathesis checks: no 5xx (`not_a_server_error`),
+//! and every error answer in the contract's shape (`xtask/fuzz/cairn_checks.py`).
 //!
-//! schemathesis is installed from PyPI into `target/fuzz-venv` on first use.
+//! schemathesis and openapi-spec-validator are installed from PyPI into
+//! `target/fuzz-venv` on first use.
 
 use std::path::Path;
 use std::process::Command;
@@ -39,14 +41,33 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let base = server.base.clone();
     let http = Client::builder().timeout(Duration::from_secs(30)).build()?;
     let token = crate::chaos::setup(root, &http, &base, OPERATOR, "fuzz")?;
-    // Path parameters pinned to what exists, so requests get past routing.
+    let document = data_dir.join("openapi.json");
+    std::fs::write(
+        &document,
+        http.get(format!("{base}/openapi.json"))
+            .send()?
+            .error_for_status()?
+            .bytes()?,
+    )?;
+    println!("==> openapi-spec-validator {}", document.display());
+    let status = Command::new(st.with_file_name("openapi-spec-validator"))
+        .arg(&document)
+        .status()
+        .context("running openapi-spec-validator")?;
+    if !status.success() {
+        bail!("/openapi.json is not a valid OpenAPI document (see above)");
+    }
+    // Path parameters pinned to what exists, so requests get past routing. A document
+    // read past the log's head (`min_position`) answers 503 `not_caught_up` by contract.
     let config = data_dir.join("schemathesis.toml");
     std::fs::write(
         &config,
         "[parameters]\n\"path.tenant\" = \"fuzz\"\n\"path.name\" = \"account\"\n\
          \"path.id\" = \"7\"\n\"path.stream\" = \"account-7\"\n\"path.version\" = 1\n\n\
          [[operations]]\ninclude-path-regex = \"/projections/\"\n\
-         parameters = { \"path.name\" = \"balances\", \"path.key\" = \"account-7\" }\n",
+         parameters = { \"path.name\" = \"balances\", \"path.key\" = \"account-7\" }\n\n\
+         [[operations]]\ninclude-path-regex = \"/projections/[^/]+/docs\"\n\
+         checks.not_a_server_error.expected-statuses = [\"2xx\", \"3xx\", \"4xx\", \"503\"]\n",
     )?;
     let backend = if database.is_some() {
         "postgres"
@@ -82,28 +103,39 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `target/fuzz-venv/bin/st`, installed the first time.
+/// `target/fuzz-venv/bin/st` (and `openapi-spec-validator` beside it), installed the
+/// first time.
 fn install_schemathesis(root: &Path) -> anyhow::Result<std::path::PathBuf> {
     let venv = root.join("target/fuzz-venv");
     let st = venv.join("bin/st");
-    if st.exists() {
+    if st.exists() && venv.join("bin/openapi-spec-validator").exists() {
         return Ok(st);
     }
-    println!("==> installing schemathesis into {}", venv.display());
-    let status = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .context("python3 -m venv")?;
-    if !status.success() {
-        bail!("could not create {}", venv.display());
+    if !venv.join("bin/pip").exists() {
+        let status = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .context("python3 -m venv")?;
+        if !status.success() {
+            bail!("could not create {}", venv.display());
+        }
     }
+    println!(
+        "==> installing schemathesis and openapi-spec-validator into {}",
+        venv.display()
+    );
     let status = Command::new(venv.join("bin/pip"))
-        .args(["install", "--quiet", "schemathesis>=4,<5"])
+        .args([
+            "install",
+            "--quiet",
+            "schemathesis>=4,<5",
+            "openapi-spec-validator>=0.7,<1",
+        ])
         .status()
-        .context("pip install schemathesis")?;
+        .context("pip install schemathesis openapi-spec-validator")?;
     if !status.success() {
-        bail!("pip could not install schemathesis");
+        bail!("pip could not install schemathesis and openapi-spec-validator");
     }
     Ok(st)
 }

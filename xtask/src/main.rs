@@ -19,8 +19,9 @@
 //! - `chaos [--postgres | --database URL] [--seconds S] [--writers N] [--quick] [--release]`:
 //!   the fault campaign (kill -9 under commands, rebuilds and promotions; then every
 //!   acknowledged command checked in the log, and the projection against a fold)
-//! - `fuzz-api [--postgres | --database URL] [--examples N] [--seconds S]`: schemathesis
-//!   against `/openapi.json` (no 5xx, every error in the contract's shape)
+//! - `fuzz-api [--postgres | --database URL] [--examples N] [--seconds S]`:
+//!   openapi-spec-validator, then schemathesis, against `/openapi.json` (no 5xx, every
+//!   error in the contract's shape)
 //! - `fleet [--events N] [--debug]`: three hosts on one PostgreSQL database: live
 //!   latency across hosts, the projection lease's takeover after `kill -9`, documents
 //!   against a fold of the log

@@ -4,20 +4,28 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::auth::Operator;
 use super::extract::Path;
 use super::json::JsonBody;
+use super::schemas::TenantParams;
+use super::views::{self, CreatedTenant, TenantView, TokenView};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::limits::Limits;
 use crate::store::{TenantId, TenantRecord};
 
-#[derive(Deserialize)]
+/// A tenant to create.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
+    /// `[a-z0-9][a-z0-9-]{0,62}`.
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
     id: String,
+    /// Limits other than the defaults; the fields not given take the default.
+    #[schema(value_type = Option<Limits>)]
     limits: Option<Value>,
 }
 
@@ -32,13 +40,22 @@ fn parse_id(raw: &str) -> ApiResult<TenantId> {
 async fn view(app: &AppState, record: &TenantRecord) -> ApiResult<Value> {
     let gate = app.tenants.gate(&record.id).await?;
     let stored = app.store.stored_usage(&record.id).await?;
-    Ok(json!({
-        "id": record.id,
-        "limits": gate.limits,
-        "usage": gate.usage.view(stored),
-    }))
+    let Json(view) = views::body(TenantView {
+        id: record.id.clone(),
+        limits: gate.limits.clone(),
+        usage: gate.usage.view(stored),
+    });
+    Ok(view)
 }
 
+/// Create a tenant; its token is answered once.
+#[utoipa::path(post, path = "/admin/tenants", tag = "tenants", operation_id = "create_tenant",
+    request_body = CreateTenant,
+    responses(
+        (status = 201, description = "Created", body = CreatedTenant),
+        (status = 400, description = "`bad_request`: an invalid id, or invalid `limits` (not an object, an unknown field, a value out of range)"),
+        (status = 409, description = "`already_exists`: a tenant has that id"),
+    ))]
 pub async fn create(
     _: Operator,
     State(app): State<AppState>,
@@ -50,10 +67,13 @@ pub async fn create(
     tracing::info!(tenant = %id, "tenant created");
     Ok((
         StatusCode::CREATED,
-        Json(json!({"id": id, "token": token, "limits": limits})),
+        views::body(CreatedTenant { id, token, limits }),
     ))
 }
 
+/// List the tenants with their limits and usage.
+#[utoipa::path(get, path = "/admin/tenants", tag = "tenants", operation_id = "list_tenants",
+    responses((status = 200, description = "Every tenant, by id", body = Vec<TenantView>)))]
 pub async fn list(_: Operator, State(app): State<AppState>) -> ApiResult<Json<Value>> {
     let mut views = Vec::new();
     for record in app.tenants.list().await? {
@@ -62,6 +82,14 @@ pub async fn list(_: Operator, State(app): State<AppState>) -> ApiResult<Json<Va
     Ok(Json(Value::Array(views)))
 }
 
+/// One tenant with its limits and usage.
+#[utoipa::path(get, path = "/admin/tenants/{tenant}", tag = "tenants", operation_id = "show_tenant",
+    params(TenantParams),
+    responses(
+        (status = 200, description = "The tenant", body = TenantView),
+        (status = 400, description = "`bad_request`: an invalid tenant id"),
+        (status = 404, description = "`not_found`: no such tenant"),
+    ))]
 pub async fn show(
     _: Operator,
     State(app): State<AppState>,
@@ -71,14 +99,25 @@ pub async fn show(
     Ok(Json(view(&app, &record).await?))
 }
 
-#[derive(Deserialize)]
+/// New limits for a tenant.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTenant {
+    /// The fields given replace the current ones; the rest keep their values.
+    #[schema(value_type = Limits)]
     limits: Value,
 }
 
-/// `PATCH /admin/tenants/{tenant}` `{"limits": {...}}`: fields given replace the
-/// current ones; the rest keep their values.
+/// Change a tenant's limits.
+///
+/// The fields given replace the current ones; the rest keep their values.
+#[utoipa::path(patch, path = "/admin/tenants/{tenant}", tag = "tenants", operation_id = "update_tenant",
+    params(TenantParams), request_body = UpdateTenant,
+    responses(
+        (status = 200, description = "The tenant with its new limits", body = TenantView),
+        (status = 400, description = "`bad_request`: an invalid tenant id, or invalid `limits` (not an object, an unknown field, a value out of range)"),
+        (status = 404, description = "`not_found`: no such tenant"),
+    ))]
 pub async fn update(
     _: Operator,
     State(app): State<AppState>,
@@ -100,7 +139,14 @@ pub async fn update(
     Ok(Json(view(&app, &record).await?))
 }
 
-/// `POST /admin/tenants/{tenant}/token`: a new token; the old one stops working.
+/// Give a tenant a new token; the old one stops working.
+#[utoipa::path(post, path = "/admin/tenants/{tenant}/token", tag = "tenants", operation_id = "rotate_tenant_token",
+    params(TenantParams),
+    responses(
+        (status = 200, description = "The new token", body = TokenView),
+        (status = 400, description = "`bad_request`: an invalid tenant id"),
+        (status = 404, description = "`not_found`: no such tenant"),
+    ))]
 pub async fn rotate_token(
     _: Operator,
     State(app): State<AppState>,
@@ -109,9 +155,17 @@ pub async fn rotate_token(
     let id = parse_id(&tenant)?;
     let token = app.tenants.rotate_token(&id).await?;
     tracing::info!(tenant = %id, "tenant token rotated");
-    Ok(Json(json!({"id": id, "token": token})))
+    Ok(views::body(TokenView { id, token }))
 }
 
+/// Delete a tenant and every row of it.
+#[utoipa::path(delete, path = "/admin/tenants/{tenant}", tag = "tenants", operation_id = "delete_tenant",
+    params(TenantParams),
+    responses(
+        (status = 204, description = "Deleted; nothing of the tenant is left"),
+        (status = 400, description = "`bad_request`: an invalid tenant id"),
+        (status = 404, description = "`not_found`: no such tenant"),
+    ))]
 pub async fn delete(
     _: Operator,
     State(app): State<AppState>,
@@ -137,8 +191,23 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /admin/hosts`: the hosts serving from this database, with their heartbeats.
+/// The hosts serving from this database, with their heartbeats and leases.
+///
+/// A host that stops gracefully removes its row; one that died stays, not alive.
+#[utoipa::path(get, path = "/admin/hosts", tag = "tenants", operation_id = "list_hosts",
+    responses((status = 200, description = "This host's id, and every host with a row", body = HostsView)))]
 pub async fn hosts(_: Operator, State(app): State<AppState>) -> ApiResult<Json<Value>> {
     let hosts = app.fleet.hosts().await?;
-    Ok(Json(json!({"host_id": app.fleet.host_id, "hosts": hosts})))
+    Ok(views::body(HostsView {
+        host_id: app.fleet.host_id.clone(),
+        hosts,
+    }))
+}
+
+/// `GET /admin/hosts`.
+#[derive(serde::Serialize, ToSchema)]
+pub struct HostsView {
+    /// The host that answered.
+    host_id: String,
+    hosts: Vec<crate::fleet::HostView>,
 }

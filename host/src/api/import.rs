@@ -20,10 +20,13 @@ use axum::body::Body;
 use axum::extract::State;
 use futures::StreamExt;
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use super::auth::TenantAccess;
+use super::schemas::TenantParams;
 use super::streams::{EventBody, check_stream, proposed};
+use super::views::{self, ImportView};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::gate::Stored;
@@ -34,14 +37,24 @@ const APPEND_EVENTS: usize = 1000;
 /// Events queued to the writer together before waiting for their commits.
 const GROUP_EVENTS: usize = 20_000;
 
-#[derive(Deserialize)]
+/// One line of an import: an event and its stream.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ImportLine {
+pub struct ImportLine {
+    /// The stream id: 1 to 200 printable ASCII characters other than `/`.
+    #[schema(pattern = "^[!-.0-~]{1,200}$")]
     stream: String,
+    /// The writer's id for the event; with ids on every line, a file can be sent again.
+    #[schema(min_length = 1, max_length = 200)]
     event_id: Option<String>,
+    /// The event's type: 1 to 200 printable characters.
     #[serde(rename = "type")]
+    #[schema(min_length = 1, max_length = 200)]
     event_type: String,
+    /// The payload: any JSON.
     data: Value,
+    /// The writer's metadata.
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Map<String, Value>>,
 }
 
@@ -59,6 +72,24 @@ struct Import {
     last_position: Option<u64>,
 }
 
+/// Import a long history.
+///
+/// NDJSON, one event per line (the `ImportLine` schema); each stream's events are
+/// appended at its end in line order, thousands of events per transaction.
+#[utoipa::path(post, path = "/t/{tenant}/import", tag = "streams", operation_id = "import",
+    params(TenantParams),
+    request_body(content = String, content_type = "application/x-ndjson",
+        description = "NDJSON: one `ImportLine` object per line, each at most the tenant's `max_body_bytes`",
+        example = json!("{\"stream\": \"account-42\", \"type\": \"Deposited\", \"data\": {\"amount\": 5}}\n")),
+    responses(
+        (status = 200, description = "Imported", body = ImportView),
+        (status = 400, description = "Stopped at a line (with `line`, `imported_lines` and `imported_events`; every line before it is committed):\n\
+            `invalid_body`: a line that is not an event (malformed JSON, an unknown field), or a body that broke off\n\
+            `bad_request`: an invalid stream id, event type or event id, an event id twice in a row of a stream, or no events at all"),
+        (status = 409, description = "`idempotency_conflict` (with `imported_lines`, `imported_events`): some event ids were already appended, but not as this same append"),
+        (status = 413, description = "`too_large` (with `line`, `imported_lines`, `imported_events`): a line longer than the tenant's `max_body_bytes`"),
+        (status = 507, description = "`quota_exceeded` (with `imported_lines`, `imported_events`): past the tenant's `max_stored_bytes`"),
+    ))]
 pub async fn import(
     access: TenantAccess,
     State(app): State<AppState>,
@@ -126,14 +157,14 @@ pub async fn import(
         access.tenant.clone(),
         std::mem::take(&mut import.streams),
     );
-    Ok(Json(json!({
-        "imported_lines": import.committed_lines,
-        "events": import.events,
-        "replayed_events": import.replayed_events,
-        "streams": streams,
-        "first_position": import.first_position,
-        "last_position": import.last_position,
-    })))
+    Ok(views::body(ImportView {
+        imported_lines: import.committed_lines,
+        events: import.events,
+        replayed_events: import.replayed_events,
+        streams: streams as u64,
+        first_position: import.first_position,
+        last_position: import.last_position,
+    }))
 }
 
 impl Import {

@@ -14,9 +14,11 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::IntoParams;
 
 use super::auth::TenantAccess;
 use super::extract::{Query, stored_query_text};
+use super::schemas::TenantParams;
 use super::streams::parse_types;
 use super::views;
 use crate::app::AppState;
@@ -48,13 +50,32 @@ fn write_interval(subscribers_on_host: usize) -> Duration {
         .clamp(MIN_WRITE_INTERVAL, MAX_WRITE_INTERVAL)
 }
 
-#[derive(Deserialize)]
+/// Where a live subscription starts, and what it delivers.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LiveQuery {
+    /// Deliver the events after this position (default 0); a `Last-Event-ID` header
+    /// wins over it.
     after: Option<u64>,
-    /// Filters on the stored types.
+    /// Filters on the stored types: comma-separated, e.g. `A,B`.
     types: Option<String>,
 }
 
+/// Follow the tenant's log live, as Server-Sent Events.
+///
+/// `id:` the position, `event:` the type, `data:` the recorded event (the `Event`
+/// schema); a comment heartbeat every 15 s; one `caught-up` event (`data:
+/// {"position"}`) when the backlog is delivered. Every event after the starting
+/// position arrives once, in position order. A subscriber too far behind gets `event:
+/// dropped` (`data: {"reason": "too_far_behind", "position", "message"}`) and the
+/// stream ends: resume with `Last-Event-ID`.
+#[utoipa::path(get, path = "/t/{tenant}/events/live", tag = "log", operation_id = "follow_log",
+    params(TenantParams, LiveQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this position (the `id:` of the last event received)")),
+    responses(
+        (status = 200, description = "The event stream", body = String, content_type = "text/event-stream"),
+        (status = 429, description = "`over_limit` (with `max_subscribers`): the tenant has `max_subscribers` live subscribers already"),
+    ))]
 pub async fn live(
     access: TenantAccess,
     State(app): State<AppState>,

@@ -1,5 +1,7 @@
 //! The HTTP API (see docs/api.md): routing only. Handlers translate HTTP to calls on
-//! the services in [`crate::app::App`] and back; they hold no logic of their own.
+//! the services in [`crate::app::App`] and back; they hold no logic of their own. Each
+//! is documented where it is written, and `/openapi.json` is generated from that
+//! (`openapi.rs`).
 
 mod admin;
 mod aggregates;
@@ -8,15 +10,18 @@ mod extract;
 mod import;
 mod json;
 mod live;
+mod openapi;
 mod ops;
 mod plugins;
 mod projections;
+mod schemas;
 mod streams;
 mod views;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -26,75 +31,8 @@ use crate::error::ApiError;
 const BODY_CEILING: usize = 64 << 20;
 
 pub fn router(app: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi))
-        .route("/admin/tenants", post(admin::create).get(admin::list))
-        .route(
-            "/admin/tenants/{tenant}",
-            get(admin::show).delete(admin::delete).patch(admin::update),
-        )
-        .route("/admin/tenants/{tenant}/token", post(admin::rotate_token))
-        .route("/admin/hosts", get(admin::hosts))
-        .route("/t/{tenant}/plugins", get(plugins::list))
-        .route(
-            "/t/{tenant}/plugins/{name}",
-            get(plugins::show)
-                .put(plugins::upload)
-                // Uploads are bounded by the tenant's plugin size limit instead.
-                .layer(DefaultBodyLimit::disable()),
-        )
-        .route("/t/{tenant}/plugins/{name}/logs", get(plugins::logs))
-        .route(
-            "/t/{tenant}/plugins/{name}/versions/{version}",
-            get(plugins::version),
-        )
-        .route(
-            "/t/{tenant}/plugins/{name}/activate",
-            post(plugins::activate),
-        )
-        .route(
-            "/t/{tenant}/aggregates/{name}/{id}/commands",
-            post(aggregates::command),
-        )
-        .route("/t/{tenant}/aggregates/{name}/{id}", get(aggregates::state))
-        .route("/t/{tenant}/streams", post(streams::append_many))
-        .route(
-            "/t/{tenant}/streams/{stream}",
-            post(streams::append).get(streams::read),
-        )
-        .route("/t/{tenant}/projections", get(projections::list))
-        .route("/t/{tenant}/projections/{name}", get(projections::show))
-        .route(
-            "/t/{tenant}/projections/{name}/promote",
-            post(projections::promote),
-        )
-        .route(
-            "/t/{tenant}/projections/{name}/rebuild",
-            post(projections::rebuild),
-        )
-        .route(
-            "/t/{tenant}/projections/{name}/builds/{build}",
-            delete(projections::delete_build),
-        )
-        .route(
-            "/t/{tenant}/projections/{name}/docs",
-            get(projections::documents),
-        )
-        .route(
-            "/t/{tenant}/projections/{name}/docs/{key}",
-            get(projections::document),
-        )
-        .route(
-            "/t/{tenant}/import",
-            // An import is bounded line by line (max_body_bytes) and by the storage
-            // quota, not by one body size.
-            post(import::import).layer(DefaultBodyLimit::disable()),
-        )
-        .route("/t/{tenant}/events", get(streams::log))
-        .route("/t/{tenant}/events/live", get(live::live))
+    let (routes, _) = routes().split_for_parts();
+    routes
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -107,6 +45,50 @@ pub fn router(app: AppState) -> Router {
         .layer(axum::middleware::from_fn(close_after_refused_body))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(app)
+}
+
+/// Every route. Each handler carries its documentation (`#[utoipa::path]`: path, method,
+/// parameters, body, answers), and `routes!` both routes it and adds it to the
+/// document, so `/openapi.json` lists exactly what is served. Routes are added here
+/// with `routes!` only, never with axum's `route`, which would serve a route undocumented
+/// (`tests/openapi.rs` checks this file for it).
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi))
+        .routes(routes!(admin::create, admin::list))
+        .routes(routes!(admin::show, admin::delete, admin::update))
+        .routes(routes!(admin::rotate_token))
+        .routes(routes!(admin::hosts))
+        .routes(routes!(plugins::list))
+        .routes(
+            routes!(plugins::show, plugins::upload)
+                // Uploads are bounded by the tenant's plugin size limit instead.
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .routes(routes!(plugins::logs))
+        .routes(routes!(plugins::version))
+        .routes(routes!(plugins::activate))
+        .routes(routes!(aggregates::command))
+        .routes(routes!(aggregates::state))
+        .routes(routes!(streams::append_many))
+        .routes(routes!(streams::append, streams::read))
+        .routes(routes!(projections::list))
+        .routes(routes!(projections::show))
+        .routes(routes!(projections::promote))
+        .routes(routes!(projections::rebuild))
+        .routes(routes!(projections::delete_build))
+        .routes(routes!(projections::documents))
+        .routes(routes!(projections::document))
+        .routes(
+            // An import is bounded line by line (max_body_bytes) and by the storage
+            // quota, not by one body size.
+            routes!(import::import).layer(DefaultBodyLimit::disable()),
+        )
+        .routes(routes!(streams::log))
+        .routes(routes!(live::live))
 }
 
 /// Gives every request an id: the caller's `x-request-id` when it is a short token

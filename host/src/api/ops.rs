@@ -4,19 +4,29 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::auth::Operator;
+use super::views::{self, StatusView};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 
+/// Alive: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", operation_id = "healthz",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = StatusView)))]
 pub async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+    views::body(StatusView { status: "ok" })
 }
 
+/// Ready: the store is reachable and migrated.
+#[utoipa::path(get, path = "/readyz", tag = "operations", operation_id = "readyz",
+    responses(
+        (status = 200, description = "`{\"status\": \"ready\"}`", body = StatusView),
+        (status = 503, description = "`not_ready`: the store is not reachable"),
+    ))]
 pub async fn readyz(State(app): State<AppState>) -> ApiResult<Json<Value>> {
     if app.store.ready().await {
-        Ok(Json(json!({"status": "ready"})))
+        Ok(views::body(StatusView { status: "ready" }))
     } else {
         Err(ApiError::unavailable(
             "not_ready",
@@ -25,9 +35,15 @@ pub async fn readyz(State(app): State<AppState>) -> ApiResult<Json<Value>> {
     }
 }
 
-/// Prometheus text. The per-tenant series name every tenant, so they are shown only to
-/// the operator (`Authorization: Bearer <operator token>`); without it, the host-wide
-/// counters alone.
+/// Prometheus metrics.
+///
+/// The per-tenant series name every tenant, so they are shown only to the operator
+/// (`Authorization: Bearer <operator token>`); without it, the host-wide counters
+/// alone.
+#[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics",
+    responses((status = 200, description = "Prometheus text exposition (0.0.4): host-wide \
+        counters, and with the operator token the per-tenant series too",
+        body = String, content_type = "text/plain; version=0.0.4")))]
 pub async fn metrics(operator: Option<Operator>, State(app): State<AppState>) -> impl IntoResponse {
     let mut text = app.metrics.render();
     if operator.is_some() {
@@ -57,10 +73,12 @@ pub async fn metrics(operator: Option<Operator>, State(app): State<AppState>) ->
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
-/// The contract as OpenAPI 3.1, kept beside the router in `openapi.json`.
+/// This document: the API as OpenAPI 3.1, generated from the handlers and their types.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", operation_id = "openapi",
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = Value)))]
 pub async fn openapi() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        include_str!("openapi.json"),
+        super::openapi::document_json(),
     )
 }

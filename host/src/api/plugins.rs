@@ -4,14 +4,15 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use serde_json::{Value, json};
-
 use serde::Deserialize;
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::TenantAccess;
 use super::extract::{Path, Query, declared_length, read_body};
 use super::json::JsonBody;
-use super::views;
+use super::schemas::{PluginParams, PluginVersionParams, TenantParams, WasmComponent};
+use super::views::{self, LogsView, PluginVersionView, PluginView, UploadView, VerifyingView};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::plugins::{Activation, Mode, Uploaded, VerifyOptions};
@@ -29,12 +30,19 @@ fn check_name(name: &str) -> ApiResult<()> {
 
 /// How an upload is verified and whether it goes live by itself:
 /// `?verify=warn|strict` and `?activate=auto|manual`.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UploadQuery {
+    /// `warn` (the default: a state difference from the active version is a warning)
+    /// or `strict` (a state difference rejects the version).
     #[serde(default)]
+    #[param(value_type = Option<crate::plugins::Mode>, inline)]
     verify: Option<String>,
+    /// `auto` (the default: a verified version serves at once) or `manual` (it is
+    /// `staged` until activated).
     #[serde(default)]
+    #[param(value_type = Option<crate::plugins::Activation>, inline)]
     activate: Option<String>,
 }
 
@@ -63,6 +71,25 @@ impl UploadQuery {
     }
 }
 
+/// Upload a version of a plugin.
+///
+/// The body is a WebAssembly component of the `aggregate`, `projection` or `upcaster`
+/// world. A new aggregate or upcaster version with history to check is verified by
+/// replay before it serves.
+#[utoipa::path(put, path = "/t/{tenant}/plugins/{name}", tag = "plugins", operation_id = "upload_plugin",
+    params(PluginParams, UploadQuery),
+    request_body(content = WasmComponent, content_type = "application/wasm",
+        description = "The component's bytes, at most the tenant's `max_plugin_bytes`"),
+    responses(
+        (status = 200, description = "The bytes are identical to the newest version: that version", body = UploadView),
+        (status = 201, description = "A new version that serves at once (no history to check; `staged` with `activate=manual`)", body = UploadView),
+        (status = 202, description = "A new aggregate or upcaster version, `verifying` against the recorded history: poll `status_url`", body = UploadView),
+        (status = 400, description = "`bad_request`: an invalid plugin name, an unknown `verify` or `activate`\n\
+            `invalid_body`: the body broke off"),
+        (status = 413, description = "`too_large`: larger than the tenant's `max_plugin_bytes`"),
+        (status = 422, description = "`invalid_plugin`: empty, not a component, of no known world, over the shape or compile limits, with what is wrong"),
+        (status = 507, description = "`quota_exceeded` (with `max_plugin_versions` when that is the limit): past the tenant's `max_stored_bytes` or `max_plugin_versions`"),
+    ))]
 pub async fn upload(
     access: TenantAccess,
     State(app): State<AppState>,
@@ -106,18 +133,29 @@ pub async fn upload(
             .await?;
     }
     tracing::info!(tenant = %access.tenant, plugin = %name, version = v.version, digest = %v.digest, status = %status, "plugin uploaded");
-    let mut answer = json!({
-        "name": v.name, "version": v.version, "kind": v.kind.as_str(), "digest": v.digest,
-        "status": views::version_status(v),
-        "status_url": format!("/t/{}/plugins/{}/versions/{}", access.tenant, v.name, v.version),
-    });
-    if let Some(report) = &v.report {
-        answer["verification"] = report.clone();
-    }
-    Ok((status, Json(answer)))
+    let answer = UploadView {
+        name: v.name.clone(),
+        version: v.version,
+        kind: v.kind.as_str(),
+        digest: v.digest.clone(),
+        status: views::version_status(v),
+        status_url: format!(
+            "/t/{}/plugins/{}/versions/{}",
+            access.tenant, v.name, v.version
+        ),
+        verification: v.report.clone(),
+    };
+    Ok((status, views::body(answer)))
 }
 
 /// One version with its status and verification report.
+#[utoipa::path(get, path = "/t/{tenant}/plugins/{name}/versions/{version}", tag = "plugins",
+    operation_id = "show_plugin_version", params(PluginVersionParams),
+    responses(
+        (status = 200, description = "The version", body = PluginVersionView),
+        (status = 400, description = "`bad_request`: the version is not a number"),
+        (status = 404, description = "`not_found`: no such plugin or version"),
+    ))]
 pub async fn version(
     access: TenantAccess,
     State(app): State<AppState>,
@@ -134,21 +172,34 @@ pub async fn version(
         .iter()
         .find(|v| v.version == number)
         .ok_or_else(|| ApiError::not_found(format!("plugin {name} has no version {number}")))?;
-    Ok(Json(json!(views::plugin_version(found))))
+    Ok(views::body(views::plugin_version(found)))
 }
 
-#[derive(Deserialize)]
+/// The version to serve.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActivateBody {
+    #[schema(minimum = 1)]
     version: u64,
     /// Verify the version again against the history as it is now before it serves.
     #[serde(default)]
     verify: bool,
 }
 
-/// Makes a verified (or earlier active) version serve: activation and rollback. 200
-/// with the plugin when it serves at once; 202 with the version's status URL when
-/// `"verify": true` asked for a fresh verification first.
+/// Make a version serve: activation and rollback.
+///
+/// A verified (or earlier active) version serves at once: 200 with the plugin. With
+/// `"verify": true` it is first verified again against the history as it is now: 202
+/// with the version's status URL.
+#[utoipa::path(post, path = "/t/{tenant}/plugins/{name}/activate", tag = "plugins",
+    operation_id = "activate_plugin", params(PluginParams), request_body = ActivateBody,
+    responses(
+        (status = 200, description = "The version serves: the plugin", body = PluginView),
+        (status = 202, description = "Verifying again before it serves: poll `status_url`", body = VerifyingView),
+        (status = 400, description = "`bad_request`: the plugin is a projection (promote its builds instead)"),
+        (status = 404, description = "`not_found`: no such plugin or version"),
+        (status = 409, description = "`not_verified` (with `status`): the version is verifying or rejected"),
+    ))]
 pub async fn activate(
     access: TenantAccess,
     State(app): State<AppState>,
@@ -166,26 +217,38 @@ pub async fn activate(
         )
         .await?;
     if let Uploaded::Verifying(v) = done {
-        let mut view = json!(views::plugin_version(&v));
-        view["status_url"] = json!(format!(
-            "/t/{}/plugins/{}/versions/{}",
-            access.tenant, v.name, v.version
-        ));
-        return Ok((StatusCode::ACCEPTED, Json(view)));
+        let view = VerifyingView {
+            version: views::plugin_version(&v),
+            status_url: format!(
+                "/t/{}/plugins/{}/versions/{}",
+                access.tenant, v.name, v.version
+            ),
+        };
+        return Ok((StatusCode::ACCEPTED, views::body(view)));
     }
     let versions = app.plugins.versions_of(&access.tenant, &name).await?;
     let view = views::plugins(&versions)
         .pop()
         .ok_or_else(|| ApiError::not_found(format!("no plugin named {name}")))?;
-    Ok((StatusCode::OK, Json(json!(view))))
+    Ok((StatusCode::OK, views::body(view)))
 }
 
+/// List the tenant's plugins and their versions.
+#[utoipa::path(get, path = "/t/{tenant}/plugins", tag = "plugins", operation_id = "list_plugins",
+    params(TenantParams),
+    responses((status = 200, description = "Every plugin, by name", body = Vec<PluginView>)))]
 pub async fn list(access: TenantAccess, State(app): State<AppState>) -> ApiResult<Json<Value>> {
     let versions = app.plugins.all(&access.tenant).await?;
-    Ok(Json(json!(views::plugins(&versions))))
+    Ok(views::body(views::plugins(&versions)))
 }
 
 /// The last lines the plugin printed (stdout and stderr) in this host.
+#[utoipa::path(get, path = "/t/{tenant}/plugins/{name}/logs", tag = "plugins", operation_id = "plugin_logs",
+    params(PluginParams),
+    responses(
+        (status = 200, description = "Its last lines, oldest first", body = LogsView),
+        (status = 404, description = "`not_found`: no such plugin"),
+    ))]
 pub async fn logs(
     access: TenantAccess,
     State(app): State<AppState>,
@@ -200,11 +263,17 @@ pub async fn logs(
     {
         return Err(ApiError::not_found(format!("no plugin named {name}")));
     }
-    Ok(Json(
-        json!({"name": name, "lines": access.gate.logs.last(&name)}),
-    ))
+    let lines = access.gate.logs.last(&name);
+    Ok(views::body(LogsView { name, lines }))
 }
 
+/// One plugin and its versions.
+#[utoipa::path(get, path = "/t/{tenant}/plugins/{name}", tag = "plugins", operation_id = "show_plugin",
+    params(PluginParams),
+    responses(
+        (status = 200, description = "The plugin", body = PluginView),
+        (status = 404, description = "`not_found`: no such plugin"),
+    ))]
 pub async fn show(
     access: TenantAccess,
     State(app): State<AppState>,
@@ -214,5 +283,5 @@ pub async fn show(
     let view = views::plugins(&versions)
         .pop()
         .ok_or_else(|| ApiError::not_found(format!("no plugin named {name}")))?;
-    Ok(Json(json!(view)))
+    Ok(views::body(view))
 }

@@ -6,12 +6,14 @@ use std::collections::HashSet;
 use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::TenantAccess;
 use super::extract::{Path, Query, stored_query_text};
 use super::json::JsonBody;
-use super::views;
+use super::schemas::{ExpectedVersionSchema, StreamParams, TenantParams};
+use super::views::{self, AppendView, LogPage, MultiAppendView, StreamAppendView, StreamPage};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::gate::Stored;
@@ -25,21 +27,35 @@ const MAX_EVENTS_PER_APPEND: usize = 1000;
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
 
-#[derive(Deserialize)]
+/// Events to append to one stream.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppendBody {
     #[serde(default)]
+    #[schema(value_type = Option<ExpectedVersionSchema>)]
     expected_version: Option<Value>,
+    /// 1 to 1,000 events, appended in this order.
+    #[schema(min_items = 1, max_items = 1000)]
     events: Vec<EventBody>,
 }
 
-#[derive(Deserialize)]
+/// An event to append.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventBody {
+    /// The writer's id for the event (1 to 200 printable characters), which makes a
+    /// retry safe: the same ids at the same place answer the original positions. Made
+    /// up when absent.
+    #[schema(min_length = 1, max_length = 200)]
     pub(super) event_id: Option<String>,
+    /// The event's type: 1 to 200 printable characters.
     #[serde(rename = "type")]
+    #[schema(min_length = 1, max_length = 200)]
     pub(super) event_type: String,
+    /// The payload: any JSON.
     pub(super) data: Value,
+    /// The writer's metadata, stored beside the payload.
+    #[schema(value_type = Option<Object>)]
     pub(super) metadata: Option<Map<String, Value>>,
 }
 
@@ -97,6 +113,16 @@ pub(super) fn check_stream(stream: &str) -> ApiResult<()> {
     }
 }
 
+/// Append events to a stream.
+#[utoipa::path(post, path = "/t/{tenant}/streams/{stream}", tag = "streams", operation_id = "append",
+    params(StreamParams), request_body = AppendBody,
+    responses(
+        (status = 200, description = "Appended (or the same append retried: its original positions)", body = AppendView),
+        (status = 400, description = "`bad_request`: an invalid stream id, event type or event id, no events or more than 1,000, an event id twice, an unknown `expected_version`"),
+        (status = 409, description = "`wrong_expected_version` (with `current_version`): `expected_version` does not hold\n\
+            `idempotency_conflict`: some of these event ids were already appended, but not as this same append"),
+        (status = 507, description = "`quota_exceeded`: past the tenant's `max_stored_bytes`"),
+    ))]
 pub async fn append(
     access: TenantAccess,
     State(app): State<AppState>,
@@ -138,34 +164,55 @@ pub async fn append(
         .append_within_quota(&app.store, &app.appender, request)
         .await??;
     let (first, last) = (outcome.events.first(), outcome.events.last());
-    Ok(Json(json!({
-        "first_version": first.map(|e| e.version),
-        "last_version": last.map(|e| e.version),
-        "first_position": first.map(|e| e.position),
-        "last_position": last.map(|e| e.position),
-    })))
+    Ok(views::body(AppendView {
+        first_version: first.map(|e| e.version),
+        last_version: last.map(|e| e.version),
+        first_position: first.map(|e| e.position),
+        last_position: last.map(|e| e.position),
+    }))
 }
 
 /// Most streams one multi-stream append may write.
 const MAX_STREAMS_PER_APPEND: usize = 100;
 
-#[derive(Deserialize)]
+/// Appends to several streams, all or nothing.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MultiAppendBody {
+    /// 1 to 100 streams' appends, at most 1,000 events in all.
+    #[schema(min_items = 1, max_items = 100)]
     appends: Vec<StreamAppend>,
 }
 
-#[derive(Deserialize)]
+/// One stream's part of a multi-stream append.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StreamAppend {
+    /// The stream id: 1 to 200 printable ASCII characters other than `/`.
+    #[schema(pattern = "^[!-.0-~]{1,200}$")]
     stream: String,
     #[serde(default)]
+    #[schema(value_type = Option<ExpectedVersionSchema>)]
     expected_version: Option<Value>,
+    /// At least one event.
+    #[schema(min_items = 1, max_items = 1000)]
     events: Vec<EventBody>,
 }
 
-/// `POST /t/{tenant}/streams`: appends to several streams all or nothing, each with
-/// its own expected version, in one transaction.
+/// Append to several streams, all or nothing.
+///
+/// Each append has its own expected version; all commit in one transaction, positions
+/// in the order of `appends`, or nothing is written.
+#[utoipa::path(post, path = "/t/{tenant}/streams", tag = "streams", operation_id = "append_many",
+    params(TenantParams), request_body = MultiAppendBody,
+    responses(
+        (status = 200, description = "Every append committed, in one transaction", body = MultiAppendView),
+        (status = 400, description = "`bad_request` (with `append`, its index, when one append is at fault): no appends or more than 100, an append without events, more than 1,000 events, an invalid stream id, event type or event id, an event id twice, an unknown `expected_version`"),
+        (status = 409, description = "The first refusal, with `append` (its index) and `stream`; nothing was written:\n\
+            `wrong_expected_version` (with `current_version`)\n\
+            `idempotency_conflict`: some of these event ids were already appended, but not as this same append"),
+        (status = 507, description = "`quota_exceeded`: past the tenant's `max_stored_bytes`"),
+    ))]
 pub async fn append_many(
     access: TenantAccess,
     State(app): State<AppState>,
@@ -231,13 +278,13 @@ pub async fn append_many(
             Ok(outcome) => {
                 written |= !outcome.replayed;
                 let (first, last) = (outcome.events.first(), outcome.events.last());
-                answers.push(json!({
-                    "stream": stream,
-                    "first_version": first.map(|e| e.version),
-                    "last_version": last.map(|e| e.version),
-                    "first_position": first.map(|e| e.position),
-                    "last_position": last.map(|e| e.position),
-                }));
+                answers.push(StreamAppendView {
+                    stream,
+                    first_version: first.map(|e| e.version),
+                    last_version: last.map(|e| e.version),
+                    first_position: first.map(|e| e.position),
+                    last_position: last.map(|e| e.position),
+                });
             }
             Err(crate::store::AppendError::GroupRefused) => {}
             Err(error) if refused.is_none() => {
@@ -255,14 +302,21 @@ pub async fn append_many(
     }
     match refused {
         Some(error) => Err(error),
-        None => Ok(Json(json!({ "appends": answers }))),
+        None => Ok(views::body(MultiAppendView { appends: answers })),
     }
 }
 
-#[derive(Deserialize)]
+/// Which page of a stream to read.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReadQuery {
+    /// The first version to read (default: 1 forward, the last backward).
     from: Option<u64>,
+    /// Most events in the page (default 100, at most 1,000; more is read as 1,000).
+    #[param(minimum = 1)]
     limit: Option<u32>,
+    /// `forward` (the default) or `backward`.
+    #[param(inline)]
     direction: Option<Direction>,
     /// Show the events through the tenant's active upcasters (stored bytes never change).
     upcast: Option<bool>,
@@ -275,6 +329,15 @@ fn page_size(limit: Option<u32>) -> ApiResult<u32> {
     }
 }
 
+/// Read a stream, a page at a time.
+#[utoipa::path(get, path = "/t/{tenant}/streams/{stream}", tag = "streams", operation_id = "read_stream",
+    params(StreamParams, ReadQuery),
+    responses(
+        (status = 200, description = "A page of the stream", body = StreamPage),
+        (status = 400, description = "`bad_request`: an invalid stream id, `limit=0`"),
+        (status = 404, description = "`not_found`: the stream has no events"),
+        (status = 422, description = "`plugin_failed` (with `reason`): an upcaster failed (`upcast=true`)"),
+    ))]
 pub async fn read(
     access: TenantAccess,
     State(app): State<AppState>,
@@ -306,16 +369,22 @@ pub async fn read(
             .upcast_current(&access.tenant, &access.gate, events)
             .await?;
     }
-    Ok(Json(
-        json!({"events": views::events(&events), "next": next}),
-    ))
+    Ok(views::body(StreamPage {
+        events: views::events(&events),
+        next,
+    }))
 }
 
-#[derive(Deserialize)]
+/// Which page of the tenant's log to read.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogQuery {
+    /// Read the events after this position (default 0: from the first).
     after: Option<u64>,
+    /// Most events in the page (default 100, at most 1,000; more is read as 1,000).
+    #[param(minimum = 1)]
     limit: Option<u32>,
-    /// Filters on the stored types (before upcasting).
+    /// Filters on the stored types (before upcasting): comma-separated, e.g. `A,B`.
     types: Option<String>,
     /// Show the events through the tenant's active upcasters (stored bytes never change).
     upcast: Option<bool>,
@@ -333,6 +402,14 @@ pub(super) fn parse_types(types: Option<&str>) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Read the tenant's log in position order, a page at a time.
+#[utoipa::path(get, path = "/t/{tenant}/events", tag = "log", operation_id = "read_log",
+    params(TenantParams, LogQuery),
+    responses(
+        (status = 200, description = "A page of the log", body = LogPage),
+        (status = 400, description = "`bad_request`: `limit=0`"),
+        (status = 422, description = "`plugin_failed` (with `reason`): an upcaster failed (`upcast=true`)"),
+    ))]
 pub async fn log(
     access: TenantAccess,
     State(app): State<AppState>,
@@ -358,7 +435,9 @@ pub async fn log(
     let next = (events.len() >= limit as usize)
         .then(|| events.last().map(|e| e.position))
         .flatten();
-    Ok(Json(
-        json!({"events": views::events(&events), "head": head, "next": next}),
-    ))
+    Ok(views::body(LogPage {
+        events: views::events(&events),
+        head,
+        next,
+    }))
 }

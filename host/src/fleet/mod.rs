@@ -49,10 +49,12 @@ pub struct Fleet {
 }
 
 /// A host as `GET /admin/hosts` shows it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct HostView {
     pub host_id: String,
+    /// Unix milliseconds.
     pub started_at: i64,
+    /// Unix milliseconds of its last heartbeat (every 2 s).
     pub heartbeat_at: i64,
     /// Heartbeat within the last 10 seconds.
     pub alive: bool,

@@ -15,7 +15,7 @@ pub const MAX_FAILURES: usize = 20;
 pub const MAX_DIFFERENCES: usize = 5;
 
 /// What a state difference means for the new version.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// A difference is reported as a warning (a bug fix that changes state on purpose).
@@ -26,7 +26,7 @@ pub enum Mode {
 }
 
 /// Whether a version that passes verification starts serving by itself.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Activation {
     #[default]
@@ -42,7 +42,7 @@ pub struct VerifyOptions {
 }
 
 /// A version's verification report, as stored and shown.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Report {
     pub mode: Mode,
     pub activate: Activation,
@@ -77,7 +77,7 @@ pub struct Report {
 }
 
 /// Where history did not fold (or upcast).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Failure {
     pub stream_id: String,
     pub version: u64,
@@ -103,7 +103,7 @@ impl Failure {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Difference {
     pub stream_id: String,
     pub version: u64,

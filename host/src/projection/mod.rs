@@ -112,28 +112,42 @@ pub struct Projections {
     pub lease_wanted: tokio::sync::Notify,
 }
 
-/// The status of one build, as the API shows it.
-#[derive(Serialize)]
+/// One build of a projection, as the API shows it: a plugin version folded over the
+/// tenant's log.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct BuildView {
-    /// The plugin version whose code the build runs.
+    /// The plugin version this build runs.
     pub version: u64,
-    /// The build's id: a rebuild of one version is a new build.
+    /// The build's id: a rebuild of the same plugin version is a new build.
     pub build: u64,
-    /// The host whose worker runs it, on a fleet (PostgreSQL): its lease holder.
+    /// The host whose worker runs it, on a fleet of hosts on PostgreSQL (its lease
+    /// holder); `null` on a single SQLite host, or while no host runs it.
+    #[schema(required = true)]
     pub host: Option<String>,
     pub status: ProjectionStatus,
+    /// The last position of the tenant's log this build has handled.
     pub position: u64,
+    /// How far behind the log's head it is, in positions.
     pub lag: u64,
+    /// Why it failed (`status` `failed`); `null` otherwise.
+    #[schema(required = true)]
     pub error: Option<String>,
+    /// Events handled per second since this host started tracking it.
     pub events_per_second: f64,
 }
 
-#[derive(Serialize)]
+/// A projection, as the API shows it: which build serves reads, and every build kept.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ProjectionView {
     pub name: String,
-    /// The plugin version of the active build.
+    /// The plugin version of the build that serves reads; `null` while none does.
+    #[schema(required = true)]
     pub active_version: Option<u64>,
+    /// The build that serves reads; `null` while none does.
+    #[schema(required = true)]
     pub active_build: Option<u64>,
+    /// Every build kept (the active one, those building, the retired kept for rollback,
+    /// the failed), oldest first.
     pub versions: Vec<BuildView>,
 }
 

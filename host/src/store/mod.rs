@@ -141,7 +141,7 @@ pub struct AppendOutcome {
     pub replayed: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     Forward,
@@ -156,7 +156,7 @@ pub struct TenantRecord {
     pub created_at: i64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PluginKind {
     Aggregate,
@@ -235,7 +235,7 @@ impl Verification {
 }
 
 /// One plugin version named by another (an aggregate's upcasters).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PinnedPlugin {
     pub name: String,
     pub version: u64,
@@ -258,7 +258,7 @@ pub struct NewPluginVersion<'a> {
 }
 
 /// What a tenant stores, in bytes by kind: what `max_stored_bytes` limits.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct StoredUsage {
     /// Events stored (a count, not bytes).
     pub events: u64,
@@ -613,7 +613,7 @@ pub struct Promotion {
 }
 
 /// The state of one build of a projection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ProjectionStatus {
     /// Catching up beside the active version; promoted when it reaches the head.
