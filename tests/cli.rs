@@ -1,0 +1,747 @@
+//! The `cairn` client commands (host/src/cli/, docs/cli.md) run as a user runs them:
+//! the real binary against a real server, its output read and its exit codes checked
+//! (0 success, 1 refused by the server, 2 usage, 3 server failed or unreachable).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::Server;
+use serde_json::Value;
+
+/// The client binary with a clean environment: no CAIRN_* variable of the caller, a
+/// config file path of the test's own (absent until a test writes it).
+struct Cli {
+    url: String,
+    home: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+struct Ran {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Ran {
+    fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+    }
+
+    #[track_caller]
+    fn ok(self) -> Ran {
+        assert_eq!(
+            self.code, 0,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+impl Cli {
+    fn new(server: &Server) -> Cli {
+        Cli {
+            url: server.base.clone(),
+            home: tempfile::tempdir().unwrap(),
+            env: Vec::new(),
+        }
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.home.path().join("cairn.toml")
+    }
+
+    /// Sets an environment variable for every later run.
+    fn with_env(mut self, key: &str, value: &str) -> Cli {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("CAIRN_") {
+                command.env_remove(key);
+            }
+        }
+        command
+            .env("HOME", self.home.path())
+            .env("XDG_CONFIG_HOME", self.home.path())
+            .env("CAIRN_CONFIG", self.config_path())
+            .env("CAIRN_URL", &self.url)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .args(args)
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Ran {
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = self.command(args).output().expect("running cairn");
+        Ran {
+            code: status.code().expect("an exit code, not a signal"),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+}
+
+fn plugin_path(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/plugins")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo xtask build-plugins` first",
+        path.display()
+    );
+    path.display().to_string()
+}
+
+/// A tenant made with `cairn tenant create --json`; returns its token.
+fn create_tenant(cli: &Cli, server: &Server, id: &str) -> String {
+    let answer = cli
+        .run(&["--token", server.admin(), "--json", "tenant", "create", id])
+        .ok()
+        .json();
+    assert_eq!(answer["id"], id);
+    answer["token"].as_str().expect("a token").to_owned()
+}
+
+/// A client set up for one tenant by environment variables.
+fn tenant_cli(server: &Server, tenant: &str, token: &str) -> Cli {
+    Cli::new(server)
+        .with_env("CAIRN_TENANT", tenant)
+        .with_env("CAIRN_TOKEN", token)
+}
+
+#[tokio::test]
+async fn tenants_plugins_commands_state_and_streams() {
+    let server = Server::start().await;
+    let admin = Cli::new(&server);
+    let token = create_tenant(&admin, &server, "acme");
+    let cli = tenant_cli(&server, "acme", &token);
+
+    let pushed = cli.run(&["plugin", "push", &plugin_path("account")]).ok();
+    assert!(
+        pushed.stdout.contains("account version 1 (aggregate)") && pushed.stdout.contains("active"),
+        "{}",
+        pushed.stdout
+    );
+    let listed = cli.run(&["--json", "plugin", "list"]).ok().json();
+    assert_eq!(listed[0]["name"], "account");
+    assert_eq!(listed[0]["active_version"], 1);
+
+    let opened = cli
+        .run(&["command", "account", "42", "Open", r#"{"owner":"ann"}"#])
+        .ok();
+    assert!(
+        opened.stdout.contains("account-42 now at version 1"),
+        "{}",
+        opened.stdout
+    );
+    let deposited = cli
+        .run(&[
+            "--json",
+            "command",
+            "account",
+            "42",
+            "Deposit",
+            r#"{"amount":100}"#,
+            "--expected-version",
+            "1",
+            "--command-id",
+            "dep-1",
+        ])
+        .ok()
+        .json();
+    assert_eq!(deposited["version"], 2);
+    assert_eq!(deposited["events"][0]["type"], "Deposited");
+    // The same command id again: the first answer, nothing written.
+    let repeated = cli
+        .run(&[
+            "--json",
+            "command",
+            "account",
+            "42",
+            "Deposit",
+            r#"{"amount":100}"#,
+            "--command-id",
+            "dep-1",
+        ])
+        .ok()
+        .json();
+    assert_eq!(repeated["position"], deposited["position"]);
+
+    // Refused by the domain: exit 1, the code and message on stderr, nothing on stdout.
+    let refused = cli.run(&["command", "account", "42", "Withdraw", r#"{"amount":500}"#]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("422 rejected"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("insufficient_funds"),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stdout.is_empty(), "{}", refused.stdout);
+    // With --json the server's error body is on stdout as it came.
+    let refused = cli.run(&[
+        "--json",
+        "command",
+        "account",
+        "42",
+        "Withdraw",
+        r#"{"amount":500}"#,
+    ]);
+    assert_eq!(refused.code, 1);
+    assert_eq!(refused.json()["error"]["domain_code"], "insufficient_funds");
+    // A stale expectation is refused too (409).
+    let stale = cli.run(&[
+        "command",
+        "account",
+        "42",
+        "Withdraw",
+        r#"{"amount":1}"#,
+        "--expected-version",
+        "1",
+    ]);
+    assert_eq!(stale.code, 1);
+    assert!(
+        stale.stderr.contains("wrong_expected_version"),
+        "{}",
+        stale.stderr
+    );
+    cli.run(&["command", "account", "42", "Withdraw", r#"{"amount":30}"#])
+        .ok();
+
+    let state = cli.run(&["--json", "state", "account", "42"]).ok().json();
+    assert_eq!(state["version"], 3);
+    assert_eq!(state["state"]["balance"], 70);
+    let then = cli
+        .run(&["--json", "state", "account", "42", "--version", "2"])
+        .ok()
+        .json();
+    assert_eq!(then["state"]["balance"], 100);
+    let now_ms = chrono::Utc::now().timestamp_millis().to_string();
+    let at = cli
+        .run(&["--json", "state", "account", "42", "--at", &now_ms])
+        .ok()
+        .json();
+    assert_eq!(at["state"]["balance"], 70);
+    let human = cli.run(&["state", "account", "42"]).ok();
+    assert!(human.stdout.contains("\"balance\": 70"), "{}", human.stdout);
+
+    // Every page of the stream, then one page of one event.
+    let stream = cli
+        .run(&["--json", "stream", "read", "account-42"])
+        .ok()
+        .json();
+    let types: Vec<&str> = stream["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["Opened", "Deposited", "Withdrawn"]);
+    let page = cli
+        .run(&["--json", "stream", "read", "account-42", "--limit", "1"])
+        .ok()
+        .json();
+    assert_eq!(page["events"].as_array().unwrap().len(), 1);
+    assert_eq!(page["next"], 2);
+    let lines = cli.run(&["stream", "read", "account-42"]).ok();
+    assert_eq!(lines.stdout.lines().count(), 3, "{}", lines.stdout);
+    assert!(
+        lines.stdout.contains("Withdrawn {\"amount\":30}"),
+        "{}",
+        lines.stdout
+    );
+    let missing = cli.run(&["stream", "read", "account-404"]);
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing.stderr.contains("404 not_found"),
+        "{}",
+        missing.stderr
+    );
+
+    // The operator's side: list, show, rotate, delete.
+    let operator = Cli::new(&server).with_env("CAIRN_ADMIN_TOKEN", server.admin());
+    let tenants = operator.run(&["--json", "tenant", "list"]).ok().json();
+    assert_eq!(tenants[0]["id"], "acme");
+    assert_eq!(tenants[0]["usage"]["events_stored"], 3);
+    let shown = operator.run(&["tenant", "show", "acme"]).ok();
+    assert!(shown.stdout.contains("events_stored"), "{}", shown.stdout);
+    // A tenant token cannot manage tenants: 403, exit 1.
+    let forbidden = cli.run(&["tenant", "list"]);
+    assert_eq!(forbidden.code, 1);
+    assert!(forbidden.stderr.contains("403"), "{}", forbidden.stderr);
+    let rotated = operator
+        .run(&["--json", "tenant", "rotate-token", "acme"])
+        .ok()
+        .json();
+    let new_token = rotated["token"].as_str().unwrap();
+    assert_ne!(new_token, token);
+    assert_eq!(
+        cli.run(&["plugin", "list"]).code,
+        1,
+        "the old token still works"
+    );
+    tenant_cli(&server, "acme", new_token)
+        .run(&["plugin", "list"])
+        .ok();
+    operator.run(&["tenant", "delete", "acme", "--yes"]).ok();
+    let gone = operator.run(&["tenant", "show", "acme"]);
+    assert_eq!(gone.code, 1);
+    assert!(gone.stderr.contains("404"), "{}", gone.stderr);
+}
+
+#[tokio::test]
+async fn exit_codes_for_unreachable_servers_and_usage_errors() {
+    let server = Server::start().await;
+    let token = create_tenant(&Cli::new(&server), &server, "acme");
+    let cli = tenant_cli(&server, "acme", &token);
+
+    // Nothing listens on port 1.
+    let unreachable = cli.run(&["--url", "http://127.0.0.1:1", "plugin", "list"]);
+    assert_eq!(unreachable.code, 3, "{}", unreachable.stderr);
+    assert!(
+        unreachable
+            .stderr
+            .contains("cannot reach the server at http://127.0.0.1:1"),
+        "{}",
+        unreachable.stderr
+    );
+
+    // Usage errors: clap's own, no tenant, a payload that is not JSON, a missing file.
+    assert_eq!(cli.run(&["command", "account"]).code, 2);
+    let no_tenant = Cli::new(&server)
+        .with_env("CAIRN_TOKEN", &token)
+        .run(&["plugin", "list"]);
+    assert_eq!(no_tenant.code, 2);
+    assert!(
+        no_tenant.stderr.contains("no tenant"),
+        "{}",
+        no_tenant.stderr
+    );
+    let bad_json = cli.run(&["command", "account", "1", "Open", "{owner"]);
+    assert_eq!(bad_json.code, 2);
+    assert!(bad_json.stderr.contains("not JSON"), "{}", bad_json.stderr);
+    assert_eq!(cli.run(&["plugin", "push", "/nonexistent.wasm"]).code, 2);
+
+    // The server's validation of an upload, shown with its code: exit 1.
+    let not_wasm = cli.home.path().join("not.wasm");
+    std::fs::write(&not_wasm, b"hello").unwrap();
+    let refused = cli.run(&["plugin", "push", not_wasm.to_str().unwrap(), "--name", "x"]);
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains("422 invalid_plugin"),
+        "{}",
+        refused.stderr
+    );
+}
+
+#[tokio::test]
+async fn flags_beat_environment_beat_profiles() {
+    let server = Server::start().await;
+    let token = create_tenant(&Cli::new(&server), &server, "acme");
+    create_tenant(&Cli::new(&server), &server, "other");
+
+    // A profile written by `tenant create --save-profile`, used by name.
+    let cli = Cli::new(&server).with_env("CAIRN_ADMIN_TOKEN", server.admin());
+    let saved = cli
+        .run(&["tenant", "create", "beta", "--save-profile", "beta"])
+        .ok();
+    assert!(
+        saved.stdout.contains("saved as profile beta"),
+        "{}",
+        saved.stdout
+    );
+    let beta = Cli {
+        url: cli.url.clone(),
+        home: cli.home,
+        env: Vec::new(),
+    };
+    // Only the profile knows beta's token (no CAIRN_ADMIN_TOKEN here).
+    beta.run(&[
+        "--profile",
+        "beta",
+        "plugin",
+        "push",
+        &plugin_path("account"),
+    ])
+    .ok();
+    assert!(
+        beta.run(&["plugin", "list"]).code == 2,
+        "no tenant without a profile"
+    );
+
+    // A hand-written file: the default profile points at a dead server and another
+    // tenant; `good` has everything right.
+    let file = format!(
+        "default_profile = \"dead\"\n\n[profiles.dead]\nurl = \"http://127.0.0.1:1\"\ntenant = \"other\"\ntoken = \"{token}\"\n\n\
+         [profiles.good]\nurl = \"{}\"\ntenant = \"acme\"\ntoken = \"{token}\"\n",
+        server.base
+    );
+    let cli = Cli::new(&server);
+    std::fs::write(cli.config_path(), file).unwrap();
+    // CAIRN_URL (set by the harness) beats the default profile's dead url, but its
+    // tenant `other` does not match the token: 403.
+    let wrong_tenant = cli.run(&["plugin", "list"]);
+    assert_eq!(wrong_tenant.code, 1, "{}", wrong_tenant.stderr);
+    assert!(
+        wrong_tenant.stderr.contains("403"),
+        "{}",
+        wrong_tenant.stderr
+    );
+    // The environment's tenant beats the profile's.
+    let env_tenant = Cli {
+        env: vec![("CAIRN_TENANT".into(), "acme".into())],
+        ..cli
+    };
+    env_tenant.run(&["plugin", "list"]).ok();
+    // A flag beats the environment.
+    assert_eq!(
+        env_tenant
+            .run(&["--tenant", "other", "plugin", "list"])
+            .code,
+        1
+    );
+    // Without CAIRN_URL the default profile's url is used: unreachable, 3.
+    let mut no_url = env_tenant.command(&["plugin", "list"]);
+    no_url.env_remove("CAIRN_URL");
+    assert_eq!(no_url.output().unwrap().status.code(), Some(3));
+    // --profile (and CAIRN_PROFILE) pick another profile; an unknown one is a usage error.
+    let mut good = env_tenant.command(&["--profile", "good", "plugin", "list"]);
+    good.env_remove("CAIRN_URL").env_remove("CAIRN_TENANT");
+    assert_eq!(good.output().unwrap().status.code(), Some(0));
+    let mut by_env = env_tenant.command(&["plugin", "list"]);
+    by_env
+        .env_remove("CAIRN_URL")
+        .env_remove("CAIRN_TENANT")
+        .env("CAIRN_PROFILE", "good");
+    assert_eq!(by_env.output().unwrap().status.code(), Some(0));
+    let unknown = env_tenant.run(&["--profile", "nope", "plugin", "list"]);
+    assert_eq!(unknown.code, 2);
+    assert!(
+        unknown.stderr.contains("no profile \"nope\""),
+        "{}",
+        unknown.stderr
+    );
+    // A flag beats the profile's token too.
+    assert_eq!(
+        env_tenant.run(&["--token", "wrong", "plugin", "list"]).code,
+        1
+    );
+}
+
+#[tokio::test]
+async fn projections_status_promote_rebuild_and_docs() {
+    let server = Server::start().await;
+    let token = create_tenant(&Cli::new(&server), &server, "acme");
+    let cli = tenant_cli(&server, "acme", &token);
+    cli.run(&["plugin", "push", &plugin_path("account")]).ok();
+    cli.run(&["command", "account", "1", "Open", r#"{"owner":"ann"}"#])
+        .ok();
+    let deposit = cli
+        .run(&[
+            "--json",
+            "command",
+            "account",
+            "1",
+            "Deposit",
+            r#"{"amount":5}"#,
+        ])
+        .ok()
+        .json();
+    cli.run(&["plugin", "push", &plugin_path("balances")]).ok();
+
+    // Read your writes through the CLI.
+    let position = deposit["position"].as_u64().unwrap().to_string();
+    let doc = cli
+        .run(&[
+            "--json",
+            "docs",
+            "get",
+            "balances",
+            "account-1",
+            "--min-position",
+            &position,
+        ])
+        .ok()
+        .json();
+    assert_eq!(doc["balance"], 5);
+    let listed = cli
+        .run(&["--json", "docs", "list", "balances", "--prefix", "account-"])
+        .ok()
+        .json();
+    assert_eq!(listed["docs"][0]["key"], "account-1");
+
+    // A rebuild, watched until its build has caught up and is active.
+    let watched = cli
+        .run(&["--json", "projection", "rebuild", "balances", "--watch"])
+        .ok();
+    let mut lines = watched.stdout.lines();
+    let rebuild: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(rebuild["build"], 2);
+    let settled: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(settled["active_build"], 2);
+    let build = settled["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["build"] == 2)
+        .unwrap();
+    assert_eq!(build["status"], "active");
+    assert_eq!(build["lag"], 0);
+    assert_eq!(build["position"], 2);
+
+    // Roll back to the first build, then forward by version.
+    let back = cli
+        .run(&[
+            "--json",
+            "projection",
+            "promote",
+            "balances",
+            "--build",
+            "1",
+        ])
+        .ok()
+        .json();
+    assert_eq!(back["active_build"], 1);
+    let status = cli
+        .run(&["--json", "projection", "status", "balances"])
+        .ok()
+        .json();
+    assert_eq!(status["active_build"], 1);
+    assert_eq!(status["versions"].as_array().unwrap().len(), 2);
+    let human = cli.run(&["projection", "status"]).ok();
+    assert!(
+        human.stdout.contains("balances: active version 1, build 1"),
+        "{}",
+        human.stdout
+    );
+    let forward = cli
+        .run(&["--json", "projection", "promote", "balances", "1"])
+        .ok()
+        .json();
+    assert_eq!(forward["active_version"], 1);
+    let unknown = cli.run(&["projection", "promote", "balances", "9"]);
+    assert_eq!(unknown.code, 1);
+    assert!(unknown.stderr.contains("404"), "{}", unknown.stderr);
+}
+
+/// Lines of a child's pipe, read on a thread (so a test never blocks on a pipe).
+fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (send, receive) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { return };
+            if send.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    receive
+}
+
+/// The next line that satisfies `wanted` (a guard against hanging, not a timing check).
+fn wait_for(lines: &mpsc::Receiver<String>, wanted: impl Fn(&str) -> bool) -> String {
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the line never came");
+        if wanted(&line) {
+            return line;
+        }
+    }
+}
+
+#[tokio::test]
+async fn tail_follows_new_events_and_ctrl_c_exits_cleanly() {
+    let server = Server::start().await;
+    let token = create_tenant(&Cli::new(&server), &server, "acme");
+    let cli = tenant_cli(&server, "acme", &token);
+    cli.run(&["plugin", "push", &plugin_path("account")]).ok();
+    cli.run(&["command", "account", "7", "Open", r#"{"owner":"ann"}"#])
+        .ok();
+
+    let mut tail: Child = cli
+        .command(&["--json", "tail", "--types", "Deposited,Withdrawn"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = lines_of(tail.stdout.take().unwrap());
+    let stderr = lines_of(tail.stderr.take().unwrap());
+    wait_for(&stderr, |l| l.contains("caught up at position 1"));
+    cli.run(&["command", "account", "7", "Deposit", r#"{"amount":12}"#])
+        .ok();
+    let line = wait_for(&stdout, |_| true);
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["type"], "Deposited");
+    assert_eq!(event["data"]["amount"], 12);
+    assert_eq!(event["position"], 2);
+
+    let killed = Command::new("kill")
+        .args(["-INT", &tail.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tail.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "tail after SIGINT: {status:?}");
+}
+
+/// Runs cargo in `dir`, building into the checkout's shared scaffold cache.
+fn cargo(dir: &Path, args: &[&str]) {
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/scaffold");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(args)
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("RUSTFLAGS")
+        .output()
+        .expect("running cargo");
+    assert!(
+        out.status.success(),
+        "cargo {args:?} in {} failed:\n{}\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_scaffolded_aggregate_builds_uploads_and_serves_commands() {
+    let server = Server::start().await;
+    let token = create_tenant(&Cli::new(&server), &server, "acme");
+    let cli = tenant_cli(&server, "acme", &token);
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("tally-counter");
+
+    let made = cli
+        .run(&[
+            "new",
+            "aggregate",
+            "tally-counter",
+            "--path",
+            dir.to_str().unwrap(),
+        ])
+        .ok();
+    assert!(
+        made.stdout.contains("tally_counter.wasm"),
+        "{}",
+        made.stdout
+    );
+    for file in ["Cargo.toml", "src/lib.rs", "README.md"] {
+        assert!(dir.join(file).is_file(), "{file} was not written");
+    }
+    // Not over an existing crate.
+    let again = cli.run(&[
+        "new",
+        "aggregate",
+        "tally-counter",
+        "--path",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(again.code, 2);
+
+    cargo(&dir, &["test", "--quiet"]);
+    cargo(
+        &dir,
+        &["build", "--target", "wasm32-wasip2", "--release", "--quiet"],
+    );
+    let wasm = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/scaffold/wasm32-wasip2/release/tally_counter.wasm");
+    let pushed = cli
+        .run(&["--json", "plugin", "push", wasm.to_str().unwrap()])
+        .ok()
+        .json();
+    assert_eq!(pushed["name"], "tally-counter");
+    assert_eq!(pushed["kind"], "aggregate");
+
+    cli.run(&["command", "tally-counter", "1", "Add", r#"{"amount":5}"#])
+        .ok();
+    cli.run(&["command", "tally-counter", "1", "Add", r#"{"amount":2}"#])
+        .ok();
+    let refused = cli.run(&["command", "tally-counter", "1", "Add", r#"{"amount":0}"#]);
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains("invalid_amount"),
+        "{}",
+        refused.stderr
+    );
+    let state = cli
+        .run(&["--json", "state", "tally-counter", "1"])
+        .ok()
+        .json();
+    assert_eq!(state["stream_id"], "tally_counter-1");
+    assert_eq!(
+        state["state"],
+        serde_json::json!({"total": 7, "additions": 2})
+    );
+}
+
+#[tokio::test]
+async fn a_scaffolded_projection_builds_and_serves_documents() {
+    let server = Server::start().await;
+    let token = create_tenant(&Cli::new(&server), &server, "acme");
+    let cli = tenant_cli(&server, "acme", &token);
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("activity");
+    cli.run(&[
+        "new",
+        "projection",
+        "activity",
+        "--path",
+        dir.to_str().unwrap(),
+    ])
+    .ok();
+    cargo(&dir, &["test", "--quiet"]);
+    cargo(
+        &dir,
+        &["build", "--target", "wasm32-wasip2", "--release", "--quiet"],
+    );
+    cli.run(&["plugin", "push", &plugin_path("account")]).ok();
+    let opened = cli
+        .run(&[
+            "--json",
+            "command",
+            "account",
+            "9",
+            "Open",
+            r#"{"owner":"bo"}"#,
+        ])
+        .ok()
+        .json();
+    let wasm = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/scaffold/wasm32-wasip2/release/activity.wasm");
+    cli.run(&["plugin", "push", wasm.to_str().unwrap()]).ok();
+    let position = opened["position"].as_u64().unwrap().to_string();
+    let doc = cli
+        .run(&[
+            "--json",
+            "docs",
+            "get",
+            "activity",
+            "account-9",
+            "--min-position",
+            &position,
+        ])
+        .ok()
+        .json();
+    assert_eq!(doc["events"], 1);
+    assert_eq!(doc["last_type"], "Opened");
+}
