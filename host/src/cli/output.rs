@@ -94,10 +94,11 @@ pub fn spinner(message: impl Into<String>) -> ProgressBar {
 
 /// A bar on stderr: `[####----] pos/len` with the message after it and an ETA.
 pub fn bar(template_message: impl Into<String>) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(0), draw_target());
+    // Empty until the first answer gives the real length (0 of 0 would draw full).
+    let bar = ProgressBar::with_draw_target(Some(1), draw_target());
     bar.set_style(
         ProgressStyle::with_template(
-            "{spinner:.cyan} {prefix} [{bar:30.cyan/blue}] {pos}/{len} {msg} ETA {eta}",
+            "{spinner:.cyan} {prefix} [{bar:16.cyan/blue}] {pos}/{len} {msg} ETA {eta}",
         )
         .expect("a valid template")
         .progress_chars("=> "),

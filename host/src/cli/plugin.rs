@@ -292,6 +292,9 @@ fn versions_text(plugin: &Value) -> String {
         .join(", ")
 }
 
+/// Failures a report shows a person (`--json` has the server's whole report).
+const SHOWN_FAILURES: usize = 3;
+
 /// A verification report for a person: the outcome, the counts, the first failures
 /// and state differences.
 pub fn report_text(report: &Value) -> String {
@@ -307,11 +310,11 @@ pub fn report_text(report: &Value) -> String {
     if let Some(outcome) = report["outcome"].as_str() {
         out = format!("  {outcome}\n{out}");
     }
-    for failure in report["failures"]
+    let failures = report["failures"]
         .as_array()
         .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
+        .unwrap_or_default();
+    for failure in failures.iter().take(SHOWN_FAILURES) {
         out.push_str(&format!(
             "\n  failed: {} v{} ({}) {}: {}",
             str_of(failure, "stream_id"),
@@ -319,6 +322,15 @@ pub fn report_text(report: &Value) -> String {
             str_of(failure, "event_type"),
             str_of(failure, "reason"),
             str_of(failure, "error")
+        ));
+    }
+    let total = report["failures_total"]
+        .as_u64()
+        .unwrap_or(failures.len() as u64);
+    if total > SHOWN_FAILURES as u64 {
+        out.push_str(&format!(
+            "\n  … {} more failures (all of the report: --json)",
+            total - SHOWN_FAILURES as u64
         ));
     }
     let differences = report["state_differences"].as_u64().unwrap_or(0);
