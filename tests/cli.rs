@@ -339,6 +339,17 @@ async fn exit_codes_for_unreachable_servers_and_usage_errors() {
     assert_eq!(bad_json.code, 2);
     assert!(bad_json.stderr.contains("not JSON"), "{}", bad_json.stderr);
     assert_eq!(cli.run(&["plugin", "push", "/nonexistent.wasm"]).code, 2);
+    let no_token = Cli::new(&server).run(&["tenant", "list"]);
+    assert_eq!(no_token.code, 2);
+    assert!(
+        no_token.stderr.contains("no operator token"),
+        "{}",
+        no_token.stderr
+    );
+    // A wrong token is the server's refusal: 401, exit 1.
+    let wrong = Cli::new(&server).run(&["--token", "nope", "tenant", "list"]);
+    assert_eq!(wrong.code, 1);
+    assert!(wrong.stderr.contains("401"), "{}", wrong.stderr);
 
     // The server's validation of an upload, shown with its code: exit 1.
     let not_wasm = cli.home.path().join("not.wasm");

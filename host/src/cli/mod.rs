@@ -61,13 +61,25 @@ impl Context {
     /// A client for `/t/{tenant}/…` and the tenant's id.
     pub fn tenant_client(&self) -> Result<(Client, String), CliError> {
         let tenant = self.target.tenant()?.to_owned();
-        let client = Client::new(&self.target, self.target.tenant_token())?;
+        let token = self.target.tenant_token().ok_or_else(|| {
+            CliError::Usage(
+                "no token: pass --token, set CAIRN_TOKEN, or name one in a profile".into(),
+            )
+        })?;
+        let client = Client::new(&self.target, Some(token))?;
         Ok((client, tenant))
     }
 
     /// A client for `/admin/…`.
     pub fn operator_client(&self) -> Result<Client, CliError> {
-        Client::new(&self.target, self.target.operator_token())
+        let token = self.target.operator_token().ok_or_else(|| {
+            CliError::Usage(
+                "no operator token: pass --token, set CAIRN_ADMIN_TOKEN, or give a profile \
+                 an admin_token"
+                    .into(),
+            )
+        })?;
+        Client::new(&self.target, Some(token))
     }
 }
 

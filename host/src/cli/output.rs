@@ -10,7 +10,10 @@ use serde_json::Value;
 /// The server's JSON on one line (what scripts parse), or `text` for a person.
 pub fn print(json: bool, body: &Value, text: impl FnOnce() -> String) {
     if json {
-        println!("{body}");
+        // A 204 has no body: nothing to print.
+        if !body.is_null() {
+            println!("{body}");
+        }
     } else {
         let text = text();
         if !text.is_empty() {
