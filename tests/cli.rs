@@ -480,7 +480,11 @@ async fn a_scaffolded_aggregate_builds_uploads_and_serves_commands() {
     let server = Server::start().await;
     let token = create_tenant(&Cli::new(&server), &server, "acme");
     let cli = tenant_cli(&server, "acme", &token);
-    let work = tempfile::tempdir().unwrap();
+    // Inside this checkout, whose workspace does not list it: the crate's own empty
+    // `[workspace]` keeps cargo from refusing to build it.
+    let scratch = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/scaffold-crates");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let work = tempfile::tempdir_in(&scratch).unwrap();
     let dir = work.path().join("tally-counter");
 
     let made = cli
