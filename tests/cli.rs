@@ -195,6 +195,80 @@ async fn tenants_plugins_commands_state_and_streams() {
 }
 
 #[tokio::test]
+async fn plugin_push_follows_verification_to_its_outcome() {
+    let server = Server::start().await;
+    let token = create_tenant(&Cli::new(&server), &server, "bank");
+    let cli = tenant_cli(&server, "bank", &token);
+    cli.run(&["plugin", "push", &plugin_path("account")]).ok();
+    cli.run(&["command", "account", "42", "Open", r#"{"owner":"ann"}"#])
+        .ok();
+    cli.run(&["command", "account", "42", "Deposit", r#"{"amount":500}"#])
+        .ok();
+
+    // Version 2 reads deposits as cents: the stored history does not fold. The push
+    // follows verification to the rejection and shows where history broke.
+    let account_v2 = plugin_path("account-v2");
+    let rejected = cli.run(&["plugin", "push", &account_v2, "--name", "account"]);
+    assert_eq!(rejected.code, 1, "{}", rejected.stderr);
+    assert!(
+        rejected
+            .stderr
+            .contains("account version 2 was rejected by verification"),
+        "{}",
+        rejected.stderr
+    );
+    assert!(
+        rejected
+            .stderr
+            .contains("failed: account-42 v2 (Deposited) trap")
+            && rejected.stderr.contains("missing field `cents`"),
+        "{}",
+        rejected.stderr
+    );
+
+    // With the upcaster active, the same bytes verify and go live.
+    let upcaster = cli
+        .run(&["plugin", "push", &plugin_path("account-upcaster")])
+        .ok();
+    assert!(
+        upcaster
+            .stdout
+            .contains("account-upcaster version 1 verified: active"),
+        "{}",
+        upcaster.stdout
+    );
+    let verified = cli
+        .run(&["--json", "plugin", "push", &account_v2, "--name", "account"])
+        .ok()
+        .json();
+    assert_eq!(verified["version"], 3);
+    assert_eq!(verified["status"], "active");
+    assert_eq!(verified["verification"]["failures_total"], 0);
+    assert_eq!(verified["verification"]["streams_checked"], 1);
+    let upcast = cli
+        .run(&["--json", "stream", "read", "account-42", "--upcast"])
+        .ok()
+        .json();
+    assert_eq!(
+        upcast["events"][1]["data"],
+        serde_json::json!({"cents": 500})
+    );
+
+    // Roll back to version 1.
+    let back = cli.run(&["plugin", "activate", "account", "1"]).ok();
+    assert!(
+        back.stdout.contains("account: active version 1"),
+        "{}",
+        back.stdout
+    );
+    let listed = cli
+        .run(&["--json", "plugin", "show", "account"])
+        .ok()
+        .json();
+    assert_eq!(listed["active_version"], 1);
+}
+
+#[tokio::test]
 async fn exit_codes_for_unreachable_servers_and_usage_errors() {
     let server = Server::start().await;
     let token = create_tenant(&Cli::new(&server), &server, "acme");
