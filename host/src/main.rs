@@ -1,7 +1,12 @@
-//! The `cairn` binary: the server (`cairn serve`).
+//! The `cairn` binary: the server (`cairn serve`) and the client commands that talk to
+//! one over HTTP (`cairn tenant|plugin|command|state|stream|tail|projection|docs`,
+//! `cairn new`; see `cli/` and docs/cli.md).
+
+mod cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -25,6 +30,8 @@ struct Cli {
     /// object per line, for log collectors).
     #[arg(long, global = true, env = "CAIRN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    #[command(flatten)]
+    client: cli::config::GlobalArgs,
     #[command(subcommand)]
     command: Commands,
 }
@@ -97,9 +104,25 @@ enum Commands {
     /// in a child process for every upload, so a compile can be timed out and killed).
     #[command(hide = true)]
     CompileComponent { input: PathBuf, output: PathBuf },
+    #[command(flatten)]
+    Client(cli::ClientCommand),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Commands::Client(command) = cli.command {
+        return cli::run(cli.client, command);
+    }
+    match server(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn server(cli: Cli) -> anyhow::Result<()> {
     // More worker threads than cores. Plugin calls run on these workers and yield at
     // every epoch tick, but some guest work cannot be interrupted (a `memory.fill` of
     // a whole memory, first-touch page faults): a tenant holds at most one CPU turn
@@ -111,11 +134,10 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?
-        .block_on(run())
+        .block_on(run(cli))
 }
 
-async fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -177,6 +199,7 @@ async fn run() -> anyhow::Result<()> {
         Commands::CompileComponent { input, output } => {
             cairn_host::runtime::compile_to_file(&input, &output)
         }
+        Commands::Client(_) => unreachable!("client commands run without the server runtime"),
     }
 }
 

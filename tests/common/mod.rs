@@ -9,6 +9,7 @@
 //! HTTP suites both ways.
 #![allow(dead_code)] // each test file uses a different part of it
 
+pub mod cli;
 pub mod sse;
 
 use std::io::{BufRead, BufReader};
