@@ -6,7 +6,10 @@
 //! database (made from `CAIRN_TEST_POSTGRES`, default
 //! `postgres://postgres@127.0.0.1:5432/test`) that is dropped afterwards; the tests
 //! then fail, never skip, when PostgreSQL is unreachable. `cargo xtask ci` runs the
-//! HTTP suites both ways.
+//! HTTP suites both ways. With `CAIRN_TEST_HOSTS=2` as well, each server has a second
+//! host on its database and requests alternate between them (CI runs the HTTP
+//! conformance suite so). Limits counted per host (`max_subscribers`, the metrics)
+//! are not meant to hold across the pair.
 #![allow(dead_code)] // each test file uses a different part of it
 
 pub mod cli;
@@ -31,6 +34,12 @@ pub struct Server {
     args: Vec<String>,
     /// The PostgreSQL database made for this server, dropped with it.
     database: Option<String>,
+    /// With `CAIRN_TEST_HOSTS=2` on PostgreSQL: a second host on the same database, and
+    /// requests alternate between the two (`url`), so a suite runs with two hosts
+    /// writing and reading.
+    peer: Option<Box<Server>>,
+    /// Which host the next request goes to, when there is a peer.
+    turn: std::sync::atomic::AtomicUsize,
 }
 
 fn postgres_admin_url() -> String {
@@ -131,7 +140,27 @@ impl Server {
                 format!("test-{}", uuid::Uuid::new_v4().simple()),
             ]);
         }
-        let mut server = Server {
+        let two_hosts =
+            database.is_some() && std::env::var("CAIRN_TEST_HOSTS").is_ok_and(|n| n == "2");
+        let mut server = Server::new(args.clone(), database);
+        server.spawn().await;
+        if two_hosts {
+            let mut args = args;
+            let at = args
+                .iter()
+                .position(|a| a == "--host-id")
+                .expect("a host id");
+            args[at + 1] = format!("test-{}", uuid::Uuid::new_v4().simple());
+            let mut peer = Server::new(args, None);
+            peer.admin_token = server.admin_token.clone();
+            peer.spawn().await;
+            server.peer = Some(Box::new(peer));
+        }
+        server
+    }
+
+    fn new(args: Vec<String>, database: Option<String>) -> Server {
+        Server {
             child: None,
             base: String::new(),
             admin_token: format!("op-{}", uuid::Uuid::new_v4().simple()),
@@ -142,9 +171,9 @@ impl Server {
             data_dir: tempfile::tempdir().unwrap(),
             args,
             database,
-        };
-        server.spawn().await;
-        server
+            peer: None,
+            turn: Default::default(),
+        }
     }
 
     /// On a PostgreSQL database instead of the default SQLite file.
@@ -184,7 +213,7 @@ impl Server {
             .to_owned();
         let started = Instant::now();
         loop {
-            if let Ok(r) = self.http.get(self.url("/readyz")).send().await
+            if let Ok(r) = self.http.get(format!("{}/readyz", self.base)).send().await
                 && r.status() == StatusCode::OK
             {
                 return;
@@ -265,7 +294,13 @@ impl Server {
         &self.admin_token
     }
 
+    /// `path` on this server, or, with a peer, on each host in turn.
     pub fn url(&self, path: &str) -> String {
+        if let Some(peer) = &self.peer
+            && self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2 == 1
+        {
+            return peer.url(path);
+        }
         format!("{}{path}", self.base)
     }
 

@@ -1,6 +1,7 @@
 //! `cargo xtask ci`: everything CI checks, in the order a failure is cheapest to see:
 //! plugins build, formatting, lints, every test on SQLite, the black-box suites again
-//! on PostgreSQL (the store conformance suite runs on both in the first pass), the
+//! on PostgreSQL (the store conformance suite runs on both in the first pass), the HTTP
+//! conformance suite with two hosts on one PostgreSQL database, the
 //! fault campaign in its quick form on both backends, the demo and the upcasting
 //! walkthrough.
 
@@ -80,6 +81,16 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             "compat",
         ],
         &[("CAIRN_TEST_BACKEND", "postgres")],
+    )?;
+    // The conformance suite again with two hosts on one database, each request going
+    // to one of them in turn (tests/common/mod.rs): a fleet must answer like one host.
+    cargo_with(
+        root,
+        &["test", "-p", "cairn-host", "--test", "conformance_http"],
+        &[
+            ("CAIRN_TEST_BACKEND", "postgres"),
+            ("CAIRN_TEST_HOSTS", "2"),
+        ],
     )?;
     // The fault campaign, reduced: kill -9 under load on both backends.
     crate::chaos::run(root, &["--quick".to_owned()])?;
