@@ -1,22 +1,44 @@
 //! `cargo xtask bench [--quick] [--full]`: the command path against its storage limit,
-//! every figure measured in the same run so the ratios hold on a noisy machine. For
-//! SQLite and for PostgreSQL (a fresh database on 127.0.0.1:5432): the storage limit
-//! (the same one-event appends straight into the store through the group-commit
-//! appender, no HTTP, no WebAssembly: `host/benches/storage_limit.rs`), then deposits
-//! over HTTP at 1, 16 and 64 clients on 1,000 streams (and on 100,000 with `--full`),
-//! each row with its ratio to the limit. `--quick` sends fewer commands.
+//! and what the rest of the host costs, every figure measured in the same run so the
+//! ratios hold on a noisy machine. One table of HTTP rows, one of measures, a chart:
+//!
+//! - For SQLite and for PostgreSQL (a fresh database on 127.0.0.1:5432): the storage
+//!   limit (the same one-event appends straight into the store through the
+//!   group-commit appender, no HTTP, no WebAssembly: `host/benches/storage_limit.rs`),
+//!   then deposits over HTTP at 1, 16 and 64 clients on 1,000 streams (and on 100,000
+//!   with `--full`), each row with its ratio to the limit and the cores the server and
+//!   the load generator used (`load.rs`); the share of the server's CPU samples in
+//!   wasmtime during a 64-client run (`profile.rs`, with `perf`).
+//! - What a plugin costs: native against WebAssembly, instantiation, compiles and
+//!   artifact loads (`plugins.rs`, `host/benches/plugin_costs.rs`).
+//! - Projection catch-up against the raw read rate of the same log (`catch_up.rs`).
+//! - Cold loads of a long stream with and without a snapshot (`cold.rs`).
+//! - 1,000 tenants with a distinct plugin each: RSS, and start to ready (`tenants.rs`).
+//! - The chart, `target/bench/bench.png` (`chart.rs`).
+//!
+//! `--quick` runs smaller versions (the keys say how large) in about three minutes.
 //!
 //! `cargo xtask bench --clients N [--commands M] [--streams S] [--database URL]`: one
 //! load run, as before: deposits from N client threads over HTTP.
 
+mod catch_up;
+mod chart;
+mod cold;
+pub mod load;
+mod plugins;
+mod profile;
+pub mod server;
+mod tenants;
+
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use reqwest::blocking::Client;
-use serde_json::json;
+
+use load::{Load, drive, prepare};
+pub use server::ReleaseServer;
 
 /// The number after `name` in `args`, else `default` (shared by the bench commands).
 pub fn arg(args: &[String], name: &str, default: u64) -> anyhow::Result<u64> {
@@ -33,6 +55,33 @@ pub fn database_arg(args: &[String]) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
+/// One HTTP row of the table.
+pub struct Row {
+    pub backend: &'static str,
+    pub streams: u64,
+    pub clients: u64,
+    pub load: Load,
+    /// The storage limit's appends/s measured in the same run.
+    pub limit: f64,
+}
+
+/// Every measure besides the HTTP rows, in the order measured, and the ratios the
+/// chart shows.
+#[derive(Default)]
+pub struct Report {
+    pub measures: Vec<(String, String)>,
+    /// (label, measured, target): the ratios the issue sets targets for.
+    pub ratios: Vec<(String, f64, f64)>,
+}
+
+impl Report {
+    pub fn add(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        let (key, value) = (key.into(), value.into());
+        println!("==> {key}: {value}");
+        self.measures.push((key, value));
+    }
+}
+
 pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     if args.iter().any(|a| a == "--clients") {
         let clients = arg(args, "--clients", 64)?;
@@ -41,15 +90,85 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         let database = database_arg(args);
         let server = ReleaseServer::start(root, "bench-data", database.as_deref())?;
         let token = prepare(root, &server.base, streams)?;
-        let load = drive(&server.base, &token, clients, commands, streams)?;
+        let load = drive(
+            &server.base,
+            server.pid(),
+            &token,
+            clients,
+            commands,
+            streams,
+        )?;
         println!(
-            "{} commands: {:.0} commands/s; p50 {:.2} ms, p99 {:.2} ms",
-            commands, load.per_second, load.p50, load.p99
+            "{} commands: {:.0} commands/s; p50 {:.2} ms, p99 {:.2} ms; server {:.2} cores, \
+             load generator {:.2} cores",
+            commands, load.per_second, load.p50, load.p99, load.server_cores, load.client_cores
         );
         return Ok(());
     }
     let quick = args.iter().any(|a| a == "--quick");
     let full = args.iter().any(|a| a == "--full");
+    let started = std::time::Instant::now();
+    server::build(root)?;
+    let mut report = Report::default();
+    let rows = http_rows(root, quick, full, &mut report)?;
+    plugins::run(root, quick, &mut report)?;
+    catch_up::run(root, quick, &mut report)?;
+    cold::run(root, &mut report)?;
+    tenants::run(root, quick, &mut report)?;
+    report.add(
+        "bench run, wall time",
+        format!("{:.0} s", started.elapsed().as_secs_f64()),
+    );
+    for backend in ["sqlite", "postgres"] {
+        if let Some(row) = rows
+            .iter()
+            .find(|r| r.backend == backend && r.clients == 64 && r.streams == 1000)
+        {
+            report.ratios.push((
+                format!("{backend}: Cairn / storage limit, 64 clients, 1,000 streams (≥ 0.3)"),
+                row.load.per_second / row.limit,
+                0.3,
+            ));
+        }
+    }
+
+    println!();
+    println!(
+        "| backend | streams | clients | commands/s | p50 ms | p99 ms | storage limit appends/s | Cairn / limit | server cores | load generator cores |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for row in &rows {
+        println!(
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            row.backend,
+            row.streams,
+            row.clients,
+            row.load.per_second,
+            row.load.p50,
+            row.load.p99,
+            row.limit,
+            row.load.per_second / row.limit,
+            row.load.server_cores,
+            row.load.client_cores,
+        );
+    }
+    println!();
+    println!("| measure | value |");
+    println!("|---|---|");
+    for (key, value) in &report.measures {
+        println!("| {key} | {value} |");
+    }
+    chart::draw(root, &rows, &report)
+}
+
+/// The HTTP rows on both backends, with the storage limit of each; the wasmtime share
+/// of a 64-client SQLite run.
+fn http_rows(
+    root: &Path,
+    quick: bool,
+    full: bool,
+    report: &mut Report,
+) -> anyhow::Result<Vec<Row>> {
     let commands = if quick { 3_000 } else { 20_000 };
     let mut stream_counts = vec![1000];
     if full {
@@ -73,12 +192,21 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
                 } else {
                     commands
                 };
-                let load = drive(&server.base, &token, clients, count, streams)?;
+                let load = drive(&server.base, server.pid(), &token, clients, count, streams)?;
                 println!(
                     "==> {backend}, {streams} streams, {clients} clients: {:.0} commands/s",
                     load.per_second
                 );
-                rows.push((backend, streams, clients, load, limit));
+                rows.push(Row {
+                    backend,
+                    streams,
+                    clients,
+                    load,
+                    limit,
+                });
+            }
+            if streams == 1000 {
+                profile::wasm_share(root, &server, &token, backend, commands, report)?;
             }
             drop(server);
             // The next run on this database starts from an empty tenant list.
@@ -87,22 +215,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
             }
         }
     }
-    println!();
-    println!(
-        "| backend | streams | clients | commands/s | p50 ms | p99 ms | storage limit appends/s (64 tasks) | Cairn / limit |"
-    );
-    println!("|---|---|---|---|---|---|---|---|");
-    for (backend, streams, clients, load, limit) in rows {
-        println!(
-            "| {backend} | {streams} | {clients} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} |",
-            load.per_second,
-            load.p50,
-            load.p99,
-            limit,
-            load.per_second / limit
-        );
-    }
-    Ok(())
+    Ok(rows)
 }
 
 /// Appends/s of the storage limit benchmark (built and run in release).
@@ -112,41 +225,66 @@ fn storage_limit(
     appends: u64,
     streams: u64,
 ) -> anyhow::Result<f64> {
-    let mut command = Command::new(env!("CARGO"));
-    command.current_dir(root).args([
-        "bench",
-        "--quiet",
-        "-p",
-        "cairn-host",
-        "--bench",
-        "storage_limit",
-        "--",
-        "--clients",
-        "64",
-        "--appends",
-        &appends.to_string(),
-        "--streams",
-        &streams.to_string(),
-    ]);
     if let Some(url) = database {
         crate::chaos::recreate_postgres_database(url)?;
-        command.args(["--database", url]);
     }
-    let output = command.stderr(Stdio::inherit()).output()?;
+    let mut args = vec![
+        "--clients".to_owned(),
+        "64".into(),
+        "--appends".into(),
+        appends.to_string(),
+        "--streams".into(),
+        streams.to_string(),
+    ];
+    if let Some(url) = database {
+        args.extend(["--database".to_owned(), url.to_owned()]);
+    }
+    let line = cargo_bench(root, "storage_limit", &args)?;
+    line.get("appends_per_second")
+        .copied()
+        .context("no appends_per_second")
+}
+
+/// Runs `host/benches/NAME.rs` in release with `args`; the `key=value` fields of the
+/// line it prints that starts with its name.
+pub fn cargo_bench(
+    root: &Path,
+    name: &str,
+    args: &[String],
+) -> anyhow::Result<HashMap<String, f64>> {
+    let output = Command::new(env!("CARGO"))
+        .current_dir(root)
+        .args([
+            "bench",
+            "--quiet",
+            "-p",
+            "cairn-host",
+            "--bench",
+            name,
+            "--",
+        ])
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()?;
     if !output.status.success() {
-        bail!("the storage limit benchmark failed");
+        bail!("the {name} benchmark failed");
     }
     let text = String::from_utf8_lossy(&output.stdout);
     let line = text
         .lines()
-        .find(|l| l.starts_with("storage_limit "))
-        .context("no storage_limit line")?;
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .with_context(|| format!("no {name} line"))?;
     println!("==> {line}");
     line.split_whitespace()
-        .find_map(|f| f.strip_prefix("appends_per_second="))
-        .context("no appends_per_second")?
-        .parse()
-        .context("appends_per_second")
+        .skip(1)
+        .map(|field| {
+            let (key, value) = field.split_once('=').context("key=value")?;
+            Ok((
+                key.to_owned(),
+                value.parse().with_context(|| field.to_owned())?,
+            ))
+        })
+        .collect()
 }
 
 /// The `p` quantile of sorted latencies, in milliseconds.
@@ -179,178 +317,4 @@ pub fn print_neighbour(idle: &[Duration], during: &[Duration], again: &[Duration
         "| p99 during / idle (the larger idle p99) | {:.2} |",
         percentile_ms(during, 0.99) / idle_p99
     );
-}
-
-/// A release server on a fresh data directory under `target/`, killed when dropped.
-pub struct ReleaseServer {
-    child: std::process::Child,
-    /// `http://127.0.0.1:PORT`.
-    pub base: String,
-}
-
-impl ReleaseServer {
-    /// Builds the plugins and the server in release, then starts it with the operator
-    /// token `bench` (on `database`, else on SQLite in the data directory).
-    pub fn start(root: &Path, data: &str, database: Option<&str>) -> anyhow::Result<ReleaseServer> {
-        ReleaseServer::start_with(root, data, database, &[])
-    }
-
-    /// The same, with extra `cairn serve` arguments.
-    pub fn start_with(
-        root: &Path,
-        data: &str,
-        database: Option<&str>,
-        extra: &[&str],
-    ) -> anyhow::Result<ReleaseServer> {
-        crate::build_plugins::run(root)?;
-        println!("==> building the server in release");
-        let status = Command::new(env!("CARGO"))
-            .current_dir(root)
-            .args([
-                "build",
-                "--release",
-                "--quiet",
-                "-p",
-                "cairn-host",
-                "--bin",
-                "cairn",
-            ])
-            .status()?;
-        if !status.success() {
-            bail!("building the server failed");
-        }
-        let data_dir = root.join("target").join(data);
-        let _ = std::fs::remove_dir_all(&data_dir);
-        let mut command = Command::new(root.join("target/release/cairn"));
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data_dir)
-            .env("CAIRN_ADMIN_TOKEN", "bench")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped());
-        if let Some(url) = database {
-            command.args(["--database", url]);
-        }
-        command.args(extra);
-        let mut child = command.spawn()?;
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().context("stdout")?),
-            &mut line,
-        )?;
-        let base = line
-            .trim()
-            .trim_start_matches("cairn listening on ")
-            .to_owned();
-        std::thread::sleep(Duration::from_millis(300));
-        Ok(ReleaseServer { child, base })
-    }
-}
-
-impl ReleaseServer {
-    /// The server's process id (for its RSS and CPU in `/proc`).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for ReleaseServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A tenant `bench` with the account aggregate and `streams` opened accounts (written
-/// by the bulk import: opening 100,000 accounts by command would take minutes); its
-/// token.
-fn prepare(root: &Path, base: &str, streams: u64) -> anyhow::Result<String> {
-    let http = Client::builder()
-        .timeout(Duration::from_secs(600))
-        .build()?;
-    let created: serde_json::Value = http
-        .post(format!("{base}/admin/tenants"))
-        .bearer_auth("bench")
-        .json(&json!({"id": "bench", "limits": {"max_concurrent_calls": 48}}))
-        .send()?
-        .error_for_status()?
-        .json()?;
-    let token = created["token"].as_str().context("token")?.to_owned();
-    let wasm = std::fs::read(root.join("target/plugins/account.wasm"))?;
-    http.put(format!("{base}/t/bench/plugins/account"))
-        .bearer_auth(&token)
-        .body(wasm)
-        .send()?
-        .error_for_status()?;
-    let mut opened = String::new();
-    for s in 0..streams {
-        opened.push_str(
-            &json!({"stream": format!("account-{s}"), "type": "Opened", "data": {"owner": "bench"}})
-                .to_string(),
-        );
-        opened.push('\n');
-    }
-    http.post(format!("{base}/t/bench/import"))
-        .bearer_auth(&token)
-        .body(opened)
-        .send()?
-        .error_for_status()?;
-    Ok(token)
-}
-
-/// Throughput and latency of one load run.
-pub struct Load {
-    pub per_second: f64,
-    pub p50: f64,
-    pub p99: f64,
-}
-
-/// `commands` deposits from `clients` threads over `streams` accounts.
-fn drive(
-    base: &str,
-    token: &str,
-    clients: u64,
-    commands: u64,
-    streams: u64,
-) -> anyhow::Result<Load> {
-    let http = Client::builder()
-        .timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(clients as usize)
-        .build()?;
-    let token = Arc::new(token.to_owned());
-    let started = Instant::now();
-    let workers: Vec<_> = (0..clients)
-        .map(|c| {
-            let (http, token, base) = (http.clone(), token.clone(), base.to_owned());
-            std::thread::spawn(move || -> anyhow::Result<Vec<Duration>> {
-                let mut latencies = Vec::new();
-                let mut i = c;
-                while i < commands {
-                    let stream = (i * 7919) % streams;
-                    let sent = Instant::now();
-                    http.post(format!(
-                        "{base}/t/bench/aggregates/account/{stream}/commands"
-                    ))
-                    .bearer_auth(token.as_str())
-                    .json(&json!({"type": "Deposit", "payload": {"amount": 1}}))
-                    .send()?
-                    .error_for_status()?;
-                    latencies.push(sent.elapsed());
-                    i += clients;
-                }
-                Ok(latencies)
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for worker in workers {
-        latencies.extend(worker.join().expect("worker panicked")?);
-    }
-    let elapsed = started.elapsed();
-    latencies.sort();
-    Ok(Load {
-        per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
-        p50: percentile_ms(&latencies, 0.5),
-        p99: percentile_ms(&latencies, 0.99),
-    })
 }
