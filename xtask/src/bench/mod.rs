@@ -20,6 +20,9 @@
 //!
 //! `cargo xtask bench --clients N [--commands M] [--streams S] [--database URL]`: one
 //! load run, as before: deposits from N client threads over HTTP.
+//!
+//! `CAIRN_BENCH_SERVER=PATH` runs that server binary instead of building one: to compare
+//! two builds, run each in turn, alternating, on the same machine.
 
 mod catch_up;
 mod chart;
@@ -99,9 +102,15 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
             streams,
         )?;
         println!(
-            "{} commands: {:.0} commands/s; p50 {:.2} ms, p99 {:.2} ms; server {:.2} cores, \
-             load generator {:.2} cores",
-            commands, load.per_second, load.p50, load.p99, load.server_cores, load.client_cores
+            "{} commands: {:.0} commands/s; p50 {:.2} ms, p99 {:.2} ms; server {:.2} cores \
+             ({:.0} µs of CPU per command), load generator {:.2} cores",
+            commands,
+            load.per_second,
+            load.p50,
+            load.p99,
+            load.server_cores,
+            load.server_cores / load.per_second * 1e6,
+            load.client_cores
         );
         return Ok(());
     }
@@ -134,12 +143,12 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
 
     println!();
     println!(
-        "| backend | streams | clients | commands/s | p50 ms | p99 ms | storage limit appends/s | Cairn / limit | server cores | load generator cores |"
+        "| backend | streams | clients | commands/s | p50 ms | p99 ms | storage limit appends/s | Cairn / limit | server CPU µs / command | server cores | load generator cores |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for row in &rows {
         println!(
-            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2} |",
             row.backend,
             row.streams,
             row.clients,
@@ -148,6 +157,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
             row.load.p99,
             row.limit,
             row.load.per_second / row.limit,
+            row.load.server_cores / row.load.per_second * 1e6,
             row.load.server_cores,
             row.load.client_cores,
         );

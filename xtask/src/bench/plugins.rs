@@ -8,7 +8,7 @@ use super::{Report, cargo_bench};
 pub fn run(root: &Path, quick: bool, report: &mut Report) -> anyhow::Result<()> {
     let (calls, compiles) = if quick { (5_000, 2) } else { (20_000, 5) };
     let wasm = root.join("target/plugins/account.wasm");
-    let cairn = root.join("target/release/cairn");
+    let cairn = super::server::binary(root);
     let costs = cargo_bench(
         root,
         "plugin_costs",

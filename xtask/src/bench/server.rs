@@ -42,7 +42,7 @@ impl ReleaseServer {
         extra: &[&str],
     ) -> anyhow::Result<(ReleaseServer, Duration)> {
         let data_dir = root.join("target").join(data);
-        let mut command = Command::new(root.join("target/release/cairn"));
+        let mut command = Command::new(binary(root));
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
@@ -92,9 +92,20 @@ impl Drop for ReleaseServer {
     }
 }
 
-/// Builds the plugins and the server in release.
+/// The server binary: `CAIRN_BENCH_SERVER` if set (to compare two builds of the
+/// server, each run against its own), else the release build.
+pub fn binary(root: &Path) -> std::path::PathBuf {
+    std::env::var_os("CAIRN_BENCH_SERVER")
+        .map_or_else(|| root.join("target/release/cairn"), Into::into)
+}
+
+/// Builds the plugins and the server in release (the server unless
+/// `CAIRN_BENCH_SERVER` names one).
 pub fn build(root: &Path) -> anyhow::Result<()> {
     crate::build_plugins::run(root)?;
+    if std::env::var_os("CAIRN_BENCH_SERVER").is_some() {
+        return Ok(());
+    }
     println!("==> building the server in release");
     let status = Command::new(env!("CARGO"))
         .current_dir(root)
