@@ -179,7 +179,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
 }
 
 /// A counter from `/metrics`.
-fn counter(http: &Client, base: &str, name: &str) -> anyhow::Result<u64> {
+pub fn counter(http: &Client, base: &str, name: &str) -> anyhow::Result<u64> {
     let text = http.get(format!("{base}/metrics")).send()?.text()?;
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))

@@ -21,7 +21,7 @@ use sha2::Digest;
 
 use super::server::rss_kib;
 use super::{ReleaseServer, Report};
-use crate::bench_long::create_tenant;
+use crate::bench_long::{counter, create_tenant};
 
 pub fn run(root: &Path, quick: bool, report: &mut Report) -> anyhow::Result<()> {
     let tenants: u64 = 1000;
@@ -156,17 +156,6 @@ pub fn run(root: &Path, quick: bool, report: &mut Report) -> anyhow::Result<()> 
         format!("{:.1} ms mean", commanded * 1e3 / tenants as f64 * 4.0),
     );
     Ok(())
-}
-
-/// A counter from `/metrics`.
-fn counter(http: &Client, base: &str, name: &str) -> anyhow::Result<u64> {
-    let text = http.get(format!("{base}/metrics")).send()?.text()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .context("no such counter")?
-        .trim()
-        .parse()
-        .context("not a number")
 }
 
 /// The component with a custom section `cairn-bench` holding `tag` appended: other
