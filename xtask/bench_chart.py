@@ -13,15 +13,22 @@ results = json.load(open(sys.argv[1]))
 rows = results["rows"]
 ratios = results["ratios"]
 
-fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 2]})
+wide = max(13, 7 + 0.8 * len(rows))
+fig, (left, right) = plt.subplots(1, 2, figsize=(wide, 5.5),
+                                  gridspec_kw={"width_ratios": [max(3, len(rows) / 2), 2]})
 
-labels = [f"{r['backend']}\n{r['streams']} streams\n{r['clients']} clients" for r in rows]
+
+def streams(n):
+    return f"{n // 1000}k" if n >= 1000 else str(n)
+
+
+labels = [f"{r['backend']}\n{streams(r['streams'])} streams\n{r['clients']} cl." for r in rows]
 colours = ["#3b75af" if r["backend"] == "sqlite" else "#d9822b" for r in rows]
 bars = left.bar(range(len(rows)), [r["per_second"] for r in rows], color=colours)
 for i, r in enumerate(rows):
     left.hlines(r["limit"], i - 0.4, i + 0.4, colors="black", linestyles="dashed")
     left.text(i, r["per_second"], f"{r['per_second']:,.0f}\np99 {r['p99_ms']:.0f} ms",
-              ha="center", va="bottom", fontsize=7)
+              ha="center", va="bottom", fontsize=6)
 left.set_xticks(range(len(rows)), labels, fontsize=7)
 left.set_ylabel("commands/s (dashed: storage limit, same run)")
 left.set_title("Deposits over HTTP")
