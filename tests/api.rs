@@ -571,6 +571,28 @@ async fn a_restart_loads_compiled_components_from_the_cache() {
 }
 
 #[tokio::test]
+async fn an_upload_of_bytes_compiled_before_a_restart_is_not_compiled_again() {
+    let mut server = Server::start().await;
+    server.tenant_with_account("acme").await;
+    server.crash_restart().await;
+    // Another tenant uploads the same bytes: the artifact on disk serves.
+    server.tenant_with_account("globex").await;
+    let metrics = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("cairn_components_compiled_total 0"),
+        "not recompiled: {metrics}"
+    );
+}
+
+#[tokio::test]
 async fn operations_endpoints() {
     let server = Server::start().await;
     let ready = expect(server.get("/readyz", "").await, StatusCode::OK).await;

@@ -31,43 +31,14 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let http = Client::builder()
         .timeout(Duration::from_secs(600))
         .build()?;
-    let created: Value = http
-        .post(format!("{base}/admin/tenants"))
-        .bearer_auth("bench")
-        .json(&json!({"id": "long"}))
-        .send()?
-        .error_for_status()?
-        .json()?;
-    let token = created["token"].as_str().context("token")?.to_owned();
-    let upload = |name: &str, plugin: &str| -> anyhow::Result<Value> {
-        let wasm = std::fs::read(root.join(format!("target/plugins/{plugin}.wasm")))?;
-        Ok(http
-            .put(format!("{base}/t/long/plugins/{name}"))
-            .bearer_auth(&token)
-            .body(wasm)
-            .send()?
-            .error_for_status()?
-            .json()?)
-    };
-    upload("account", "account")?;
+    let token = create_tenant(&http, &base, "long")?;
+    let upload_as =
+        |name: &str, plugin: &str| upload(&http, root, &base, "long", &token, name, plugin);
+    upload_as("account", "account")?;
 
     println!("==> appending {events} events to account-big");
     let appending = Instant::now();
-    let mut written = 0;
-    while written < events {
-        let batch: Vec<Value> = (written..events.min(written + 1000))
-            .map(|i| match i {
-                0 => json!({"type": "Opened", "data": {"owner": "bench"}}),
-                _ => json!({"type": "Deposited", "data": {"amount": 1}}),
-            })
-            .collect();
-        written += batch.len() as u64;
-        http.post(format!("{base}/t/long/streams/account-big"))
-            .bearer_auth(&token)
-            .json(&json!({"events": batch}))
-            .send()?
-            .error_for_status()?;
-    }
+    append_raw(&http, &base, "long", &token, "account-big", events)?;
     let appended = appending.elapsed();
 
     // The same history again through the bulk import, then the background warming
@@ -109,25 +80,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     };
     let after_import = command_on("imported")?;
 
-    // A command, retried on `load_incomplete` as a client would; its time and tries.
-    let command = || -> anyhow::Result<(Duration, u32)> {
-        let started = Instant::now();
-        for tries in 1.. {
-            let answer = http
-                .post(format!("{base}/t/long/aggregates/account/big/commands"))
-                .bearer_auth(&token)
-                .json(&json!({"type": "Deposit", "payload": {"amount": 1}}))
-                .send()?;
-            if answer.status().is_success() {
-                return Ok((started.elapsed(), tries));
-            }
-            let body: Value = answer.json()?;
-            if body["error"]["code"] != "load_incomplete" || tries > 100 {
-                bail!("the command failed: {body}");
-            }
-        }
-        unreachable!()
-    };
+    let command = || command_retrying(&http, &base, "long", &token, "big");
     println!("==> first command (cold fold of {events} events)");
     let (cold, cold_tries) = command()?;
     let (warm, _) = command()?;
@@ -152,7 +105,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         ("account-upcaster", "account-upcaster"),
         ("account", "account-v2"),
     ] {
-        let accepted = upload(name, plugin)?;
+        let accepted = upload_as(name, plugin)?;
         let Some(url) = accepted["status_url"].as_str() else {
             continue;
         };
@@ -226,7 +179,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
 }
 
 /// A counter from `/metrics`.
-fn counter(http: &Client, base: &str, name: &str) -> anyhow::Result<u64> {
+pub fn counter(http: &Client, base: &str, name: &str) -> anyhow::Result<u64> {
     let text = http.get(format!("{base}/metrics")).send()?.text()?;
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
@@ -234,4 +187,93 @@ fn counter(http: &Client, base: &str, name: &str) -> anyhow::Result<u64> {
         .trim()
         .parse()
         .context("not a number")
+}
+
+/// Creates tenant `id` (as the operator `bench`); its token.
+pub fn create_tenant(http: &Client, base: &str, id: &str) -> anyhow::Result<String> {
+    let created: Value = http
+        .post(format!("{base}/admin/tenants"))
+        .bearer_auth("bench")
+        .json(&json!({"id": id}))
+        .send()?
+        .error_for_status()?
+        .json()?;
+    Ok(created["token"].as_str().context("token")?.to_owned())
+}
+
+/// Uploads `target/plugins/{plugin}.wasm` as plugin `name` of `tenant`; the answer.
+pub fn upload(
+    http: &Client,
+    root: &Path,
+    base: &str,
+    tenant: &str,
+    token: &str,
+    name: &str,
+    plugin: &str,
+) -> anyhow::Result<Value> {
+    let wasm = std::fs::read(root.join(format!("target/plugins/{plugin}.wasm")))?;
+    Ok(http
+        .put(format!("{base}/t/{tenant}/plugins/{name}"))
+        .bearer_auth(token)
+        .body(wasm)
+        .send()?
+        .error_for_status()?
+        .json()?)
+}
+
+/// Appends `events` events to `stream` by raw appends of 1,000: one `Opened`, then
+/// `Deposited`.
+pub fn append_raw(
+    http: &Client,
+    base: &str,
+    tenant: &str,
+    token: &str,
+    stream: &str,
+    events: u64,
+) -> anyhow::Result<()> {
+    let mut written = 0;
+    while written < events {
+        let batch: Vec<Value> = (written..events.min(written + 1000))
+            .map(|i| match i {
+                0 => json!({"type": "Opened", "data": {"owner": "bench"}}),
+                _ => json!({"type": "Deposited", "data": {"amount": 1}}),
+            })
+            .collect();
+        written += batch.len() as u64;
+        http.post(format!("{base}/t/{tenant}/streams/{stream}"))
+            .bearer_auth(token)
+            .json(&json!({"events": batch}))
+            .send()?
+            .error_for_status()?;
+    }
+    Ok(())
+}
+
+/// A deposit on `account/{id}`, retried on `load_incomplete` as a client would; its
+/// time and tries.
+pub fn command_retrying(
+    http: &Client,
+    base: &str,
+    tenant: &str,
+    token: &str,
+    id: &str,
+) -> anyhow::Result<(Duration, u32)> {
+    let started = Instant::now();
+    for tries in 1.. {
+        let answer = http
+            .post(format!(
+                "{base}/t/{tenant}/aggregates/account/{id}/commands"
+            ))
+            .bearer_auth(token)
+            .json(&json!({"type": "Deposit", "payload": {"amount": 1}}))
+            .send()?;
+        if answer.status().is_success() {
+            return Ok((started.elapsed(), tries));
+        }
+        let body: Value = answer.json()?;
+        if body["error"]["code"] != "load_incomplete" || tries > 100 {
+            bail!("the command failed: {body}");
+        }
+    }
+    unreachable!()
 }

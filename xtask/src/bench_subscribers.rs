@@ -17,6 +17,7 @@ use anyhow::Context;
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
 
+use crate::bench::server::{cpu_ticks, rss_kib, ticks_per_second};
 use crate::bench::{ReleaseServer, arg, database_arg, percentile_ms, print_table_head};
 
 /// Subscriber sockets one reader thread drains in turn.
@@ -297,32 +298,4 @@ fn raise_open_files(wanted: u64) -> anyhow::Result<()> {
         limit.rlim_cur
     );
     Ok(())
-}
-
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("no VmRSS")?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .context("VmRSS value")?
-        .parse()?)
-}
-
-/// User and system CPU of a process so far, in clock ticks.
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = &stat[stat.rfind(')').context("stat")? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
-}
-
-fn ticks_per_second() -> f64 {
-    // SAFETY: sysconf reads a constant.
-    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
 }

@@ -5,8 +5,11 @@
 //! - `hot-swap`: the projection hot-swap walkthrough (examples/hot-swap)
 //! - `ci`: everything CI checks (what `.ci/run` runs)
 //! - `bench [--quick] [--full]`: commands/s over HTTP at 1, 16 and 64 clients on both
-//!   backends beside the storage limit and the ratio; `bench --clients N [--commands M]
-//!   [--streams S] [--database URL]`: one load run
+//!   backends beside the storage limit and the ratio, the wasmtime share of the CPU,
+//!   plugin costs (native against WebAssembly, instantiate, compile, artifact load),
+//!   projection catch-up against the raw read rate, cold loads, 1,000 tenants' RSS and
+//!   start to ready, and a chart; `bench --clients N [--commands M] [--streams S]
+//!   [--database URL]`: one load run
 //! - `bench-verify [--streams S] [--events E] [--database URL]`: verification speed and
 //!   a neighbour's latency meanwhile
 //! - `bench-fairness [--clients N] [--seconds S] [--database URL]`: a neighbour's latency

@@ -293,10 +293,20 @@ impl Runtime {
             ));
         }
         shape::check(&wasm)?;
-        let (digest, component) = self
-            .compile(wasm, compile_time_limit)
-            .await
-            .map_err(|e| InvalidPlugin(format!("the component does not compile: {e:#}")))?;
+        // The same bytes compiled before (uploaded again after a restart, or by another
+        // tenant): the artifact on disk is used, as `load` would.
+        let cached = self.artifacts.load(&self.engine, &digest);
+        if cached.is_some() {
+            self.loaded_from_cache
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let (digest, component) = match cached {
+            Some(component) => (digest, component),
+            None => self
+                .compile(wasm, compile_time_limit)
+                .await
+                .map_err(|e| InvalidPlugin(format!("the component does not compile: {e:#}")))?,
+        };
         let loaded = Arc::new(
             self.link(&digest, &component)
                 .map_err(|e| InvalidPlugin(format!("{e:#}")))?,
