@@ -9,6 +9,7 @@
 //! `/usr/bin/chromedriver` (`.ci/run` installs them when missing); without them the
 //! tests fail, never skip.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -61,8 +62,11 @@ impl Browser {
         require(CHROMIUM);
         require(CHROMEDRIVER);
         let port = free_port();
+        // In a process group of its own, with the Chromium it starts, so that all of it
+        // can be ended together.
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -299,10 +303,14 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // End the session (Chromium with it), then the driver.
+        // End the session (Chromium with it) if it ends quickly, then the driver's
+        // whole process group: the driver and whatever Chromium processes remain.
         let url = format!("{}/session/{}", self.base, self.session);
-        let http = self.http.clone();
         let _ = std::thread::spawn(move || {
+            let http = Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap();
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -310,7 +318,8 @@ impl Drop for Browser {
                 .block_on(async { http.delete(url).send().await })
         })
         .join();
-        let _ = self.driver.kill();
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.driver.wait();
     }
 }

@@ -98,7 +98,8 @@ async function rebuild(name) {
   } catch (e) { fail(e); }
 }
 
-// Three lines, each scaled to its own maximum, over the samples kept.
+// Three lines, each scaled to its own maximum, over the samples kept; the newest
+// values written under them.
 function draw(canvas, samples) {
   if (!canvas) return;
   const ratio = window.devicePixelRatio || 1;
@@ -123,7 +124,8 @@ function draw(canvas, samples) {
     g.lineWidth = 2;
     g.beginPath();
     values.forEach((v, i) => {
-      const x = samples.length < 2 ? width : (width * i) / (SAMPLES - 1);
+      // The newest sample at the right edge, older ones to its left.
+      const x = width - ((samples.length - 1 - i) * width) / (SAMPLES - 1);
       const y = 6 + (height - 20) * (1 - v / max);
       if (i === 0) g.moveTo(x, y); else g.lineTo(x, y);
     });
@@ -132,7 +134,7 @@ function draw(canvas, samples) {
       g.fillStyle = color;
       g.font = "11px system-ui, sans-serif";
       const label = key === "eps" ? `${values[values.length - 1].toFixed(1)}/s` : String(values[values.length - 1]);
-      g.fillText(label, 4 + series.findIndex((s) => s[0] === key) * 90, height - 3);
+      g.fillText(label, 4 + series.findIndex((s) => s[0] === key) * 70, height - 3);
     }
   }
 }
