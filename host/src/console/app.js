@@ -144,6 +144,10 @@ export function showTab(name) {
   currentTab = name;
   document.querySelectorAll(".tab").forEach((t) => t.classList.toggle("hidden", t.id !== `tab-${name}`));
   document.querySelectorAll("#tabs [data-tab]").forEach((b) => b.classList.toggle("active", b.dataset.tab === name));
+  if (name !== "tenants" && !session.tenant) {
+    notice("No tenant yet: create one (cairn tenant create ID), then pick it here.", "error");
+    return;
+  }
   const shown = { tenants: showTenants, plugins: showPlugins, events: showEvents, stream: showStream, projections: showProjections }[name];
   Promise.resolve(shown()).catch(fail);
 }

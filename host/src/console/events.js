@@ -59,7 +59,13 @@ async function load(after, append) {
 }
 
 export async function showEvents() {
-  await load(Number($("events-after").value) || 0, false);
+  // An empty "after" shows the newest page: from the head less one page.
+  let after = $("events-after").value.trim();
+  if (after === "") {
+    const head = (await api("GET", tenantPath("/events?after=0&limit=1"))).head;
+    after = Math.max(0, head - PAGE);
+  }
+  await load(Number(after) || 0, false);
   if ($("events-live").checked) startLive();
 }
 
