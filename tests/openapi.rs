@@ -49,6 +49,8 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("post", "/t/{tenant}/import"),
     ("get", "/t/{tenant}/events"),
     ("get", "/t/{tenant}/events/live"),
+    ("get", "/console"),
+    ("get", "/console/{asset}"),
 ];
 
 const METHODS: &[&str] = &[
@@ -82,6 +84,7 @@ fn concrete(path: &str) -> String {
         .replace("{key}", "k")
         .replace("{version}", "1")
         .replace("{build}", "1")
+        .replace("{asset}", "app.js")
 }
 
 /// Every (method, path, operation) of the document.

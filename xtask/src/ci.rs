@@ -79,6 +79,8 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             "aggregate_streams",
             "--test",
             "compat",
+            "--test",
+            "console",
         ],
         &[("CAIRN_TEST_BACKEND", "postgres")],
     )?;

@@ -6,6 +6,7 @@
 mod admin;
 mod aggregates;
 mod auth;
+mod console;
 mod extract;
 mod import;
 mod json;
@@ -89,6 +90,8 @@ fn routes() -> OpenApiRouter<AppState> {
         )
         .routes(routes!(streams::log))
         .routes(routes!(live::live))
+        .routes(routes!(console::index))
+        .routes(routes!(console::asset))
 }
 
 /// Gives every request an id: the caller's `x-request-id` when it is a short token

@@ -88,6 +88,10 @@ pub fn base() -> OpenApi {
                 "projections",
                 "Projection builds, promotion and rollback, rebuilds, document reads.",
             ),
+            tag(
+                "console",
+                "The web console's page and files (docs/console.md); it calls the routes above.",
+            ),
         ]))
         .build()
 }
