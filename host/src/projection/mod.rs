@@ -21,6 +21,7 @@
 //! the log (promoting it back starts its worker again, from its checkpoint); past the
 //! kept ones, its worker is awaited before its documents are deleted.
 
+mod committed;
 mod owned;
 mod promotion;
 mod worker;

@@ -5,14 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use tokio::sync::watch;
 
+use super::committed::CommittedDocuments;
 use super::{ProjectionKey, Projections};
 use crate::gate::Stored;
-use crate::runtime::projection::DocumentSource;
 use crate::runtime::sandbox::FailureReason;
-use crate::store::{DocumentWrites, EventStore, ProjectionRecord, ProjectionStatus, TenantId};
+use crate::store::{DocumentWrites, ProjectionRecord, ProjectionStatus, TenantId};
 
 /// Events per `handle` call at most: big enough to amortise the boundary crossing and
 /// the commit, small enough to stay well inside one call's time budget. A batch that
@@ -26,25 +25,6 @@ const GROW_AFTER: u32 = 8;
 const MAX_ATTEMPTS: u32 = 4;
 /// Document bytes one batch may write.
 const MAX_BATCH_WRITE_BYTES: usize = 32 << 20;
-
-/// Reads the documents a build committed before the current batch.
-struct CommittedDocuments {
-    store: Arc<dyn EventStore>,
-    tenant: TenantId,
-    name: String,
-    version: u64,
-}
-
-#[async_trait]
-impl DocumentSource for CommittedDocuments {
-    async fn get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        Ok(self
-            .store
-            .document(&self.tenant, &self.name, self.version, key)
-            .await?
-            .map(String::into_bytes))
-    }
-}
 
 /// Whether the worker was asked to stop (or its build forgotten, the sender gone).
 fn stopping(stop: &watch::Receiver<bool>) -> bool {
@@ -179,12 +159,12 @@ async fn follow(
             event_types.extend(link.types.iter().cloned());
         }
     }
-    let source: Arc<dyn DocumentSource> = Arc::new(CommittedDocuments {
-        store: store.clone(),
-        tenant: tenant.clone(),
-        name: name.clone(),
+    let documents = Arc::new(CommittedDocuments::new(
+        store.clone(),
+        tenant.clone(),
+        name.clone(),
         version,
-    });
+    ));
     let mut heads = projections.heads.watch(&tenant);
     let mut attempt = 0;
     // After a failed batch, events up to its end are retried one at a time, so the
@@ -258,7 +238,7 @@ async fn follow(
                     .await?;
                 let started = std::time::Instant::now();
                 let writes = instance
-                    .handle(&seen, source.clone(), MAX_BATCH_WRITE_BYTES)
+                    .handle(&seen, documents.clone(), MAX_BATCH_WRITE_BYTES)
                     .await;
                 gate.usage.plugin_call(&name, "handle", started.elapsed());
                 gate.logs.record(tenant.as_str(), &name, &instance.output());
@@ -322,7 +302,11 @@ async fn follow(
             .commit_projection_batch(&tenant, &name, version, position, to, &writes)
             .await
             .map_err(store_failed)?;
-        if !committed {
+        if committed {
+            documents.committed(&writes);
+        } else {
+            // Another worker's writes may be in the store now.
+            documents.forget();
             // Deleted (retired out), or another host sharing the database committed
             // this batch first: go on from where the store says the build is.
             let stored = store

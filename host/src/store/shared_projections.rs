@@ -13,6 +13,10 @@ use super::{Backend, Db};
 use crate::store::dialect::Dialect;
 use crate::store::*;
 
+/// Documents per multi-row statement: 5 parameters each keeps a statement well under
+/// either engine's parameter limit.
+const DOCUMENTS_PER_STATEMENT: usize = 200;
+
 fn sql(text: &str) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(<Db as Dialect>::sql(text))
 }
@@ -311,35 +315,48 @@ impl Backend {
         if moved.rows_affected() != 1 {
             return Ok(false);
         }
-        for (key, doc) in writes {
-            match doc {
-                Some(doc) => {
-                    sqlx::query(sql(
-                        "INSERT INTO documents (tenant_id, projection, version, key, doc) \
-                         VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, projection, version, key) \
-                         DO UPDATE SET doc = excluded.doc",
-                    ))
-                    .bind(tenant.as_str())
-                    .bind(name)
-                    .bind(version as i64)
-                    .bind(key)
-                    .bind(String::from_utf8_lossy(doc).as_ref())
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                None => {
-                    sqlx::query(sql(
-                        "DELETE FROM documents WHERE tenant_id = ? AND projection = ? \
-                         AND version = ? AND key = ?",
-                    ))
-                    .bind(tenant.as_str())
-                    .bind(name)
-                    .bind(version as i64)
-                    .bind(key)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+        // Many rows per statement: a batch of a catch-up writes hundreds of documents.
+        let puts: Vec<(&String, &Vec<u8>)> = writes
+            .iter()
+            .filter_map(|(key, doc)| doc.as_ref().map(|doc| (key, doc)))
+            .collect();
+        for chunk in puts.chunks(DOCUMENTS_PER_STATEMENT) {
+            let mut insert = sqlx::QueryBuilder::<Db>::new(
+                "INSERT INTO documents (tenant_id, projection, version, key, doc) ",
+            );
+            insert.push_values(chunk, |mut row, (key, doc)| {
+                row.push_bind(tenant.as_str())
+                    .push_bind(name)
+                    .push_bind(version as i64)
+                    .push_bind(key.as_str())
+                    .push_bind(String::from_utf8_lossy(doc).into_owned());
+            });
+            insert.push(
+                " ON CONFLICT (tenant_id, projection, version, key) DO UPDATE SET doc = excluded.doc",
+            );
+            insert.build().execute(&mut *tx).await?;
+        }
+        let deletes: Vec<&String> = writes
+            .iter()
+            .filter(|(_, doc)| doc.is_none())
+            .map(|(key, _)| key)
+            .collect();
+        for chunk in deletes.chunks(DOCUMENTS_PER_STATEMENT) {
+            let mut delete =
+                sqlx::QueryBuilder::<Db>::new("DELETE FROM documents WHERE tenant_id = ");
+            delete
+                .push_bind(tenant.as_str())
+                .push(" AND projection = ")
+                .push_bind(name)
+                .push(" AND version = ")
+                .push_bind(version as i64)
+                .push(" AND key IN (");
+            let mut keys = delete.separated(", ");
+            for key in chunk {
+                keys.push_bind(key.as_str());
             }
+            keys.push_unseparated(")");
+            delete.build().execute(&mut *tx).await?;
         }
         // The other hosts' reads (`min_position`) and status follow the build's
         // checkpoint without running its worker.
