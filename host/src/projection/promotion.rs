@@ -32,7 +32,11 @@ impl Projections {
                 .iter()
                 .filter(|((t, _), _)| t == tenant)
                 .flat_map(|(_, versions)| versions.values())
-                .filter(|b| b.record.status == ProjectionStatus::Building && b.worker.is_some())
+                // Wherever its worker runs: on a fleet a new build's worker may start on
+                // another host, or here a moment later, once its lease is taken.
+                .filter(|b| {
+                    b.record.status == ProjectionStatus::Building && b.record.error.is_none()
+                })
                 .count()
         };
         if building >= MAX_BUILDING_PER_TENANT {
