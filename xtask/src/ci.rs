@@ -28,7 +28,42 @@ fn cargo_with(root: &Path, args: &[&str], env: &[(&str, &str)]) -> anyhow::Resul
     Ok(())
 }
 
+/// The console's browser tests drive Debian's Chromium through chromedriver; on a
+/// fresh machine they are installed here (as root, or through sudo), like the plugins'
+/// target is. The tests fail, never skip, without them.
+fn ensure_chromium() -> anyhow::Result<()> {
+    let present = |path: &str| Path::new(path).exists();
+    if present("/usr/bin/chromium") && present("/usr/bin/chromedriver") {
+        return Ok(());
+    }
+    println!("==> installing chromium and chromium-driver (the console's browser tests)");
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let apt = |args: &[&str]| -> anyhow::Result<()> {
+        let mut command = if root {
+            Command::new("apt-get")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.arg("apt-get");
+            sudo
+        };
+        let status = command
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()?;
+        if !status.success() {
+            bail!("apt-get {} failed", args.join(" "));
+        }
+        Ok(())
+    };
+    apt(&["update", "-qq"])?;
+    apt(&["install", "-y", "-qq", "chromium", "chromium-driver"])
+}
+
 pub fn run(root: &Path) -> anyhow::Result<()> {
+    ensure_chromium()?;
     crate::build_plugins::run(root)?;
     cargo(root, &["fmt", "--all", "--check"])?;
     cargo(
