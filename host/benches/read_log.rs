@@ -1,5 +1,5 @@
 //! The raw read rate of a tenant's log: pages read straight from the store, as a
-//! projection build reads them (500 events a page, filtered by the `balances`
+//! projection build reads them (2,000 events a page, filtered by the `balances`
 //! projection's event types), with no WebAssembly and no document writes. What a
 //! projection's catch-up is measured against (`cargo xtask bench` prints the ratio).
 //!
@@ -39,7 +39,7 @@ fn main() -> anyhow::Result<()> {
             let started = Instant::now();
             let (mut after, mut events) = (0, 0u64);
             loop {
-                let page = store.read_log(&tenant, after, 500, &types).await?;
+                let page = store.read_log(&tenant, after, 2000, &types).await?;
                 let Some(last) = page.last() else { break };
                 after = last.position;
                 events += page.len() as u64;

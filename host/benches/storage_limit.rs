@@ -66,7 +66,12 @@ async fn run(
         .create_tenant(&tenant, "limit-token-hash", &serde_json::json!({}))
         .await?;
     let live = Live::new(store.clone(), LiveSettings::default());
-    let appender = Appender::start(store.clone(), Arc::new(LogHeads::default()), live);
+    let appender = Appender::start(
+        store.clone(),
+        Arc::new(LogHeads::default()),
+        live,
+        Arc::new(cairn_host::metrics::Metrics::default()),
+    );
     // What each stream's version was last seen at, shared as commands share the cache.
     let versions: Arc<Mutex<HashMap<u64, u64>>> = Arc::default();
     let started = Instant::now();

@@ -75,8 +75,8 @@ impl App {
         )?);
         let heads = Arc::new(LogHeads::default());
         let live = Live::new(store.clone(), settings.live);
-        let appender = Appender::start(store.clone(), heads.clone(), live.clone());
         let metrics = Arc::new(Metrics::default());
+        let appender = Appender::start(store.clone(), heads.clone(), live.clone(), metrics.clone());
         let plugins = Plugins::new(store.clone(), runtime.clone());
         // Every file the host itself touches is below the data directory: it is opened
         // once as a capability and paths are resolved inside it.

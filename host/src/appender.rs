@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::live::Live;
+use crate::metrics::Metrics;
 use crate::store::{AppendError, AppendOutcome, AppendRequest, EventStore, TenantId};
 
 /// The most requests one transaction carries.
@@ -37,9 +38,14 @@ pub struct Appender {
 
 impl Appender {
     /// Starts the writer task on the current tokio runtime.
-    pub fn start(store: Arc<dyn EventStore>, heads: Arc<LogHeads>, live: Arc<Live>) -> Appender {
+    pub fn start(
+        store: Arc<dyn EventStore>,
+        heads: Arc<LogHeads>,
+        live: Arc<Live>,
+        metrics: Arc<Metrics>,
+    ) -> Appender {
         let (queue, inbox) = mpsc::channel(MAX_BATCH * 8);
-        tokio::spawn(write_loop(store, heads, live, inbox));
+        tokio::spawn(write_loop(store, heads, live, metrics, inbox));
         Appender { queue }
     }
 
@@ -126,6 +132,7 @@ async fn write_loop(
     store: Arc<dyn EventStore>,
     heads: Arc<LogHeads>,
     live: Arc<Live>,
+    metrics: Arc<Metrics>,
     mut inbox: mpsc::Receiver<Pending>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -152,7 +159,14 @@ async fn write_loop(
             }
         }
         let tenants: Vec<TenantId> = requests.iter().map(|r| r.tenant.clone()).collect();
+        let started = std::time::Instant::now();
+        Metrics::add(&metrics.append_requests, requests.len() as u64);
         let results = store.append_batch(requests).await;
+        Metrics::add(&metrics.append_transactions, 1);
+        Metrics::add(
+            &metrics.append_transaction_micros,
+            started.elapsed().as_micros() as u64,
+        );
         // In request order, which is commit order: each tenant's positions rise.
         live.publish(
             tenants

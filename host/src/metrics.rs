@@ -66,6 +66,12 @@ pub struct Metrics {
     /// Sum and count of aggregate state loads (cache or snapshot + tail + evolve).
     pub aggregate_load_micros: AtomicU64,
     pub aggregate_loads: AtomicU64,
+    /// Group commits: transactions the appender committed, the append requests they
+    /// carried, and the time each took (`appender.rs`). Requests over transactions is
+    /// the batch size; a small one under load means commands reach the writer slowly.
+    pub append_transactions: AtomicU64,
+    pub append_requests: AtomicU64,
+    pub append_transaction_micros: AtomicU64,
 }
 
 /// A per-tenant series: name, help text, and how to read it from the usage counters.
@@ -238,6 +244,12 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
+        fn counter_into(out: &mut String, name: &str, help: &str, value: u64) {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, value: u64| {
             let _ = writeln!(
@@ -298,6 +310,25 @@ impl Metrics {
              # TYPE cairn_aggregate_load_seconds summary\n\
              cairn_aggregate_load_seconds_sum {}\ncairn_aggregate_load_seconds_count {loads}\n",
             micros as f64 / 1e6
+        );
+        counter_into(
+            &mut out,
+            "cairn_append_transactions_total",
+            "Group commits: transactions the appender committed (or failed).",
+            self.append_transactions.load(Relaxed),
+        );
+        counter_into(
+            &mut out,
+            "cairn_append_requests_total",
+            "Append requests (a command's, a raw append's, an import's runs) the group commits carried.",
+            self.append_requests.load(Relaxed),
+        );
+        let seconds = self.append_transaction_micros.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "# HELP cairn_append_transaction_seconds_total Time spent in group-commit \
+             transactions.\n# TYPE cairn_append_transaction_seconds_total counter\n\
+             cairn_append_transaction_seconds_total {seconds}"
         );
         out
     }

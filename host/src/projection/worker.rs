@@ -11,14 +11,17 @@ use super::committed::CommittedDocuments;
 use super::{ProjectionKey, Projections};
 use crate::gate::Stored;
 use crate::runtime::sandbox::FailureReason;
-use crate::store::{DocumentWrites, ProjectionRecord, ProjectionStatus, TenantId};
+use crate::store::{
+    DocumentWrites, EventStore, ProjectionRecord, ProjectionStatus, RecordedEvent, StoreResult,
+    TenantId,
+};
 
 /// Events per `handle` call at most: big enough to amortise the boundary crossing and
 /// the commit, small enough to stay well inside one call's time budget. A batch that
 /// runs out of CPU time is halved at once (no attempt counted, no back-off) and the
 /// size grows back by doubling after `GROW_AFTER` clean batches, so a slow component
 /// or a busy machine settles on what fits the budget instead of stalling the build.
-const BATCH: u32 = 500;
+const BATCH: u32 = 2000;
 /// Clean batches in a row before the batch size doubles again.
 const GROW_AFTER: u32 = 8;
 /// Attempts at one batch before the build is parked as failed.
@@ -172,12 +175,28 @@ async fn follow(
     let mut isolate_until = 0;
     let mut batch = BATCH;
     let mut clean_batches = 0;
+    let event_types: Arc<[String]> = event_types.into();
+    let mut ahead: Option<ReadAhead> = None;
     loop {
         if stopping(stop) {
             return Ok(());
         }
         heads.borrow_and_update();
-        let head = store.head(&tenant).await.map_err(store_failed)?;
+        let limit = if position < isolate_until { 1 } else { batch };
+        let (head, events) = match ahead.take() {
+            Some(page) if page.after == position && page.limit == limit => page.take().await,
+            _ => {
+                read_page(
+                    store.clone(),
+                    tenant.clone(),
+                    position,
+                    limit,
+                    event_types.clone(),
+                )
+                .await
+            }
+        }
+        .map_err(store_failed)?;
         if position >= head {
             promote_if_building(projections, &key, version).await;
             // Woken by an append in this host or another host's notice of one; the
@@ -192,12 +211,6 @@ async fn follow(
             slot = projections.batch_turn(&tenant) => slot,
             _ = stop_requested(stop) => return Ok(()),
         };
-        let limit = if position < isolate_until { 1 } else { batch };
-        let mut events = store
-            .read_log(&tenant, position, limit, &event_types)
-            .await
-            .map_err(store_failed)?;
-        events.retain(|e| e.position <= head);
         // A short page means nothing else of interest exists up to the head, so the
         // checkpoint can move to the head even past events the filter skipped.
         let to = if events.len() < limit as usize {
@@ -205,6 +218,21 @@ async fn follow(
         } else {
             events.last().map_or(head, |e| e.position)
         };
+        // A full page means more to catch up on: read the next page while this one is
+        // handled and committed (used only if this batch commits as planned).
+        if events.len() == limit as usize {
+            ahead = Some(ReadAhead::start(
+                store.clone(),
+                tenant.clone(),
+                to,
+                limit,
+                event_types.clone(),
+            ));
+        }
+        // What the rest of the batch needs of its events once they are handed over.
+        let count = events.len();
+        let first = events.first().map_or(position + 1, |e| e.position);
+        let last = events.last().map_or(first, |e| e.position);
         let writes = if events.is_empty() {
             DocumentWrites::new()
         } else {
@@ -215,7 +243,7 @@ async fn follow(
                 // Upcasters run here, inside this build's batch slot, with no instance
                 // slot of their own (see `Runtime::upcaster`).
                 let seen = upcasters
-                    .apply(&projections.runtime, gate.call_limits(), events.clone())
+                    .apply(&projections.runtime, gate.call_limits(), events)
                     .await
                     .map_err(|e| {
                         let mut failure = e.failure;
@@ -250,24 +278,22 @@ async fn follow(
             }
             match handled {
                 Ok(writes) => writes,
-                Err(failure) if failure.reason == FailureReason::Deadline && events.len() > 1 => {
+                Err(failure) if failure.reason == FailureReason::Deadline && count > 1 => {
                     // Too much work for one call's budget, not a broken event: retry
                     // the same events in a smaller batch right away.
-                    batch = (events.len() as u32 / 2).max(1);
+                    batch = (count as u32 / 2).max(1);
                     clean_batches = 0;
                     tracing::debug!(%tenant, projection = %name, version, batch, "a batch ran out of time; halving");
                     continue;
                 }
                 Err(failure) => {
                     attempt += 1;
-                    let first = events.first().map_or(position + 1, |e| e.position);
-                    let last = events.last().map_or(first, |e| e.position);
-                    let message = if events.len() == 1 {
+                    let message = if count == 1 {
                         format!("event at position {first}: {failure}")
                     } else {
                         format!("batch of positions {first}..={last}: {failure}")
                     };
-                    if events.len() > 1 {
+                    if count > 1 {
                         // Split the batch before counting attempts against the event.
                         isolate_until = last;
                         attempt = 0;
@@ -333,11 +359,72 @@ async fn follow(
                 clean_batches = 0;
             }
         }
-        let handled = events.len() as u64;
+        let handled = count as u64;
         projections.build_mut(&key, version, |build| {
             build.handled += handled;
             build.position.send_replace(to);
         });
+    }
+}
+
+/// The log's head, and the events of interest after it up to the head.
+type Page = (u64, Vec<RecordedEvent>);
+
+/// The log's head, and the events of interest after `after` up to it (at most
+/// `limit`, in log order).
+async fn read_page(
+    store: Arc<dyn EventStore>,
+    tenant: TenantId,
+    after: u64,
+    limit: u32,
+    types: Arc<[String]>,
+) -> StoreResult<Page> {
+    let head = store.head(&tenant).await?;
+    if after >= head {
+        return Ok((head, Vec::new()));
+    }
+    let mut events = store.read_log(&tenant, after, limit, &types).await?;
+    events.retain(|e| e.position <= head);
+    Ok((head, events))
+}
+
+/// The next page of a catch-up, read on its own task while the current batch is
+/// handled and committed: the read then costs the build no time. Aborted if dropped
+/// unused (the batch failed, shrank, lost its commit, or the worker stopped).
+struct ReadAhead {
+    after: u64,
+    limit: u32,
+    page: Option<tokio::task::JoinHandle<StoreResult<Page>>>,
+}
+
+impl ReadAhead {
+    fn start(
+        store: Arc<dyn EventStore>,
+        tenant: TenantId,
+        after: u64,
+        limit: u32,
+        types: Arc<[String]>,
+    ) -> ReadAhead {
+        let page = tokio::spawn(read_page(store, tenant, after, limit, types));
+        ReadAhead {
+            after,
+            limit,
+            page: Some(page),
+        }
+    }
+
+    async fn take(mut self) -> StoreResult<Page> {
+        let page = self.page.take().expect("taken once");
+        page.await
+            .map_err(|e| anyhow::anyhow!("the read-ahead task failed: {e}"))?
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        if let Some(page) = &self.page {
+            page.abort();
+        }
     }
 }
 

@@ -334,6 +334,12 @@ impl Batch {
 
     /// Writes every row the batch decided on: multi-row inserts and one head per tenant.
     async fn write(&self, tx: &mut Transaction<'_, Db>) -> anyhow::Result<()> {
+        if <Db as Dialect>::WRITING_CTES
+            && self.events.len() <= INSERT_CHUNK
+            && self.command_rows.len() <= INSERT_CHUNK
+        {
+            return self.write_in_one_statement(tx).await;
+        }
         for chunk in self.events.chunks(INSERT_CHUNK) {
             let mut insert = QueryBuilder::<Db>::new(
                 "INSERT INTO events (tenant_id, position, stream_id, version, event_id, \
@@ -388,6 +394,92 @@ impl Batch {
                     .await?;
             }
         }
+        Ok(())
+    }
+}
+
+impl Batch {
+    /// The same writes as [`Batch::write`] as one statement, for engines with writing
+    /// CTEs: `WITH e AS (INSERT events…), c AS (INSERT commands…), h0 AS (UPDATE
+    /// tenants…) SELECT pg_notify(…)`. Every part of a `WITH` runs, whether or not the
+    /// final `SELECT` reads it.
+    async fn write_in_one_statement(&self, tx: &mut Transaction<'_, Db>) -> anyhow::Result<()> {
+        let mut query = QueryBuilder::<Db>::new("WITH ");
+        let mut parts = 0;
+        let mut next_part = |query: &mut QueryBuilder<Db>, name: &str| {
+            if parts > 0 {
+                query.push(", ");
+            }
+            parts += 1;
+            query.push(name).push(" AS (");
+        };
+        if !self.events.is_empty() {
+            next_part(&mut query, "e");
+            query.push(
+                "INSERT INTO events (tenant_id, position, stream_id, version, event_id, \
+                 event_type, payload, metadata, recorded_at) ",
+            );
+            query.push_values(&self.events, |mut row, (tenant, e)| {
+                row.push_bind(tenant.as_str())
+                    .push_bind(e.position as i64)
+                    .push_bind(&e.stream_id)
+                    .push_bind(e.version as i64)
+                    .push_bind(&e.event_id)
+                    .push_bind(&e.event_type)
+                    .push_bind(&e.payload)
+                    .push_bind(&e.metadata)
+                    .push_bind(e.recorded_at);
+            });
+            query.push(")");
+        }
+        if !self.command_rows.is_empty() {
+            next_part(&mut query, "c");
+            query.push(
+                "INSERT INTO commands (tenant_id, stream_id, command_id, first_version, \
+                 last_version, fingerprint, recorded_at) ",
+            );
+            query.push_values(&self.command_rows, |mut row, c| {
+                row.push_bind(c.tenant.as_str())
+                    .push_bind(&c.stream_id)
+                    .push_bind(&c.command_id)
+                    .push_bind(c.first_version as i64)
+                    .push_bind(c.last_version as i64)
+                    .push_bind(&c.fingerprint)
+                    .push_bind(c.recorded_at);
+            });
+            query.push(")");
+        }
+        let mut notices = Vec::new();
+        for (i, tenant) in self.moved.iter().enumerate() {
+            let head = self.heads[tenant].expect("a moved tenant exists");
+            next_part(&mut query, &format!("h{i}"));
+            query
+                .push("UPDATE tenants SET head = ")
+                .push_bind(head as i64)
+                .push(" WHERE id = ")
+                .push_bind(tenant.as_str())
+                .push(")");
+            notices.push(
+                Notice::Appended {
+                    tenant: tenant.clone(),
+                    position: head,
+                }
+                .payload(),
+            );
+        }
+        if parts == 0 {
+            return Ok(());
+        }
+        query.push(" SELECT 1");
+        // Delivered at commit (or never, if the transaction fails): other hosts' live
+        // subscribers and projection workers wake at once.
+        for notice in notices {
+            query
+                .push(", pg_notify('cairn', ")
+                .push_bind(notice)
+                .push(")");
+        }
+        query.build().execute(&mut **tx).await?;
         Ok(())
     }
 }

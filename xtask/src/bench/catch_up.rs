@@ -72,6 +72,13 @@ pub fn run(root: &Path, quick: bool, report: &mut Report) -> anyhow::Result<()> 
         );
     }
 
+    // `CAIRN_BENCH_FLAME=NAME`: a flame graph of the server while it catches up,
+    // `docs/flame/NAME.svg`.
+    let flame = std::env::var("CAIRN_BENCH_FLAME").ok();
+    let recorder = match &flame {
+        Some(_) => Some(super::flame::Recorder::start(root, server.pid())?),
+        None => None,
+    };
     upload(&http, root, &base, "log", &token, "balances", "balances")?;
     let building = Instant::now();
     loop {
@@ -97,6 +104,13 @@ pub fn run(root: &Path, quick: bool, report: &mut Report) -> anyhow::Result<()> 
         std::thread::sleep(Duration::from_millis(20));
     }
     let caught_up = events as f64 / building.elapsed().as_secs_f64();
+    if let (Some(name), Some(recorder)) = (&flame, recorder) {
+        let data = recorder.stop()?;
+        let title = format!(
+            "{name}: balances catching up on {events} events ({caught_up:.0} events/s; raw read {raw:.0})"
+        );
+        super::flame::render(root, &data, name, &title)?;
+    }
     let balance: Value = http
         .get(format!("{base}/t/log/projections/balances/docs/account-7"))
         .bearer_auth(&token)
@@ -118,7 +132,7 @@ pub fn run(root: &Path, quick: bool, report: &mut Report) -> anyhow::Result<()> 
         format!("{:.0} events/s", events as f64 / imported),
     );
     report.add(
-        format!("raw read of that log, pages of 500 from the store ({events} events)"),
+        format!("raw read of that log, pages of 2,000 from the store ({events} events)"),
         format!("{raw:.0} events/s"),
     );
     report.add(

@@ -16,10 +16,15 @@
 //! - 1,000 tenants with a distinct plugin each: RSS, and start to ready (`tenants.rs`).
 //! - The chart, `target/bench/bench.png` (`chart.rs`).
 //!
-//! `--quick` runs smaller versions (the keys say how large) in about three minutes.
+//! `--quick` runs smaller versions (the keys say how large) in about three minutes;
+//! `--only rows,plugins,catch-up,cold,tenants` runs only the parts named, and
+//! `--backend sqlite|postgres` the HTTP rows of one backend.
 //!
 //! `cargo xtask bench --clients N [--commands M] [--streams S] [--database URL]`: one
 //! load run, as before: deposits from N client threads over HTTP.
+//!
+//! `cargo xtask bench --flame NAME [--database URL]`: a flame graph of the command path
+//! at 64 clients, `docs/flame/NAME.svg` (`flame.rs`).
 //!
 //! `CAIRN_BENCH_SERVER=PATH` runs that server binary instead of building one: to compare
 //! two builds, run each in turn, alternating, on the same machine.
@@ -27,6 +32,7 @@
 mod catch_up;
 mod chart;
 mod cold;
+pub mod flame;
 pub mod load;
 mod plugins;
 mod profile;
@@ -86,6 +92,9 @@ impl Report {
 }
 
 pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    if args.iter().any(|a| a == "--flame") {
+        return flame::run(root, args);
+    }
     if args.iter().any(|a| a == "--clients") {
         let clients = arg(args, "--clients", 64)?;
         let commands = arg(args, "--commands", 20_000)?;
@@ -112,18 +121,60 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
             load.server_cores / load.per_second * 1e6,
             load.client_cores
         );
+        let metrics = reqwest::blocking::Client::new()
+            .get(format!("{}/metrics", server.base))
+            .bearer_auth("bench")
+            .send()?
+            .text()?;
+        let value = |name: &str| {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let transactions = value("cairn_append_transactions_total ").max(1.0);
+        println!(
+            "group commit: {:.1} appends per transaction, {:.2} ms per transaction",
+            value("cairn_append_requests_total ") / transactions,
+            value("cairn_append_transaction_seconds_total ") * 1e3 / transactions
+        );
         return Ok(());
     }
     let quick = args.iter().any(|a| a == "--quick");
     let full = args.iter().any(|a| a == "--full");
     let started = std::time::Instant::now();
     server::build(root)?;
+    // `--only a,b`: just those parts (`rows`, `plugins`, `catch-up`, `cold`, `tenants`),
+    // to measure one change quickly; the chart is drawn only for a whole run.
+    let only: Option<Vec<String>> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|list| list.split(',').map(str::to_owned).collect());
+    let wanted = |part: &str| only.as_ref().is_none_or(|o| o.iter().any(|p| p == part));
     let mut report = Report::default();
-    let rows = http_rows(root, quick, full, &mut report)?;
-    plugins::run(root, quick, &mut report)?;
-    catch_up::run(root, quick, &mut report)?;
-    cold::run(root, &mut report)?;
-    tenants::run(root, quick, &mut report)?;
+    let rows = if wanted("rows") {
+        let backend = args
+            .iter()
+            .position(|a| a == "--backend")
+            .and_then(|i| args.get(i + 1))
+            .map(String::as_str);
+        http_rows(root, quick, full, backend, &mut report)?
+    } else {
+        Vec::new()
+    };
+    if wanted("plugins") {
+        plugins::run(root, quick, &mut report)?;
+    }
+    if wanted("catch-up") {
+        catch_up::run(root, quick, &mut report)?;
+    }
+    if wanted("cold") {
+        cold::run(root, &mut report)?;
+    }
+    if wanted("tenants") {
+        tenants::run(root, quick, &mut report)?;
+    }
     report.add(
         "bench run, wall time",
         format!("{:.0} s", started.elapsed().as_secs_f64()),
@@ -168,6 +219,9 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     for (key, value) in &report.measures {
         println!("| {key} | {value} |");
     }
+    if only.is_some() {
+        return Ok(());
+    }
     chart::draw(root, &rows, &report)
 }
 
@@ -177,6 +231,7 @@ fn http_rows(
     root: &Path,
     quick: bool,
     full: bool,
+    only_backend: Option<&str>,
     report: &mut Report,
 ) -> anyhow::Result<Vec<Row>> {
     let commands = if quick { 3_000 } else { 20_000 };
@@ -186,6 +241,9 @@ fn http_rows(
     }
     let mut rows = Vec::new();
     for backend in ["sqlite", "postgres"] {
+        if only_backend.is_some_and(|b| b != backend) {
+            continue;
+        }
         let database = match backend {
             "postgres" => Some(crate::chaos::fresh_postgres_database("bench")?),
             _ => None,
