@@ -265,7 +265,7 @@ impl Plugins {
                 "plugin {name} is not an aggregate"
             )));
         }
-        let Some(version) = mine().find(|v| v.active).cloned() else {
+        let Some(version) = mine().find(|v| v.active) else {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "not_active",
@@ -278,20 +278,22 @@ impl Plugins {
     }
 
     /// An aggregate version resolved with its upcasters (cached: versions never change).
+    /// Borrowed: every command resolves its aggregate, and the version is cloned only
+    /// the first time.
     pub async fn serving(
         &self,
         tenant: &TenantId,
-        version: PluginVersion,
+        version: &PluginVersion,
     ) -> ApiResult<Arc<ServingAggregate>> {
         let key = (tenant.clone(), version.name.clone(), version.version);
         if let Some(found) = self.serving.lock().expect("serving lock").get(&key) {
             return Ok(found.clone());
         }
-        let component = self.component(tenant, &version).await?;
+        let component = self.component(tenant, version).await?;
         let upcasters = self.chain(tenant, &version.upcasters).await?;
         let resolved = Arc::new(ServingAggregate {
             state_key: upcasters.state_key(&component.digest),
-            version,
+            version: version.clone(),
             component,
             upcasters,
         });

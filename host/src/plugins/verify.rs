@@ -235,7 +235,7 @@ impl Plugins {
         report: &mut Report,
     ) -> anyhow::Result<()> {
         let api = |e: crate::error::ApiError| anyhow::anyhow!(e.message);
-        let candidate = self.serving(tenant, version.clone()).await.map_err(api)?;
+        let candidate = self.serving(tenant, version).await.map_err(api)?;
         let active = match self
             .all(tenant)
             .await
@@ -243,7 +243,7 @@ impl Plugins {
             .iter()
             .find(|v| v.name == version.name && v.active && v.version != version.version)
         {
-            Some(active) => Some(self.serving(tenant, active.clone()).await.map_err(api)?),
+            Some(active) => Some(self.serving(tenant, active).await.map_err(api)?),
             None => None,
         };
         report.compared_with = active.as_ref().map(|a| a.version.version);

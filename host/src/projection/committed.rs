@@ -4,9 +4,11 @@
 //! Catching up over a long log touches the same few documents again and again (one per
 //! account, say); without this each touch was a store read.
 //!
-//! If a commit is refused because another worker moved the checkpoint (a lease that
-//! moved while its old holder was paused), the memory is dropped: that other worker
-//! may have written.
+//! A batch being committed while the next is handled (see `worker.rs`) is *staged*:
+//! reads see its writes first, and once its commit settles they become committed
+//! memory. If a commit is refused because another worker moved the checkpoint (a
+//! lease that moved while its old holder was paused), the memory is dropped, staged
+//! writes included: that other worker may have written.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -49,6 +51,9 @@ pub(super) struct CommittedDocuments {
     pub(super) version: u64,
     /// A std `Mutex`: held for a map access, never across a read of the store.
     known: Mutex<Known>,
+    /// The writes of the batch whose commit is under way, which reads must see before
+    /// the store has them; never evicted, unlike `known`.
+    staged: Mutex<HashMap<String, Option<Arc<[u8]>>>>,
 }
 
 impl CommittedDocuments {
@@ -64,19 +69,31 @@ impl CommittedDocuments {
             name,
             version,
             known: Mutex::new(Known::default()),
+            staged: Mutex::default(),
         }
     }
 
-    /// A batch's writes committed: they are what the store now holds.
-    pub(super) fn committed(&self, writes: &DocumentWrites) {
-        let mut known = self.known.lock().expect("documents lock");
+    /// A batch's writes are being committed: reads see them from now on.
+    pub(super) fn stage(&self, writes: &DocumentWrites) {
+        let mut staged = self.staged.lock().expect("staged lock");
+        staged.clear();
         for (key, doc) in writes {
-            known.insert(key.clone(), doc.as_deref().map(Arc::from));
+            staged.insert(key.clone(), doc.as_deref().map(Arc::from));
+        }
+    }
+
+    /// The staged batch committed: its writes are what the store now holds.
+    pub(super) fn staged_committed(&self) {
+        let staged = std::mem::take(&mut *self.staged.lock().expect("staged lock"));
+        let mut known = self.known.lock().expect("documents lock");
+        for (key, doc) in staged {
+            known.insert(key, doc);
         }
     }
 
     /// Someone else may have written: read the store again from now on.
     pub(super) fn forget(&self) {
+        self.staged.lock().expect("staged lock").clear();
         *self.known.lock().expect("documents lock") = Known::default();
     }
 }
@@ -84,6 +101,9 @@ impl CommittedDocuments {
 #[async_trait]
 impl DocumentSource for CommittedDocuments {
     async fn get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        if let Some(staged) = self.staged.lock().expect("staged lock").get(key) {
+            return Ok(staged.as_deref().map(<[u8]>::to_vec));
+        }
         if let Some(known) = self.known.lock().expect("documents lock").docs.get(key) {
             return Ok(known.as_deref().map(<[u8]>::to_vec));
         }

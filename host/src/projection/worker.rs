@@ -177,8 +177,59 @@ async fn follow(
     let mut clean_batches = 0;
     let event_types: Arc<[String]> = event_types.into();
     let mut ahead: Option<ReadAhead> = None;
+    // The batch whose commit runs while the next one is handled.
+    let mut committing: Option<Committing> = None;
+    // Waits for the commit under way, if any: `Ok(true)` when the checkpoint is where
+    // this worker thinks it is, `Ok(false)` when another worker moved it (then
+    // `position` is reloaded and everything handled since must be dropped).
+    macro_rules! settle {
+        () => {
+            match committing.take() {
+                None => Ok(true),
+                Some(commit) => {
+                    let (from, to, handled) = (commit.from, commit.to, commit.handled);
+                    match commit.task.await {
+                        Err(e) => Err(store_failed(format!("the commit task failed: {e}"))),
+                        Ok(Err(e)) => Err(store_failed(e)),
+                        Ok(Ok(true)) => {
+                            documents.staged_committed();
+                            projections.build_mut(&key, version, |build| {
+                                build.handled += handled;
+                                build.position.send_replace(to);
+                            });
+                            Ok(true)
+                        }
+                        Ok(Ok(false)) => {
+                            tracing::debug!(%tenant, projection = %name, version, from, "a commit lost its checkpoint");
+                            // Another worker's writes may be in the store now.
+                            documents.forget();
+                            // Deleted (retired out), or another host sharing the
+                            // database committed this batch first: go on from where
+                            // the store says the build is.
+                            let stored = store
+                                .projections(Some(&tenant))
+                                .await
+                                .map_err(store_failed)?
+                                .into_iter()
+                                .find(|r| r.name == name && r.version == version);
+                            let Some(stored) = stored else {
+                                return Ok(());
+                            };
+                            position = stored.position;
+                            projections.build_mut(&key, version, |build| {
+                                build.position.send_replace(position);
+                            });
+                            Ok(false)
+                        }
+                    }
+                }
+            }
+        };
+    }
     loop {
         if stopping(stop) {
+            // The batch being committed finishes, as a stop always let it.
+            let _ = settle!();
             return Ok(());
         }
         heads.borrow_and_update();
@@ -198,6 +249,10 @@ async fn follow(
         }
         .map_err(store_failed)?;
         if position >= head {
+            // Caught up once the last batch's commit stands.
+            if !settle!()? {
+                continue;
+            }
             promote_if_building(projections, &key, version).await;
             // Woken by an append in this host or another host's notice of one; the
             // poll is the safety net.
@@ -209,7 +264,10 @@ async fn follow(
         }
         let _slot = tokio::select! {
             slot = projections.batch_turn(&tenant) => slot,
-            _ = stop_requested(stop) => return Ok(()),
+            _ = stop_requested(stop) => {
+                let _ = settle!();
+                return Ok(());
+            }
         };
         // A short page means nothing else of interest exists up to the head, so the
         // checkpoint can move to the head even past events the filter skipped.
@@ -275,6 +333,10 @@ async fn follow(
             .await;
             if let Err(failure) = &handled {
                 gate.usage.failure(failure);
+                // A failure is acted on from a settled checkpoint.
+                if !settle!()? {
+                    continue;
+                }
             }
             match handled {
                 Ok(writes) => writes,
@@ -324,32 +386,32 @@ async fn follow(
                 .await
                 .map_err(|e| e.message)?;
         }
-        let committed = store
-            .commit_projection_batch(&tenant, &name, version, position, to, &writes)
-            .await
-            .map_err(store_failed)?;
-        if committed {
-            documents.committed(&writes);
-        } else {
-            // Another worker's writes may be in the store now.
-            documents.forget();
-            // Deleted (retired out), or another host sharing the database committed
-            // this batch first: go on from where the store says the build is.
-            let stored = store
-                .projections(Some(&tenant))
-                .await
-                .map_err(store_failed)?
-                .into_iter()
-                .find(|r| r.name == name && r.version == version);
-            let Some(stored) = stored else {
-                return Ok(());
-            };
-            position = stored.position;
-            projections.build_mut(&key, version, |build| {
-                build.position.send_replace(position);
-            });
+        // This batch was handled on top of the previous one's writes: it may commit
+        // only once that commit stands.
+        if !settle!()? {
             continue;
         }
+        documents.stage(&writes);
+        let commit_store = store.clone();
+        let (commit_tenant, commit_name) = (tenant.clone(), name.clone());
+        let from = position;
+        committing = Some(Committing {
+            from,
+            to,
+            handled: count as u64,
+            task: tokio::spawn(async move {
+                commit_store
+                    .commit_projection_batch(
+                        &commit_tenant,
+                        &commit_name,
+                        version,
+                        from,
+                        to,
+                        &writes,
+                    )
+                    .await
+            }),
+        });
         attempt = 0;
         position = to;
         if limit == batch && batch < BATCH {
@@ -359,12 +421,17 @@ async fn follow(
                 clean_batches = 0;
             }
         }
-        let handled = count as u64;
-        projections.build_mut(&key, version, |build| {
-            build.handled += handled;
-            build.position.send_replace(to);
-        });
     }
+}
+
+/// A batch's commit, running on its own task while the next batch is handled.
+struct Committing {
+    /// The checkpoint it moves from and to.
+    from: u64,
+    to: u64,
+    /// Its events, counted in the build's `handled` once committed.
+    handled: u64,
+    task: tokio::task::JoinHandle<StoreResult<bool>>,
 }
 
 /// The log's head, and the events of interest after it up to the head.
