@@ -16,7 +16,9 @@ pub const MAX_CONCURRENT_CALLS: u32 = 48;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Largest plugin upload, in bytes.
+    /// Largest plugin upload, in bytes, not counting its data segments (the initial
+    /// contents of its memories, which must fit `memory_bytes`): the body may be up to
+    /// `memory_bytes` larger.
     #[schema(minimum = 1024, maximum = 268435456)]
     pub max_plugin_bytes: u64,
     /// Largest JSON request body, in bytes.

@@ -46,8 +46,12 @@ const POOL_INSTANCES: u32 = 512;
 /// maxima below, the pool can never run out: a call waits for a slot instead.
 const CALL_SLOTS: u32 = 240;
 
-/// Most core module instances one component may create.
-pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 12;
+/// Most core module instances one component may create. A Rust component has 3;
+/// componentize-py's Python interpreter links 14 shared libraries, StarlingMonkey 4.
+/// In the pool a core instance is only counted (its context is allocated on the heap
+/// when it is instantiated, like any instance's): unlike memories and tables, whose
+/// pool slots reserve address space, raising this reserves nothing.
+pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
 /// Most linear memories one component may define (their bytes together are limited
 /// per tenant by `memory_bytes`).
 pub const MAX_MEMORIES_PER_COMPONENT: u32 = 4;
