@@ -62,7 +62,10 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
 
     let mut rows: Vec<(String, String)> = Vec::new();
     let mut costs = Vec::new();
-    for (name, wasm) in [("account.wasm", &rust_account), ("python-account.wasm", &python_account)] {
+    for (name, wasm) in [
+        ("account.wasm", &rust_account),
+        ("python-account.wasm", &python_account),
+    ] {
         let found = cargo_bench(
             root,
             "plugin_costs",
@@ -96,14 +99,32 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     ));
     for (what, key, unit, digits) in [
         ("compile (child process, mean of 2)", "compile_ms", "ms", 0),
-        ("load a cached artifact (fresh runtime)", "artifact_load_ms", "ms", 2),
+        (
+            "load a cached artifact (fresh runtime)",
+            "artifact_load_ms",
+            "ms",
+            2,
+        ),
         ("instantiate", "instantiate_us", "µs", 1),
         ("decide, per call", "wasm_decide_us", "µs", 1),
         ("evolve of 1 event, per call", "wasm_evolve_1_us", "µs", 1),
-        ("evolve of 1,000 events, per call", "wasm_evolve_1000_us", "µs", 0),
-        ("a command's plugin work (instantiate + decide)", "wasm_command_us", "µs", 1),
+        (
+            "evolve of 1,000 events, per call",
+            "wasm_evolve_1000_us",
+            "µs",
+            0,
+        ),
+        (
+            "a command's plugin work (instantiate + decide)",
+            "wasm_command_us",
+            "µs",
+            1,
+        ),
     ] {
-        rows.push((format!("aggregate {what}: Rust / Python"), pair(key, unit, digits)));
+        rows.push((
+            format!("aggregate {what}: Rust / Python"),
+            pair(key, unit, digits),
+        ));
     }
 
     let base = server.base.clone();
@@ -129,7 +150,11 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
             .body(wasm)
             .send()?;
         let status = resp.status();
-        anyhow::ensure!(status.is_success(), "upload {name}: {status} {}", resp.text()?);
+        anyhow::ensure!(
+            status.is_success(),
+            "upload {name}: {status} {}",
+            resp.text()?
+        );
         Ok(started.elapsed())
     };
 
@@ -254,7 +279,11 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     println!();
     println!("| measure | value |");
     println!("|---|---|");
-    let backend = if database.is_some() { "postgres" } else { "sqlite" };
+    let backend = if database.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
     println!("| backend | {backend} |");
     for (what, value) in rows {
         println!("| {what} | {value} |");

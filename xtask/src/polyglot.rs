@@ -37,12 +37,12 @@ fn tools_dir(root: &Path) -> PathBuf {
 /// Installs the pinned toolchain into `dir` unless the pins copied there (`stamp`)
 /// match the ones in `xtask/polyglot/`.
 fn up_to_date(dir: &Path, pins: &[(&Path, &str)]) -> bool {
-    pins.iter().all(|(source, name)| {
-        match (std::fs::read(source), std::fs::read(dir.join(name))) {
+    pins.iter().all(
+        |(source, name)| match (std::fs::read(source), std::fs::read(dir.join(name))) {
             (Ok(a), Ok(b)) => a == b,
             _ => false,
-        }
-    })
+        },
+    )
 }
 
 /// The venv with componentize-py and pytest; its `bin/` directory.
@@ -57,7 +57,9 @@ pub fn python_tools(root: &Path) -> anyhow::Result<PathBuf> {
     }
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     run(
-        Command::new(&python).args(["-m", "venv", "--clear"]).arg(&dir),
+        Command::new(&python)
+            .args(["-m", "venv", "--clear"])
+            .arg(&dir),
         &format!("{python} -m venv {}", dir.display()),
     )?;
     run(
@@ -84,9 +86,12 @@ pub fn js_tools(root: &Path) -> anyhow::Result<PathBuf> {
     std::fs::copy(&manifest, dir.join("package.json"))?;
     std::fs::copy(&lock, dir.join("package-lock.json"))?;
     run(
-        Command::new("npm")
-            .current_dir(&dir)
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]),
+        Command::new("npm").current_dir(&dir).args([
+            "ci",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+        ]),
         "npm ci (componentize-js, from xtask/polyglot/package-lock.json)",
     )?;
     Ok(cli)
@@ -95,7 +100,11 @@ pub fn js_tools(root: &Path) -> anyhow::Result<PathBuf> {
 fn report(root: &Path, out: &Path) -> anyhow::Result<()> {
     let size = std::fs::metadata(out)?.len();
     let shown = out.strip_prefix(root).unwrap_or(out);
-    println!("    {} ({:.1} MiB)", shown.display(), size as f64 / 1048576.0);
+    println!(
+        "    {} ({:.1} MiB)",
+        shown.display(),
+        size as f64 / 1048576.0
+    );
     Ok(())
 }
 
@@ -104,7 +113,10 @@ fn report(root: &Path, out: &Path) -> anyhow::Result<()> {
 pub fn build_python(root: &Path, dir: &Path, world: &str, out: &Path) -> anyhow::Result<()> {
     let bin = python_tools(root)?;
     if !dir.join("app.py").is_file() {
-        bail!("{} has no app.py (the module that sets WitWorld)", dir.display());
+        bail!(
+            "{} has no app.py (the module that sets WitWorld)",
+            dir.display()
+        );
     }
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent)?;
