@@ -42,8 +42,9 @@ pub struct Limits {
     /// beyond it a deterministic sample of streams is checked, and the report says so.
     #[schema(minimum = 1, maximum = 1000000000)]
     pub verify_max_events: u64,
-    /// Longest a plugin upload may take to compile, in milliseconds; past it the
-    /// compiler is killed and the upload refused.
+    /// CPU time a plugin upload may take to compile, in milliseconds; past it (or past
+    /// ten times as much wall time, at least a second, as the compiler runs at idle
+    /// priority) the compiler is killed and the upload refused.
     #[schema(minimum = 1, maximum = 600000)]
     pub compile_timeout_ms: u64,
     /// Most bytes the tenant may store: event payloads and metadata, projection
