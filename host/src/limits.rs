@@ -16,7 +16,9 @@ pub const MAX_CONCURRENT_CALLS: u32 = 48;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Largest plugin upload, in bytes.
+    /// Largest plugin upload, in bytes, not counting its data segments (the initial
+    /// contents of its memories, which must fit `memory_bytes`): the body may be up to
+    /// `memory_bytes` larger.
     #[schema(minimum = 1024, maximum = 268435456)]
     pub max_plugin_bytes: u64,
     /// Largest JSON request body, in bytes.
@@ -40,8 +42,9 @@ pub struct Limits {
     /// beyond it a deterministic sample of streams is checked, and the report says so.
     #[schema(minimum = 1, maximum = 1000000000)]
     pub verify_max_events: u64,
-    /// Longest a plugin upload may take to compile, in milliseconds; past it the
-    /// compiler is killed and the upload refused.
+    /// CPU time a plugin upload may take to compile, in milliseconds; past it (or past
+    /// ten times as much wall time, at least a second, as the compiler runs at idle
+    /// priority) the compiler is killed and the upload refused.
     #[schema(minimum = 1, maximum = 600000)]
     pub compile_timeout_ms: u64,
     /// Most bytes the tenant may store: event payloads and metadata, projection

@@ -1,6 +1,7 @@
 //! `cargo xtask build-plugins`: builds every crate under `plugins/`, `hostile/` and
 //! `compat/` for `wasm32-wasip2` in release (adding the target with rustup when it is
-//! missing) and copies the components to `target/<folder>/<name>.wasm`.
+//! missing) and copies the components to `target/<folder>/<name>.wasm`. With
+//! `--polyglot`, also the Python and JavaScript examples (`polyglot.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -47,6 +48,18 @@ fn ensure_target() -> anyhow::Result<()> {
         bail!("could not install the {TARGET} target");
     }
     Ok(())
+}
+
+/// `cargo xtask build-plugins [--polyglot]`.
+pub fn run_with(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    match args {
+        [] => run(root),
+        [flag] if flag == "--polyglot" => {
+            run(root)?;
+            crate::polyglot::build_examples(root)
+        }
+        _ => bail!("usage: cargo xtask build-plugins [--polyglot]"),
+    }
 }
 
 pub fn run(root: &Path) -> anyhow::Result<()> {

@@ -1,5 +1,6 @@
 //! `cargo xtask ci`: everything CI checks, in the order a failure is cheapest to see:
-//! plugins build, formatting, lints, every test on SQLite, the black-box suites again
+//! plugins build (the Python and JavaScript ones too, with their native tests),
+//! formatting, lints, every test on SQLite, the black-box suites again
 //! on PostgreSQL (the store conformance suite runs on both in the first pass), the HTTP
 //! conformance suite with two hosts on one PostgreSQL database, the
 //! fault campaign in its quick form on both backends, the demo and the upcasting
@@ -65,6 +66,11 @@ fn ensure_chromium() -> anyhow::Result<()> {
 pub fn run(root: &Path) -> anyhow::Result<()> {
     ensure_chromium()?;
     crate::build_plugins::run(root)?;
+    // Python and JavaScript plugins: toolchains from PyPI and npm into
+    // target/polyglot-tools/ (once per machine, reused by every later step), their
+    // components, then their native tests. tests/polyglot.rs runs the components.
+    crate::polyglot::build_examples(root)?;
+    crate::polyglot::test_examples(root)?;
     cargo(root, &["fmt", "--all", "--check"])?;
     cargo(
         root,
@@ -114,6 +120,8 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             "aggregate_streams",
             "--test",
             "compat",
+            "--test",
+            "polyglot",
             "--test",
             "console",
         ],

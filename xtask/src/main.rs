@@ -1,6 +1,13 @@
 //! `cargo xtask <command>`: the project's own tasks, in Rust so they run anywhere cargo does.
 //!
-//! - `build-plugins`: the example plugins → `target/plugins/`, the hostile corpus → `target/hostile/`
+//! - `build-plugins [--polyglot]`: the example plugins → `target/plugins/`, the hostile
+//!   corpus → `target/hostile/`; with `--polyglot` also the Python and JavaScript
+//!   examples (toolchains installed into `target/polyglot-tools/`)
+//! - `build-python DIR [--world W] [--out FILE]`, `build-js ENTRY.js [--world W] [--out
+//!   FILE]`: one plugin in Python (componentize-py) or JavaScript (componentize-js)
+//! - `test-polyglot`: the Python and JavaScript examples' native tests
+//! - `bench-polyglot [--database URL]`: what the Python and JavaScript plugins cost
+//!   beside the Rust ones, and a neighbour's p99 while a Python component compiles
 //! - `demo [--no-wait]`: a server on SQLite and a banking scenario against it
 //! - `hot-swap`: the projection hot-swap walkthrough (examples/hot-swap)
 //! - `ci`: everything CI checks (what `.ci/run` runs)
@@ -32,6 +39,7 @@
 mod bench;
 mod bench_fairness;
 mod bench_long;
+mod bench_polyglot;
 mod bench_subscribers;
 mod bench_verify;
 mod build_plugins;
@@ -41,6 +49,7 @@ mod demo;
 mod fleet;
 mod fuzz_api;
 mod hot_swap;
+mod polyglot;
 mod upcasting;
 
 use std::path::PathBuf;
@@ -50,7 +59,11 @@ fn main() {
     let root = workspace_root();
     let rest = args.get(1..).unwrap_or_default();
     let result = match args.first().map(String::as_str) {
-        Some("build-plugins") => build_plugins::run(&root),
+        Some("build-plugins") => build_plugins::run_with(&root, rest),
+        Some("build-python") => polyglot::build_one(&root, "python", rest),
+        Some("build-js") => polyglot::build_one(&root, "js", rest),
+        Some("test-polyglot") => polyglot::test_examples(&root),
+        Some("bench-polyglot") => bench_polyglot::run(&root, rest),
         Some("demo") => demo::run(&root, rest),
         Some("hot-swap") => hot_swap::run(&root),
         Some("upcasting") => upcasting::run(&root),
@@ -65,7 +78,7 @@ fn main() {
         Some("fleet") => fleet::run(&root, rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask <build-plugins | demo [--no-wait] | hot-swap | upcasting | ci | bench [--quick] [--full] | bench --clients N [--commands M] [--streams S] [--database URL] | bench-verify [--streams S] [--events E] [--database URL] | bench-fairness [--clients N] [--seconds S] [--database URL] | bench-long [--events E] [--database URL] | bench-subscribers [--writers N] [--commands M] [--idle I] [--database URL] | chaos [--postgres | --database URL] [--seconds S] [--writers N] [--quick] [--release] | fuzz-api [--postgres | --database URL] [--examples N] [--seconds S]>"
+                "usage: cargo xtask <build-plugins [--polyglot] | build-python DIR [--world W] [--out FILE] | build-js ENTRY.js [--world W] [--out FILE] | test-polyglot | bench-polyglot [--database URL] | demo [--no-wait] | hot-swap | upcasting | ci | bench [--quick] [--full] | bench --clients N [--commands M] [--streams S] [--database URL] | bench-verify [--streams S] [--events E] [--database URL] | bench-fairness [--clients N] [--seconds S] [--database URL] | bench-long [--events E] [--database URL] | bench-subscribers [--writers N] [--commands M] [--idle I] [--database URL] | chaos [--postgres | --database URL] [--seconds S] [--writers N] [--quick] [--release] | fuzz-api [--postgres | --database URL] [--examples N] [--seconds S]>"
             );
             std::process::exit(2);
         }

@@ -79,14 +79,14 @@ impl UploadQuery {
 #[utoipa::path(put, path = "/t/{tenant}/plugins/{name}", tag = "plugins", operation_id = "upload_plugin",
     params(PluginParams, UploadQuery),
     request_body(content = WasmComponent, content_type = "application/wasm",
-        description = "The component's bytes, at most the tenant's `max_plugin_bytes`"),
+        description = "The component's bytes: at most the tenant's `max_plugin_bytes` besides data segments, and `memory_bytes` more in all"),
     responses(
         (status = 200, description = "The bytes are identical to the newest version: that version", body = UploadView),
         (status = 201, description = "A new version that serves at once (no history to check; `staged` with `activate=manual`)", body = UploadView),
         (status = 202, description = "A new aggregate or upcaster version, `verifying` against the recorded history: poll `status_url`", body = UploadView),
         (status = 400, description = "`bad_request`: an invalid plugin name, an unknown `verify` or `activate`\n\
             `invalid_body`: the body broke off"),
-        (status = 413, description = "`too_large`: larger than the tenant's `max_plugin_bytes`"),
+        (status = 413, description = "`too_large`: more than the tenant's `max_plugin_bytes` besides data segments, or more than `max_plugin_bytes` + `memory_bytes` in all"),
         (status = 422, description = "`invalid_plugin`: empty, not a component, of no known world, over the shape or compile limits, with what is wrong"),
         (status = 507, description = "`quota_exceeded` (with `max_plugin_versions` when that is the limit): past the tenant's `max_stored_bytes` or `max_plugin_versions`"),
     ))]
@@ -100,13 +100,29 @@ pub async fn upload(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     check_name(&name)?;
     let options = query.options()?;
+    // `max_plugin_bytes` bounds what costs compile time and artifact space: everything
+    // but data segments. Data (an interpreter's snapshotted heap) must fit the instance
+    // memory, so the body may be up to `memory_bytes` larger (docs/limits.md).
     let max = access.gate.limits.max_plugin_bytes as usize;
-    let too_large = || ApiError::too_large(format!("plugins are limited to {max} bytes"));
+    let max_body = max.saturating_add(access.gate.limits.memory_bytes as usize);
+    let too_large = || {
+        ApiError::too_large(format!(
+            "plugins are limited to {max} bytes besides their data segments, and {max_body} \
+             bytes in all"
+        ))
+    };
     // Refuse on the declared length before reading anything.
-    if declared_length(&headers).is_some_and(|length| length > max) {
+    if declared_length(&headers).is_some_and(|length| length > max_body) {
         return Err(too_large());
     }
-    let wasm = read_body(body, max, too_large).await?;
+    let wasm = read_body(body, max_body, too_large).await?;
+    let code = wasm.len() - crate::runtime::shape::data_bytes(&wasm);
+    if code > max {
+        return Err(ApiError::too_large(format!(
+            "plugins are limited to {max} bytes besides their data segments; this one has \
+             {code}"
+        )));
+    }
     if wasm.is_empty() {
         return Err(ApiError::invalid_plugin(
             "the body is empty: send the component's bytes",

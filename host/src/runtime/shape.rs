@@ -17,6 +17,23 @@ pub const MAX_FUNCTIONS: usize = 200_000;
 /// Most locals one function may declare.
 pub const MAX_LOCALS: u64 = 50_000;
 
+/// Bytes of the component that are data segments (the initial contents of linear
+/// memories, across every module), and so not code: an interpreter's snapshotted heap
+/// (Python's, JavaScript's) is most of its component. An upload's `max_plugin_bytes`
+/// counts the rest; data is bounded by the memory it must fit in. Bytes that do not
+/// parse count as code.
+pub fn data_bytes(wasm: &[u8]) -> usize {
+    let mut data = 0;
+    for payload in Parser::new(0).parse_all(wasm) {
+        match payload {
+            Ok(Payload::DataSection(reader)) => data += reader.range().len(),
+            Ok(_) => {}
+            Err(_) => return 0,
+        }
+    }
+    data
+}
+
 /// Refuses a component whose shape breaks the limits above or the pool's per-component
 /// limits; says which limit, with the numbers.
 pub fn check(wasm: &[u8]) -> Result<(), InvalidPlugin> {
@@ -129,6 +146,20 @@ mod tests {
         code.extend_from_slice(body);
         section(10, &code, &mut wasm);
         wasm
+    }
+
+    #[test]
+    fn data_segments_are_counted_apart_from_code() {
+        let mut wasm = module(1, &[0, 0x0b]);
+        assert_eq!(data_bytes(&wasm), 0);
+        // One active data segment: memory 0, offset i32.const 0, 1,000 bytes.
+        let mut data = vec![1, 0, 0x41, 0, 0x0b];
+        leb(1000, &mut data);
+        data.extend(std::iter::repeat_n(7u8, 1000));
+        section(11, &data, &mut wasm);
+        assert!(check(&wasm).is_ok());
+        assert_eq!(data_bytes(&wasm), data.len());
+        assert_eq!(data_bytes(b"\0asm\x0d\0\x01\0garbage"), 0);
     }
 
     #[test]
