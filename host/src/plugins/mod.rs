@@ -7,6 +7,7 @@
 //! background (`verify.rs`); the active version keeps serving until it passes.
 //! Projections have builds with a lifecycle of their own (`crate::projection`).
 
+mod confirm;
 pub mod report;
 pub mod upcast;
 mod upload;
@@ -40,6 +41,8 @@ pub struct Plugins {
     /// replaces the list at once, so on SQLite, which one process owns, the list is
     /// always current and a command saves a read.
     confirm_with_store: bool,
+    /// The confirmations under way, one read shared by the commands that wait for it.
+    confirmations: confirm::Confirmations,
     /// Resolved aggregate versions (component plus upcaster chain) by tenant, name and
     /// version: a version never changes once uploaded, so entries never go stale.
     serving: Mutex<HashMap<(TenantId, String, u64), Arc<ServingAggregate>>>,
@@ -98,6 +101,7 @@ impl Plugins {
             activations,
             activations_inbox: Mutex::new(Some(inbox)),
             confirm_with_store: store.shared_by_hosts(),
+            confirmations: Default::default(),
             store,
             runtime,
             versions: Mutex::new(HashMap::new()),
@@ -231,7 +235,7 @@ impl Plugins {
             let versions = self.all(tenant).await?;
             return self.serving_of(tenant, name, &versions).await;
         }
-        let (active, newest) = self.store.plugin_heads(tenant, name).await?;
+        let (active, newest) = self.confirmations.heads(&self.store, tenant, name).await?;
         let mut versions = self.all(tenant).await?;
         let cached_newest = versions
             .iter()
