@@ -616,6 +616,73 @@ async fn operations_endpoints() {
     .await;
 }
 
+/// The group commit's counters: every append request is counted once, in the
+/// transactions that carried it, with the time those took.
+#[tokio::test]
+async fn metrics_count_group_commits_and_the_appends_they_carry() {
+    let server = Server::start().await;
+    let token = server.tenant_with_account("acme").await;
+    let counters = |metrics: &str| {
+        let value = |name: &str| {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} "))?.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("{name} missing: {metrics}"))
+        };
+        (
+            value("cairn_append_transactions_total"),
+            value("cairn_append_requests_total"),
+            value("cairn_append_transaction_seconds_total"),
+        )
+    };
+    let metrics = || async {
+        server
+            .http
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let (transactions_before, requests_before, _) = counters(&metrics().await);
+    expect(
+        server
+            .command(
+                &token,
+                "acme",
+                "account",
+                "1",
+                json!({"type": "Open", "payload": {"owner": "ann"}}),
+            )
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    // Ten deposits at once: each is one append request, however they are batched.
+    let deposits = (0..10).map(|_| {
+        server.command(
+            &token,
+            "acme",
+            "account",
+            "1",
+            json!({"type": "Deposit", "payload": {"amount": 1}}),
+        )
+    });
+    for answer in futures::future::join_all(deposits).await {
+        expect(answer, StatusCode::OK).await;
+    }
+    let (transactions, requests, seconds) = counters(&metrics().await);
+    assert_eq!(requests - requests_before, 11.0, "one request per command");
+    let committed = transactions - transactions_before;
+    assert!(
+        (1.0..=11.0).contains(&committed),
+        "11 appends in 1 to 11 transactions, not {committed}"
+    );
+    assert!(seconds > 0.0, "commits take time: {seconds}");
+}
+
 /// `--log-format json` writes one JSON object per line on stderr, with a request line
 /// for every request: method, route pattern, status, latency, tenant and request id.
 #[test]
