@@ -551,15 +551,7 @@ async fn a_restart_loads_compiled_components_from_the_cache() {
         )
         .await;
     expect(resp, StatusCode::OK).await;
-    let metrics = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("cairn_components_compiled_total 0"),
         "not recompiled: {metrics}"
@@ -577,15 +569,7 @@ async fn an_upload_of_bytes_compiled_before_a_restart_is_not_compiled_again() {
     server.crash_restart().await;
     // Another tenant uploads the same bytes: the artifact on disk serves.
     server.tenant_with_account("globex").await;
-    let metrics = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("cairn_components_compiled_total 0"),
         "not recompiled: {metrics}"
@@ -597,15 +581,7 @@ async fn operations_endpoints() {
     let server = Server::start().await;
     let ready = expect(server.get("/readyz", "").await, StatusCode::OK).await;
     assert_eq!(ready["status"], "ready");
-    let metrics = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(metrics.contains("cairn_commands_total"));
     // `/openapi.json` is checked in tests/openapi.rs.
     assert_error(
@@ -635,18 +611,7 @@ async fn metrics_count_group_commits_and_the_appends_they_carry() {
             value("cairn_append_transaction_seconds_total"),
         )
     };
-    let metrics = || async {
-        server
-            .http
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
-    let (transactions_before, requests_before, _) = counters(&metrics().await);
+    let (transactions_before, requests_before, _) = counters(&server.metrics().await);
     expect(
         server
             .command(
@@ -673,7 +638,7 @@ async fn metrics_count_group_commits_and_the_appends_they_carry() {
     for answer in futures::future::join_all(deposits).await {
         expect(answer, StatusCode::OK).await;
     }
-    let (transactions, requests, seconds) = counters(&metrics().await);
+    let (transactions, requests, seconds) = counters(&server.metrics().await);
     assert_eq!(requests - requests_before, 11.0, "one request per command");
     let committed = transactions - transactions_before;
     assert!(

@@ -411,6 +411,18 @@ impl Server {
         body_of(self.command(token, tenant, aggregate, id, body).await).await
     }
 
+    /// `/metrics` as anyone sees it (the host-wide series, no token).
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// A raw append to a stream.
     pub async fn append(&self, token: &str, tenant: &str, stream: &str, body: Value) -> Response {
         self.post(&format!("/t/{tenant}/streams/{stream}"), token, body)

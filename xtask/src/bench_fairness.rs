@@ -45,20 +45,8 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     };
     let noisy = tenant("noisy", "h", "target/hostile/aggregate.wasm")?;
     let neighbour = tenant("neighbour", "account", "target/plugins/account.wasm")?;
-    http.post(format!("{base}/t/neighbour/aggregates/account/n/commands"))
-        .bearer_auth(&neighbour)
-        .json(&json!({"type": "Open", "payload": {"owner": "n"}}))
-        .send()?
-        .error_for_status()?;
-    let deposit = |http: &Client| -> anyhow::Result<Duration> {
-        let sent = Instant::now();
-        http.post(format!("{base}/t/neighbour/aggregates/account/n/commands"))
-            .bearer_auth(&neighbour)
-            .json(&json!({"type": "Deposit", "payload": {"amount": 1}}))
-            .send()?
-            .error_for_status()?;
-        Ok(sent.elapsed())
-    };
+    let neighbour = crate::neighbour::Neighbour::open(&http, &base, "neighbour", &neighbour)?;
+    let deposit = |http: &Client| neighbour.deposit(http);
     let measure = |http: &Client, count: usize| -> anyhow::Result<Vec<Duration>> {
         let mut latencies = (0..count)
             .map(|_| deposit(http))

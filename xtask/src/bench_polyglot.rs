@@ -217,20 +217,8 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     // A neighbour while Python components compile.
     let neighbour = tenant("neighbour")?;
     upload(&neighbour, "neighbour", "account", rust_account)?;
-    let deposit = |http: &Client| -> anyhow::Result<Duration> {
-        let sent = Instant::now();
-        http.post(format!("{base}/t/neighbour/aggregates/account/n/commands"))
-            .bearer_auth(&neighbour)
-            .json(&json!({"type": "Deposit", "payload": {"amount": 1}}))
-            .send()?
-            .error_for_status()?;
-        Ok(sent.elapsed())
-    };
-    http.post(format!("{base}/t/neighbour/aggregates/account/n/commands"))
-        .bearer_auth(&neighbour)
-        .json(&json!({"type": "Open", "payload": {"owner": "n"}}))
-        .send()?
-        .error_for_status()?;
+    let neighbour = crate::neighbour::Neighbour::open(&http, &base, "neighbour", &neighbour)?;
+    let deposit = |http: &Client| neighbour.deposit(http);
     let measure = |count: usize| -> anyhow::Result<Vec<Duration>> {
         let mut latencies = (0..count)
             .map(|_| deposit(&http))

@@ -73,20 +73,8 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         }
     }
     println!("    loaded in {:.1}s", loading.elapsed().as_secs_f64());
-    let neighbour_command = |http: &Client| -> anyhow::Result<Duration> {
-        let sent = Instant::now();
-        http.post(format!("{base}/t/neighbour/aggregates/account/n/commands"))
-            .bearer_auth(&neighbour)
-            .json(&json!({"type": "Deposit", "payload": {"amount": 1}}))
-            .send()?
-            .error_for_status()?;
-        Ok(sent.elapsed())
-    };
-    http.post(format!("{base}/t/neighbour/aggregates/account/n/commands"))
-        .bearer_auth(&neighbour)
-        .json(&json!({"type": "Open", "payload": {"owner": "n"}}))
-        .send()?
-        .error_for_status()?;
+    let neighbour = crate::neighbour::Neighbour::open(&http, &base, "neighbour", &neighbour)?;
+    let neighbour_command = |http: &Client| neighbour.deposit(http);
     let mut idle = Vec::new();
     for _ in 0..1000 {
         idle.push(neighbour_command(&http)?);

@@ -49,6 +49,7 @@ mod demo;
 mod fleet;
 mod fuzz_api;
 mod hot_swap;
+mod neighbour;
 mod polyglot;
 mod upcasting;
 

@@ -341,37 +341,13 @@ impl Batch {
             return self.write_in_one_statement(tx).await;
         }
         for chunk in self.events.chunks(INSERT_CHUNK) {
-            let mut insert = QueryBuilder::<Db>::new(
-                "INSERT INTO events (tenant_id, position, stream_id, version, event_id, \
-                 event_type, payload, metadata, recorded_at) ",
-            );
-            insert.push_values(chunk, |mut row, (tenant, e)| {
-                row.push_bind(tenant.as_str())
-                    .push_bind(e.position as i64)
-                    .push_bind(&e.stream_id)
-                    .push_bind(e.version as i64)
-                    .push_bind(&e.event_id)
-                    .push_bind(&e.event_type)
-                    .push_bind(&e.payload)
-                    .push_bind(&e.metadata)
-                    .push_bind(e.recorded_at);
-            });
+            let mut insert = QueryBuilder::<Db>::new("");
+            push_event_rows(&mut insert, chunk);
             insert.build().execute(&mut **tx).await?;
         }
         for chunk in self.command_rows.chunks(INSERT_CHUNK) {
-            let mut insert = QueryBuilder::<Db>::new(
-                "INSERT INTO commands (tenant_id, stream_id, command_id, first_version, \
-                 last_version, fingerprint, recorded_at) ",
-            );
-            insert.push_values(chunk, |mut row, c| {
-                row.push_bind(c.tenant.as_str())
-                    .push_bind(&c.stream_id)
-                    .push_bind(&c.command_id)
-                    .push_bind(c.first_version as i64)
-                    .push_bind(c.last_version as i64)
-                    .push_bind(&c.fingerprint)
-                    .push_bind(c.recorded_at);
-            });
+            let mut insert = QueryBuilder::<Db>::new("");
+            push_command_rows(&mut insert, chunk);
             insert.build().execute(&mut **tx).await?;
         }
         for tenant in &self.moved {
@@ -415,38 +391,12 @@ impl Batch {
         };
         if !self.events.is_empty() {
             next_part(&mut query, "e");
-            query.push(
-                "INSERT INTO events (tenant_id, position, stream_id, version, event_id, \
-                 event_type, payload, metadata, recorded_at) ",
-            );
-            query.push_values(&self.events, |mut row, (tenant, e)| {
-                row.push_bind(tenant.as_str())
-                    .push_bind(e.position as i64)
-                    .push_bind(&e.stream_id)
-                    .push_bind(e.version as i64)
-                    .push_bind(&e.event_id)
-                    .push_bind(&e.event_type)
-                    .push_bind(&e.payload)
-                    .push_bind(&e.metadata)
-                    .push_bind(e.recorded_at);
-            });
+            push_event_rows(&mut query, &self.events);
             query.push(")");
         }
         if !self.command_rows.is_empty() {
             next_part(&mut query, "c");
-            query.push(
-                "INSERT INTO commands (tenant_id, stream_id, command_id, first_version, \
-                 last_version, fingerprint, recorded_at) ",
-            );
-            query.push_values(&self.command_rows, |mut row, c| {
-                row.push_bind(c.tenant.as_str())
-                    .push_bind(&c.stream_id)
-                    .push_bind(&c.command_id)
-                    .push_bind(c.first_version as i64)
-                    .push_bind(c.last_version as i64)
-                    .push_bind(&c.fingerprint)
-                    .push_bind(c.recorded_at);
-            });
+            push_command_rows(&mut query, &self.command_rows);
             query.push(")");
         }
         let mut notices = Vec::new();
@@ -482,6 +432,43 @@ impl Batch {
         query.build().execute(&mut **tx).await?;
         Ok(())
     }
+}
+
+/// `INSERT INTO events … VALUES …` of these rows, onto `query` (a statement of its
+/// own, or one part of a `WITH`).
+fn push_event_rows(query: &mut QueryBuilder<Db>, events: &[(TenantId, RecordedEvent)]) {
+    query.push(
+        "INSERT INTO events (tenant_id, position, stream_id, version, event_id, \
+         event_type, payload, metadata, recorded_at) ",
+    );
+    query.push_values(events, |mut row, (tenant, e)| {
+        row.push_bind(tenant.as_str())
+            .push_bind(e.position as i64)
+            .push_bind(&e.stream_id)
+            .push_bind(e.version as i64)
+            .push_bind(&e.event_id)
+            .push_bind(&e.event_type)
+            .push_bind(&e.payload)
+            .push_bind(&e.metadata)
+            .push_bind(e.recorded_at);
+    });
+}
+
+/// `INSERT INTO commands … VALUES …` of these rows, onto `query`.
+fn push_command_rows(query: &mut QueryBuilder<Db>, rows: &[CommandRow]) {
+    query.push(
+        "INSERT INTO commands (tenant_id, stream_id, command_id, first_version, \
+         last_version, fingerprint, recorded_at) ",
+    );
+    query.push_values(rows, |mut row, c| {
+        row.push_bind(c.tenant.as_str())
+            .push_bind(&c.stream_id)
+            .push_bind(&c.command_id)
+            .push_bind(c.first_version as i64)
+            .push_bind(c.last_version as i64)
+            .push_bind(&c.fingerprint)
+            .push_bind(c.recorded_at);
+    });
 }
 
 const EVENT_COLUMNS: &str =
