@@ -7,6 +7,28 @@ use serde_json::{Map, Value};
 
 /// Rebuilds the enum value from a type name and a JSON payload.
 pub fn decode<T: DeserializeOwned>(type_name: &str, payload: &[u8]) -> Result<T, String> {
+    // The common case in one pass: `{"Type":payload}` parsed straight into `T`. It
+    // succeeds only when `payload` is exactly one JSON value (the closing brace is
+    // ours, and nothing may follow it), so it never accepts what the general path
+    // below refuses; anything else (a unit variant, an empty payload, an error to
+    // word) takes that path.
+    if !payload.is_empty() {
+        let mut tagged = Vec::with_capacity(type_name.len() + payload.len() + 8);
+        tagged.push(b'{');
+        serde_json::to_writer(&mut tagged, type_name).map_err(|e| e.to_string())?;
+        tagged.push(b':');
+        tagged.extend_from_slice(payload);
+        tagged.push(b'}');
+        if let Ok(value) = serde_json::from_slice(&tagged) {
+            return Ok(value);
+        }
+    }
+    decode_via_value(type_name, payload)
+}
+
+/// [`decode`] through a `serde_json::Value`: slower, and it knows the unit-variant
+/// form and how to word each error.
+fn decode_via_value<T: DeserializeOwned>(type_name: &str, payload: &[u8]) -> Result<T, String> {
     let payload: Value = if payload.is_empty() {
         Value::Null
     } else {
@@ -71,6 +93,27 @@ mod tests {
     fn unit_variants_accept_empty_payloads() {
         assert_eq!(decode::<E>("Closed", b"").unwrap(), E::Closed);
         assert_eq!(decode::<E>("Closed", b"null").unwrap(), E::Closed);
+    }
+
+    #[test]
+    fn a_payload_must_be_exactly_one_json_value() {
+        for payload in [
+            &br#"{"amount":5}}"#[..],
+            br#"{"amount":5},"Closed":null"#,
+            br#"{"amount":5} {"amount":6}"#,
+        ] {
+            let error = decode::<E>("Deposited", payload).unwrap_err();
+            assert!(error.starts_with("payload is not JSON"), "{error}");
+        }
+        // Repeated fields: the last one counts, as it always has.
+        assert_eq!(
+            decode::<E>("Deposited", br#"{"amount":1,"amount":2}"#).unwrap(),
+            E::Deposited { amount: 2 }
+        );
+        assert_eq!(
+            decode::<E>("Renamed", br#" "x" "#).unwrap(),
+            E::Renamed("x".into())
+        );
     }
 
     #[test]

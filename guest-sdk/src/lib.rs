@@ -196,7 +196,7 @@ mod upcaster;
 
 pub use aggregate::{Aggregate, CommandContext, Rejection, evolve_json};
 pub use documents::Documents;
-pub use projection::{Event, Projection};
+pub use projection::{Event, Metadata, Projection};
 pub use upcaster::{Upcast, Upcaster, upcast_json};
 
 /// Bindings of the `aggregate` world (generated; used by [`export_aggregate!`]).

@@ -1,5 +1,8 @@
 //! The `Projection` trait and the glue between it and the `projection` world.
 
+use std::sync::OnceLock;
+
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::documents::Documents;
@@ -17,8 +20,9 @@ pub struct Event<E> {
     /// Unix milliseconds, set by the host at commit.
     pub recorded_at: u64,
     pub event_type: String,
-    /// Correlation and causation ids and the writer's own keys.
-    pub metadata: serde_json::Value,
+    /// Correlation and causation ids and the writer's own keys (a JSON object; reads
+    /// as a `serde_json::Value`).
+    pub metadata: Metadata,
     pub data: E,
 }
 
@@ -32,9 +36,64 @@ impl<E> Event<E> {
             position: version,
             recorded_at: 0,
             event_type: String::new(),
-            metadata: serde_json::Value::Null,
+            metadata: Metadata::from(serde_json::Value::Null),
             data,
         }
+    }
+}
+
+/// An event's metadata, decoded the first time it is read: most projections never
+/// look at it, and decoding it costs about as much as decoding the payload.
+#[derive(Clone)]
+pub struct Metadata {
+    /// The JSON the host gave; empty once `decoded` is set from a value.
+    raw: Vec<u8>,
+    decoded: OnceLock<serde_json::Value>,
+}
+
+impl Metadata {
+    pub(crate) fn decoded_on_use(raw: Vec<u8>) -> Metadata {
+        Metadata {
+            raw,
+            decoded: OnceLock::new(),
+        }
+    }
+}
+
+impl From<serde_json::Value> for Metadata {
+    fn from(value: serde_json::Value) -> Metadata {
+        Metadata {
+            raw: Vec::new(),
+            decoded: OnceLock::from(value),
+        }
+    }
+}
+
+impl std::ops::Deref for Metadata {
+    type Target = serde_json::Value;
+
+    /// Metadata that is not JSON reads as `null`.
+    fn deref(&self) -> &serde_json::Value {
+        self.decoded
+            .get_or_init(|| serde_json::from_slice(&self.raw).unwrap_or(serde_json::Value::Null))
+    }
+}
+
+impl std::fmt::Debug for Metadata {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl PartialEq for Metadata {
+    fn eq(&self, other: &Metadata) -> bool {
+        **self == **other
+    }
+}
+
+impl Serialize for Metadata {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(serializer)
     }
 }
 
@@ -90,11 +149,12 @@ pub mod glue {
                 position: e.position,
                 recorded_at: e.recorded_at,
                 event_type: e.event_type,
-                metadata: serde_json::from_slice(&e.metadata).unwrap_or(serde_json::Value::Null),
+                metadata: Metadata::decoded_on_use(e.metadata),
                 data,
             };
             P::handle(event, docs);
         }
+        docs.flush();
     }
 }
 

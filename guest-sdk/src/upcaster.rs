@@ -154,8 +154,7 @@ pub mod glue {
                     position: e.position,
                     recorded_at: e.recorded_at,
                     event_type: e.event_type,
-                    metadata: serde_json::from_slice(&e.metadata)
-                        .unwrap_or(serde_json::Value::Null),
+                    metadata: crate::projection::Metadata::decoded_on_use(e.metadata),
                     data,
                 };
                 U::upcast(event)

@@ -19,4 +19,5 @@ pub mod runtime;
 pub mod serve;
 pub mod state_cache;
 pub mod store;
+pub mod strict_json;
 pub mod tenant;

@@ -99,6 +99,10 @@ enum Commands {
         /// default: the machine's hostname and the port it listens on.
         #[arg(long, env = "CAIRN_HOST_ID")]
         host_id: Option<String>,
+        /// Threads that run requests and plugin calls; default four per core (see
+        /// `server` in main.rs for why more than one per core).
+        #[arg(long, env = "CAIRN_WORKER_THREADS", value_parser = clap::value_parser!(u32).range(1..=1024))]
+        worker_threads: Option<u32>,
         /// Retired builds of each projection kept for rollback (they stop following the
         /// log); older ones are deleted with their documents.
         #[arg(long, env = "CAIRN_PROJECTION_BUILDS_KEPT", default_value_t = 2)]
@@ -133,8 +137,15 @@ fn server(cli: Cli) -> anyhow::Result<()> {
     // per core (see `gate.rs`), so with four workers per core the threads left
     // over keep serving everyone else while the OS shares the CPUs between them.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let workers = match &cli.command {
+        Commands::Serve {
+            worker_threads: Some(n),
+            ..
+        } => *n as usize,
+        _ => cores * 4,
+    };
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cores * 4)
+        .worker_threads(workers)
         .enable_all()
         .build()
         .context("starting the tokio runtime")?
@@ -171,6 +182,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             projection_builds_kept,
             poll_interval_ms,
             host_id,
+            worker_threads: _,
         } => {
             let limits = ConnectionLimits {
                 header_read_timeout: Duration::from_secs(header_read_timeout),

@@ -557,7 +557,7 @@ fn check_new_events(
             }
             let payload = String::from_utf8(e.payload)
                 .ok()
-                .filter(|p| serde_json::from_str::<serde::de::IgnoredAny>(p).is_ok())
+                .filter(|p| crate::strict_json::is_strict(p.as_bytes()))
                 .ok_or_else(|| {
                     PluginFailure::invalid_output(format!(
                         "decide returned a {} event whose payload is not JSON",

@@ -324,7 +324,7 @@ async fn follow(
                     .await?;
                 let started = std::time::Instant::now();
                 let writes = instance
-                    .handle(&seen, documents.clone(), MAX_BATCH_WRITE_BYTES)
+                    .handle(seen, documents.clone(), MAX_BATCH_WRITE_BYTES)
                     .await;
                 gate.usage.plugin_call(&name, "handle", started.elapsed());
                 gate.logs.record(tenant.as_str(), &name, &instance.output());

@@ -239,6 +239,20 @@ pub(super) fn to_wit_event(e: &RecordedEvent) -> bindings::cairn::plugin::types:
     }
 }
 
+/// [`to_wit_event`] without copying: the event's strings become the record's.
+pub(super) fn into_wit_event(e: RecordedEvent) -> bindings::cairn::plugin::types::RecordedEvent {
+    bindings::cairn::plugin::types::RecordedEvent {
+        event_id: e.event_id,
+        stream_id: e.stream_id,
+        version: e.version,
+        position: e.position,
+        event_type: e.event_type,
+        payload: e.payload.into_bytes(),
+        metadata: e.metadata.into_bytes(),
+        recorded_at: e.recorded_at.max(0) as u64,
+    }
+}
+
 /// A 0.1.0 refusal in the current form: the reserved code was its way of saying the
 /// command could not be read.
 fn decide_error_0_1(rejection: Rejection) -> DecideError {

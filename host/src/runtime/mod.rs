@@ -216,6 +216,11 @@ fn engine_config() -> Config {
             .wasm_component_model(true)
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        // `CAIRN_PROFILE_WASM=1`: name compiled guest functions in `/tmp/perf-PID.map`
+        // so that `perf report` shows them instead of bare addresses.
+        if std::env::var_os("CAIRN_PROFILE_WASM").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         config
     }
 }

@@ -88,7 +88,7 @@ impl bindings::cairn::plugin::documents::Host for CallState {
         }
         // Parsed whole, not skimmed: a lone surrogate escape or a number out of range
         // (`1e999`) is refused here instead of failing every later read.
-        if serde_json::from_slice::<serde_json::Value>(&doc).is_err() {
+        if !crate::strict_json::is_strict(&doc) {
             wasmtime::bail!("document {key:?} is not strict JSON");
         }
         session.written_bytes += key.len() + doc.len();
@@ -177,10 +177,12 @@ impl ProjectionInstance {
         result.map_err(|e| classify(e, &self.store))
     }
 
-    /// Runs `handle` over one batch and returns the document writes it made.
+    /// Runs `handle` over one batch and returns the document writes it made. The
+    /// events are taken, not borrowed: their strings move into the call's arguments
+    /// instead of being copied (a batch is thousands of events).
     pub async fn handle(
         &mut self,
-        events: &[RecordedEvent],
+        events: Vec<RecordedEvent>,
         source: Arc<dyn DocumentSource>,
         max_bytes: usize,
     ) -> Result<DocumentWrites, PluginFailure> {
@@ -196,7 +198,10 @@ impl ProjectionInstance {
                 &[b"handle", &first.position.to_le_bytes()],
             );
         }
-        let records: Vec<_> = events.iter().map(super::aggregate::to_wit_event).collect();
+        let records: Vec<_> = events
+            .into_iter()
+            .map(super::aggregate::into_wit_event)
+            .collect();
         let bounds = self.store.data().call_bounds();
         let result =
             within_wall(bounds, self.bindings.call_handle(&mut self.store, &records)).await;

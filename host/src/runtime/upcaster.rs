@@ -99,7 +99,7 @@ impl UpcasterInstance {
                     }
                     let payload = String::from_utf8(new.payload)
                         .ok()
-                        .filter(|p| serde_json::from_str::<serde::de::IgnoredAny>(p).is_ok())
+                        .filter(|p| crate::strict_json::is_strict(p.as_bytes()))
                         .ok_or_else(|| {
                             PluginFailure::invalid_output(format!(
                                 "upcast of {} (version {}) returned a {} event whose payload \

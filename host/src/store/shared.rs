@@ -437,8 +437,8 @@ impl Batch {
 /// `INSERT INTO events … VALUES …` of these rows, onto `query` (a statement of its
 /// own, or one part of a `WITH`).
 fn push_event_rows(query: &mut QueryBuilder<Db>, events: &[(TenantId, RecordedEvent)]) {
-    query.push(
-        "INSERT INTO events (tenant_id, position, stream_id, version, event_id, \
+    query.push(<Db as Dialect>::INSERT_IN_APPEND).push(
+        " INTO events (tenant_id, position, stream_id, version, event_id, \
          event_type, payload, metadata, recorded_at) ",
     );
     query.push_values(events, |mut row, (tenant, e)| {
@@ -456,8 +456,8 @@ fn push_event_rows(query: &mut QueryBuilder<Db>, events: &[(TenantId, RecordedEv
 
 /// `INSERT INTO commands … VALUES …` of these rows, onto `query`.
 fn push_command_rows(query: &mut QueryBuilder<Db>, rows: &[CommandRow]) {
-    query.push(
-        "INSERT INTO commands (tenant_id, stream_id, command_id, first_version, \
+    query.push(<Db as Dialect>::INSERT_IN_APPEND).push(
+        " INTO commands (tenant_id, stream_id, command_id, first_version, \
          last_version, fingerprint, recorded_at) ",
     );
     query.push_values(rows, |mut row, c| {

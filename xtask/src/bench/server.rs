@@ -100,8 +100,13 @@ pub fn binary(root: &Path) -> std::path::PathBuf {
 }
 
 /// Builds the plugins and the server in release (the server unless
-/// `CAIRN_BENCH_SERVER` names one).
+/// `CAIRN_BENCH_SERVER` names one; neither when `CAIRN_BENCH_NO_BUILD` is set, to
+/// compare two builds of a plugin placed in `target/plugins` by hand).
 pub fn build(root: &Path) -> anyhow::Result<()> {
+    if std::env::var_os("CAIRN_BENCH_NO_BUILD").is_some() {
+        println!("==> CAIRN_BENCH_NO_BUILD: the plugins and the server as they are");
+        return Ok(());
+    }
     crate::build_plugins::run(root)?;
     if std::env::var_os("CAIRN_BENCH_SERVER").is_some() {
         return Ok(());
