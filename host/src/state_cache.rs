@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::OwnedMutexGuard;
 
-use crate::store::TenantId;
+use crate::store::{RecordedEvent, TenantId};
 
 type StreamKey = (TenantId, String);
 
@@ -21,6 +21,18 @@ pub struct CachedState {
     pub state: Arc<Vec<u8>>,
     /// Version of the newest snapshot known to exist, to decide when to write the next.
     pub snapshot_version: u64,
+    /// Events committed after `version` and not folded into `state` yet, in order:
+    /// a command's own events, folded by the stream's next user (see
+    /// `Commands::fold_pending`), so that a command holds no plugin instance while it
+    /// waits for its commit and needs none after it.
+    pub pending: Arc<Vec<RecordedEvent>>,
+}
+
+impl CachedState {
+    /// The stream version this entry stands for once its pending events are folded.
+    pub fn head_version(&self) -> u64 {
+        self.pending.last().map_or(self.version, |e| e.version)
+    }
 }
 
 /// Approximate LRU: entries are evicted in the order they were last stored, which
@@ -62,14 +74,30 @@ impl StateCache {
 
     /// Stores a state unless a newer one of the same component is already there.
     pub fn put(&self, tenant: &TenantId, stream_id: &str, entry: CachedState) {
-        if entry.state.len() > self.max_state_bytes {
+        let pending_bytes: usize = entry
+            .pending
+            .iter()
+            .map(|e| e.payload.len() + e.metadata.len())
+            .sum();
+        if entry.state.len() + pending_bytes > self.max_state_bytes {
+            // Too big to keep; and the entry it replaces is older than what the store
+            // now holds, so it goes too (a command deciding on it would only conflict).
+            let key = (tenant.clone(), stream_id.to_owned());
+            let mut inner = self.inner.lock().expect("state cache lock");
+            if inner
+                .entries
+                .get(&key)
+                .is_some_and(|(_, existing)| existing.head_version() < entry.head_version())
+            {
+                inner.entries.remove(&key);
+            }
             return;
         }
         let key = (tenant.clone(), stream_id.to_owned());
         let mut inner = self.inner.lock().expect("state cache lock");
         if let Some((_, existing)) = inner.entries.get(&key)
             && existing.digest == entry.digest
-            && existing.version > entry.version
+            && existing.head_version() > entry.head_version()
         {
             return;
         }
@@ -94,6 +122,16 @@ impl StateCache {
             let CacheInner { entries, order, .. } = &mut *inner;
             order.retain(|(k, g)| entries.get(k).is_some_and(|(current, _)| current == g));
         }
+    }
+
+    /// Drops one stream's entry.
+    pub fn forget(&self, tenant: &TenantId, stream_id: &str) {
+        let key = (tenant.clone(), stream_id.to_owned());
+        self.inner
+            .lock()
+            .expect("state cache lock")
+            .entries
+            .remove(&key);
     }
 
     pub fn forget_tenant(&self, tenant: &TenantId) {

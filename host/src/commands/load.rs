@@ -81,7 +81,8 @@ impl Commands {
         let base = match self.cache.get(tenant, stream_id, &serving.state_key) {
             Some(cached) => {
                 Metrics::add(&self.metrics.state_cache_hits, 1);
-                cached
+                self.fold_pending(instance, gate, tenant, stream_id, serving, cached)
+                    .await
             }
             None => {
                 Metrics::add(&self.metrics.state_cache_misses, 1);
@@ -149,9 +150,12 @@ impl Commands {
     }
 
     /// The cached state of a stream for this component, if any, without reading the
-    /// store: only for a command, whose append checks that nothing came after it.
-    pub(super) fn cached(
+    /// store (its pending events folded with `instance`): only for a command, whose
+    /// append checks that nothing came after it.
+    pub(super) async fn cached(
         &self,
+        instance: &mut AggregateInstance,
+        gate: &TenantGate,
         tenant: &TenantId,
         stream_id: &str,
         serving: &ServingAggregate,
@@ -159,56 +163,89 @@ impl Commands {
         let cached = self.cache.get(tenant, stream_id, &serving.state_key)?;
         // A state never stored at a known position (a stream's initial state) has not
         // been checked against the store.
-        (cached.last_position > 0).then(|| {
-            Metrics::add(&self.metrics.state_cache_hits, 1);
-            cached
-        })
+        if cached.last_position == 0 {
+            return None;
+        }
+        Metrics::add(&self.metrics.state_cache_hits, 1);
+        Some(
+            self.fold_pending(instance, gate, tenant, stream_id, serving, cached)
+                .await,
+        )
     }
 
-    /// Folds a command's just-committed events into the state it was decided on and
-    /// caches the result, so the stream's next command needs no read. On any failure
-    /// the cache keeps the older state; the next command's append then conflicts and
-    /// reloads from the store (slower, never wrong).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn fold_committed(
+    /// Remembers a command's just-committed events with the state it was decided on,
+    /// for the stream's next user to fold (`fold_pending`): the command that wrote
+    /// them then needs no instance after its commit.
+    pub(super) fn remember_committed(
+        &self,
+        tenant: &TenantId,
+        stream_id: &str,
+        decided_on: CachedState,
+        events: &[RecordedEvent],
+    ) {
+        if events.first().map(|e| e.version) != Some(decided_on.head_version() + 1)
+            || !decided_on.pending.is_empty()
+        {
+            return;
+        }
+        self.cache.put(
+            tenant,
+            stream_id,
+            CachedState {
+                pending: Arc::new(events.to_vec()),
+                ..decided_on
+            },
+        );
+    }
+
+    /// Folds a cached state's pending events (see `remember_committed`) and caches the
+    /// result. On any failure the entry is dropped and the state they were committed
+    /// after is returned: a command deciding on it conflicts at its append and reloads
+    /// from the store (slower, never wrong), where the failure shows.
+    pub(super) async fn fold_pending(
         &self,
         instance: &mut AggregateInstance,
         gate: &TenantGate,
         tenant: &TenantId,
         stream_id: &str,
         serving: &ServingAggregate,
-        mut loaded: CachedState,
-        events: &[RecordedEvent],
-    ) {
-        let Some(last) = events.last() else { return };
-        if events.first().map(|e| e.version) != Some(loaded.version + 1) {
-            return;
-        }
-        let Ok(seen) = self.upcast(serving, gate, events.to_vec()).await else {
-            return;
+        mut cached: CachedState,
+    ) -> CachedState {
+        let pending = std::mem::take(&mut cached.pending);
+        let Some(last) = pending.last() else {
+            return cached;
         };
-        let state = Arc::unwrap_or_clone(loaded.state);
+        let (last_version, last_position) = (last.version, last.position);
+        let seen = match self.upcast(serving, gate, pending.to_vec()).await {
+            Ok(seen) => seen,
+            Err(_) => {
+                self.cache.forget(tenant, stream_id);
+                return cached;
+            }
+        };
         let evolving = Instant::now();
-        let evolved = instance.evolve(state, &seen).await;
+        let evolved = instance.evolve((*cached.state).clone(), &seen).await;
         gate.usage
             .plugin_call(&serving.version.name, "evolve", evolving.elapsed());
         let state = match evolved {
             Ok(state) => state,
             Err(failure) => {
-                tracing::debug!(%tenant, %stream_id, "folding a committed command failed: {}", failure.message);
+                tracing::debug!(%tenant, %stream_id, "folding committed events failed: {}", failure.message);
                 let _ = self.failed(gate, failure);
-                return;
+                self.cache.forget(tenant, stream_id);
+                return cached;
             }
         };
-        loaded.version = last.version;
-        loaded.last_position = last.position;
-        if loaded.version >= loaded.snapshot_version + self.snapshot_every {
-            self.snapshot(gate, tenant, stream_id, serving, loaded.version, &state)
+        cached.version = last_version;
+        cached.last_position = last_position;
+        if cached.version >= cached.snapshot_version + self.snapshot_every {
+            self.snapshot(gate, tenant, stream_id, serving, cached.version, &state)
                 .await;
-            loaded.snapshot_version = loaded.version;
+            cached.snapshot_version = cached.version;
         }
-        loaded.state = Arc::new(state);
-        self.cache.put(tenant, stream_id, loaded);
+        cached.state = Arc::new(state);
+        self.cache.put(tenant, stream_id, cached.clone());
+        cached
     }
 
     /// Builds this component's snapshots of one stream up to its head, without the
@@ -319,6 +356,7 @@ impl Commands {
             last_position: 0,
             state: Arc::new(state),
             snapshot_version: version,
+            pending: Default::default(),
         })
     }
 

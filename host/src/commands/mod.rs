@@ -151,14 +151,15 @@ impl Commands {
         // against the store before it is given.
         let mut trust_cache = true;
         for attempt in 0..MAX_ATTEMPTS {
-            let _tenant_slot = gate.call_slot().await;
-            let (mut instance, _slot) = self
+            let tenant_slot = gate.call_slot().await;
+            let (mut instance, instance_slot) = self
                 .runtime
                 .aggregate(&serving.component, gate.call_limits())
                 .await
                 .map_err(|f| self.failed(gate, f))?;
             let cached = if trust_cache {
-                self.cached(tenant, &stream_id, &serving)
+                self.cached(&mut instance, gate, tenant, &stream_id, &serving)
+                    .await
             } else {
                 None
             };
@@ -253,6 +254,15 @@ impl Commands {
                 command_fingerprint: request.command_id.as_ref().map(|_| fingerprint.clone()),
                 atomic_group: None,
             };
+            // The append waits for a commit, often two (the one under way, then its
+            // own): it holds no instance and none of the tenant's call slots meanwhile.
+            // Held, they capped what one tenant could have queued for a commit at its
+            // `max_concurrent_calls`, so a batch carried at most half of them while the
+            // other half waited, and commands/s stopped at that cap over two commits.
+            // The new events are folded by the stream's next command instead.
+            drop(instance);
+            drop(instance_slot);
+            drop(tenant_slot);
             let appended = gate
                 .append_within_quota(&self.store, &self.appender, append)
                 .await?;
@@ -264,16 +274,7 @@ impl Commands {
                         .last()
                         .map_or(loaded.last_position, |e| e.position);
                     if !outcome.replayed {
-                        self.fold_committed(
-                            &mut instance,
-                            gate,
-                            tenant,
-                            &stream_id,
-                            &serving,
-                            loaded,
-                            &outcome.events,
-                        )
-                        .await;
+                        self.remember_committed(tenant, &stream_id, loaded, &outcome.events);
                     }
                     return Ok(CommandResult {
                         stream_id,

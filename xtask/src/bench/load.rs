@@ -108,6 +108,15 @@ impl Connection {
     }
 }
 
+/// The bench tenant's `max_concurrent_calls`: `CAIRN_BENCH_CALLS`, else 48 (the
+/// most a tenant may have; 16 is the default a tenant is created with).
+fn bench_calls() -> anyhow::Result<u32> {
+    std::env::var("CAIRN_BENCH_CALLS").map_or(Ok(48), |v| {
+        v.parse()
+            .with_context(|| format!("CAIRN_BENCH_CALLS={v} is not a number"))
+    })
+}
+
 /// A tenant `bench` with the account aggregate and `streams` opened accounts (written
 /// by the bulk import: opening 100,000 accounts by command would take minutes); its
 /// token.
@@ -118,7 +127,7 @@ pub fn prepare(root: &std::path::Path, base: &str, streams: u64) -> anyhow::Resu
     let created: serde_json::Value = http
         .post(format!("{base}/admin/tenants"))
         .bearer_auth("bench")
-        .json(&json!({"id": "bench", "limits": {"max_concurrent_calls": 48}}))
+        .json(&json!({"id": "bench", "limits": {"max_concurrent_calls": bench_calls()?}}))
         .send()?
         .error_for_status()?
         .json()?;
