@@ -82,7 +82,7 @@ impl Commands {
             Some(cached) => {
                 Metrics::add(&self.metrics.state_cache_hits, 1);
                 self.fold_pending(instance, gate, tenant, stream_id, serving, cached)
-                    .await
+                    .await?
             }
             None => {
                 Metrics::add(&self.metrics.state_cache_misses, 1);
@@ -159,18 +159,19 @@ impl Commands {
         tenant: &TenantId,
         stream_id: &str,
         serving: &ServingAggregate,
-    ) -> Option<CachedState> {
-        let cached = self.cache.get(tenant, stream_id, &serving.state_key)?;
+    ) -> ApiResult<Option<CachedState>> {
+        let Some(cached) = self.cache.get(tenant, stream_id, &serving.state_key) else {
+            return Ok(None);
+        };
         // A state never stored at a known position (a stream's initial state) has not
         // been checked against the store.
         if cached.last_position == 0 {
-            return None;
+            return Ok(None);
         }
         Metrics::add(&self.metrics.state_cache_hits, 1);
-        Some(
-            self.fold_pending(instance, gate, tenant, stream_id, serving, cached)
-                .await,
-        )
+        self.fold_pending(instance, gate, tenant, stream_id, serving, cached)
+            .await
+            .map(Some)
     }
 
     /// Remembers a command's just-committed events with the state it was decided on,
@@ -199,9 +200,9 @@ impl Commands {
     }
 
     /// Folds a cached state's pending events (see `remember_committed`) and caches the
-    /// result. On any failure the entry is dropped and the state they were committed
-    /// after is returned: a command deciding on it conflicts at its append and reloads
-    /// from the store (slower, never wrong), where the failure shows.
+    /// result. A failure is the stream's (its history does not fold: the same error a
+    /// load from the store gives) and drops the entry, so the next request loads from
+    /// the store with a fresh budget.
     pub(super) async fn fold_pending(
         &self,
         instance: &mut AggregateInstance,
@@ -210,30 +211,22 @@ impl Commands {
         stream_id: &str,
         serving: &ServingAggregate,
         mut cached: CachedState,
-    ) -> CachedState {
+    ) -> ApiResult<CachedState> {
         let pending = std::mem::take(&mut cached.pending);
         let Some(last) = pending.last() else {
-            return cached;
+            return Ok(cached);
         };
         let (last_version, last_position) = (last.version, last.position);
-        let seen = match self.upcast(serving, gate, pending.to_vec()).await {
-            Ok(seen) => seen,
-            Err(_) => {
-                self.cache.forget(tenant, stream_id);
-                return cached;
-            }
+        let folded = async {
+            let seen = self.upcast(serving, gate, pending.to_vec()).await?;
+            self.evolve(instance, gate, serving, (*cached.state).clone(), &seen)
+                .await
         };
-        let evolving = Instant::now();
-        let evolved = instance.evolve((*cached.state).clone(), &seen).await;
-        gate.usage
-            .plugin_call(&serving.version.name, "evolve", evolving.elapsed());
-        let state = match evolved {
+        let state = match folded.await {
             Ok(state) => state,
-            Err(failure) => {
-                tracing::debug!(%tenant, %stream_id, "folding committed events failed: {}", failure.message);
-                let _ = self.failed(gate, failure);
+            Err(error) => {
                 self.cache.forget(tenant, stream_id);
-                return cached;
+                return Err(error);
             }
         };
         cached.version = last_version;
@@ -245,7 +238,7 @@ impl Commands {
         }
         cached.state = Arc::new(state);
         self.cache.put(tenant, stream_id, cached.clone());
-        cached
+        Ok(cached)
     }
 
     /// Builds this component's snapshots of one stream up to its head, without the

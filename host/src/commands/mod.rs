@@ -158,8 +158,10 @@ impl Commands {
                 .await
                 .map_err(|f| self.failed(gate, f))?;
             let cached = if trust_cache {
-                self.cached(&mut instance, gate, tenant, &stream_id, &serving)
-                    .await
+                let cached = self
+                    .cached(&mut instance, gate, tenant, &stream_id, &serving)
+                    .await;
+                self.logged(gate, tenant, plugin, &instance, cached)?
             } else {
                 None
             };
