@@ -198,6 +198,68 @@ async fn exactly_once_across_kill_9_mid_catch_up() {
     }
 }
 
+/// A catch-up reads pages ahead while it handles one. Where every event is of
+/// interest, pages after the next are read on the guess that they start 2,000
+/// positions apart; events of another type in the middle of the log break that guess
+/// for a while. Every deposit must still be counted exactly once.
+#[tokio::test]
+async fn a_catch_up_over_many_pages_counts_every_event_once() {
+    let server = Server::start().await;
+    let token = server.create_tenant("acme").await;
+    let accounts = 7;
+    let mut lines: Vec<Value> = (0..accounts)
+        .map(
+            |a| json!({"stream": format!("account-{a}"), "type": "Opened", "data": {"owner": "o"}}),
+        )
+        .collect();
+    let mut expected = vec![0u64; accounts];
+    for i in 0..15_000u64 {
+        let a = (i % accounts as u64) as usize;
+        // Positions ~5,000 to ~8,000: every other event is one balances does not read.
+        if (5_000..8_000).contains(&i) && i % 2 == 0 {
+            lines.push(json!({"stream": format!("account-{a}"), "type": "Audited", "data": {}}));
+            continue;
+        }
+        let amount = i % 5 + 1;
+        expected[a] += amount;
+        lines.push(
+            json!({"stream": format!("account-{a}"), "type": "Deposited", "data": {"amount": amount}}),
+        );
+    }
+    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let (code, imported) = body_of(
+        server
+            .http
+            .post(server.url("/t/acme/import"))
+            .bearer_auth(&token)
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{imported}");
+    let head = lines.len();
+    assert_eq!(
+        server
+            .upload(&token, "acme", "balances", plugin_bytes("balances"))
+            .await
+            .status(),
+        201
+    );
+    for (a, balance) in expected.iter().enumerate() {
+        let (code, doc) = body_of(
+            server
+                .get(&format!("/t/acme/projections/balances/docs/account-{a}?min_position={head}&timeout_ms=60000"), &token)
+                .await,
+        )
+        .await;
+        assert_eq!(code, StatusCode::OK, "{doc}");
+        assert_eq!(doc["balance"], *balance, "account-{a}: {doc}");
+    }
+}
+
 #[tokio::test]
 async fn hot_swap_under_readers_then_rollback_and_rebuild() {
     let server = Arc::new(Server::start().await);

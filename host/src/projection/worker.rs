@@ -22,6 +22,10 @@ use crate::store::{
 /// size grows back by doubling after `GROW_AFTER` clean batches, so a slow component
 /// or a busy machine settles on what fits the budget instead of stalling the build.
 const BATCH: u32 = 2000;
+/// Pages read ahead at most while a batch is handled. A page's read is mostly waiting
+/// (SQLite hands rows over one by one from its connection's thread), so two reads side
+/// by side keep up with `handle` where one alone held catch-up to its pace.
+const READ_AHEAD: usize = 2;
 /// Clean batches in a row before the batch size doubles again.
 const GROW_AFTER: u32 = 8;
 /// Attempts at one batch before the build is parked as failed.
@@ -176,7 +180,8 @@ async fn follow(
     let mut batch = BATCH;
     let mut clean_batches = 0;
     let event_types: Arc<[String]> = event_types.into();
-    let mut ahead: Option<ReadAhead> = None;
+    // The next pages, read while this one is handled (see `READ_AHEAD`).
+    let mut ahead: std::collections::VecDeque<ReadAhead> = std::collections::VecDeque::new();
     // The batch whose commit runs while the next one is handled.
     let mut committing: Option<Committing> = None;
     // Waits for the commit under way, if any: `Ok(true)` when the checkpoint is where
@@ -234,9 +239,12 @@ async fn follow(
         }
         heads.borrow_and_update();
         let limit = if position < isolate_until { 1 } else { batch };
-        let (head, events) = match ahead.take() {
+        let (head, events) = match ahead.pop_front() {
             Some(page) if page.after == position && page.limit == limit => page.take().await,
             _ => {
+                // Read for another start (a retry, a smaller batch, a moved
+                // checkpoint): every page queued after it is wrong too.
+                ahead.clear();
                 read_page(
                     store.clone(),
                     tenant.clone(),
@@ -276,16 +284,34 @@ async fn follow(
         } else {
             events.last().map_or(head, |e| e.position)
         };
-        // A full page means more to catch up on: read the next page while this one is
+        // A full page means more to catch up on: read the next pages while this one is
         // handled and committed (used only if this batch commits as planned).
         if events.len() == limit as usize {
-            ahead = Some(ReadAhead::start(
-                store.clone(),
-                tenant.clone(),
-                to,
-                limit,
-                event_types.clone(),
-            ));
+            // Where the next page starts is known: where this one ends. Past it, only
+            // when every position was of interest (a page of `limit` events spanning
+            // `limit` positions; the log has no gaps): then each page after it starts
+            // `limit` further on, and the reads can overlap.
+            let dense = to - position == u64::from(limit);
+            if ahead.front().is_none_or(|page| page.after != to) {
+                ahead.clear();
+            }
+            let mut after = to;
+            while ahead.len() < if dense { READ_AHEAD } else { 1 } && after < head {
+                if let Some(queued) = ahead.iter().find(|page| page.after == after) {
+                    after = queued.after + u64::from(limit);
+                    continue;
+                }
+                ahead.push_back(ReadAhead::start(
+                    store.clone(),
+                    tenant.clone(),
+                    after,
+                    limit,
+                    event_types.clone(),
+                ));
+                after += u64::from(limit);
+            }
+        } else {
+            ahead.clear();
         }
         // What the rest of the batch needs of its events once they are handed over.
         let count = events.len();

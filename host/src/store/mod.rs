@@ -11,6 +11,7 @@ pub mod notices;
 pub mod plan;
 pub mod postgres;
 pub mod sqlite;
+mod sqlite_memory;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

@@ -25,6 +25,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` (`sqlite://path`) and migrates it.
     pub async fn open(url: &str) -> anyhow::Result<SqliteStore> {
+        super::sqlite_memory::configure();
         let options = SqliteConnectOptions::from_str(url)
             .with_context(|| format!("bad SQLite url {url}"))?
             .create_if_missing(true)
@@ -41,9 +42,14 @@ impl SqliteStore {
             .run(&writer)
             .await
             .context("migrating the SQLite database")?;
+        // Eight: a projection catching up reads two pages at once (see
+        // `projection/worker.rs`), and up to four batches run at once across the host;
+        // commands' state loads and API reads must still find a connection.
         let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.read_only(true))
+            .max_connections(8)
+            // A page of the log (2,000 events) fits whole: the connection's thread
+            // never waits for the reading task to take rows out, one wake-up each.
+            .connect_with(options.read_only(true).row_buffer_size(4096))
             .await?;
         Ok(SqliteStore { writer, reader })
     }
