@@ -19,6 +19,10 @@ pub trait Dialect {
     /// the whole transaction (the batch is then retried request by request), so the
     /// engine never has to undo one statement alone while keeping the rest.
     const INSERT_IN_APPEND: &'static str;
+    /// A `FROM` item turning one bound JSON array of strings into rows of one column,
+    /// `value`: a list of any length in a statement whose text never changes, so the
+    /// engine prepares and plans it once.
+    const JSON_STRINGS: &'static str;
     /// The statement with this engine's placeholders.
     fn sql(text: &str) -> String;
 }
@@ -36,6 +40,7 @@ impl Dialect for sqlx::Sqlite {
     // first, spilling to a temporary file past 64 KiB: 6% of the server's samples
     // under load. FAIL stops at the conflict without undoing, which needs no journal.
     const INSERT_IN_APPEND: &'static str = "INSERT OR FAIL";
+    const JSON_STRINGS: &'static str = "json_each(?)";
 
     fn sql(text: &str) -> String {
         text.to_owned()
@@ -48,6 +53,7 @@ impl Dialect for sqlx::Postgres {
     const NOTIFY: Option<&'static str> = Some("SELECT pg_notify('cairn', ?)");
     const WRITING_CTES: bool = true;
     const INSERT_IN_APPEND: &'static str = "INSERT";
+    const JSON_STRINGS: &'static str = "jsonb_array_elements_text(CAST(? AS jsonb)) AS j(value)";
 
     fn sql(text: &str) -> String {
         let mut out = String::with_capacity(text.len() + 8);

@@ -145,10 +145,6 @@ struct CommandRow {
     recorded_at: i64,
 }
 
-/// Streams whose versions one query reads: SQLite allows 500 terms in a compound
-/// SELECT.
-const STREAMS_PER_QUERY: usize = 200;
-
 /// Keeps `IN (…)` lists well inside every engine's parameter limit.
 const IN_CHUNK: usize = 500;
 
@@ -178,26 +174,23 @@ impl Batch {
         // One indexed MAX per stream, not `MAX … GROUP BY stream_id`: with a GROUP BY
         // both engines walk every index entry of the stream, which made an append to
         // a stream of a million events take 100 ms; a lone MAX is one index probe.
-        for chunk in streams.chunks(STREAMS_PER_QUERY) {
-            let mut query = QueryBuilder::<Db>::new("");
-            for (i, stream) in chunk.iter().enumerate() {
-                if i > 0 {
-                    query.push(" UNION ALL ");
-                }
-                query
-                    .push("SELECT CAST(")
-                    .push_bind(*stream)
-                    .push(" AS TEXT), (SELECT MAX(version) FROM events WHERE tenant_id = ")
-                    .push_bind(t)
-                    .push(" AND stream_id = ")
-                    .push_bind(*stream)
-                    .push(")");
-            }
-            for row in query.build().fetch_all(&mut **tx).await? {
-                if let Some(version) = row.get::<Option<i64>, _>(1) {
-                    self.versions
-                        .insert((tenant.clone(), row.get(0)), version as u64);
-                }
+        // The streams go in as one JSON array: a `UNION ALL` of one `SELECT` per
+        // stream was a new statement for every batch size, and PostgreSQL planned
+        // each anew (1-4 ms for 32 streams, in a transaction that holds the writer).
+        let streams = serde_json::to_string(&streams).expect("strings serialise");
+        let rows = sqlx::query(sql(&format!(
+            "SELECT value, (SELECT MAX(version) FROM events WHERE tenant_id = ? \
+             AND stream_id = value) FROM {}",
+            <Db as Dialect>::JSON_STRINGS
+        )))
+        .bind(t)
+        .bind(streams)
+        .fetch_all(&mut **tx)
+        .await?;
+        for row in rows {
+            if let Some(version) = row.get::<Option<i64>, _>(1) {
+                self.versions
+                    .insert((tenant.clone(), row.get(0)), version as u64);
             }
         }
         let command_ids: Vec<&str> = requests
