@@ -220,6 +220,41 @@ async fn hostile_aggregate_corpus_is_contained() {
     }
 }
 
+/// The host reuses instance slots, and where the kernel allows it keeps a freed
+/// slot's pages mapped, putting them back to their first contents in place. Whatever
+/// way a slot is reset, no call may see what an earlier call wrote in its memory.
+#[tokio::test]
+async fn no_call_sees_the_memory_an_earlier_call_wrote() {
+    let server = Server::start().await;
+    let token = server.create_tenant("acme").await;
+    assert_eq!(
+        server
+            .upload(&token, "acme", "h", hostile_bytes("aggregate"))
+            .await
+            .status(),
+        201
+    );
+    for i in 0..40 {
+        // The same stream again and again, and new streams: slots are reused either way.
+        let id = if i % 2 == 0 {
+            "same".to_owned()
+        } else {
+            format!("s{i}")
+        };
+        let (code, body) = server
+            .command_answer(
+                &token,
+                "acme",
+                "h",
+                &id,
+                json!({"type": "Snoop", "payload": {}}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        assert_eq!(body["events"][0]["type"], "Pristine", "call {i}: {body}");
+    }
+}
+
 #[tokio::test]
 async fn components_that_import_unknown_interfaces_are_refused_at_upload() {
     let server = Server::start().await;

@@ -20,6 +20,31 @@ fn recurse(depth: u64) -> u64 {
     recurse(depth + 1) + std::hint::black_box(frame)[0]
 }
 
+/// Initialised data, from the component's memory image.
+static mut MARK: [u8; 16] = *b"pristine-memory!";
+/// Zero-initialised data past the image, sixteen pages of it.
+static mut SCRATCH: [u8; 1 << 16] = [0; 1 << 16];
+
+/// Whether this instance's memory is as instantiation left it, then dirties it: a
+/// host that handed one instance's memory to the next (a pool slot reused without
+/// being reset) shows `Leaked` on the next call.
+fn snoop() -> &'static str {
+    let mark = &raw mut MARK;
+    let scratch = &raw mut SCRATCH;
+    // SAFETY: a component instance runs one call at a time on one thread; volatile so
+    // that the compiler neither folds the reads into the initial values nor drops the
+    // writes as dead.
+    unsafe {
+        let pristine = std::ptr::read_volatile(mark) == *b"pristine-memory!"
+            && (0..(1 << 16)).all(|i| std::ptr::read_volatile(&(*scratch)[i]) == 0);
+        std::ptr::write_volatile(mark, *b"dirtied-by-snoop");
+        for i in (0..(1 << 16)).step_by(512) {
+            std::ptr::write_volatile(&mut (*scratch)[i], 0xAA);
+        }
+        if pristine { "Pristine" } else { "Leaked" }
+    }
+}
+
 impl Guest for Hostile {
     fn initial_state() -> Vec<u8> {
         b"{}".to_vec()
@@ -60,6 +85,7 @@ impl Guest for Hostile {
                 })),
             },
             "Poison" => Ok(vec![event("Poison")]),
+            "Snoop" => Ok(vec![event(snoop())]),
             // One event larger than any request body may be (2 MiB of payload).
             "Huge" => Ok(vec![NewEvent {
                 event_type: "Huge".to_owned(),
@@ -92,3 +118,14 @@ impl Guest for Hostile {
 }
 
 export!(Hostile);
+
+#[cfg(test)]
+mod tests {
+    /// What the sandbox test relies on: a second look at the same memory sees the
+    /// first one's writes.
+    #[test]
+    fn snoop_sees_its_own_earlier_writes() {
+        assert_eq!(super::snoop(), "Pristine");
+        assert_eq!(super::snoop(), "Leaked");
+    }
+}
