@@ -199,8 +199,8 @@ async fn exactly_once_across_kill_9_mid_catch_up() {
 }
 
 /// A catch-up reads pages ahead while it handles one. Where every event is of
-/// interest, pages after the next are read on the guess that they start 2,000
-/// positions apart; events of another type in the middle of the log break that guess
+/// interest, pages after the next are read on the guess that they start a page's
+/// length (5,000 positions) apart; events of another type in the middle of the log break that guess
 /// for a while. Every deposit must still be counted exactly once.
 #[tokio::test]
 async fn a_catch_up_over_many_pages_counts_every_event_once() {
@@ -213,10 +213,10 @@ async fn a_catch_up_over_many_pages_counts_every_event_once() {
         )
         .collect();
     let mut expected = vec![0u64; accounts];
-    for i in 0..15_000u64 {
+    for i in 0..32_000u64 {
         let a = (i % accounts as u64) as usize;
-        // Positions ~5,000 to ~8,000: every other event is one balances does not read.
-        if (5_000..8_000).contains(&i) && i % 2 == 0 {
+        // Positions ~10,000 to ~17,000: every other event is one balances does not read.
+        if (10_000..17_000).contains(&i) && i % 2 == 0 {
             lines.push(json!({"stream": format!("account-{a}"), "type": "Audited", "data": {}}));
             continue;
         }

@@ -1,5 +1,5 @@
 //! The raw read rate of a tenant's log: pages read straight from the store, as a
-//! projection build reads them (2,000 events a page, filtered by the `balances`
+//! projection build reads them (`CATCH_UP_PAGE` events a page, or `--page N`; filtered by the `balances`
 //! projection's event types), with no WebAssembly and no document writes. What a
 //! projection's catch-up is measured against (`cargo xtask bench` prints the ratio).
 //!
@@ -21,6 +21,10 @@ fn main() -> anyhow::Result<()> {
             .cloned()
     };
     let url = value("--database").unwrap_or_default();
+    let page_size: u32 = value("--page")
+        .map(|p| p.parse())
+        .transpose()?
+        .unwrap_or(cairn_host::projection::CATCH_UP_PAGE);
     let tenant = TenantId::parse(&value("--tenant").unwrap_or("bench".into()))
         .ok_or_else(|| anyhow::anyhow!("not a tenant id"))?;
     tokio::runtime::Builder::new_multi_thread()
@@ -39,7 +43,7 @@ fn main() -> anyhow::Result<()> {
             let started = Instant::now();
             let (mut after, mut events) = (0, 0u64);
             loop {
-                let page = store.read_log(&tenant, after, 2000, &types).await?;
+                let page = store.read_log(&tenant, after, page_size, &types).await?;
                 let Some(last) = page.last() else { break };
                 after = last.position;
                 events += page.len() as u64;

@@ -45,6 +45,12 @@ use crate::tenant::Tenants;
 
 /// Projection batches running at once across all tenants: catch-up work must leave
 /// CPU for commands.
+/// Events a catch-up reads and hands to `handle` at a time, at most (see `worker.rs`).
+/// A batch's documents are read from the host once and written back once, so the
+/// bigger the batch the fewer of both per event when the same documents recur (an
+/// account balance per account): 2,000 to 5,000 took a 1,000,000-event catch-up of
+/// `balances` over 1,000 accounts from ~330,000 to ~400,000 events/s.
+pub const CATCH_UP_PAGE: u32 = 5000;
 const BATCH_SLOTS: usize = 4;
 /// Projection batches one tenant may run at once. Below `BATCH_SLOTS`, so a tenant
 /// whose projections block (a slow or sleeping `handle`) never holds every slot.

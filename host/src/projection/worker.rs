@@ -21,7 +21,7 @@ use crate::store::{
 /// runs out of CPU time is halved at once (no attempt counted, no back-off) and the
 /// size grows back by doubling after `GROW_AFTER` clean batches, so a slow component
 /// or a busy machine settles on what fits the budget instead of stalling the build.
-const BATCH: u32 = 2000;
+const BATCH: u32 = super::CATCH_UP_PAGE;
 /// Pages read ahead at most while a batch is handled. A page's read is mostly waiting
 /// (SQLite hands rows over one by one from its connection's thread), so two reads side
 /// by side keep up with `handle` where one alone held catch-up to its pace.

@@ -47,9 +47,9 @@ impl SqliteStore {
         // commands' state loads and API reads must still find a connection.
         let reader = SqlitePoolOptions::new()
             .max_connections(8)
-            // A page of the log (2,000 events) fits whole: the connection's thread
+            // A page of a catch-up (5,000 events) fits whole: the connection's thread
             // never waits for the reading task to take rows out, one wake-up each.
-            .connect_with(options.read_only(true).row_buffer_size(4096))
+            .connect_with(options.read_only(true).row_buffer_size(8192))
             .await?;
         Ok(SqliteStore { writer, reader })
     }

@@ -132,7 +132,7 @@ pub fn run(root: &Path, quick: bool, report: &mut Report) -> anyhow::Result<()> 
         format!("{:.0} events/s", events as f64 / imported),
     );
     report.add(
-        format!("raw read of that log, pages of 2,000 from the store ({events} events)"),
+        format!("raw read of that log, pages of 5,000 from the store ({events} events)"),
         format!("{raw:.0} events/s"),
     );
     report.add(
