@@ -28,6 +28,12 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
+            // No ping before each use: it was a round trip in front of every append
+            // transaction (0.9 ms of a 3.5 ms transaction at 64 clients, the appender
+            // being the bound). A connection that died meanwhile fails its statement
+            // instead and is dropped; the appender retries the batch request by
+            // request, on another connection.
+            .test_before_acquire(false)
             .connect(url)
             .await
             .with_context(|| format!("cannot connect to {url}"))?;
