@@ -48,6 +48,22 @@ async fn status(server: &Server, tenant: &str, token: &str, name: &str) -> Value
     body
 }
 
+/// `account-{a}`'s `balances` document once the build has reached `head` (waiting up to
+/// `timeout_ms`), asserting it is there.
+async fn balance_at(server: &Server, token: &str, a: usize, head: u64, timeout_ms: u64) -> Value {
+    let (code, doc) = body_of(
+        server
+            .get(
+                &format!("/t/acme/projections/balances/docs/account-{a}?min_position={head}&timeout_ms={timeout_ms}"),
+                token,
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{doc}");
+    doc
+}
+
 async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let started = Instant::now();
     while !check().await {
@@ -183,13 +199,7 @@ async fn exactly_once_across_kill_9_mid_catch_up() {
     server.crash_restart().await;
     let expected: u64 = (1..=99).sum();
     for a in 0..40 {
-        let (code, doc) = body_of(
-            server
-                .get(&format!("/t/acme/projections/balances/docs/account-{a}?min_position={head}&timeout_ms=30000"), &token)
-                .await,
-        )
-        .await;
-        assert_eq!(code, StatusCode::OK, "{doc}");
+        let doc = balance_at(&server, &token, a, head, 30_000).await;
         assert_eq!(
             doc["balance"], expected,
             "account-{a}: every deposit counted exactly once"
@@ -249,13 +259,7 @@ async fn a_catch_up_over_many_pages_counts_every_event_once() {
         201
     );
     for (a, balance) in expected.iter().enumerate() {
-        let (code, doc) = body_of(
-            server
-                .get(&format!("/t/acme/projections/balances/docs/account-{a}?min_position={head}&timeout_ms=60000"), &token)
-                .await,
-        )
-        .await;
-        assert_eq!(code, StatusCode::OK, "{doc}");
+        let doc = balance_at(&server, &token, a, head as u64, 60_000).await;
         assert_eq!(doc["balance"], *balance, "account-{a}: {doc}");
     }
 }
