@@ -292,15 +292,19 @@ async fn follow(
             // `limit` positions; the log has no gaps): then each page after it starts
             // `limit` further on, and the reads can overlap.
             let dense = to - position == u64::from(limit);
-            if ahead.front().is_none_or(|page| page.after != to) {
+            // What is queued was read for the pages right after this one, one page
+            // apart; anything else is dropped.
+            if ahead
+                .front()
+                .is_none_or(|page| page.after != to || page.limit != limit)
+            {
                 ahead.clear();
             }
-            let mut after = to;
-            while ahead.len() < if dense { READ_AHEAD } else { 1 } && after < head {
-                if let Some(queued) = ahead.iter().find(|page| page.after == after) {
-                    after = queued.after + u64::from(limit);
-                    continue;
-                }
+            let wanted = if dense { READ_AHEAD } else { 1 };
+            let mut after = ahead
+                .back()
+                .map_or(to, |page| page.after + u64::from(limit));
+            while ahead.len() < wanted && after < head {
                 ahead.push_back(ReadAhead::start(
                     store.clone(),
                     tenant.clone(),

@@ -42,9 +42,10 @@ impl SqliteStore {
             .run(&writer)
             .await
             .context("migrating the SQLite database")?;
-        // Eight: a projection catching up reads two pages at once (see
-        // `projection/worker.rs`), and up to four batches run at once across the host;
-        // commands' state loads and API reads must still find a connection.
+        // Eight: up to four builds catch up at once across the host, each reading up
+        // to two pages ahead (see `projection/worker.rs`). The pool hands connections
+        // out in turn, so a state load or an API read waits at most for one page read
+        // even then.
         let reader = SqlitePoolOptions::new()
             .max_connections(8)
             // A page of a catch-up (5,000 events) fits whole: the connection's thread
