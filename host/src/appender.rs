@@ -71,10 +71,10 @@ impl Appender {
         self.queue
             .send(Pending::One { request, reply })
             .await
-            .map_err(|_| AppendError::Store("the writer has stopped".into()))?;
+            .map_err(|_| AppendError::not_reached("the writer has stopped"))?;
         answer
             .await
-            .map_err(|_| AppendError::Store("the writer dropped the request".into()))?
+            .map_err(|_| AppendError::not_reached("the writer dropped the request"))?
     }
 }
 
@@ -95,9 +95,9 @@ impl Appender {
         let mut results = Vec::with_capacity(answers.len());
         for answer in answers {
             results.push(match answer {
-                None => Err(AppendError::Store("the writer has stopped".into())),
+                None => Err(AppendError::not_reached("the writer has stopped")),
                 Some(answer) => answer.await.unwrap_or_else(|_| {
-                    Err(AppendError::Store("the writer dropped the request".into()))
+                    Err(AppendError::not_reached("the writer dropped the request"))
                 }),
             });
         }
@@ -117,7 +117,7 @@ impl Appender {
         let (reply, answer) = oneshot::channel();
         let failed = |why: &str| {
             (0..count)
-                .map(|_| Err(AppendError::Store(why.to_owned())))
+                .map(|_| Err(AppendError::not_reached(why)))
                 .collect()
         };
         if self

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use crate::runtime::PluginFailure;
-use crate::store::AppendError;
+use crate::store::{AppendError, StoreFault};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -19,6 +19,9 @@ pub struct ApiError {
     pub message: String,
     /// Extra fields beside code and message (e.g. `current_version`).
     pub details: Map<String, Value>,
+    /// Seconds for a `Retry-After` header: set on the answers that say "the same
+    /// request may succeed later" (the store unavailable, the disk full).
+    pub retry_after: Option<u32>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -30,6 +33,53 @@ impl ApiError {
             code,
             message: message.into(),
             details: Map::new(),
+            retry_after: None,
+        }
+    }
+
+    /// Asks the client to retry after `seconds` (a `Retry-After` header).
+    pub fn retry_after(mut self, seconds: u32) -> ApiError {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// `507 storage_full`: the host's disk (or the database's) has no room for this
+    /// write. Nothing of it was stored; reads go on; retry once space returns.
+    pub fn storage_full(message: impl std::fmt::Display) -> ApiError {
+        let id = current_request_id().unwrap_or_else(new_request_id);
+        tracing::error!(request_id = %id, "storage full: {message:#}");
+        ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "storage_full",
+            "the server's storage is full: nothing of this request was stored; \
+             retry once the operator has freed space",
+        )
+        .with("request_id", id)
+        .retry_after(5)
+    }
+
+    /// `503 store_unavailable`: the database did not answer, or refused for a passing
+    /// reason. Nothing of the request is known to be stored (a command id makes the
+    /// retry safe either way).
+    pub fn store_unavailable(message: impl std::fmt::Display) -> ApiError {
+        let id = current_request_id().unwrap_or_else(new_request_id);
+        tracing::warn!(request_id = %id, "store unavailable: {message:#}");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the database is unavailable or busy right now; retry (with the same \
+             command_id, a retry is applied at most once)",
+        )
+        .with("request_id", id)
+        .retry_after(1)
+    }
+
+    /// The answer for a store failure of kind `fault`.
+    pub fn from_store(fault: StoreFault, error: impl std::fmt::Display) -> ApiError {
+        match fault {
+            StoreFault::Full => ApiError::storage_full(error),
+            StoreFault::Unavailable => ApiError::store_unavailable(error),
+            StoreFault::Other => ApiError::internal(error),
         }
     }
 
@@ -116,7 +166,7 @@ impl From<PluginFailure> for ApiError {
 
 impl From<anyhow::Error> for ApiError {
     fn from(error: anyhow::Error) -> ApiError {
-        ApiError::internal(error)
+        ApiError::from_store(crate::store::fault::classify(&error), error)
     }
 }
 
@@ -142,7 +192,7 @@ impl From<AppendError> for ApiError {
                 "not_written",
                 "another append of the same request was refused, so nothing was written",
             ),
-            AppendError::Store(message) => ApiError::internal(message),
+            AppendError::Store(fault, message) => ApiError::from_store(fault, message),
         }
     }
 }
@@ -156,7 +206,13 @@ impl IntoResponse for ApiError {
             error.insert("request_id".into(), json!(id));
         }
         error.extend(self.details);
-        (self.status, Json(json!({ "error": error }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 

@@ -10,6 +10,7 @@ use super::report::{self, Activation, VerifyOptions};
 use super::{Plugins, Uploaded};
 use crate::error::{ApiError, ApiResult};
 use crate::gate::{Stored, TenantGate};
+use crate::runtime::InspectError;
 use crate::store::{NewPluginVersion, PluginKind, PluginVersion, TenantId, Verification};
 
 impl Plugins {
@@ -65,7 +66,10 @@ impl Plugins {
                 std::time::Duration::from_millis(gate.limits.compile_timeout_ms),
             )
             .await
-            .map_err(|e| ApiError::invalid_plugin(e.0))?;
+            .map_err(|e| match e {
+                InspectError::Invalid(invalid) => ApiError::invalid_plugin(invalid.0),
+                InspectError::HostDiskFull(message) => ApiError::storage_full(message),
+            })?;
         let artifact = Stored::Plugin(loaded.artifact_bytes);
         gate.reserve_storage(&self.store, tenant, artifact).await?;
         reserved.push(artifact);

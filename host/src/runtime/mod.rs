@@ -107,6 +107,17 @@ impl LoadedComponent {
 #[error("{0}")]
 pub struct InvalidPlugin(pub String);
 
+/// Why an upload could not be turned into a plugin: the bytes' fault, or the host's.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidPlugin),
+    /// The host had no room to write the upload or its compiled artifact: not the
+    /// plugin's fault, and the same upload succeeds once space returns.
+    #[error("the host's disk is full: {0}")]
+    HostDiskFull(String),
+}
+
 pub struct Runtime {
     engine: Engine,
     /// WASI only: what an aggregate may import.
@@ -299,7 +310,7 @@ impl Runtime {
         &self,
         wasm: Vec<u8>,
         compile_time_limit: Duration,
-    ) -> Result<Arc<LoadedComponent>, InvalidPlugin> {
+    ) -> Result<Arc<LoadedComponent>, InspectError> {
         let digest = digest_of(&wasm);
         if let Some(found) = self.loaded.lock().expect("loaded lock").get(&digest) {
             return Ok(found.clone());
@@ -307,14 +318,16 @@ impl Runtime {
         if !wasm.starts_with(b"\0asm") {
             return Err(InvalidPlugin(
                 "not a WebAssembly binary (it does not start with \\0asm)".into(),
-            ));
+            )
+            .into());
         }
         if wasm.get(4..8) != Some(&[0x0d, 0x00, 0x01, 0x00]) {
             return Err(InvalidPlugin(
                 "a core WebAssembly module, not a component: build for wasm32-wasip2 \
                  (or wrap the module with `wasm-tools component new`)"
                     .into(),
-            ));
+            )
+            .into());
         }
         shape::check(&wasm)?;
         // The same bytes compiled before (uploaded again after a restart, or by another
@@ -326,10 +339,13 @@ impl Runtime {
         }
         let (digest, component) = match cached {
             Some(component) => (digest, component),
-            None => self
-                .compile(wasm, compile_time_limit)
-                .await
-                .map_err(|e| InvalidPlugin(format!("the component does not compile: {e:#}")))?,
+            None => self.compile(wasm, compile_time_limit).await.map_err(|e| {
+                if host_disk_full(&e) {
+                    InspectError::HostDiskFull(format!("{e:#}"))
+                } else {
+                    InvalidPlugin(format!("the component does not compile: {e:#}")).into()
+                }
+            })?,
         };
         let loaded = Arc::new(
             self.link(&digest, &component)
@@ -605,4 +621,11 @@ impl Drop for RemoveOnDrop {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// Whether a compile failed for lack of room on the host's disk (writing its input or
+/// artifact, here or in the compiler child, whose error arrives as text).
+fn host_disk_full(error: &anyhow::Error) -> bool {
+    crate::store::fault::classify(error) == crate::store::StoreFault::Full
+        || format!("{error:#}").contains("No space left on device")
 }

@@ -7,6 +7,7 @@
 //! request's outcome exact.
 
 mod dialect;
+pub mod fault;
 pub mod notices;
 pub mod plan;
 pub mod postgres;
@@ -16,6 +17,7 @@ mod sqlite_memory;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use fault::{StoreFault, StoreTimeout};
 pub use notices::Notice;
 pub use plan::{AppendError, ExpectedVersion};
 

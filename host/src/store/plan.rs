@@ -52,8 +52,22 @@ pub enum AppendError {
     /// Another append of the same atomic group was refused, so this one was not written.
     #[error("not written: another append of the same atomic group was refused")]
     GroupRefused,
-    #[error("storage failed: {0}")]
-    Store(String),
+    /// The store failed: nothing of the request is known to be written (a commit whose
+    /// answer was lost may have been; a retry with the same command id finds out).
+    #[error("storage failed: {1}")]
+    Store(super::StoreFault, String),
+}
+
+impl AppendError {
+    /// A store failure of the kind `error` is.
+    pub fn store(error: &anyhow::Error) -> AppendError {
+        AppendError::Store(super::fault::classify(error), format!("{error:#}"))
+    }
+
+    /// The append never reached the store (the writer stopped): retryable.
+    pub fn not_reached(why: &str) -> AppendError {
+        AppendError::Store(super::StoreFault::Unavailable, why.to_owned())
+    }
 }
 
 /// Where an already-recorded event id sits.

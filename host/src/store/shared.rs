@@ -813,7 +813,7 @@ impl EventStore for Backend {
         match self.append_in_one_transaction(&requests).await {
             Ok(results) => results,
             Err(error) if requests.len() == 1 => {
-                vec![Err(AppendError::Store(format!("{error:#}")))]
+                vec![Err(AppendError::store(&error))]
             }
             // Something in the batch broke the shared transaction: give each request
             // (each atomic group) a transaction of its own so that its neighbours'
@@ -823,10 +823,9 @@ impl EventStore for Backend {
                 for unit in units(&requests) {
                     match self.append_in_one_transaction(unit).await {
                         Ok(r) => results.extend(r),
-                        Err(error) => results.extend(
-                            unit.iter()
-                                .map(|_| Err(AppendError::Store(format!("{error:#}")))),
-                        ),
+                        Err(error) => {
+                            results.extend(unit.iter().map(|_| Err(AppendError::store(&error))))
+                        }
                     }
                 }
                 results

@@ -35,6 +35,8 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(30));
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .before_acquire(|connection, _| Box::pin(clean_between_transactions(connection)))
             .connect_with(options.clone())
             .await
             .with_context(|| format!("cannot open {url}"))?;
@@ -69,6 +71,37 @@ impl SqliteStore {
     ) -> anyhow::Result<Option<tokio::sync::mpsc::UnboundedReceiver<super::Notice>>> {
         Ok(None)
     }
+}
+
+/// Whether the writer connection may be handed out again: it must be outside any
+/// transaction, both by SQLite's own account and by sqlx's.
+///
+/// A write that fails with `SQLITE_FULL` or `SQLITE_IOERR` may make SQLite roll the
+/// whole transaction back by itself; sqlx's rollback on drop then fails ("no
+/// transaction is active") and its count of open transactions stays at one, so its
+/// next `begin` issues a `SAVEPOINT` and a later `ROLLBACK TO` leaves a real
+/// transaction open under every later "commit" (a `RELEASE`, which then commits
+/// nothing). That is how a full disk once made the host acknowledge hundreds of
+/// appends that never reached the file. A connection in any such state is closed
+/// (which rolls back whatever it holds) and the pool opens a fresh one.
+async fn clean_between_transactions(
+    connection: &mut sqlx::SqliteConnection,
+) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    if connection.is_in_transaction() {
+        tracing::warn!("the SQLite writer was left inside a transaction; reopening it");
+        return Ok(false);
+    }
+    let mut handle = connection.lock_handle().await?;
+    // SAFETY: the handle is locked for this call (no other statement runs on it), and
+    // sqlite3_get_autocommit only reads the connection's flag.
+    let autocommit =
+        unsafe { libsqlite3_sys::sqlite3_get_autocommit(handle.as_raw_handle().as_ptr()) };
+    if autocommit == 0 {
+        tracing::warn!("the SQLite writer holds an open transaction; reopening it");
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// The statements shared with the other backend, compiled for this one.
