@@ -17,6 +17,11 @@ use crate::store::{AppendError, AppendOutcome, AppendRequest, EventStore, Tenant
 /// The most requests one transaction carries.
 const MAX_BATCH: usize = 256;
 
+/// The longest the writer waits for one batch's transaction. PostgreSQL's own bounds
+/// (`store/postgres.rs`: lock and idle-in-transaction timeouts of 5 s) end most stalls
+/// sooner; this one covers a database that does not answer at all.
+const COMMIT_BOUND: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What a caller queued: one append, or an atomic group that the writer keeps in one
 /// transaction.
 enum Pending {
@@ -177,7 +182,21 @@ async fn write_loop(
         let tenants: Vec<TenantId> = requests.iter().map(|r| r.tenant.clone()).collect();
         let started = std::time::Instant::now();
         Metrics::add(&metrics.append_requests, requests.len() as u64);
-        let results = store.append_batch(requests).await;
+        let count = requests.len();
+        let results = match tokio::time::timeout(COMMIT_BOUND, store.append_batch(requests)).await {
+            Ok(results) => results,
+            // A frozen database or network path: the batch's callers answer 503 at once
+            // instead of hanging. What the store does with the abandoned transaction
+            // (most likely rolled back; at worst committed once the database wakes) is
+            // what a lost commit answer always is: a retry with the same command id
+            // finds it. Nothing is published or cached for it here.
+            Err(_) => {
+                let why = format!("the store did not commit within {COMMIT_BOUND:?}");
+                (0..count)
+                    .map(|_| Err(AppendError::not_reached(&why)))
+                    .collect()
+            }
+        };
         Metrics::add(&metrics.append_transactions, 1);
         Metrics::add(
             &metrics.append_transaction_micros,

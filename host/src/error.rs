@@ -47,7 +47,7 @@ impl ApiError {
     /// write. Nothing of it was stored; reads go on; retry once space returns.
     pub fn storage_full(message: impl std::fmt::Display) -> ApiError {
         let id = current_request_id().unwrap_or_else(new_request_id);
-        tracing::error!(request_id = %id, "storage full: {message:#}");
+        tracing::warn!(request_id = %id, "storage full: {message:#}");
         ApiError::new(
             StatusCode::INSUFFICIENT_STORAGE,
             "storage_full",

@@ -124,6 +124,11 @@ impl Server {
 
     /// With extra `cairn serve` arguments, e.g. `["--snapshot-every", "100"]`.
     pub async fn start_with(args: &[&str]) -> Server {
+        Server::start_in(tempfile::tempdir().unwrap(), args).await
+    }
+
+    /// With its data directory in `data_dir` (a small filesystem mounted there, say).
+    pub async fn start_in(data_dir: tempfile::TempDir, args: &[&str]) -> Server {
         let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let mut database = None;
         let on_postgres = std::env::var("CAIRN_TEST_BACKEND").is_ok_and(|b| b == "postgres");
@@ -143,6 +148,7 @@ impl Server {
         let two_hosts =
             database.is_some() && std::env::var("CAIRN_TEST_HOSTS").is_ok_and(|n| n == "2");
         let mut server = Server::new(args.clone(), database);
+        server.data_dir = data_dir;
         server.spawn().await;
         if two_hosts {
             let mut args = args;

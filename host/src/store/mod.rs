@@ -8,6 +8,7 @@
 
 mod dialect;
 pub mod fault;
+pub mod health;
 pub mod notices;
 pub mod plan;
 pub mod postgres;

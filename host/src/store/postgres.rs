@@ -8,10 +8,12 @@
 //! The rules live in [`super::plan`] and the statements in `shared.rs`, both shared
 //! with SQLite.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
 use tokio::sync::mpsc;
 
 use super::Notice;
@@ -20,28 +22,42 @@ use super::notices;
 pub struct PostgresStore {
     /// One pool for reads and writes: PostgreSQL handles concurrent writers itself.
     pool: PgPool,
+    /// Whether the last append met a full disk (`/readyz`).
+    health: super::health::StoreHealth,
 }
 
 impl PostgresStore {
     /// Connects to `url` (`postgres://…`) and migrates the database.
     pub async fn open(url: &str) -> anyhow::Result<PostgresStore> {
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
-            // No ping before each use: it was a round trip in front of every append
-            // transaction (0.9 ms of a 3.5 ms transaction at 64 clients, the appender
-            // being the bound). A connection that died meanwhile fails its statement
-            // instead and is dropped; the appender retries the batch request by
-            // request, on another connection.
-            .test_before_acquire(false)
-            .connect(url)
+        let base =
+            PgConnectOptions::from_str(url).with_context(|| format!("bad PostgreSQL url {url}"))?;
+        // Migrations on a connection of their own, without the bounds below: building
+        // an index over a large table may rightly take minutes.
+        let mut migrating = PgConnection::connect_with(&base)
             .await
             .with_context(|| format!("cannot connect to {url}"))?;
         sqlx::migrate!("./migrations/postgres")
-            .run(&pool)
+            .run(&mut migrating)
             .await
             .context("migrating the PostgreSQL database")?;
-        Ok(PostgresStore { pool })
+        migrating.close().await.ok();
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            // A request that cannot get a connection (the database is gone, or every
+            // connection hangs on a frozen one) answers 503 store_unavailable soon.
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            // No ping before each use: it was a round trip in front of every append
+            // transaction (0.9 ms of a 3.5 ms transaction at 64 clients, the appender
+            // being the bound). A connection that died meanwhile fails its statement
+            // instead and is dropped; its request answers 503 and may be retried.
+            .test_before_acquire(false)
+            .connect_with(bounded(base))
+            .await
+            .with_context(|| format!("cannot connect to {url}"))?;
+        Ok(PostgresStore {
+            pool,
+            health: Default::default(),
+        })
     }
 
     fn writer(&self) -> &PgPool {
@@ -84,6 +100,32 @@ impl PostgresStore {
         });
         Ok(Some(receiver))
     }
+}
+
+/// How long a request waits for a pooled connection before it answers 503.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The session settings that bound what one host's stall can cost the others
+/// (docs/operating.md, "Faults"):
+///
+/// - `idle_in_transaction_session_timeout`: a host paused (SIGSTOP, a frozen network
+///   path) between two statements of a transaction holds its tenant's row lock; the
+///   server ends that session after 5 s, which rolls it back and frees the lock.
+/// - `lock_timeout`: an append waiting for a tenant row another host holds gives up
+///   after 5 s (the transaction fails, the request answers 503 and may be retried).
+/// - `statement_timeout`: no statement runs longer than 30 s (catch-up pages and the
+///   largest reads take well under a second).
+/// - TCP keepalives on the server's side of the socket: a host whose machine vanished
+///   is noticed within about 10 s instead of the kernel's two hours.
+fn bounded(options: PgConnectOptions) -> PgConnectOptions {
+    options.options([
+        ("idle_in_transaction_session_timeout", "5s"),
+        ("lock_timeout", "5s"),
+        ("statement_timeout", "30s"),
+        ("tcp_keepalives_idle", "4"),
+        ("tcp_keepalives_interval", "2"),
+        ("tcp_keepalives_count", "3"),
+    ])
 }
 
 /// The statements shared with the other backend, compiled for this one.

@@ -19,6 +19,12 @@ use crate::store::*;
 /// engine's parameter limit.
 const INSERT_CHUNK: usize = 200;
 
+/// How long `/readyz` waits for the store before it answers "not ready".
+const READY_BOUND: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The size of `/readyz`'s probe write while the store is full.
+const PROBE_BYTES: usize = 64 * 1024;
+
 /// A statement in this engine's dialect.
 fn sql(text: &str) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(<Db as Dialect>::sql(text))
@@ -88,6 +94,36 @@ impl Backend {
         }
         tx.commit().await?;
         Ok(results)
+    }
+}
+
+impl Backend {
+    /// The whole batch in one transaction; when a request in it broke that transaction
+    /// (not the store: a constraint, say), each request (each atomic group) again in a
+    /// transaction of its own so that its neighbours' outcomes stay exact. A full or
+    /// unreachable store fails the whole batch at once: every request would meet it.
+    async fn append_batch_once_or_apart(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Vec<Result<AppendOutcome, AppendError>> {
+        let error = match self.append_in_one_transaction(&requests).await {
+            Ok(results) => return results,
+            Err(error) => error,
+        };
+        if requests.len() == 1 || fault::classify(&error).is_retryable() {
+            return requests
+                .iter()
+                .map(|_| Err(AppendError::store(&error)))
+                .collect();
+        }
+        let mut results = Vec::with_capacity(requests.len());
+        for unit in units(&requests) {
+            match self.append_in_one_transaction(unit).await {
+                Ok(r) => results.extend(r),
+                Err(error) => results.extend(unit.iter().map(|_| Err(AppendError::store(&error)))),
+            }
+        }
+        results
     }
 }
 
@@ -591,10 +627,28 @@ impl EventStore for Backend {
     }
 
     async fn ready(&self) -> bool {
-        sqlx::query(sql("SELECT 1 FROM tenants LIMIT 1"))
-            .fetch_optional(self.reader())
-            .await
-            .is_ok()
+        let read = sqlx::query(sql("SELECT 1 FROM tenants LIMIT 1")).fetch_optional(self.reader());
+        if !matches!(tokio::time::timeout(READY_BOUND, read).await, Ok(Ok(_))) {
+            return false;
+        }
+        if !self.health.is_full() {
+            return true;
+        }
+        // Full at the last append: ready again only when a real write gets through.
+        let filler = vec![0x5a_u8; PROBE_BYTES];
+        let write = sqlx::query(sql(
+            "INSERT INTO write_probe (id, written_at, filler) VALUES (1, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at, \
+             filler = excluded.filler",
+        ))
+        .bind(now_ms())
+        .bind(filler)
+        .execute(self.writer());
+        let written = matches!(tokio::time::timeout(READY_BOUND, write).await, Ok(Ok(_)));
+        if written {
+            self.health.record(None);
+        }
+        written
     }
 
     async fn create_tenant(
@@ -810,27 +864,13 @@ impl EventStore for Backend {
         &self,
         requests: Vec<AppendRequest>,
     ) -> Vec<Result<AppendOutcome, AppendError>> {
-        match self.append_in_one_transaction(&requests).await {
-            Ok(results) => results,
-            Err(error) if requests.len() == 1 => {
-                vec![Err(AppendError::store(&error))]
-            }
-            // Something in the batch broke the shared transaction: give each request
-            // (each atomic group) a transaction of its own so that its neighbours'
-            // outcomes stay exact.
-            Err(_) => {
-                let mut results = Vec::with_capacity(requests.len());
-                for unit in units(&requests) {
-                    match self.append_in_one_transaction(unit).await {
-                        Ok(r) => results.extend(r),
-                        Err(error) => {
-                            results.extend(unit.iter().map(|_| Err(AppendError::store(&error))))
-                        }
-                    }
-                }
-                results
-            }
-        }
+        let results = self.append_batch_once_or_apart(requests).await;
+        let failed = results.iter().find_map(|r| match r {
+            Err(AppendError::Store(fault, _)) => Some(*fault),
+            _ => None,
+        });
+        self.health.record(failed);
+        results
     }
 
     async fn stream_version(&self, tenant: &TenantId, stream_id: &str) -> StoreResult<u64> {

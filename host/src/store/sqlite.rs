@@ -20,6 +20,8 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// Connections for reads, which WAL lets run beside the writer.
     reader: SqlitePool,
+    /// Whether the last append met a full disk (`/readyz`).
+    health: super::health::StoreHealth,
 }
 
 impl SqliteStore {
@@ -54,7 +56,11 @@ impl SqliteStore {
             // never waits for the reading task to take rows out, one wake-up each.
             .connect_with(options.read_only(true).row_buffer_size(8192))
             .await?;
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore {
+            writer,
+            reader,
+            health: Default::default(),
+        })
     }
 
     fn writer(&self) -> &SqlitePool {
