@@ -15,6 +15,7 @@ use crate::projection::Projections;
 use crate::runtime::Runtime;
 use crate::state_cache::{StateCache, StreamLocks};
 use crate::store::EventStore;
+use crate::store::reachability::Reachability;
 use crate::tenant::Tenants;
 
 /// Settings the host starts with.
@@ -60,6 +61,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// This host among the hosts sharing the database.
     pub fleet: Fleet,
+    /// Whether the database answers right now (the API answers 503 at once if not).
+    pub reachability: Reachability,
 }
 
 pub type AppState = Arc<App>;
@@ -122,7 +125,8 @@ impl App {
             plugins,
             commands,
             metrics,
-            fleet: Fleet::new(settings.host_id.clone(), store_for_fleet),
+            fleet: Fleet::new(settings.host_id.clone(), store_for_fleet.clone()),
+            reachability: Reachability::start(store_for_fleet),
         });
         Fleet::start(&app, settings.poll_every * 15).await?;
         crate::commands::warm::start(app.clone());

@@ -13,6 +13,7 @@
 #![allow(dead_code)] // each test file uses a different part of it
 
 pub mod cli;
+pub mod proxy;
 pub mod sse;
 
 use std::io::{BufRead, BufReader};

@@ -13,6 +13,7 @@ mod json;
 mod live;
 mod openapi;
 mod ops;
+mod outage;
 mod plugins;
 mod projections;
 mod schemas;
@@ -44,6 +45,10 @@ pub fn router(app: AppState) -> Router {
         })
         .layer(DefaultBodyLimit::max(BODY_CEILING))
         .layer(axum::middleware::from_fn(close_after_refused_body))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            outage::answer_within_outage,
+        ))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(app)
 }

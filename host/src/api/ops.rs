@@ -22,15 +22,15 @@ pub async fn healthz() -> Json<Value> {
 #[utoipa::path(get, path = "/readyz", tag = "operations", operation_id = "readyz",
     responses(
         (status = 200, description = "`{\"status\": \"ready\"}`", body = StatusView),
-        (status = 503, description = "`not_ready`: the store is not reachable"),
+        (status = 503, description = "`not_ready`: the store is not reachable, or its disk is full (answered within about a second)"),
     ))]
 pub async fn readyz(State(app): State<AppState>) -> ApiResult<Json<Value>> {
-    if app.store.ready().await {
+    if app.reachability.is_reachable() && app.store.ready().await {
         Ok(views::body(StatusView { status: "ready" }))
     } else {
         Err(ApiError::unavailable(
             "not_ready",
-            "the store is not reachable",
+            "the store is not reachable or has no room to write",
         ))
     }
 }

@@ -66,7 +66,9 @@ impl Confirmations {
                 }
             }
         };
-        round.await.map_err(|e| anyhow::anyhow!("{e:#}"))
+        round
+            .await
+            .map_err(|e| anyhow::Error::new(crate::store::fault::Classified::of(&e)))
     }
 }
 

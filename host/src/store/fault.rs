@@ -34,6 +34,9 @@ impl StoreFault {
 /// The kind of the first error in `error`'s chain that this module recognises.
 pub fn classify(error: &anyhow::Error) -> StoreFault {
     for cause in error.chain() {
+        if let Some(classified) = cause.downcast_ref::<Classified>() {
+            return classified.fault;
+        }
         if let Some(sqlx) = cause.downcast_ref::<sqlx::Error>() {
             return classify_sqlx(sqlx);
         }
@@ -108,6 +111,24 @@ fn classify_io(error: &std::io::Error) -> StoreFault {
         Some(libc::ENOSPC) | Some(libc::EDQUOT) => StoreFault::Full,
         _ if error.kind() == std::io::ErrorKind::StorageFull => StoreFault::Full,
         _ => StoreFault::Other,
+    }
+}
+
+/// A store error already read, for where the error itself cannot travel (one result
+/// shared by several waiters, a message crossing threads): its kind and its text.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Classified {
+    pub fault: StoreFault,
+    pub message: String,
+}
+
+impl Classified {
+    pub fn of(error: &anyhow::Error) -> Classified {
+        Classified {
+            fault: classify(error),
+            message: format!("{error:#}"),
+        }
     }
 }
 

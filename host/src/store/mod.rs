@@ -12,6 +12,7 @@ pub mod health;
 pub mod notices;
 pub mod plan;
 pub mod postgres;
+pub mod reachability;
 pub mod sqlite;
 mod sqlite_memory;
 
@@ -333,6 +334,8 @@ pub struct HostRecord {
 pub trait EventStore: Send + Sync + 'static {
     /// True when the database answers and migrations are applied.
     async fn ready(&self) -> bool;
+    /// True when the database answers a trivial read (`store/reachability.rs`).
+    async fn ping(&self) -> bool;
     /// Whether other hosts may write to the same database (PostgreSQL): then what a
     /// host caches about plugins must be confirmed against the store.
     fn shared_by_hosts(&self) -> bool;

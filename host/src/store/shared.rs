@@ -626,6 +626,13 @@ impl EventStore for Backend {
         self.delete_leases(owner, one).await
     }
 
+    async fn ping(&self) -> bool {
+        sqlx::query(sql("SELECT 1"))
+            .fetch_one(self.reader())
+            .await
+            .is_ok()
+    }
+
     async fn ready(&self) -> bool {
         let read = sqlx::query(sql("SELECT 1 FROM tenants LIMIT 1")).fetch_optional(self.reader());
         if !matches!(tokio::time::timeout(READY_BOUND, read).await, Ok(Ok(_))) {
