@@ -18,7 +18,7 @@ use crate::store::{AppendError, AppendOutcome, AppendRequest, EventStore, Tenant
 const MAX_BATCH: usize = 256;
 
 /// The longest the writer waits for one batch's transaction. PostgreSQL's own bounds
-/// (`store/postgres.rs`: lock and idle-in-transaction timeouts of 5 s) end most stalls
+/// (`store/postgres.rs`: idle-in-transaction and lock timeouts of 2 and 3 s) end most stalls
 /// sooner; this one covers a database that does not answer at all.
 const COMMIT_BOUND: std::time::Duration = std::time::Duration::from_secs(10);
 

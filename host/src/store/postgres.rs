@@ -110,17 +110,20 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// - `idle_in_transaction_session_timeout`: a host paused (SIGSTOP, a frozen network
 ///   path) between two statements of a transaction holds its tenant's row lock; the
-///   server ends that session after 5 s, which rolls it back and frees the lock.
+///   server ends that session after 2 s, which rolls it back and frees the lock. No
+///   transaction of the host waits on anything but its own statements (an append's
+///   statements follow each other within milliseconds), so only a stalled host meets
+///   it. Two seconds keeps the others above half their rate through a longer pause.
 /// - `lock_timeout`: an append waiting for a tenant row another host holds gives up
-///   after 5 s (the transaction fails, the request answers 503 and may be retried).
+///   after 3 s (the transaction fails, the request answers 503 and may be retried).
 /// - `statement_timeout`: no statement runs longer than 30 s (catch-up pages and the
 ///   largest reads take well under a second).
 /// - TCP keepalives on the server's side of the socket: a host whose machine vanished
 ///   is noticed within about 10 s instead of the kernel's two hours.
 fn bounded(options: PgConnectOptions) -> PgConnectOptions {
     options.options([
-        ("idle_in_transaction_session_timeout", "5s"),
-        ("lock_timeout", "5s"),
+        ("idle_in_transaction_session_timeout", "2s"),
+        ("lock_timeout", "3s"),
         ("statement_timeout", "30s"),
         ("tcp_keepalives_idle", "4"),
         ("tcp_keepalives_interval", "2"),
