@@ -57,6 +57,22 @@ impl Ledger {
         n as f64 / to.saturating_duration_since(from).as_secs_f64().max(0.001)
     }
 
+    /// The fewest acknowledgements from `hosts` in any whole second of `[from, to)`.
+    pub fn slowest_second(&self, hosts: &[usize], from: Instant, to: Instant) -> u64 {
+        let acks = self.acks.lock().expect("ledger");
+        let seconds = to.saturating_duration_since(from).as_secs() as usize;
+        let mut buckets = vec![0u64; seconds];
+        for (at, host) in acks.iter() {
+            if *at >= from && hosts.contains(host) {
+                let second = (*at - from).as_secs() as usize;
+                if second < seconds {
+                    buckets[second] += 1;
+                }
+            }
+        }
+        buckets.into_iter().min().unwrap_or(0)
+    }
+
     /// The first acknowledgement at or after `from` (from `hosts`, or any host).
     pub fn first_ack_after(&self, from: Instant, hosts: Option<&[usize]>) -> Option<Instant> {
         self.acks

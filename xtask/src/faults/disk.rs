@@ -21,8 +21,11 @@ struct SmallDisk {
 
 impl SmallDisk {
     fn mount(path: PathBuf, megabytes: u32) -> anyhow::Result<SmallDisk> {
-        let _ = Command::new("umount").arg("-l").arg(&path).status();
-        let _ = std::fs::remove_dir_all(&path);
+        if path.exists() {
+            // Left mounted by an interrupted run.
+            let _ = Command::new("umount").arg("-l").arg(&path).status();
+            let _ = std::fs::remove_dir_all(&path);
+        }
         std::fs::create_dir_all(&path)?;
         let status = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])

@@ -231,14 +231,16 @@ impl Fleet {
         };
         if let Some(h) = fault.host {
             let others: Vec<usize> = all.iter().copied().filter(|&o| o != h).collect();
-            let during = fault.to - fault.from;
-            let then = self.ledger.rate(&others, fault.from - during, fault.from);
+            // Against the steady window just before the fault.
+            let steady = self.timing.window;
+            let then = self.ledger.rate(&others, fault.from - steady, fault.from);
             let now = self.ledger.rate(&others, fault.from, fault.to);
+            let slowest = self.ledger.slowest_second(&others, fault.from, fault.to);
             let ratio = if then > 0.0 { now / then } else { 0.0 };
             outcome.ratio = Some(ratio);
             outcome.measure(
-                "others' commands/s before → during:",
-                format!("{then:.1} → {now:.1}"),
+                "others' commands/s before → during (slowest second):",
+                format!("{then:.1} → {now:.1} ({slowest})"),
             );
             if let Some(min) = min_ratio
                 && ratio < min
