@@ -83,7 +83,6 @@ impl Ledger {
             .map(|(at, _)| *at)
             .min()
     }
-
 }
 
 /// Answers by status (all hosts) since `before`, a copy of `Ledger::statuses`.
@@ -169,7 +168,12 @@ pub fn write_loop(
         );
         let give_up = Instant::now() + Duration::from_secs(120);
         loop {
-            match http.post(&url).bearer_auth(&target.token).json(&body).send() {
+            match http
+                .post(&url)
+                .bearer_auth(&target.token)
+                .json(&body)
+                .send()
+            {
                 Ok(answer) if answer.status().is_success() => {
                     ledger.count(target.host, answer.status().as_u16());
                     ledger

@@ -79,12 +79,7 @@ pub fn run(root: &Path, binary: &Path, timing: Timing) -> anyhow::Result<Outcome
             .join(format!("faults-disk-{}", std::process::id())),
         64,
     )?;
-    let mut server = Server::new(
-        binary.to_owned(),
-        disk.path.clone(),
-        None,
-        OPERATOR,
-    )?;
+    let mut server = Server::new(binary.to_owned(), disk.path.clone(), None, OPERATOR)?;
     server.start()?;
     let http = Client::builder().timeout(Duration::from_secs(10)).build()?;
     let base = server.base.clone();
@@ -131,7 +126,14 @@ pub fn run(root: &Path, binary: &Path, timing: Timing) -> anyhow::Result<Outcome
     let result = writers.stop();
     let first_success = ledger.first_ack_after(freed, None).map(|at| at - freed);
     let all = statuses(&ledger, &Default::default(), None);
-    let report = verify(&http, &base, TENANT, &token, &ledger, Duration::from_secs(120));
+    let report = verify(
+        &http,
+        &base,
+        TENANT,
+        &token,
+        &ledger,
+        Duration::from_secs(120),
+    );
     drop(server);
     drop(disk);
 
@@ -156,11 +158,7 @@ pub fn run(root: &Path, binary: &Path, timing: Timing) -> anyhow::Result<Outcome
             if report.violations() > 0 {
                 outcome.fail(format!(
                     "{} lost, {} duplicated, {} gaps, {} documents unlike the fold: {:?}",
-                    report.lost,
-                    report.duplicates,
-                    report.gaps,
-                    report.mismatches,
-                    report.problems
+                    report.lost, report.duplicates, report.gaps, report.mismatches, report.problems
                 ));
             }
         }

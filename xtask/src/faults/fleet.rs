@@ -52,7 +52,16 @@ fn app_name(host: usize) -> String {
 /// Runs `sql` with psql on the local PostgreSQL's `test` database; its output.
 fn psql(sql: &str) -> anyhow::Result<String> {
     let out = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-tAq", "-c"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-tAq",
+            "-c",
+        ])
         .arg(sql)
         .output()
         .context("running psql")?;
@@ -245,7 +254,9 @@ impl Fleet {
             if let Some(min) = min_ratio
                 && ratio < min
             {
-                outcome.fail(format!("the other hosts' rate fell to {ratio:.2} (< {min})"));
+                outcome.fail(format!(
+                    "the other hosts' rate fell to {ratio:.2} (< {min})"
+                ));
             }
         }
         // Recovery: every faulted host acknowledges a command again.
@@ -377,7 +388,11 @@ pub fn run(root: &Path, binary: &Path, timing: Timing) -> anyhow::Result<Vec<Out
         fleet.database
     );
     let mut outcomes = Vec::new();
-    let pause = LEASE + timing.window.min(Duration::from_secs(5)).max(Duration::from_secs(2));
+    let pause = LEASE
+        + timing
+            .window
+            .min(Duration::from_secs(5))
+            .max(Duration::from_secs(2));
 
     outcomes.push(fleet.scenario(
         "SIGSTOP of a host without a lease",
@@ -441,12 +456,13 @@ pub fn run(root: &Path, binary: &Path, timing: Timing) -> anyhow::Result<Vec<Out
                     )),
                 }
                 match caught_up {
-                    Some(at) => f
-                        .measures
-                        .push(("projection at the head:".into(), format!("{} after the stop", seconds(at)))),
-                    None => f
-                        .failures
-                        .push("the projection did not reach the log's head during the pause".into()),
+                    Some(at) => f.measures.push((
+                        "projection at the head:".into(),
+                        format!("{} after the stop", seconds(at)),
+                    )),
+                    None => f.failures.push(
+                        "the projection did not reach the log's head during the pause".into(),
+                    ),
                 }
                 Ok(f)
             },
@@ -505,27 +521,25 @@ pub fn run(root: &Path, binary: &Path, timing: Timing) -> anyhow::Result<Vec<Out
         },
     )?);
 
-    outcomes.push(fleet.scenario("kill -9 and restart", "e", None, &[], |fleet| {
-        let h = fleet.lease_holder(0)?.context("no lease holder")?;
-        fleet.hosts[h].kill9();
-        let from = Instant::now();
-        std::thread::sleep(Duration::from_secs(2));
-        fleet.hosts[h].start()?;
-        let mut f = fault(Some(h), from, Instant::now());
-        f.measures.push((
-            "killed:".into(),
-            format!("host-{h} (the lease holder), restarted after 2 s"),
-        ));
-        Ok(f)
-    })?);
+    outcomes.push(
+        fleet.scenario("kill -9 and restart", "e", None, &[], |fleet| {
+            let h = fleet.lease_holder(0)?.context("no lease holder")?;
+            fleet.hosts[h].kill9();
+            let from = Instant::now();
+            std::thread::sleep(Duration::from_secs(2));
+            fleet.hosts[h].start()?;
+            let mut f = fault(Some(h), from, Instant::now());
+            f.measures.push((
+                "killed:".into(),
+                format!("host-{h} (the lease holder), restarted after 2 s"),
+            ));
+            Ok(f)
+        })?,
+    );
 
     if !timing.quick {
-        outcomes.push(fleet.scenario(
-            "PostgreSQL restarted",
-            "f",
-            None,
-            &[200, 503],
-            |_| {
+        outcomes.push(
+            fleet.scenario("PostgreSQL restarted", "f", None, &[200, 503], |_| {
                 let from = Instant::now();
                 let status = Command::new("pg_ctlcluster")
                     .args(["15", "main", "restart"])
@@ -535,13 +549,11 @@ pub fn run(root: &Path, binary: &Path, timing: Timing) -> anyhow::Result<Vec<Out
                     bail!("pg_ctlcluster 15 main restart failed");
                 }
                 let mut f = fault(None, from, Instant::now());
-                f.measures.push((
-                    "restart took:".into(),
-                    seconds(f.to - f.from),
-                ));
+                f.measures
+                    .push(("restart took:".into(), seconds(f.to - f.from)));
                 Ok(f)
-            },
-        )?);
+            })?,
+        );
     }
 
     let failed = outcomes.iter().any(|o| !o.failures.is_empty());

@@ -106,7 +106,12 @@ pub struct Writers {
 
 impl Writers {
     /// `per_target` writers on each target, named after `label` (unique per start).
-    pub fn start(label: &str, targets: &[Target], per_target: usize, ledger: &Arc<Ledger>) -> Writers {
+    pub fn start(
+        label: &str,
+        targets: &[Target],
+        per_target: usize,
+        ledger: &Arc<Ledger>,
+    ) -> Writers {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         for target in targets {
