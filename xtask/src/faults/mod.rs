@@ -26,6 +26,7 @@
 mod disk;
 mod fleet;
 mod proxy;
+mod scenarios;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -169,7 +170,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         timing.window.as_secs()
     );
     let mut outcomes = vec![disk::run(root, &binary, timing)?];
-    outcomes.extend(fleet::run(root, &binary, timing)?);
+    outcomes.extend(scenarios::run(root, &binary, timing)?);
 
     println!();
     println!(
