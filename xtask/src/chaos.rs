@@ -242,6 +242,11 @@ impl Server {
     /// Runs as `--host-id id` of a fleet, its warnings appended to `log`.
     pub fn in_fleet(mut self, host_id: &str, log: PathBuf) -> Server {
         self.host_id = Some(host_id.to_owned());
+        self.with_log(log)
+    }
+
+    /// Appends its warnings (`RUST_LOG=warn`) to `log`.
+    pub fn with_log(mut self, log: PathBuf) -> Server {
         self.log = Some(log);
         self
     }

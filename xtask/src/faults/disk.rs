@@ -79,7 +79,11 @@ pub fn run(root: &Path, binary: &Path, timing: Timing) -> anyhow::Result<Outcome
             .join(format!("faults-disk-{}", std::process::id())),
         64,
     )?;
-    let mut server = Server::new(binary.to_owned(), disk.path.clone(), None, OPERATOR)?;
+    // Its warnings go beside the fleet's logs (the tmpfs is unmounted after).
+    let log = root.join("target").join("faults-disk.log");
+    let _ = std::fs::remove_file(&log);
+    let mut server =
+        Server::new(binary.to_owned(), disk.path.clone(), None, OPERATOR)?.with_log(log.clone());
     server.start()?;
     let http = Client::builder().timeout(Duration::from_secs(10)).build()?;
     let base = server.base.clone();
@@ -178,6 +182,9 @@ pub fn run(root: &Path, binary: &Path, timing: Timing) -> anyhow::Result<Outcome
     }
     if first_success.is_none() || ready_after.is_none() {
         outcome.fail("no recovery within 60 s of freeing the disk".to_owned());
+    }
+    if !outcome.failures.is_empty() {
+        println!("==> the server's log is kept in {}", log.display());
     }
     outcome.print();
     Ok(outcome)
