@@ -305,8 +305,7 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// The next delivery; `None` ends the subscription (after `Dropped`, or when the
-    /// store fails).
+    /// The next delivery; `None` ends the subscription (after `Dropped`).
     pub async fn next(&mut self) -> Option<Delivery> {
         loop {
             if let Some(delivery) = self.pending.pop_front() {
@@ -317,8 +316,14 @@ impl Subscription {
             }
             if let Some(target) = self.catch_up {
                 if let Err(error) = self.read_page(target).await {
+                    // Told, like a subscriber too far behind: it resumes from `position`
+                    // with `Last-Event-ID` once the store answers again.
                     tracing::warn!(tenant = %self.tenant, "live subscription stopped: {error:#}");
-                    return None;
+                    self.pending.push_back(Delivery::Dropped {
+                        reason: "store_unavailable",
+                        position: self.after,
+                    });
+                    self.ended = true;
                 }
                 continue;
             }
