@@ -40,6 +40,9 @@ pub fn classify(error: &anyhow::Error) -> StoreFault {
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
             return classify_io(io);
         }
+        if let Some(classified) = cause.downcast_ref::<Classified>() {
+            return classified.fault;
+        }
         if cause
             .downcast_ref::<tokio::time::error::Elapsed>()
             .is_some()
@@ -117,6 +120,16 @@ fn classify_io(error: &std::io::Error) -> StoreFault {
 #[error("the store did not answer within {0:?}")]
 pub struct StoreTimeout(pub std::time::Duration);
 
+/// A store failure whose kind was read before it became a message: an answer for a
+/// client (`ApiError`) turned back into an error that a background worker handles,
+/// which must still tell a passing failure from a lasting one.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Classified {
+    pub fault: StoreFault,
+    pub message: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,5 +156,11 @@ mod tests {
         let pool = anyhow::Error::new(sqlx::Error::PoolTimedOut).context("reading");
         assert_eq!(classify(&pool), StoreFault::Unavailable);
         assert_eq!(classify(&anyhow::anyhow!("a bug")), StoreFault::Other);
+        let classified = Classified {
+            fault: StoreFault::Unavailable,
+            message: "the database is unavailable".to_owned(),
+        };
+        let error = anyhow::Error::new(classified).context("verifying");
+        assert_eq!(classify(&error), StoreFault::Unavailable);
     }
 }

@@ -11,6 +11,7 @@ pub mod fault;
 pub mod notices;
 pub mod plan;
 pub mod postgres;
+pub mod retry;
 pub mod sqlite;
 mod sqlite_memory;
 
