@@ -87,9 +87,11 @@ fn classify_code(code: &str) -> StoreFault {
             _ if code.starts_with("53") || code.starts_with("08") || code.starts_with("40") => {
                 StoreFault::Unavailable
             }
-            "55P03" | "57014" | "57P01" | "57P02" | "57P03" | "57P05" | "25P03" | "58030" => {
-                StoreFault::Unavailable
-            }
+            // 55000 at connect: "database is not currently accepting connections"
+            // (ALLOW_CONNECTIONS false during maintenance); no statement of the
+            // host's own raises it otherwise.
+            "55000" | "55P03" | "57014" | "57P01" | "57P02" | "57P03" | "57P05" | "25P03"
+            | "58030" => StoreFault::Unavailable,
             _ => StoreFault::Other,
         };
     }
@@ -145,6 +147,7 @@ mod tests {
         assert_eq!(classify_code("57P01"), StoreFault::Unavailable);
         assert_eq!(classify_code("40001"), StoreFault::Unavailable);
         assert_eq!(classify_code("08006"), StoreFault::Unavailable);
+        assert_eq!(classify_code("55000"), StoreFault::Unavailable);
         assert_eq!(classify_code("23505"), StoreFault::Other);
     }
 
