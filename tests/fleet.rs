@@ -113,6 +113,65 @@ async fn an_append_through_one_host_reaches_a_live_subscriber_on_another() {
     }
 }
 
+/// A counter's value in a host's `/metrics`.
+async fn counter(host: &Server, name: &str) -> u64 {
+    let text = host.metrics().await;
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+#[tokio::test]
+async fn another_hosts_commits_are_read_once_for_all_live_subscribers() {
+    const SUBSCRIBERS: u64 = 20;
+    const COMMITS: i64 = 15;
+    let fleet = fleet(2).await;
+    let hosts = &fleet.hosts;
+    let token = hosts[0].tenant_with_account("acme").await;
+    let opened = hosts[0]
+        .command_answer(
+            &token,
+            "acme",
+            "account",
+            "1",
+            json!({"type": "Open", "payload": {"owner": "ann"}}),
+        )
+        .await;
+    assert_eq!(opened.0, StatusCode::OK, "{}", opened.1);
+    let mut subscribers = Vec::new();
+    for _ in 0..SUBSCRIBERS {
+        let mut live = Sse::connect(&hosts[1], &token, "/t/acme/events/live?after=0", None).await;
+        live.expect_event(1, "Opened").await;
+        live.expect_caught_up().await;
+        subscribers.push(live);
+    }
+    let reads_before = counter(&hosts[1], "cairn_live_subscriber_reads_total").await;
+    let mut positions = Vec::new();
+    for n in 0..COMMITS {
+        let body = deposit(&hosts[0], &token, "1", 10 + n).await;
+        positions.push(body["position"].as_u64().unwrap());
+    }
+    for live in &mut subscribers {
+        for &position in &positions {
+            live.expect_event(position, "Deposited").await;
+        }
+    }
+    // Each subscriber read the store once each to catch up above; the remote commits
+    // came from one read per commit on the host, shared. Read per subscriber, they
+    // would be SUBSCRIBERS × COMMITS reads.
+    let subscriber_reads =
+        counter(&hosts[1], "cairn_live_subscriber_reads_total").await - reads_before;
+    let remote_reads = counter(&hosts[1], "cairn_live_remote_reads_total").await;
+    assert!(
+        subscriber_reads <= SUBSCRIBERS,
+        "{subscriber_reads} subscriber reads for {COMMITS} remote commits"
+    );
+    assert!(
+        remote_reads >= 1 && remote_reads <= COMMITS as u64 * 2,
+        "{remote_reads}"
+    );
+}
+
 #[tokio::test]
 async fn a_projection_uploaded_through_one_host_is_built_promoted_and_served_by_another() {
     let fleet = fleet(2).await;

@@ -65,13 +65,9 @@ async fn run(
     store
         .create_tenant(&tenant, "limit-token-hash", &serde_json::json!({}))
         .await?;
-    let live = Live::new(store.clone(), LiveSettings::default());
-    let appender = Appender::start(
-        store.clone(),
-        Arc::new(LogHeads::default()),
-        live,
-        Arc::new(cairn_host::metrics::Metrics::default()),
-    );
+    let metrics = Arc::new(cairn_host::metrics::Metrics::default());
+    let live = Live::new(store.clone(), LiveSettings::default(), metrics.clone());
+    let appender = Appender::start(store.clone(), Arc::new(LogHeads::default()), live, metrics);
     // What each stream's version was last seen at, shared as commands share the cache.
     let versions: Arc<Mutex<HashMap<u64, u64>>> = Arc::default();
     let started = Instant::now();

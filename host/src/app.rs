@@ -77,8 +77,8 @@ impl App {
             settings.compiler.clone(),
         )?);
         let heads = Arc::new(LogHeads::default());
-        let live = Live::new(store.clone(), settings.live);
         let metrics = Arc::new(Metrics::default());
+        let live = Live::new(store.clone(), settings.live, metrics.clone());
         let appender = Appender::start(store.clone(), heads.clone(), live.clone(), metrics.clone());
         let plugins = Plugins::new(store.clone(), runtime.clone());
         // Every file the host itself touches is below the data directory: it is opened

@@ -153,6 +153,42 @@ impl ApiError {
     }
 }
 
+/// A store failure answered as an `ApiError` keeps its kind in its code: the database
+/// unavailable or busy, or the disk full, may pass; anything else will not.
+impl crate::store::retry::Transient for ApiError {
+    fn is_transient(&self) -> bool {
+        self.store_fault().is_retryable()
+    }
+}
+
+/// For logs: the code and the message.
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl ApiError {
+    /// The kind of store failure this answer reports (`Other` for every answer that is
+    /// not a store's passing failure).
+    pub fn store_fault(&self) -> StoreFault {
+        match self.code {
+            "storage_full" => StoreFault::Full,
+            "store_unavailable" => StoreFault::Unavailable,
+            _ => StoreFault::Other,
+        }
+    }
+
+    /// This error as an `anyhow::Error` for code that speaks `anyhow` (verification),
+    /// still classified as the store failure it reports (`store::fault::classify`).
+    pub fn into_anyhow(self) -> anyhow::Error {
+        anyhow::Error::new(crate::store::fault::Classified {
+            fault: self.store_fault(),
+            message: self.message,
+        })
+    }
+}
+
 impl From<PluginFailure> for ApiError {
     fn from(failure: PluginFailure) -> ApiError {
         ApiError::new(

@@ -19,10 +19,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{Semaphore, broadcast};
+use tokio::sync::{Semaphore, broadcast, watch};
 
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::store::{EventStore, RecordedEvent, StoreResult, TenantId};
+
+/// Events one read of other hosts' commits takes at most (`read_remote`).
+const REMOTE_PAGE: u64 = 1_000;
 
 /// Events read from the store per page while a subscriber catches up.
 const CATCH_UP_PAGE: u32 = 500;
@@ -96,6 +100,10 @@ struct Feed {
     published: Mutex<u64>,
     /// Live subscribers of this tenant, for `max_subscribers`.
     subscribers: AtomicUsize,
+    /// The newest position other hosts are known to have committed; the feed's
+    /// remote reader (`read_remote`) reads up to it once and publishes what it read to
+    /// every subscriber, instead of each subscriber reading the store.
+    remote_head: watch::Sender<u64>,
 }
 
 /// The fan-out hub: one feed per tenant with subscribers.
@@ -109,11 +117,18 @@ pub struct Live {
     /// Live subscribers of every tenant: how often each may write (see
     /// `api/live.rs`) depends on how many share the host's CPU.
     total: AtomicUsize,
+    /// Where the store reads are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl Live {
-    pub fn new(store: Arc<dyn EventStore>, settings: LiveSettings) -> Arc<Live> {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        settings: LiveSettings,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Live> {
         Arc::new(Live {
+            metrics,
             settings,
             store,
             feeds: Mutex::new(HashMap::new()),
@@ -180,6 +195,7 @@ impl Live {
                         sender: broadcast::channel(self.settings.buffer.max(1)).0,
                         published: Mutex::new(0),
                         subscribers: AtomicUsize::new(0),
+                        remote_head: watch::channel(0).0,
                     })
                 })
                 .clone();
@@ -198,6 +214,7 @@ impl Live {
         };
         if fresh {
             tokio::spawn(poll_head(self.clone(), tenant.clone(), feed.clone()));
+            tokio::spawn(read_remote(self.clone(), tenant.clone(), feed.clone()));
         }
         // Counted from here on; given back by the subscription's `Drop`.
         self.total.fetch_add(1, Ordering::Relaxed);
@@ -215,17 +232,19 @@ impl Live {
         })
     }
 
-    /// Another host's append reached `position`: subscribers below it read the store
-    /// now, instead of at the next poll.
+    /// Another host's append reached `position`: the feed's remote reader reads it
+    /// now (once for every subscriber on this host), instead of at the next poll.
     pub fn announce(&self, tenant: &TenantId, position: u64) {
         let Some(feed) = self.feeds.lock().expect("feeds lock").get(tenant).cloned() else {
             return;
         };
-        let mut published = feed.published.lock().expect("published lock");
-        if position > *published {
-            let _ = feed.sender.send(Item::Head(position));
-            *published = position;
-        }
+        feed.remote_head.send_if_modified(|head| {
+            let moved = position > *head;
+            if moved {
+                *head = position;
+            }
+            moved
+        });
     }
 
     /// Forgets a deleted tenant's feed (its subscribers end when they next wake).
@@ -253,10 +272,64 @@ async fn poll_head(live: Arc<Live>, tenant: TenantId, feed: Arc<Feed>) {
         let Ok(head) = live.store.head(&tenant).await else {
             continue;
         };
-        let mut published = feed.published.lock().expect("published lock");
-        if head > *published {
-            let _ = feed.sender.send(Item::Head(head));
-            *published = head;
+        live.announce(&tenant, head);
+    }
+}
+
+/// Reads what other hosts committed, once per feed, and publishes it to the feed like
+/// this host's own commits: a remote commit costs one store read per host, not one per
+/// subscriber. Should this host publish a later position of its own first, the events
+/// read are below it and dropped here; subscribers then see a hole and read it from
+/// the store themselves (invariant 15), so nothing is lost either way. A read that
+/// fails falls back to announcing the head, which has each subscriber read.
+async fn read_remote(live: Arc<Live>, tenant: TenantId, feed: Arc<Feed>) {
+    let mut remote_head = feed.remote_head.subscribe();
+    loop {
+        // Wakes on each announcement, and now and then to notice a retired feed.
+        let _ = tokio::time::timeout(live.settings.poll_every, remote_head.changed()).await;
+        let retired = !live
+            .feeds
+            .lock()
+            .expect("feeds lock")
+            .get(&tenant)
+            .is_some_and(|f| Arc::ptr_eq(f, &feed));
+        if retired {
+            return;
+        }
+        loop {
+            let target = *remote_head.borrow_and_update();
+            let from = *feed.published.lock().expect("published lock");
+            if target <= from {
+                break;
+            }
+            let limit = (target - from).min(REMOTE_PAGE) as u32;
+            let read = {
+                let _slot = live.reads.acquire().await.expect("never closed");
+                Metrics::add(&live.metrics.live_remote_reads, 1);
+                live.store.read_log(&tenant, from, limit, &[]).await
+            };
+            let mut published = feed.published.lock().expect("published lock");
+            match read {
+                Ok(events) if !events.is_empty() => {
+                    let fresh: Vec<Arc<LiveEvent>> = events
+                        .into_iter()
+                        .filter(|e| e.position > *published)
+                        .map(LiveEvent::new)
+                        .collect();
+                    if let Some(last) = fresh.last().map(|e| e.event.position) {
+                        let _ = feed.sender.send(Item::Events(fresh.into()));
+                        *published = last;
+                    }
+                }
+                // Not visible yet, or the store failed: each subscriber reads for itself.
+                _ => {
+                    if target > *published {
+                        let _ = feed.sender.send(Item::Head(target));
+                        *published = target;
+                    }
+                    break;
+                }
+            }
         }
     }
 }
@@ -305,8 +378,7 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// The next delivery; `None` ends the subscription (after `Dropped`, or when the
-    /// store fails).
+    /// The next delivery; `None` ends the subscription (after `Dropped`).
     pub async fn next(&mut self) -> Option<Delivery> {
         loop {
             if let Some(delivery) = self.pending.pop_front() {
@@ -317,8 +389,14 @@ impl Subscription {
             }
             if let Some(target) = self.catch_up {
                 if let Err(error) = self.read_page(target).await {
+                    // Told, like a subscriber too far behind: it resumes from `position`
+                    // with `Last-Event-ID` once the store answers again.
                     tracing::warn!(tenant = %self.tenant, "live subscription stopped: {error:#}");
-                    return None;
+                    self.pending.push_back(Delivery::Dropped {
+                        reason: "store_unavailable",
+                        position: self.after,
+                    });
+                    self.ended = true;
                 }
                 continue;
             }
@@ -418,6 +496,7 @@ impl Subscription {
     async fn read_page(&mut self, target: CatchUp) -> StoreResult<()> {
         let page = {
             let _slot = self.live.reads.acquire().await.expect("never closed");
+            Metrics::add(&self.live.metrics.live_subscriber_reads, 1);
             self.live
                 .store
                 .read_log(&self.tenant, self.after, CATCH_UP_PAGE, &[])

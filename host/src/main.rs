@@ -107,6 +107,12 @@ enum Commands {
         /// log); older ones are deleted with their documents.
         #[arg(long, env = "CAIRN_PROJECTION_BUILDS_KEPT", default_value_t = 2)]
         projection_builds_kept: usize,
+        /// Seconds a store failure that may pass (a lost connection, a busy or full
+        /// database) is retried in silence by background work before a projection
+        /// build is shown as waiting for the store (it still retries, and resumes on
+        /// its own).
+        #[arg(long, env = "CAIRN_STORE_RETRY_BUDGET_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        store_retry_budget_secs: u64,
     },
     /// Compile one component with the server's engine settings (the server runs this
     /// in a child process for every upload, so a compile can be timed out and killed).
@@ -183,7 +189,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             poll_interval_ms,
             host_id,
             worker_threads: _,
+            store_retry_budget_secs,
         } => {
+            cairn_host::store::retry::set_budget(Duration::from_secs(store_retry_budget_secs));
             let limits = ConnectionLimits {
                 header_read_timeout: Duration::from_secs(header_read_timeout),
                 idle_timeout: Duration::from_secs(idle_timeout),

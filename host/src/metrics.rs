@@ -72,6 +72,12 @@ pub struct Metrics {
     pub append_transactions: AtomicU64,
     pub append_requests: AtomicU64,
     pub append_transaction_micros: AtomicU64,
+    /// Live fan-out's store reads (`live.rs`): pages read by single subscribers (a
+    /// backlog, a lag, a hole), and reads of other hosts' commits made once per host
+    /// for all subscribers. The second growing with commits, not subscribers, is the
+    /// point of reading remote commits once.
+    pub live_subscriber_reads: AtomicU64,
+    pub live_remote_reads: AtomicU64,
 }
 
 /// A per-tenant series: name, help text, and how to read it from the usage counters.
@@ -322,6 +328,18 @@ impl Metrics {
             "cairn_append_requests_total",
             "Append requests (a command's, a raw append's, an import's runs) the group commits carried.",
             self.append_requests.load(Relaxed),
+        );
+        counter_into(
+            &mut out,
+            "cairn_live_subscriber_reads_total",
+            "Store pages read by single live subscribers (backlog, lag, holes).",
+            self.live_subscriber_reads.load(Relaxed),
+        );
+        counter_into(
+            &mut out,
+            "cairn_live_remote_reads_total",
+            "Reads of other hosts' commits, made once per host for every live subscriber.",
+            self.live_remote_reads.load(Relaxed),
         );
         let seconds = self.append_transaction_micros.load(Relaxed) as f64 / 1e6;
         let _ = writeln!(

@@ -66,9 +66,10 @@ pub struct LiveQuery {
 /// `id:` the position, `event:` the type, `data:` the recorded event (the `Event`
 /// schema); a comment heartbeat every 15 s; one `caught-up` event (`data:
 /// {"position"}`) when the backlog is delivered. Every event after the starting
-/// position arrives once, in position order. A subscriber too far behind gets `event:
-/// dropped` (`data: {"reason": "too_far_behind", "position", "message"}`) and the
-/// stream ends: resume with `Last-Event-ID`.
+/// position arrives once, in position order. A subscriber too far behind, or one whose
+/// read from the database failed, gets `event: dropped` (`data: {"reason":
+/// "too_far_behind" | "store_unavailable", "position", "message"}`) and the stream
+/// ends: resume with `Last-Event-ID: <position>`.
 #[utoipa::path(get, path = "/t/{tenant}/events/live", tag = "log", operation_id = "follow_log",
     params(TenantParams, LiveQuery,
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this position (the `id:` of the last event received)")),
@@ -168,8 +169,12 @@ fn render(delivery: Delivery) -> Bytes {
             &json!({
                 "reason": reason,
                 "position": position,
-                "message": "this subscriber fell too far behind the live feed; reconnect \
-                            with Last-Event-ID to resume from the store",
+                "message": match reason {
+                    "store_unavailable" => "the database did not answer while this \
+                        subscriber read from it; reconnect with Last-Event-ID to resume",
+                    _ => "this subscriber fell too far behind the live feed; reconnect \
+                          with Last-Event-ID to resume from the store",
+                },
             })
             .to_string(),
         ),

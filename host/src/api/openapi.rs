@@ -240,10 +240,23 @@ fn complete(path: &str, operation: &mut Operation) {
         add("403", "`forbidden`: the token of another tenant");
         add("404", "`not_found`: no such tenant (operator token)");
     }
+    if admin || tenant {
+        add(
+            "503",
+            "`store_unavailable`: the database is down, restarting, frozen or refused for a \
+             passing reason; with `Retry-After`. Retry (a command with the same \
+             `command_id` is applied at most once)",
+        );
+        add(
+            "507",
+            "`storage_full`: no room to write on the server's or the database's disk; \
+             nothing was stored; with `Retry-After`. Retry once space is freed",
+        );
+    }
     add(
         "500",
-        "`internal`: a bug or a failing database; the message is generic and the server's \
-         log has the cause under the `request_id`",
+        "`internal`: a bug; the message is generic and the server's log has the cause \
+         under the `request_id`",
     );
     for (status, response) in operation.responses.responses.iter_mut() {
         let RefOr::T(response) = response else {

@@ -139,7 +139,7 @@ fn wait(query: &ReadQuery) -> Option<Duration> {
         (status = 200, description = "The document, as the projection wrote it", body = Value),
         (status = 404, description = "`not_found`: no projection of that name, no active build, or no document of that key"),
         (status = 409, description = "`projection_failed` (with `version`, `position`, `error`): the active build is parked as failed"),
-        (status = 503, description = "`not_caught_up` (with `position`): the active build did not reach `min_position` in time"),
+        (status = 503, description = "`not_caught_up` (with `position`): the active build did not reach `min_position` in time; `store_unavailable` (with `version`, `position`, `Retry-After`): the active build has been waiting for the store past the retry budget and retries (not failed)"),
     ))]
 pub async fn document(
     access: TenantAccess,
@@ -168,7 +168,7 @@ pub async fn document(
         (status = 400, description = "`bad_request`: `limit=0`"),
         (status = 404, description = "`not_found`: no projection of that name, or no active build"),
         (status = 409, description = "`projection_failed` (with `version`, `position`, `error`): the active build is parked as failed"),
-        (status = 503, description = "`not_caught_up` (with `position`): the active build did not reach `min_position` in time"),
+        (status = 503, description = "`not_caught_up` (with `position`): the active build did not reach `min_position` in time; `store_unavailable` (with `version`, `position`, `Retry-After`): the active build has been waiting for the store past the retry budget and retries (not failed)"),
     ))]
 pub async fn documents(
     access: TenantAccess,

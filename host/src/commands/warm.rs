@@ -18,6 +18,7 @@ use super::{Commands, stream_category};
 use crate::app::App;
 use crate::metrics::Metrics;
 use crate::plugins::Activated;
+use crate::store::retry::{Backoff, Transient, retry};
 use crate::store::{PluginKind, TenantId};
 
 /// Streams shorter than this are not warmed: they fold quickly from their first event.
@@ -29,7 +30,7 @@ pub fn start(app: Arc<App>) {
     let Some(mut activations) = app.plugins.take_activations() else {
         return;
     };
-    crate::plugins::verify::background().spawn(async move {
+    crate::plugins::background::runtime().spawn(async move {
         while let Some(Activated { tenant, name }) = activations.recv().await {
             warm_aggregate(&app, &tenant, &name, None).await;
         }
@@ -39,8 +40,9 @@ pub fn start(app: Arc<App>) {
 /// Warms the given streams (an import's) in the background: each one that belongs to
 /// an active aggregate of the tenant.
 pub fn spawn_for_streams(app: Arc<App>, tenant: TenantId, streams: HashSet<String>) {
-    crate::plugins::verify::background().spawn(async move {
-        let Ok(versions) = app.plugins.all(&tenant).await else {
+    crate::plugins::background::runtime().spawn(async move {
+        let Ok(versions) = retry("listing plugins to warm", || app.plugins.all(&tenant)).await
+        else {
             return;
         };
         let aggregates: Vec<String> = versions
@@ -66,13 +68,23 @@ pub fn spawn_for_streams(app: Arc<App>, tenant: TenantId, streams: HashSet<Strin
 /// longest first. Stops when the active version changes: the new one is warmed by its
 /// own activation.
 async fn warm_aggregate(app: &App, tenant: &TenantId, name: &str, only: Option<HashSet<String>>) {
+    // The store's passing failures (a lost connection, a busy database) are retried
+    // for the retry budget, like every background worker's; past it, or for anything
+    // else, warming gives up: commands fold on their own, as without it.
     let (Ok(gate), Ok(serving)) = (
-        app.tenants.gate(tenant).await,
-        app.plugins.aggregate(tenant, name).await,
+        retry("warming: the tenant", || app.tenants.gate(tenant)).await,
+        retry("warming: the active version", || {
+            app.plugins.aggregate(tenant, name)
+        })
+        .await,
     ) else {
         return;
     };
-    let Ok(mut streams) = app.plugins.streams_of(tenant, name).await else {
+    let Ok(mut streams) = retry("warming: the streams", || {
+        app.plugins.streams_of(tenant, name)
+    })
+    .await
+    else {
         return;
     };
     streams.retain(|(stream, version)| {
@@ -82,7 +94,11 @@ async fn warm_aggregate(app: &App, tenant: &TenantId, name: &str, only: Option<H
     let commands: &Commands = &app.commands;
     let mut warmed = 0u64;
     for (stream_id, head) in streams {
-        match app.plugins.aggregate(tenant, name).await {
+        match retry("warming: the active version", || {
+            app.plugins.aggregate(tenant, name)
+        })
+        .await
+        {
             Ok(now) if now.state_key == serving.state_key => {}
             _ => return,
         }
@@ -94,10 +110,20 @@ async fn warm_aggregate(app: &App, tenant: &TenantId, name: &str, only: Option<H
         else {
             return;
         };
-        match commands
-            .warm_stream(&mut instance, &gate, tenant, &stream_id, &serving, head)
-            .await
-        {
+        // A retry starts from the snapshot the failed attempt got to.
+        let mut backoff = Backoff::new();
+        let warmed_stream = loop {
+            match commands
+                .warm_stream(&mut instance, &gate, tenant, &stream_id, &serving, head)
+                .await
+            {
+                Err(error) if error.is_transient() && !backoff.past_budget() => {
+                    tokio::time::sleep(backoff.failed()).await;
+                }
+                warmed => break warmed,
+            }
+        };
+        match warmed_stream {
             Ok(Some(_)) => {
                 warmed += 1;
                 Metrics::add(&commands.metrics.streams_warmed, 1);

@@ -1,6 +1,7 @@
 //! Applying the other hosts' notices to what this host caches: log heads (live
 //! subscribers, projection workers), plugin versions, projection builds, tenants'
-//! tokens and limits, deleted tenants.
+//! tokens and limits, deleted tenants. A notice whose reads fail for a passing reason
+//! is retried (`store/retry.rs`); one given up on is made good by a resynchronisation.
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::app::AppState;
 use crate::error::ApiResult;
+use crate::store::retry::{MAX_DELAY, retry};
 use crate::store::{Notice, TenantId};
 
 /// Applies notices as they come, and resynchronises every `resync_every` in case one
@@ -20,6 +22,9 @@ pub(super) async fn follow(
     let mut resync = tokio::time::interval(resync_every);
     // The first tick is immediate: the host has just read everything at start-up.
     resync.tick().await;
+    // A notice that could not be applied (the store failing past the retry budget):
+    // everything is read again as soon as the store may answer.
+    let mut missed = false;
     loop {
         let notice = tokio::select! {
             notice = notices.recv() => match notice {
@@ -27,13 +32,21 @@ pub(super) async fn follow(
                 None => return,
             },
             _ = resync.tick() => Notice::Resync,
+            _ = tokio::time::sleep(MAX_DELAY), if missed => Notice::Resync,
         };
-        if let Err(error) = apply(&app, &notice).await {
-            tracing::warn!(
-                ?notice,
-                "following another host's change failed: {}",
-                error.message
-            );
+        // The store's passing failures are retried with backoff; a notice dropped on
+        // the first lost connection would leave this host's caches behind until the
+        // next resynchronisation.
+        match retry("following another host's change", || apply(&app, &notice)).await {
+            Ok(()) => missed &= notice != Notice::Resync,
+            Err(error) => {
+                tracing::warn!(
+                    ?notice,
+                    "following another host's change failed: {}",
+                    error.message
+                );
+                missed = true;
+            }
         }
     }
 }

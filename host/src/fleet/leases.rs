@@ -19,10 +19,13 @@ use std::time::Duration;
 
 use crate::app::AppState;
 use crate::error::ApiResult;
+use crate::store::retry::{Backoff, Transient};
 use crate::store::{LeaseRecord, ProjectionStatus, TenantId, now_ms};
 
 /// How long a lease lasts unless renewed; a dead host's builds move after this.
 pub(super) const LEASE_FOR: Duration = Duration::from_secs(5);
+/// How often a round runs.
+const ROUND_EVERY: Duration = Duration::from_secs(1);
 
 /// One round of the balancer (see the module's comment).
 pub(super) async fn balance(app: &AppState) -> ApiResult<()> {
@@ -109,14 +112,28 @@ pub(super) async fn balance(app: &AppState) -> ApiResult<()> {
     app.projections.set_owned(mine).await
 }
 
-/// Runs rounds every second, and at once when a build wants a worker.
+/// Runs rounds every second, and at once when a build wants a worker. A round that
+/// failed on the store is tried again sooner (100 ms doubling to the second), so one
+/// lost connection does not cost this host its leases (they last `LEASE_FOR`).
 pub(super) async fn run(app: AppState) {
+    let mut backoff = Backoff::capped(ROUND_EVERY);
     loop {
-        if let Err(error) = balance(&app).await {
-            tracing::warn!("balancing projection leases failed: {}", error.message);
-        }
+        let wait = match balance(&app).await {
+            Ok(()) => {
+                backoff.succeeded();
+                ROUND_EVERY
+            }
+            Err(error) => {
+                tracing::warn!("balancing projection leases failed: {}", error.message);
+                if error.is_transient() {
+                    backoff.failed()
+                } else {
+                    ROUND_EVERY
+                }
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = app.projections.lease_wanted.notified() => {}
         }
     }

@@ -7,6 +7,7 @@
 //! background (`verify.rs`); the active version keeps serving until it passes.
 //! Projections have builds with a lifecycle of their own (`crate::projection`).
 
+pub(crate) mod background;
 mod confirm;
 pub mod report;
 pub mod upcast;

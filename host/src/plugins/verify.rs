@@ -8,7 +8,7 @@
 //! is written to the store as it goes, so any host can show it. A version with a
 //! failure is `rejected` and never serves; the active version is untouched either way.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -18,8 +18,10 @@ use super::report::{
     same_state, shown,
 };
 use super::{Plugins, ServingAggregate};
+use crate::error::ApiError;
 use crate::gate::TenantGate;
 use crate::runtime::{AggregateInstance, PluginFailure};
+use crate::store::retry::{Backoff, Transient, retry};
 use crate::store::{
     Direction, PluginKind, PluginVersion, RecordedEvent, TenantId, Verification, now_ms,
 };
@@ -107,23 +109,38 @@ impl Plugins {
         {
             return;
         }
-        background().spawn(async move {
-            let mut report: Report = version
-                .report
-                .clone()
-                .and_then(|r| serde_json::from_value(r).ok())
-                .unwrap_or_default();
-            report.started_at = rfc3339(now_ms());
-            let result = match version.kind {
-                PluginKind::Aggregate => {
-                    self.verify_aggregate(&tenant, &gate, &version, &mut report)
-                        .await
+        super::background::runtime().spawn(async move {
+            // A store failure that may pass (each read is retried for the retry
+            // budget first) starts the verification again after a backoff: the
+            // version stays `verifying`, never rejected for the store's trouble.
+            let mut backoff = Backoff::new();
+            let (mut report, result) = loop {
+                let mut report: Report = version
+                    .report
+                    .clone()
+                    .and_then(|r| serde_json::from_value(r).ok())
+                    .unwrap_or_default();
+                report.started_at = rfc3339(now_ms());
+                let result = match version.kind {
+                    PluginKind::Aggregate => {
+                        self.verify_aggregate(&tenant, &gate, &version, &mut report)
+                            .await
+                    }
+                    PluginKind::Upcaster => {
+                        self.verify_upcaster(&tenant, &gate, &version, &mut report)
+                            .await
+                    }
+                    PluginKind::Projection => Ok(()),
+                };
+                match result {
+                    Err(error) if error.is_transient() => {
+                        let wait = backoff.failed();
+                        tracing::warn!(%tenant, plugin = %version.name, version = version.version,
+                            "verification interrupted by the store; starting again in {wait:?}: {error:#}");
+                        tokio::time::sleep(wait).await;
+                    }
+                    result => break (report, result),
                 }
-                PluginKind::Upcaster => {
-                    self.verify_upcaster(&tenant, &gate, &version, &mut report)
-                        .await
-                }
-                PluginKind::Projection => Ok(()),
             };
             if let Err(error) = result {
                 tracing::warn!(%tenant, plugin = %version.name, version = version.version,
@@ -131,7 +148,11 @@ impl Plugins {
                 report.outcome = Some(format!("verification could not finish: {error:#}"));
                 report.failures_total += 1;
             }
-            if let Err(error) = self.finish(&tenant, &version, report).await {
+            let finished = retry("recording a verification", || {
+                self.finish(&tenant, &version, report.clone())
+            })
+            .await;
+            if let Err(error) = finished {
                 tracing::warn!(%tenant, plugin = %version.name, "recording a verification failed: {error:#}");
             }
             self.running.lock().expect("running lock").remove(&key);
@@ -197,10 +218,7 @@ impl Plugins {
             .await?;
         tracing::info!(%tenant, plugin = %version.name, version = version.version,
             status = status.as_str(), "verification finished");
-        let versions = self
-            .changed(tenant)
-            .await
-            .map_err(|e| anyhow::anyhow!(e.message))?;
+        let versions = self.changed(tenant).await.map_err(ApiError::into_anyhow)?;
         let now_active = versions
             .iter()
             .any(|v| v.name == version.name && v.version == version.version && v.active);
@@ -216,15 +234,17 @@ impl Plugins {
         version: &PluginVersion,
         report: &Report,
     ) -> anyhow::Result<()> {
-        self.store
-            .set_plugin_verification(
+        let report = serde_json::to_value(report)?;
+        retry("recording verification progress", || {
+            self.store.set_plugin_verification(
                 tenant,
                 &version.name,
                 version.version,
                 Verification::Verifying,
-                &serde_json::to_value(report)?,
+                &report,
             )
-            .await
+        })
+        .await
     }
 
     async fn verify_aggregate(
@@ -234,7 +254,7 @@ impl Plugins {
         version: &PluginVersion,
         report: &mut Report,
     ) -> anyhow::Result<()> {
-        let api = |e: crate::error::ApiError| anyhow::anyhow!(e.message);
+        let api = ApiError::into_anyhow;
         let candidate = self.serving(tenant, version).await.map_err(api)?;
         let active = match self
             .all(tenant)
@@ -366,10 +386,11 @@ impl Plugins {
         }
         let (mut after, mut folded) = (0, 0);
         while progress.iter().any(Result::is_ok) {
-            let page = self
-                .store
-                .read_stream(tenant, stream_id, after + 1, PAGE, Direction::Forward)
-                .await?;
+            let page = retry("reading a stream to verify", || {
+                self.store
+                    .read_stream(tenant, stream_id, after + 1, PAGE, Direction::Forward)
+            })
+            .await?;
             let Some(last) = page.last() else { break };
             let (last_version, full) = (last.version, page.len() == PAGE as usize);
             folded += page.len() as u64;
@@ -495,7 +516,7 @@ impl Plugins {
         version: &PluginVersion,
         report: &mut Report,
     ) -> anyhow::Result<()> {
-        let api = |e: crate::error::ApiError| anyhow::anyhow!(e.message);
+        let api = ApiError::into_anyhow;
         report.compared_with = self
             .all(tenant)
             .await
@@ -519,7 +540,10 @@ impl Plugins {
         let mut flushed = Instant::now();
         let mut after = 0;
         loop {
-            let page = self.store.read_log(tenant, after, PAGE, &types).await?;
+            let page = retry("reading the log to verify", || {
+                self.store.read_log(tenant, after, PAGE, &types)
+            })
+            .await?;
             let Some(last) = page.last() else { break };
             if report.events_folded >= budget {
                 report.sampled = true;
@@ -561,51 +585,6 @@ impl Plugins {
             tokio::task::yield_now().await;
         }
         Ok(())
-    }
-}
-
-/// Where verifications run: a runtime on one thread of its own at the lowest CPU
-/// priority, so a verification takes only the CPU that commands, reads and
-/// projections leave idle. On the request runtime it would share worker threads with
-/// them as an equal (measured with `cargo xtask bench-verify`: a neighbour's command
-/// p99 rose 3.3 times while 100,000 events were verified; 2.8 times at nice 19, whose
-/// time slices still delay a woken command by milliseconds).
-pub(crate) fn background() -> &'static tokio::runtime::Handle {
-    static HANDLE: OnceLock<tokio::runtime::Handle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("cairn-verifier".into())
-            .spawn(move || {
-                lower_this_threads_priority();
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("building the verifier runtime");
-                let _ = sender.send(runtime.handle().clone());
-                runtime.block_on(std::future::pending::<()>());
-            })
-            .expect("starting the verifier thread");
-        receiver.recv().expect("the verifier runtime")
-    })
-}
-
-/// Linux schedules threads, not processes: `SCHED_IDLE` for the calling thread (pid 0)
-/// means it runs only on a CPU nothing else wants and is preempted at once when a
-/// request's thread wakes. Where that is refused, nice 19; where both are, normal
-/// priority, which is slower for neighbours but still correct.
-fn lower_this_threads_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: `param` lives across the call; pid 0 is this thread.
-        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0 {
-            return;
-        }
-    }
-    // SAFETY: setpriority takes plain integers and touches no memory of ours.
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS as _, 0, 19) } != 0 {
-        tracing::debug!("could not lower the verifier thread's priority");
     }
 }
 

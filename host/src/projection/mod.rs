@@ -24,15 +24,17 @@
 mod committed;
 mod owned;
 mod promotion;
+mod status;
+mod supervisor;
 mod worker;
 
 pub use promotion::BuildChoice;
+pub use status::{BuildView, ProjectionView};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
@@ -59,7 +61,7 @@ const BATCH_SLOTS_PER_TENANT: usize = 1;
 /// (429) until some finish.
 const MAX_BUILDING_PER_TENANT: usize = 8;
 /// Longest a read may wait for `min_position`.
-const MAX_WAIT: Duration = Duration::from_secs(30);
+pub(super) const MAX_WAIT: Duration = Duration::from_secs(30);
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
 
 type ProjectionKey = (TenantId, String);
@@ -75,6 +77,17 @@ struct Build {
     started: std::time::Instant,
     /// Its worker, while one runs here.
     worker: Option<Worker>,
+    /// Set while its worker's store calls fail for a passing reason and it retries.
+    store_wait: Option<StoreWait>,
+}
+
+/// A build whose worker retries after store failures (`supervisor.rs`).
+struct StoreWait {
+    /// Unix milliseconds of the first failure since the worker last made progress.
+    since: i64,
+    /// Once the failures have lasted past the retry budget: what the build's `error`
+    /// shows (it is waiting for the store, not failed).
+    parked: Option<String>,
 }
 
 /// A running worker and the means to stop it between batches.
@@ -117,45 +130,6 @@ pub struct Projections {
     /// no host runs yet, so that a new build starts at once rather than at its next
     /// round.
     pub lease_wanted: tokio::sync::Notify,
-}
-
-/// One build of a projection, as the API shows it: a plugin version folded over the
-/// tenant's log.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct BuildView {
-    /// The plugin version this build runs.
-    pub version: u64,
-    /// The build's id: a rebuild of the same plugin version is a new build.
-    pub build: u64,
-    /// The host whose worker runs it, on a fleet of hosts on PostgreSQL (its lease
-    /// holder); `null` on a single SQLite host, or while no host runs it.
-    #[schema(required = true)]
-    pub host: Option<String>,
-    pub status: ProjectionStatus,
-    /// The last position of the tenant's log this build has handled.
-    pub position: u64,
-    /// How far behind the log's head it is, in positions.
-    pub lag: u64,
-    /// Why it failed (`status` `failed`); `null` otherwise.
-    #[schema(required = true)]
-    pub error: Option<String>,
-    /// Events handled per second since this host started tracking it.
-    pub events_per_second: f64,
-}
-
-/// A projection, as the API shows it: which build serves reads, and every build kept.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ProjectionView {
-    pub name: String,
-    /// The plugin version of the build that serves reads; `null` while none does.
-    #[schema(required = true)]
-    pub active_version: Option<u64>,
-    /// The build that serves reads; `null` while none does.
-    #[schema(required = true)]
-    pub active_build: Option<u64>,
-    /// Every build kept (the active one, those building, the retired kept for rollback,
-    /// the failed), oldest first.
-    pub versions: Vec<BuildView>,
 }
 
 impl Projections {
@@ -218,6 +192,7 @@ impl Projections {
             handled: 0,
             started: std::time::Instant::now(),
             worker: None,
+            store_wait: None,
         };
         self.builds
             .lock()
@@ -227,7 +202,7 @@ impl Projections {
             .insert(version, build);
         if runnable {
             let (stop, stopped) = watch::channel(false);
-            let task = tokio::spawn(worker::run(self.clone(), record, stopped));
+            let task = tokio::spawn(supervisor::run(self.clone(), record, stopped));
             let worker = Worker { stop, task };
             if let Some(Some(old)) = self.build_mut(&key, version, |b| b.worker.replace(worker)) {
                 old.task.abort();
@@ -438,120 +413,6 @@ impl Projections {
 
     fn active_version(&self, tenant: &TenantId, name: &str) -> Option<u64> {
         self.active_record(tenant, name).ok().map(|r| r.version)
-    }
-
-    /// The active build, once it has passed `min_position` (waiting up to `wait`).
-    pub async fn readable(
-        &self,
-        tenant: &TenantId,
-        name: &str,
-        min_position: Option<u64>,
-        wait: Option<Duration>,
-    ) -> ApiResult<u64> {
-        let deadline = tokio::time::Instant::now() + wait.unwrap_or(DEFAULT_WAIT).min(MAX_WAIT);
-        loop {
-            let active = self.active_record(tenant, name)?;
-            let Some(min) = min_position else {
-                return Ok(active.version);
-            };
-            let key = (tenant.clone(), name.to_owned());
-            let Some(mut position) =
-                self.build_mut(&key, active.version, |b| b.position.subscribe())
-            else {
-                continue;
-            };
-            let at = *position.borrow_and_update();
-            if at >= min {
-                return Ok(active.version);
-            }
-            // A parked build will not move: say so now rather than after the wait.
-            if let Some(error) = &active.error {
-                return Err(ApiError::new(
-                    axum::http::StatusCode::CONFLICT,
-                    "projection_failed",
-                    format!(
-                        "{name} version {} is parked at position {at} and will not reach \
-                         {min}: {error}",
-                        active.version
-                    ),
-                )
-                .with("version", active.version)
-                .with("position", at)
-                .with("error", error.clone()));
-            }
-            // Wake on progress, and re-check the active build now and then in case a
-            // promotion switched it.
-            let step = tokio::time::Instant::now() + Duration::from_millis(200);
-            let until = step.min(deadline);
-            let _ = tokio::time::timeout_at(until, position.changed()).await;
-            if tokio::time::Instant::now() >= deadline {
-                let at = *position.borrow();
-                if at >= min {
-                    return Ok(active.version);
-                }
-                return Err(ApiError::unavailable(
-                    "not_caught_up",
-                    format!("{name} is at position {at}, not yet at {min}; try again"),
-                )
-                .with("position", at));
-            }
-        }
-    }
-
-    /// Status of one projection, or of all of the tenant's.
-    pub async fn status(
-        &self,
-        tenant: &TenantId,
-        name: Option<&str>,
-    ) -> ApiResult<Vec<ProjectionView>> {
-        let head = self.store.head(tenant).await?;
-        let holders = self.lease_holders(tenant).await?;
-        let builds = self.builds.lock().expect("builds lock");
-        let mut views: Vec<ProjectionView> = builds
-            .iter()
-            .filter(|((t, n), _)| t == tenant && name.is_none_or(|name| name == n))
-            .map(|((_, n), versions)| {
-                let mut list: Vec<BuildView> = versions
-                    .values()
-                    .map(|b| {
-                        let position = *b.position.borrow();
-                        let seconds = b.started.elapsed().as_secs_f64().max(0.001);
-                        let parked = b.record.error.is_some();
-                        BuildView {
-                            version: b.record.plugin_version,
-                            build: b.record.version,
-                            host: holders.get(&(n.clone(), b.record.version)).cloned(),
-                            status: if parked {
-                                ProjectionStatus::Failed
-                            } else {
-                                b.record.status
-                            },
-                            position,
-                            lag: head.saturating_sub(position),
-                            error: b.record.error.clone(),
-                            events_per_second: (b.handled as f64 / seconds * 10.0).round() / 10.0,
-                        }
-                    })
-                    .collect();
-                list.sort_by_key(|b| b.build);
-                let active = versions
-                    .values()
-                    .find(|b| b.record.status == ProjectionStatus::Active);
-                ProjectionView {
-                    name: n.clone(),
-                    active_version: active.map(|b| b.record.plugin_version),
-                    active_build: active.map(|b| b.record.version),
-                    versions: list,
-                }
-            })
-            .collect();
-        views.sort_by(|a, b| a.name.cmp(&b.name));
-        if let Some(name) = name
-            && views.is_empty()
-        {
-            return Err(ApiError::not_found(format!("no projection named {name}")));
-        }
-        Ok(views)
     }
 
     /// Stops and forgets every build of a deleted tenant.

@@ -215,10 +215,13 @@ impl Projections {
 
     /// A build that reached the head takes over, if it is still the newest requested.
     pub(crate) async fn caught_up(self: &Arc<Self>, tenant: &TenantId, name: &str, version: u64) {
-        if let Err(error) = self
-            .switch(tenant, name, version, PromoteRule::CaughtUp)
-            .await
-        {
+        // Retried on the store's passing failures: a build that caught up with no
+        // appends after it would otherwise wait for the next one to try again.
+        let switched = crate::store::retry::retry("promoting a caught-up build", || {
+            self.switch(tenant, name, version, PromoteRule::CaughtUp)
+        })
+        .await;
+        if let Err(error) = switched {
             tracing::warn!(%tenant, projection = name, version, "promotion failed: {}", error.message);
         }
     }

@@ -1,6 +1,7 @@
 //! The worker of one projection build: catch up from its checkpoint, then follow the
-//! live tail, woken by appends. Failures retry with backoff, then park the build. Asked
-//! to stop, a worker finishes the batch it is in and returns.
+//! live tail, woken by appends. A plugin failure is retried with backoff, then parks
+//! the build; a store failure ends the run and `supervisor.rs` decides (retry or park).
+//! Asked to stop, a worker finishes the batch it is in and returns.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,9 +9,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::committed::CommittedDocuments;
+use super::supervisor::{Carried, Halt, recovered};
 use super::{ProjectionKey, Projections};
 use crate::gate::Stored;
 use crate::runtime::sandbox::FailureReason;
+use crate::store::retry::Transient;
 use crate::store::{
     DocumentWrites, EventStore, ProjectionRecord, ProjectionStatus, RecordedEvent, StoreResult,
     TenantId,
@@ -21,7 +24,7 @@ use crate::store::{
 /// runs out of CPU time is halved at once (no attempt counted, no back-off) and the
 /// size grows back by doubling after `GROW_AFTER` clean batches, so a slow component
 /// or a busy machine settles on what fits the budget instead of stalling the build.
-const BATCH: u32 = super::CATCH_UP_PAGE;
+pub(super) const BATCH: u32 = super::CATCH_UP_PAGE;
 /// Pages read ahead at most while a batch is handled. A page's read is mostly waiting
 /// (SQLite hands rows over one by one from its connection's thread), so two reads side
 /// by side keep up with `handle` where one alone held catch-up to its pace.
@@ -34,83 +37,26 @@ const MAX_ATTEMPTS: u32 = 4;
 const MAX_BATCH_WRITE_BYTES: usize = 32 << 20;
 
 /// Whether the worker was asked to stop (or its build forgotten, the sender gone).
-fn stopping(stop: &watch::Receiver<bool>) -> bool {
+pub(super) fn stopping(stop: &watch::Receiver<bool>) -> bool {
     stop.has_changed().is_err() || *stop.borrow()
 }
 
 /// Resolves when the worker is asked to stop.
-async fn stop_requested(stop: &mut watch::Receiver<bool>) {
+pub(super) async fn stop_requested(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-pub async fn run(
-    projections: Arc<Projections>,
-    record: ProjectionRecord,
-    mut stop: watch::Receiver<bool>,
-) {
-    let tenant = record.tenant.clone();
-    let name = record.name.clone();
-    let version = record.version;
-    if let Err(message) = follow(&projections, record, &mut stop).await
-        && !stopping(&stop)
-    {
-        tracing::warn!(%tenant, projection = %name, version, "projection parked: {message}");
-        park(&projections, &tenant, &name, version, &message).await;
-    }
-}
-
-/// Marks a build failed with its error. An active build stays active (its documents
-/// keep serving reads) but carries the error and is not run again.
-async fn park(
-    projections: &Projections,
-    tenant: &TenantId,
-    name: &str,
-    version: u64,
-    message: &str,
-) {
-    let key: ProjectionKey = (tenant.clone(), name.to_owned());
-    let was_active = projections
-        .build_mut(&key, version, |b| {
-            b.record.status == ProjectionStatus::Active
-        })
-        .unwrap_or(false);
-    let status = if was_active {
-        ProjectionStatus::Active
-    } else {
-        ProjectionStatus::Failed
-    };
-    // The message may quote the plugin (a trap, its output), and PostgreSQL cannot
-    // store U+0000 in text.
-    let message = &message.replace('\0', "\u{fffd}");
-    let stored = projections
-        .store
-        .set_projection_status(tenant, name, version, status, Some(message))
-        .await;
-    if let Err(error) = stored {
-        tracing::error!(%tenant, projection = name, "could not park a failed build: {error:#}");
-    }
-    projections.announce(tenant, name).await;
-    projections.build_mut(&key, version, |build| {
-        build.record.status = status;
-        build.record.error = Some(message.to_owned());
-        build.worker = None;
-    });
-}
-
-/// A store failure as a build's error, which tenants read in the projection's status:
-/// the database's own message (tables, constraints) stays in the server log.
-fn store_failed(error: impl std::fmt::Display) -> String {
-    let id = crate::error::new_request_id();
-    tracing::error!(error_id = %id, "projection store error: {error:#}");
-    format!("the store failed (error id {id} in the server log)")
-}
-
-/// Runs until the build fails for good (the error says where and why).
-async fn follow(
+/// Runs until the build fails (the error says where and why) or is asked to stop.
+/// With `reload`, it first reads the build's checkpoint from the store (a retry after a
+/// store failure: a commit whose answer was lost may have moved it). `carried` is the
+/// supervisor's: what the worker keeps across such restarts.
+pub(super) async fn follow(
     projections: &Arc<Projections>,
-    record: ProjectionRecord,
+    record: &ProjectionRecord,
+    reload: bool,
     stop: &mut watch::Receiver<bool>,
-) -> Result<(), String> {
+    carried: &mut Carried,
+) -> Result<(), Halt> {
     let ProjectionRecord {
         tenant,
         name,
@@ -119,12 +65,34 @@ async fn follow(
         mut position,
         plugin_version: record_plugin_version,
         ..
-    } = record;
+    } = record.clone();
     let key: ProjectionKey = (tenant.clone(), name.clone());
     let store = projections.store.clone();
+    if reload {
+        let stored = store
+            .projections(Some(&tenant))
+            .await
+            .map_err(Halt::store)?
+            .into_iter()
+            .find(|r| r.name == name && r.version == version);
+        // Deleted, or parked by another host meanwhile: nothing to run.
+        let Some(stored) = stored.filter(|r| r.error.is_none()) else {
+            return Ok(());
+        };
+        position = stored.position;
+        projections.build_mut(&key, version, |build| {
+            build.position.send_if_modified(|at| {
+                let moved = position > *at;
+                if moved {
+                    *at = position;
+                }
+                moved
+            });
+        });
+    }
     let gate = |tenant: &TenantId| {
         let (tenants, tenant) = (projections.tenants.clone(), tenant.clone());
-        async move { tenants.gate(&tenant).await.map_err(|e| e.message) }
+        async move { tenants.gate(&tenant).await.map_err(|e| Halt::api("", e)) }
     };
     let limits = gate(&tenant).await?.call_limits();
     let plugin_store = store.clone();
@@ -139,7 +107,13 @@ async fn follow(
                 .ok_or_else(|| anyhow::anyhow!("the bytes of {plugin_digest} are missing"))
         })
         .await
-        .map_err(|e| format!("cannot load the component: {e:#}"))?;
+        .map_err(|e| {
+            if e.is_transient() {
+                Halt::store(e)
+            } else {
+                Halt::Build(format!("cannot load the component: {e:#}"))
+            }
+        })?;
     let wanted = {
         // Under the tenant's call slots like every plugin call: a guest that blocks
         // here must not hold more than its tenant's share.
@@ -149,8 +123,11 @@ async fn follow(
             .runtime
             .projection(&component, limits)
             .await
-            .map_err(|f| f.to_string())?;
-        instance.event_types().await.map_err(|f| f.to_string())?
+            .map_err(|f| Halt::Build(f.to_string()))?;
+        instance
+            .event_types()
+            .await
+            .map_err(|f| Halt::Build(f.to_string()))?
     };
     // The upcasters pinned to the plugin version this build runs: its events are read
     // through them. The log is filtered on stored types, so the types the upcasters
@@ -159,7 +136,7 @@ async fn follow(
         .plugins
         .projection_upcasters(&tenant, &name, record_plugin_version)
         .await
-        .map_err(|e| format!("cannot load the upcasters: {}", e.message))?;
+        .map_err(|e| Halt::api("cannot load the upcasters: ", e))?;
     let mut event_types = wanted.clone();
     if !wanted.is_empty() {
         for link in &upcasters.links {
@@ -173,12 +150,15 @@ async fn follow(
         version,
     ));
     let mut heads = projections.heads.watch(&tenant);
-    let mut attempt = 0;
-    // After a failed batch, events up to its end are retried one at a time, so the
-    // good ones commit and a failure names the exact event that causes it.
-    let mut isolate_until = 0;
-    let mut batch = BATCH;
-    let mut clean_batches = 0;
+    let Carried {
+        backoff,
+        attempt,
+        // After a failed batch, events up to its end are retried one at a time, so the
+        // good ones commit and a failure names the exact event that causes it.
+        isolate_until,
+        batch,
+        clean_batches,
+    } = carried;
     let event_types: Arc<[String]> = event_types.into();
     // The next pages, read while this one is handled (see `READ_AHEAD`).
     let mut ahead: std::collections::VecDeque<ReadAhead> = std::collections::VecDeque::new();
@@ -194,10 +174,14 @@ async fn follow(
                 Some(commit) => {
                     let (from, to, handled) = (commit.from, commit.to, commit.handled);
                     match commit.task.await {
-                        Err(e) => Err(store_failed(format!("the commit task failed: {e}"))),
-                        Ok(Err(e)) => Err(store_failed(e)),
+                        Err(e) => Err(Halt::Store {
+                            transient: false,
+                            error: format!("the commit task failed: {e}"),
+                        }),
+                        Ok(Err(e)) => Err(Halt::store(e)),
                         Ok(Ok(true)) => {
                             documents.staged_committed();
+                            recovered(projections, &key, version, backoff);
                             projections.build_mut(&key, version, |build| {
                                 build.handled += handled;
                                 build.position.send_replace(to);
@@ -214,7 +198,7 @@ async fn follow(
                             let stored = store
                                 .projections(Some(&tenant))
                                 .await
-                                .map_err(store_failed)?
+                                .map_err(Halt::store)?
                                 .into_iter()
                                 .find(|r| r.name == name && r.version == version);
                             let Some(stored) = stored else {
@@ -238,7 +222,7 @@ async fn follow(
             return Ok(());
         }
         heads.borrow_and_update();
-        let limit = if position < isolate_until { 1 } else { batch };
+        let limit = if position < *isolate_until { 1 } else { *batch };
         let (head, events) = match ahead.pop_front() {
             Some(page) if page.after == position && page.limit == limit => page.take().await,
             _ => {
@@ -255,12 +239,13 @@ async fn follow(
                 .await
             }
         }
-        .map_err(store_failed)?;
+        .map_err(Halt::store)?;
         if position >= head {
             // Caught up once the last batch's commit stands.
             if !settle!()? {
                 continue;
             }
+            recovered(projections, &key, version, backoff);
             promote_if_building(projections, &key, version).await;
             // Woken by an append in this host or another host's notice of one; the
             // poll is the safety net.
@@ -373,13 +358,13 @@ async fn follow(
                 Err(failure) if failure.reason == FailureReason::Deadline && count > 1 => {
                     // Too much work for one call's budget, not a broken event: retry
                     // the same events in a smaller batch right away.
-                    batch = (count as u32 / 2).max(1);
-                    clean_batches = 0;
+                    *batch = (count as u32 / 2).max(1);
+                    *clean_batches = 0;
                     tracing::debug!(%tenant, projection = %name, version, batch, "a batch ran out of time; halving");
                     continue;
                 }
                 Err(failure) => {
-                    attempt += 1;
+                    *attempt += 1;
                     let message = if count == 1 {
                         format!("event at position {first}: {failure}")
                     } else {
@@ -387,16 +372,16 @@ async fn follow(
                     };
                     if count > 1 {
                         // Split the batch before counting attempts against the event.
-                        isolate_until = last;
-                        attempt = 0;
+                        *isolate_until = last;
+                        *attempt = 0;
                     }
-                    if attempt >= MAX_ATTEMPTS {
-                        return Err(message);
+                    if *attempt >= MAX_ATTEMPTS {
+                        return Err(Halt::Build(message));
                     }
                     tracing::warn!(%tenant, projection = %name, version, attempt, "{message}");
                     drop(_slot);
                     tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))) => {}
+                        _ = tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(*attempt))) => {}
                         _ = stop_requested(stop) => return Ok(()),
                     }
                     continue;
@@ -414,7 +399,7 @@ async fn follow(
                 .await?
                 .reserve_storage(&store, &tenant, Stored::Documents(document_bytes))
                 .await
-                .map_err(|e| e.message)?;
+                .map_err(|e| Halt::api("", e))?;
         }
         // This batch was handled on top of the previous one's writes: it may commit
         // only once that commit stands.
@@ -442,13 +427,13 @@ async fn follow(
                     .await
             }),
         });
-        attempt = 0;
+        *attempt = 0;
         position = to;
-        if limit == batch && batch < BATCH {
-            clean_batches += 1;
-            if clean_batches >= GROW_AFTER {
-                batch = (batch * 2).min(BATCH);
-                clean_batches = 0;
+        if limit == *batch && *batch < BATCH {
+            *clean_batches += 1;
+            if *clean_batches >= GROW_AFTER {
+                *batch = (*batch * 2).min(BATCH);
+                *clean_batches = 0;
             }
         }
     }

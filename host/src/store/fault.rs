@@ -87,9 +87,11 @@ fn classify_code(code: &str) -> StoreFault {
             _ if code.starts_with("53") || code.starts_with("08") || code.starts_with("40") => {
                 StoreFault::Unavailable
             }
-            "55P03" | "57014" | "57P01" | "57P02" | "57P03" | "57P05" | "25P03" | "58030" => {
-                StoreFault::Unavailable
-            }
+            // 55000 at connect: "database is not currently accepting connections"
+            // (ALLOW_CONNECTIONS false during maintenance); no statement of the
+            // host's own raises it otherwise.
+            "55000" | "55P03" | "57014" | "57P01" | "57P02" | "57P03" | "57P05" | "25P03"
+            | "58030" => StoreFault::Unavailable,
             _ => StoreFault::Other,
         };
     }
@@ -115,7 +117,9 @@ fn classify_io(error: &std::io::Error) -> StoreFault {
 }
 
 /// A store error already read, for where the error itself cannot travel (one result
-/// shared by several waiters, a message crossing threads): its kind and its text.
+/// shared by several waiters; an answer for a client, `ApiError`, turned back into an
+/// error a background worker handles, which must still tell a passing failure from a
+/// lasting one): its kind and its text.
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct Classified {
@@ -153,6 +157,7 @@ mod tests {
         assert_eq!(classify_code("57P01"), StoreFault::Unavailable);
         assert_eq!(classify_code("40001"), StoreFault::Unavailable);
         assert_eq!(classify_code("08006"), StoreFault::Unavailable);
+        assert_eq!(classify_code("55000"), StoreFault::Unavailable);
         assert_eq!(classify_code("23505"), StoreFault::Other);
     }
 
@@ -164,5 +169,11 @@ mod tests {
         let pool = anyhow::Error::new(sqlx::Error::PoolTimedOut).context("reading");
         assert_eq!(classify(&pool), StoreFault::Unavailable);
         assert_eq!(classify(&anyhow::anyhow!("a bug")), StoreFault::Other);
+        let classified = Classified {
+            fault: StoreFault::Unavailable,
+            message: "the database is unavailable".to_owned(),
+        };
+        let error = anyhow::Error::new(classified).context("verifying");
+        assert_eq!(classify(&error), StoreFault::Unavailable);
     }
 }

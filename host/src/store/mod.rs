@@ -13,6 +13,7 @@ pub mod notices;
 pub mod plan;
 pub mod postgres;
 pub mod reachability;
+pub mod retry;
 pub mod sqlite;
 mod sqlite_memory;
 

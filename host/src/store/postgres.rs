@@ -78,16 +78,23 @@ impl PostgresStore {
         listener.listen(notices::CHANNEL).await?;
         let (sender, receiver) = mpsc::unbounded_channel();
         tokio::spawn(async move {
+            // Reconnection attempts back off (100 ms doubling to 5 s) while the
+            // database stays away.
+            let mut backoff = super::retry::Backoff::new();
             loop {
                 let notice = match listener.try_recv().await {
-                    Ok(Some(message)) => Notice::from_payload(message.payload()),
+                    Ok(Some(message)) => {
+                        backoff.succeeded();
+                        Notice::from_payload(message.payload())
+                    }
                     Ok(None) => {
                         tracing::warn!("the notice listener lost its connection; resynchronising");
                         Some(Notice::Resync)
                     }
                     Err(error) => {
-                        tracing::warn!("the notice listener failed: {error}; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        let wait = backoff.failed();
+                        tracing::warn!("the notice listener failed: {error}; retrying in {wait:?}");
+                        tokio::time::sleep(wait).await;
                         Some(Notice::Resync)
                     }
                 };
