@@ -1,7 +1,8 @@
 //! Hostile input over HTTP: every refusal is JSON in the contract's error shape with a
 //! stable code and a request id; strings the database cannot store (U+0000) are refused
-//! on both backends before they reach it; a store failure shows the client a request
-//! id, never the database's message; a body broken on the wire is a 400, not a 413.
+//! on both backends before they reach it; an empty path segment is a 400; a store
+//! failure shows the client a request id, never the database's message; a body broken
+//! on the wire is a 400, not a 413.
 
 mod common;
 
@@ -242,6 +243,96 @@ async fn every_refusal_is_json_in_the_error_shape() {
     // The tenant `x` of the `"limits": []` attempt was not made.
     let gone = server.get("/admin/tenants/x", server.admin()).await;
     refused(gone, StatusCode::NOT_FOUND, "not_found", "tenant x").await;
+}
+
+/// An empty path segment names nothing: 400 `bad_request` on every route with path
+/// parameters, whether the empty segment matched a route or left it unmatched, and
+/// nothing is written (an empty aggregate id once wrote a stream `account-` that no
+/// read could name).
+#[tokio::test]
+async fn an_empty_path_segment_is_400_and_writes_nothing() {
+    use Who::*;
+    let (server, token) = seeded().await;
+    let command = r#"{"type": "Open", "payload": {"owner": "ann"}}"#;
+    let events = r#"{"events": [{"type": "A", "data": {}}]}"#;
+    let table: &[(&str, &str, Who, Option<&str>)] = &[
+        (
+            "POST",
+            "/t/acme/aggregates/account//commands",
+            Tenant,
+            Some(command),
+        ),
+        (
+            "POST",
+            "/t/acme/aggregates//1/commands",
+            Tenant,
+            Some(command),
+        ),
+        (
+            "POST",
+            "/t/acme/aggregates///commands",
+            Tenant,
+            Some(command),
+        ),
+        ("GET", "/t/acme/aggregates//1", Tenant, None),
+        ("GET", "/t/acme/aggregates/account/", Tenant, None),
+        ("POST", "/t/acme/streams/", Tenant, Some(events)),
+        ("GET", "/t/acme/streams/", Tenant, None),
+        ("GET", "/t/acme/projections//docs", Tenant, None),
+        ("GET", "/t/acme/projections//docs/k", Tenant, None),
+        ("GET", "/t/acme/projections/balances/docs/", Tenant, None),
+        ("GET", "/t/acme/projections/", Tenant, None),
+        ("POST", "/t/acme/projections//promote", Tenant, Some("{}")),
+        ("POST", "/t/acme/projections//rebuild", Tenant, Some("{}")),
+        ("DELETE", "/t/acme/projections//builds/1", Tenant, None),
+        (
+            "DELETE",
+            "/t/acme/projections/balances/builds/",
+            Tenant,
+            None,
+        ),
+        ("GET", "/t/acme/plugins//logs", Tenant, None),
+        ("GET", "/t/acme/plugins//versions/1", Tenant, None),
+        ("GET", "/t/acme/plugins/account/versions/", Tenant, None),
+        ("POST", "/t/acme/plugins//activate", Tenant, Some("{}")),
+        ("PUT", "/t/acme/plugins/", Tenant, Some("x")),
+        ("GET", "/t//events", Operator, None),
+        ("GET", "/t//plugins/account", Operator, None),
+        ("POST", "/admin/tenants//token", Operator, None),
+        ("GET", "/admin/tenants/", Operator, None),
+    ];
+    for &(method, path, who, body) in table {
+        let token = match who {
+            Operator => server.admin(),
+            Tenant => token.as_str(),
+        };
+        let mut request = server
+            .http
+            .request(
+                Method::from_bytes(method.as_bytes()).unwrap(),
+                server.url(path),
+            )
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
+        let what = format!("{method} {path}");
+        let error = refused(
+            request.send().await.unwrap(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            &what,
+        )
+        .await;
+        assert!(
+            error["message"].as_str().unwrap().contains("empty"),
+            "{what}: {error}"
+        );
+    }
+    let log = expect(server.get("/t/acme/events", &token).await, StatusCode::OK).await;
+    assert_eq!(log["head"], 0, "{log}");
 }
 
 #[tokio::test]

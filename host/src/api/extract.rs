@@ -13,7 +13,10 @@ use crate::error::ApiError;
 use crate::store::text_problem;
 
 /// Like `axum::extract::Path`; a segment that is not UTF-8, does not parse, or holds a
-/// character no store can keep is a 400 `invalid_path` naming it.
+/// character no store can keep is a 400 `invalid_path` naming it. An empty segment
+/// (`/aggregates/account//commands`) is a 400 `bad_request`: no tenant, plugin,
+/// aggregate, stream, projection, build or key is named by nothing, and an empty
+/// aggregate id would write a stream (`account-`) that no read can name.
 pub struct Path<T>(pub T);
 
 impl<T, S> FromRequestParts<S> for Path<T>
@@ -28,6 +31,11 @@ where
             .await
             .map_err(|e| invalid_path(e.status(), e.body_text()))?;
         for (name, value) in &raw {
+            if value.is_empty() {
+                return Err(ApiError::bad_request(format!(
+                    "the path's `{name}` segment is empty"
+                )));
+            }
             if let Some(problem) = text_problem(name, value) {
                 return Err(invalid_path(StatusCode::BAD_REQUEST, problem));
             }

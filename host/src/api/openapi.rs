@@ -198,6 +198,7 @@ fn complete(path: &str, operation: &mut Operation) {
             "`invalid_path`: a path segment that is not UTF-8 once percent-decoded, does not \
              parse, or holds U+0000",
         );
+        add("400", "`bad_request`: an empty path segment");
     }
     if in_query {
         add(
