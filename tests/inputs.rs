@@ -542,3 +542,97 @@ async fn a_broken_chunked_body_is_400_and_only_a_real_oversize_is_413() {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("\"too_large\""), "{answer}");
 }
+
+/// A request head that cannot be parsed never reaches a route; it is still answered in
+/// the error shape (hyper's own answer is a bare status line), and the connection is
+/// closed. Also after a good request on the same connection.
+#[tokio::test]
+async fn a_head_that_cannot_be_parsed_is_answered_in_the_error_shape() {
+    let server = Server::start().await;
+    let headers: String = (0..101).map(|i| format!("X-{i}: y\r\n")).collect();
+    let path = "a".repeat(100_000);
+    let cases: Vec<(String, u16, &str)> = vec![
+        (
+            "GET /he\x01lthz HTTP/1.1\r\nHost: t\r\n\r\n".into(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "GET /healthz HTTP/9.9\r\nHost: t\r\n\r\n".into(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "G(T /healthz HTTP/1.1\r\nHost: t\r\n\r\n".into(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "GET /healthz HTTP/1.1\r\nHost: t\r\nBad Header: x\r\n\r\n".into(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "POST /admin/tenants HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n{}".into(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "POST /admin/tenants HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\
+             Content-Length: 3\r\n\r\n{}"
+                .into(),
+            400,
+            "malformed_request",
+        ),
+        (
+            format!("GET /{path} HTTP/1.1\r\nHost: t\r\n\r\n"),
+            414,
+            "uri_too_long",
+        ),
+        (
+            format!("GET /healthz HTTP/1.1\r\nHost: t\r\n{headers}\r\n"),
+            431,
+            "headers_too_large",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let what = format!("{code}: {:.60?}", request);
+        let answer = raw_exchange(&server, request).await;
+        assert_json_error(&answer, status, code, &what);
+    }
+    // A good request, then a bad one on the same connection: the first is answered as
+    // ever, the second in the error shape.
+    let both = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /\x7f HTTP/1.1\r\n\r\n".to_owned();
+    let answer = raw_exchange(&server, both).await;
+    let (first, second) = answer
+        .split_once("{\"status\":\"ok\"}")
+        .unwrap_or_else(|| panic!("{answer}"));
+    assert!(first.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_json_error(second, 400, "malformed_request", "after a good request");
+}
+
+/// `answer` (one response, then the connection closed) is `status` in the error shape
+/// with `code`, its request id also in `x-request-id`, and `connection: close`.
+fn assert_json_error(answer: &str, status: u16, code: &str, what: &str) {
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("{what}: no answer: {answer:?}"));
+    assert!(
+        head.starts_with(&format!("HTTP/1.1 {status} ")),
+        "{what}: {answer}"
+    );
+    let head = head.to_ascii_lowercase();
+    assert!(
+        head.contains("content-type: application/json"),
+        "{what}: {answer}"
+    );
+    assert!(head.contains("connection: close"), "{what}: {answer}");
+    let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{what}: {e}: {body}"));
+    assert_eq!(body["error"]["code"], code, "{what}: {body}");
+    assert!(body["error"]["message"].is_string(), "{what}: {body}");
+    let id = body["error"]["request_id"].as_str().unwrap();
+    assert!(
+        head.contains(&format!("x-request-id: {id}")),
+        "{what}: {answer}"
+    );
+}
