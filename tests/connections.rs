@@ -1,6 +1,8 @@
 //! Connection hygiene (`cairn serve --header-read-timeout --idle-timeout
-//! --max-connections`): a half-sent head and an idle connection are closed, a live
-//! stream is not, and a connection past the cap is answered 503 in the error shape.
+//! --max-connections --body-read-timeout`): a half-sent head and an idle connection are
+//! closed, a live stream is not, a connection past the cap is answered 503 in the error
+//! shape, and a body that stops or drips is answered 408 and closed (an import keeps
+//! the lines it had).
 //! Timeouts here are short flags; the assertions only wait, with generous bounds, for
 //! what must happen, never time it.
 
@@ -148,4 +150,107 @@ async fn past_the_cap_a_connection_is_answered_503_in_the_error_shape() {
         assert!(started.elapsed() < PATIENCE, "the slots never came back");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Splits what the server sent into its status code and JSON body.
+fn status_and_body(answer: &[u8]) -> (u16, serde_json::Value) {
+    let text = String::from_utf8_lossy(answer);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no answer: {text:?}"));
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{text}"
+    );
+    let status = head[9..12].parse().unwrap();
+    (status, serde_json::from_str(body).unwrap())
+}
+
+#[tokio::test]
+async fn a_body_that_stops_or_drips_is_answered_408_and_closed() {
+    let server = Server::start_with(&["--body-read-timeout", "2"]).await;
+    let head = |length: usize| {
+        format!(
+            "POST /admin/tenants HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n",
+            server.admin()
+        )
+    };
+    // Pieces a second apart (each wait under the bound, all of them too) are served.
+    let mut steady = connect(&server).await;
+    let body = r#"{"id": "steady"}"#;
+    steady.write_all(head(body.len()).as_bytes()).await.unwrap();
+    for piece in [&body[..5], &body[5..10], &body[10..]] {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        steady.write_all(piece.as_bytes()).await.unwrap();
+    }
+    let answer = get_on(&mut steady, "/healthz").await;
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+
+    // Half a body, then nothing.
+    let mut stopped = connect(&server).await;
+    let request = format!("{}{{\"id\": ", head(100));
+    stopped.write_all(request.as_bytes()).await.unwrap();
+    let answer = closed_by_server(&mut stopped, "a body that stopped").await;
+    let (status, body) = status_and_body(&answer);
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (408, &json!("body_timeout")),
+        "{body}"
+    );
+
+    // A byte every half second: never a long wait, but it would take minutes.
+    let dripping = connect(&server).await;
+    let (mut from_server, mut to_server) = dripping.into_split();
+    to_server.write_all(head(1000).as_bytes()).await.unwrap();
+    let drip = tokio::spawn(async move {
+        for _ in 0..1000 {
+            if to_server.write_all(b" ").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    let read = from_server.read_to_end(&mut answer);
+    let _ = tokio::time::timeout(PATIENCE, read)
+        .await
+        .expect("a dripping body kept its connection open");
+    drip.abort();
+    let (status, body) = status_and_body(&answer);
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (408, &json!("body_timeout")),
+        "{body}"
+    );
+    let tenant = server.get("/admin/tenants/steady", server.admin()).await;
+    assert_eq!(tenant.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_import_that_stops_arriving_keeps_its_lines_and_is_answered_408() {
+    let server = Server::start_with(&["--body-read-timeout", "2"]).await;
+    let token = server.create_tenant("acme").await;
+    let mut stream = connect(&server).await;
+    let lines: String = (0..3)
+        .map(|i| format!("{{\"stream\": \"s-1\", \"type\": \"A\", \"data\": {{\"i\": {i}}}}}\n"))
+        .collect();
+    let request = format!(
+        "POST /t/acme/import HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n\
+         {:x}\r\n{lines}\r\n",
+        lines.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let answer = closed_by_server(&mut stream, "an import that stopped").await;
+    let (status, body) = status_and_body(&answer);
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (408, &json!("body_timeout")),
+        "{body}"
+    );
+    assert_eq!(body["error"]["imported_lines"], 3, "{body}");
+    let log = server.get("/t/acme/events", &token).await;
+    assert_eq!(expect(log, StatusCode::OK).await["head"], 3);
 }

@@ -358,6 +358,26 @@ fn problems(doc: &Value) -> Vec<String> {
         if path.starts_with("/t/") && !(needs("tenant_token") && needs("operator_token")) {
             problem(format!("{at}: not tenant_token or operator_token security"));
         }
+        // Answers made before routing, and to a body that stops arriving.
+        for (status, code) in [
+            ("400", "malformed_request"),
+            ("414", "uri_too_long"),
+            ("431", "headers_too_large"),
+        ] {
+            if !op["responses"][status]["description"]
+                .as_str()
+                .is_some_and(|d| d.contains(code))
+            {
+                problem(format!("{at}: no {status} {code}"));
+            }
+        }
+        if !op["requestBody"].is_null()
+            && !op["responses"]["408"]["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("body_timeout"))
+        {
+            problem(format!("{at}: takes a body but lists no 408 body_timeout"));
+        }
         if path.starts_with("/admin/") || path.starts_with("/t/") {
             for status in ["401", "403", "500"] {
                 if op["responses"][status].is_null() {

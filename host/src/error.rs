@@ -138,6 +138,48 @@ impl ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
     }
 
+    /// `408 body_timeout`: the request body kept the server waiting past its bound
+    /// (`cairn serve --body-read-timeout`); the connection is closed after the answer.
+    pub fn body_timeout(detail: impl std::fmt::Display) -> ApiError {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!("{detail}: a body must keep arriving; send it again"),
+        )
+    }
+
+    /// The answer to a request head that could not be parsed (before any route), by
+    /// the status the HTTP layer chose: `414 uri_too_long`, `431 headers_too_large`,
+    /// else `400 malformed_request`.
+    pub fn unparsable_head(
+        status: StatusCode,
+        max_headers: usize,
+        max_head_bytes: usize,
+        max_uri_bytes: usize,
+    ) -> ApiError {
+        match status {
+            StatusCode::URI_TOO_LONG => ApiError::new(
+                status,
+                "uri_too_long",
+                format!("the request's URI is longer than {max_uri_bytes} bytes"),
+            ),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ApiError::new(
+                status,
+                "headers_too_large",
+                format!(
+                    "the request's head has more than {max_headers} header fields or is \
+                     larger than {max_head_bytes} bytes"
+                ),
+            ),
+            _ => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_request",
+                "the request's head is not valid HTTP/1.1: its request line (method, \
+                 target, version), a header, or its Content-Length or Transfer-Encoding",
+            ),
+        }
+    }
+
     /// A bug or a broken dependency: logged in full with the request id, shown to the
     /// client only as that id. A store's message may name tables, constraints or other
     /// tenants' values, so it never leaves the host.
@@ -233,16 +275,24 @@ impl From<AppendError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The error's body in the contract's shape, naming `request_id` when there is one.
+    pub fn to_json(&self, request_id: Option<&str>) -> Value {
         let mut error = Map::new();
         error.insert("code".into(), json!(self.code));
         error.insert("message".into(), json!(self.message));
-        if let Some(id) = current_request_id() {
+        if let Some(id) = request_id {
             error.insert("request_id".into(), json!(id));
         }
-        error.extend(self.details);
-        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        error.extend(self.details.clone());
+        json!({ "error": error })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = self.to_json(current_request_id().as_deref());
+        let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()

@@ -72,6 +72,10 @@ enum Commands {
         /// Seconds a client has, from a request's first byte, to send its whole head.
         #[arg(long, env = "CAIRN_HEADER_READ_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
         header_read_timeout: u64,
+        /// Seconds the server waits for a request body's next bytes, and for all of a
+        /// body's bytes together, plus a second per 64 KiB received; past it, 408.
+        #[arg(long, env = "CAIRN_BODY_READ_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        body_read_timeout: u64,
         /// Seconds a connection may stay open with no request in flight.
         #[arg(long, env = "CAIRN_IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         idle_timeout: u64,
@@ -180,6 +184,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             snapshot_every,
             state_cache_entries,
             header_read_timeout,
+            body_read_timeout,
             idle_timeout,
             max_connections,
             live_buffer,
@@ -196,6 +201,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 header_read_timeout: Duration::from_secs(header_read_timeout),
                 idle_timeout: Duration::from_secs(idle_timeout),
                 max_connections: max_connections as usize,
+                body_read_timeout: Duration::from_secs(body_read_timeout),
             };
             let settings = Settings {
                 data_dir,

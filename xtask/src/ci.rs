@@ -111,6 +111,8 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             "--test",
             "inputs",
             "--test",
+            "wire",
+            "--test",
             "connections",
             "--test",
             "live",

@@ -11,7 +11,10 @@
 //! A line that is not a valid event stops the import with 400 before anything of its
 //! group is written; `imported_lines` in the error says how many lines before it are
 //! committed. Events with `event_id`s make a re-run of the same file safe: appends
-//! already stored are recognised and skipped (`replayed_events`).
+//! already stored are recognised and skipped (`replayed_events`). A body that stops
+//! arriving (no bytes for `--body-read-timeout`, or dripped too slowly: `serve/body.rs`
+//! counts only the time spent waiting for the client, not the time spent writing what
+//! it sent) stops the import the same way, with 408 `body_timeout`.
 
 use std::collections::HashSet;
 
@@ -24,6 +27,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::auth::TenantAccess;
+use super::extract::unreadable_body;
 use super::schemas::TenantParams;
 use super::streams::{EventBody, check_stream, proposed};
 use super::views::{self, ImportView};
@@ -86,6 +90,7 @@ struct Import {
         (status = 400, description = "Stopped at a line (with `line`, `imported_lines` and `imported_events`; every line before it is committed):\n\
             `invalid_body`: a line that is not an event (malformed JSON, an unknown field), or a body that broke off\n\
             `bad_request`: an invalid stream id, event type or event id, an event id twice in a row of a stream, or no events at all"),
+        (status = 408, description = "`body_timeout` (with `imported_lines`, `imported_events`): the body stopped arriving; the connection is closed"),
         (status = 409, description = "`idempotency_conflict` (with `imported_lines`, `imported_events`): some event ids were already appended, but not as this same append"),
         (status = 413, description = "`too_large` (with `line`, `imported_lines`, `imported_events`): a line longer than the tenant's `max_body_bytes`"),
         (status = 507, description = "`quota_exceeded` (with `imported_lines`, `imported_events`): past the tenant's `max_stored_bytes`"),
@@ -114,10 +119,10 @@ pub async fn import(
         match chunks.next().await {
             Some(Ok(chunk)) => pending.extend_from_slice(&chunk),
             Some(Err(error)) => {
+                // Lines complete before the break (or the wait) are kept, as for a
+                // bad line: the import can be sent again from `imported_lines` on.
                 import.flush(&app, &access).await?;
-                return Err(import.stopped(ApiError::bad_request(format!(
-                    "the request body could not be read: {error}"
-                ))));
+                return Err(import.stopped(unreadable_body(&error)));
             }
             None => finished = true,
         }

@@ -35,7 +35,7 @@ const BODY_CEILING: usize = 64 << 20;
 pub fn router(app: AppState) -> Router {
     let (routes, _) = routes().split_for_parts();
     routes
-        .fallback(|| async { ApiError::not_found("no such route") })
+        .fallback(no_route)
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 axum::http::StatusCode::METHOD_NOT_ALLOWED,
@@ -97,6 +97,17 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(live::live))
         .routes(routes!(console::index))
         .routes(routes!(console::asset))
+}
+
+/// No route matched. A path with an empty segment (`/t/acme/streams/`,
+/// `/t/acme/aggregates/account/`) names a route with a parameter left out: 400
+/// `bad_request`, as where an empty segment matches a route (`extract::Path`).
+async fn no_route(uri: axum::http::Uri) -> ApiError {
+    let path = uri.path();
+    if path.len() > 1 && path[1..].split('/').any(str::is_empty) {
+        return ApiError::bad_request("the path has an empty segment");
+    }
+    ApiError::not_found("no such route")
 }
 
 /// Gives every request an id: the caller's `x-request-id` when it is a short token

@@ -179,6 +179,13 @@ fn complete(path: &str, operation: &mut Operation) {
         .request_body
         .as_ref()
         .is_some_and(|body| body.content.contains_key("application/json"));
+    // The import documents its own 408 (with how far it got); others get the common one.
+    let timed = operation
+        .responses
+        .responses
+        .get("408")
+        .is_some_and(|r| matches!(r, RefOr::T(r) if r.description.contains("body_timeout")));
+    let takes_body = operation.request_body.is_some();
     let mut add = |status: &str, line: &str| {
         let responses = &mut operation.responses.responses;
         let entry = responses
@@ -198,6 +205,7 @@ fn complete(path: &str, operation: &mut Operation) {
             "`invalid_path`: a path segment that is not UTF-8 once percent-decoded, does not \
              parse, or holds U+0000",
         );
+        add("400", "`bad_request`: an empty path segment");
     }
     if in_query {
         add(
@@ -251,6 +259,28 @@ fn complete(path: &str, operation: &mut Operation) {
             "507",
             "`storage_full`: no room to write on the server's or the database's disk; \
              nothing was stored; with `Retry-After`. Retry once space is freed",
+        );
+    }
+    // Answered before any route, so every operation can get them.
+    add(
+        "400",
+        "`malformed_request`: a request head that is not valid HTTP/1.1 (its request \
+         line, a header, `Content-Length`); the connection is closed",
+    );
+    add(
+        "414",
+        "`uri_too_long`: a URI longer than 65,534 bytes; the connection is closed",
+    );
+    add(
+        "431",
+        "`headers_too_large`: more than 100 header fields, or a head over 408 KiB; the \
+         connection is closed",
+    );
+    if takes_body && !timed {
+        add(
+            "408",
+            "`body_timeout`: the body stopped arriving, or came too slowly \
+             (`cairn serve --body-read-timeout`); the connection is closed",
         );
     }
     add(

@@ -12,7 +12,10 @@
 //!   gracefully. A request is in flight until its response body ends, so a
 //!   Server-Sent Events stream (which has its own heartbeat) is never idle;
 //! - cap: past `max_connections` open connections, a new one is answered
-//!   `503 too_many_connections` with `Retry-After` and closed.
+//!   `503 too_many_connections` with `Retry-After` and closed;
+//! - body: a request body may keep the server waiting only so long (`body.rs`);
+//! - a head that cannot be parsed is answered in the contract's error shape, not with
+//!   hyper's bare status (`malformed.rs`).
 //!
 //! SIGTERM stops accepting, closes idle connections, lets requests in flight finish,
 //! and gives up on those still open (live streams) after [`DRAIN`].
@@ -39,6 +42,12 @@ use tower::Service;
 
 use crate::error::{ApiError, new_request_id, with_request_id};
 
+mod body;
+mod malformed;
+
+pub use body::{BodyTimeout, CREDIT_BYTES};
+pub use malformed::{MAX_HEAD_BYTES, MAX_HEADERS, MAX_URI_BYTES};
+
 /// How connections are bounded; `cairn serve` flags set them.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionLimits {
@@ -48,6 +57,9 @@ pub struct ConnectionLimits {
     pub idle_timeout: Duration,
     /// Open connections at most; more are answered 503.
     pub max_connections: usize,
+    /// The longest one wait for a request body's next bytes, and the waits' total
+    /// before the body has earned more (see `body.rs`).
+    pub body_read_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -56,6 +68,7 @@ impl Default for ConnectionLimits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            body_read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -141,17 +154,15 @@ async fn serve_connection(
     mut stop: watch::Receiver<bool>,
 ) {
     let watch = Arc::new(Watch::new());
-    let io = TokioIo::new(Watched {
-        inner: stream,
-        watch: watch.clone(),
-    });
+    let io = TokioIo::new(Watched::new(stream, watch.clone()));
     let service = {
         let watch = watch.clone();
         hyper::service::service_fn(move |request: Request<Incoming>| {
             let guard = watch.request_started();
             let mut router = router.clone();
             async move {
-                let response = router.call(request.map(Body::new)).await?;
+                let bounded = |incoming| body::Bounded::new(incoming, limits.body_read_timeout);
+                let response = router.call(request.map(bounded).map(Body::new)).await?;
                 // The request stays in flight until hyper drops the body it was sending.
                 Ok::<_, Infallible>(response.map(|body| Body::new(InFlight { body, guard })))
             }
@@ -300,10 +311,22 @@ impl http_body::Body for InFlight {
     }
 }
 
-/// The socket, telling the watchdog when bytes arrive.
+/// The socket, telling the watchdog when bytes arrive, and writing the contract's
+/// answer in place of hyper's to a head it cannot parse.
 struct Watched {
     inner: TcpStream,
     watch: Arc<Watch>,
+    rewrite: malformed::Rewrite,
+}
+
+impl Watched {
+    fn new(inner: TcpStream, watch: Arc<Watch>) -> Watched {
+        Watched {
+            inner,
+            watch,
+            rewrite: malformed::Rewrite::default(),
+        }
+    }
 }
 
 impl AsyncRead for Watched {
@@ -327,7 +350,10 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = &mut *self;
+        let bufs = [io::IoSlice::new(buf)];
+        this.rewrite
+            .poll_write(Pin::new(&mut this.inner), cx, &bufs)
     }
 
     fn poll_write_vectored(
@@ -335,7 +361,8 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        this.rewrite.poll_write(Pin::new(&mut this.inner), cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -376,6 +403,9 @@ async fn refuse(stream: TcpStream) {
         .timer(TokioTimer::new())
         .header_read_timeout(REFUSAL_TIMEOUT)
         .keep_alive(false)
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(
+            TokioIo::new(Watched::new(stream, Arc::new(Watch::new()))),
+            service,
+        )
         .await;
 }
