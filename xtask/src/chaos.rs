@@ -14,13 +14,12 @@
 //! (postgres://postgres@127.0.0.1:5432) and fails if it cannot. CI runs `--quick` on
 //! both backends; the full campaign runs for `--seconds` (default 120).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -28,11 +27,10 @@ use reqwest::blocking::Client;
 use serde_json::{Value, json};
 
 use crate::bench::arg;
+use crate::campaign::{Ledger, Random, Target, verify, write_loop};
 
 const TENANT: &str = "chaos";
 const OPERATOR: &str = "chaos-operator";
-/// Accounts each writer owns (a writer's commands to one account never race its own).
-const ACCOUNTS_PER_WRITER: usize = 8;
 
 pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
@@ -70,8 +68,14 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let threads: Vec<_> = (0..writers)
         .map(|w| {
             let (ledger, stop) = (ledger.clone(), stop.clone());
-            let (base, token) = (base.clone(), token.clone());
-            std::thread::spawn(move || write_loop(w, &base, &token, &ledger, &stop))
+            let target = Target {
+                base: base.clone(),
+                tenant: TENANT.to_owned(),
+                token: token.clone(),
+                host: 0,
+                pad: 0,
+            };
+            std::thread::spawn(move || write_loop(&w.to_string(), &target, &ledger, &stop))
         })
         .collect();
 
@@ -102,7 +106,14 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     // A clean restart before checking: what is read is what survived.
     server.kill9();
     server.start()?;
-    let report = verify(&http, &base, &token, &ledger)?;
+    let report = verify(
+        &http,
+        &base,
+        TENANT,
+        &token,
+        &ledger,
+        Duration::from_secs(300),
+    )?;
     let answered = ledger.answered.lock().expect("ledger").len();
     println!();
     println!("| chaos ({backend}) | value |");
@@ -128,7 +139,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     if answered == 0 || kills == 0 {
         bail!("the campaign did nothing: {answered} commands, {kills} kills");
     }
-    if report.lost + report.duplicates + report.gaps + report.mismatches > 0 {
+    if report.violations() > 0 {
         bail!("the campaign found violations: {:?}", report.problems);
     }
     println!("==> chaos passed on {backend}");
@@ -200,6 +211,10 @@ pub struct Server {
     port: u16,
     pub base: String,
     child: Option<Child>,
+    /// `--host-id`, for a host of a fleet.
+    host_id: Option<String>,
+    /// Where its stderr goes (`RUST_LOG=warn`); discarded when unset.
+    log: Option<PathBuf>,
 }
 
 impl Server {
@@ -219,7 +234,36 @@ impl Server {
             port,
             base: format!("http://127.0.0.1:{port}"),
             child: None,
+            host_id: None,
+            log: None,
         })
+    }
+
+    /// Runs as `--host-id id` of a fleet, its warnings appended to `log`.
+    pub fn in_fleet(mut self, host_id: &str, log: PathBuf) -> Server {
+        self.host_id = Some(host_id.to_owned());
+        self.with_log(log)
+    }
+
+    /// Appends its warnings (`RUST_LOG=warn`) to `log`.
+    pub fn with_log(mut self, log: PathBuf) -> Server {
+        self.log = Some(log);
+        self
+    }
+
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends `signal` (`libc::SIGSTOP`, `libc::SIGCONT`…) to the running process.
+    pub fn signal(&self, signal: i32) -> anyhow::Result<()> {
+        let pid = self.pid().context("the server is not running")?;
+        // SAFETY: kill(2) on a child this process started and has not reaped.
+        if unsafe { libc::kill(pid as i32, signal) } != 0 {
+            bail!("kill({pid}, {signal}) failed");
+        }
+        Ok(())
     }
 
     pub fn start(&mut self) -> anyhow::Result<()> {
@@ -236,6 +280,16 @@ impl Server {
                 .stderr(Stdio::null());
             if let Some(url) = &self.database {
                 command.args(["--database", url]);
+            }
+            if let Some(id) = &self.host_id {
+                command.args(["--host-id", id]);
+            }
+            if let Some(log) = &self.log {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)?;
+                command.env("RUST_LOG", "warn").stderr(file);
             }
             let mut child = command.spawn().context("starting cairn")?;
             let mut line = String::new();
@@ -254,7 +308,7 @@ impl Server {
         }
     }
 
-    fn kill9(&mut self) {
+    pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill(); // SIGKILL
             let _ = child.wait();
@@ -296,83 +350,6 @@ pub fn setup(
     Ok(token)
 }
 
-/// What the writers were told: answered command ids, and retries.
-#[derive(Default)]
-struct Ledger {
-    /// Command id → its stream, for every command answered 200.
-    answered: Mutex<HashMap<String, String>>,
-    retries: AtomicU64,
-}
-
-/// One writer: opens its accounts, then deposits into them until told to stop. A
-/// command whose answer is lost (the server died) is sent again with the same id.
-fn write_loop(
-    writer: usize,
-    base: &str,
-    token: &str,
-    ledger: &Ledger,
-    stop: &AtomicBool,
-) -> anyhow::Result<()> {
-    let http = Client::builder().timeout(Duration::from_secs(10)).build()?;
-    let mut random = Random::seeded();
-    let accounts: Vec<String> = (0..ACCOUNTS_PER_WRITER)
-        .map(|a| format!("w{writer}a{a}"))
-        .collect();
-    let mut sequence = 0u64;
-    let mut opened = HashSet::new();
-    while !stop.load(Ordering::Relaxed) {
-        let account = &accounts[random.below(accounts.len() as u64) as usize];
-        let body = if opened.contains(account) {
-            json!({"type": "Deposit", "payload": {"amount": 1 + random.below(100)}})
-        } else {
-            json!({"type": "Open", "payload": {"owner": account}})
-        };
-        sequence += 1;
-        let command_id = format!("{writer}-{sequence}");
-        let mut body = body;
-        body["command_id"] = json!(command_id);
-        let url = format!("{base}/t/{TENANT}/aggregates/account/{account}/commands");
-        let give_up = Instant::now() + Duration::from_secs(120);
-        loop {
-            match http.post(&url).bearer_auth(token).json(&body).send() {
-                Ok(answer) if answer.status().is_success() => {
-                    ledger
-                        .answered
-                        .lock()
-                        .expect("ledger")
-                        .insert(command_id.clone(), format!("account-{account}"));
-                    opened.insert(account.clone());
-                    break;
-                }
-                Ok(answer) if answer.status().is_server_error() => {
-                    // 503 while the host starts (or a load it gave up on): retry.
-                    ledger.retries.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(answer) => {
-                    let status = answer.status();
-                    let text = answer.text().unwrap_or_default();
-                    // Open on an opened account is refused by the domain: it was
-                    // opened by an earlier try of another command id whose answer
-                    // was lost. Anything else is a bug the campaign reports.
-                    if text.contains("already_open") || text.contains("already opened") {
-                        opened.insert(account.clone());
-                        break;
-                    }
-                    bail!("command {command_id} answered {status}: {text}");
-                }
-                Err(_) => {
-                    ledger.retries.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            if Instant::now() > give_up {
-                bail!("command {command_id} was never answered in 120 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    Ok(())
-}
-
 /// Asks for a rebuild of `balances`, or promotes one of its kept builds back.
 fn projection_poke(http: &Client, base: &str, token: &str, random: &mut Random) -> bool {
     let url = format!("{base}/t/{TENANT}/projections/balances");
@@ -404,177 +381,4 @@ fn projection_poke(http: &Client, base: &str, token: &str, random: &mut Random) 
             .send()
     };
     sent.is_ok()
-}
-
-#[derive(Default)]
-struct Report {
-    events: u64,
-    lost: u64,
-    duplicates: u64,
-    gaps: u64,
-    mismatches: u64,
-    /// The first few violations, for the message.
-    problems: Vec<String>,
-}
-
-impl Report {
-    fn problem(&mut self, what: String) {
-        if self.problems.len() < 10 {
-            self.problems.push(what);
-        }
-    }
-}
-
-fn verify(http: &Client, base: &str, token: &str, ledger: &Ledger) -> anyhow::Result<Report> {
-    let mut report = Report::default();
-    // The whole log, page by page.
-    let mut after = 0u64;
-    let mut versions: HashMap<String, u64> = HashMap::new();
-    let mut effects: HashMap<String, u64> = HashMap::new();
-    let mut balances: BTreeMap<String, i64> = BTreeMap::new();
-    let head;
-    loop {
-        let page: Value = http
-            .get(format!("{base}/t/{TENANT}/events?after={after}&limit=1000"))
-            .bearer_auth(token)
-            .send()?
-            .error_for_status()?
-            .json()?;
-        let events = page["events"].as_array().context("events")?;
-        for e in events {
-            let position = e["position"].as_u64().context("position")?;
-            if position != after + 1 {
-                report.gaps += 1;
-                report.problem(format!("position {position} follows {after}"));
-            }
-            after = position;
-            report.events += 1;
-            let stream = e["stream_id"].as_str().context("stream")?.to_owned();
-            let version = e["version"].as_u64().context("version")?;
-            let last = versions.entry(stream.clone()).or_insert(0);
-            if version != *last + 1 {
-                report.gaps += 1;
-                report.problem(format!("{stream} version {version} follows {last}"));
-            }
-            *last = version;
-            if let Some(id) = e["metadata"]["causation_id"].as_str() {
-                *effects.entry(id.to_owned()).or_insert(0) += 1;
-            }
-            let amount = e["data"]["amount"].as_i64().unwrap_or(0);
-            let balance = balances.entry(stream).or_insert(0);
-            if e["type"] == "Deposited" {
-                *balance += amount;
-            }
-        }
-        if events.is_empty() {
-            head = page["head"].as_u64().context("head")?;
-            break;
-        }
-    }
-    if head != after {
-        report.gaps += 1;
-        report.problem(format!("the head is {head} but the log ends at {after}"));
-    }
-    for (id, count) in &effects {
-        if *count > 1 {
-            report.duplicates += 1;
-            report.problem(format!("command {id} caused {count} events"));
-        }
-    }
-    for (id, stream) in ledger.answered.lock().expect("ledger").iter() {
-        if !effects.contains_key(id) {
-            report.lost += 1;
-            report.problem(format!(
-                "command {id} on {stream} was answered but is not in the log"
-            ));
-        }
-    }
-    // The projection, once its active version has caught up with the log.
-    let started = Instant::now();
-    let docs = loop {
-        let doc = http
-            .get(format!(
-                "{base}/t/{TENANT}/projections/balances/docs?limit=1&min_position={head}"
-            ))
-            .bearer_auth(token)
-            .send()?;
-        if doc.status().is_success() {
-            break read_all_docs(http, base, token)?;
-        }
-        if started.elapsed() > Duration::from_secs(300) {
-            bail!(
-                "balances never caught up with position {head}: {}",
-                doc.text()?
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    for (stream, balance) in &balances {
-        match docs.get(stream) {
-            Some(doc) if doc["balance"].as_i64() == Some(*balance) => {}
-            other => {
-                report.mismatches += 1;
-                report.problem(format!(
-                    "{stream}: the log folds to {balance}, the projection holds {other:?}"
-                ));
-            }
-        }
-    }
-    if docs.len() != balances.len() {
-        report.mismatches += 1;
-        report.problem(format!(
-            "{} documents for {} streams",
-            docs.len(),
-            balances.len()
-        ));
-    }
-    Ok(report)
-}
-
-fn read_all_docs(http: &Client, base: &str, token: &str) -> anyhow::Result<HashMap<String, Value>> {
-    let mut docs = HashMap::new();
-    let mut after: Option<String> = None;
-    loop {
-        let mut url = format!("{base}/t/{TENANT}/projections/balances/docs?limit=1000");
-        if let Some(after) = &after {
-            url.push_str(&format!("&after={after}"));
-        }
-        let page: Value = http
-            .get(url)
-            .bearer_auth(token)
-            .send()?
-            .error_for_status()?
-            .json()?;
-        for d in page["docs"].as_array().context("docs")? {
-            docs.insert(
-                d["key"].as_str().context("key")?.to_owned(),
-                d["doc"].clone(),
-            );
-        }
-        match page["next"].as_str() {
-            Some(next) => after = Some(next.to_owned()),
-            None => return Ok(docs),
-        }
-    }
-}
-
-/// A small xorshift generator: the campaign needs no cryptography, only variety.
-struct Random(u64);
-
-impl Random {
-    fn seeded() -> Random {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
-        let mut hasher = std::hash::DefaultHasher::new();
-        std::hash::Hash::hash(&(nanos, std::thread::current().id()), &mut hasher);
-        Random(std::hash::Hasher::finish(&hasher) | 1)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
 }

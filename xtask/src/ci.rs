@@ -3,8 +3,8 @@
 //! formatting, lints, every test on SQLite, the black-box suites again
 //! on PostgreSQL (the store conformance suite runs on both in the first pass), the HTTP
 //! conformance suite with two hosts on one PostgreSQL database, the
-//! fault campaign in its quick form on both backends, the demo and the upcasting
-//! walkthrough.
+//! fault campaign in its quick form on both backends, the storage and fleet fault
+//! campaign in its quick form, the demo and the upcasting walkthrough.
 
 use std::path::Path;
 use std::process::Command;
@@ -142,6 +142,10 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     // The fault campaign, reduced: kill -9 under load on both backends.
     crate::chaos::run(root, &["--quick".to_owned()])?;
     crate::chaos::run(root, &["--quick".to_owned(), "--postgres".to_owned()])?;
+    // Storage and fleet faults, reduced: a full disk under SQLite; SIGSTOP, a frozen
+    // then cut database path, terminated backends and kill -9 on three hosts sharing
+    // one PostgreSQL database (the full form also restarts PostgreSQL).
+    crate::faults::run(root, &["--quick".to_owned()])?;
     // The README's first command must keep working: run it end to end.
     crate::demo::run(root, &["--no-wait".to_owned()])?;
     // And the upcasting walkthrough, which checks every step it shows.

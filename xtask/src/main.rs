@@ -35,6 +35,12 @@
 //! - `fleet [--events N] [--debug]`: three hosts on one PostgreSQL database: live
 //!   latency across hosts, the projection lease's takeover after `kill -9`, documents
 //!   against a fold of the log
+//! - `faults [--quick] [--release] [--seconds S]`: storage and fleet faults under
+//!   writers with command ids (a full disk under SQLite; on three hosts sharing one
+//!   PostgreSQL: SIGSTOP of a host and of the lease holder, a frozen then cut database
+//!   path, `pg_terminate_backend`, kill -9, a PostgreSQL restart), each followed by the
+//!   log's check; the other hosts' rate during each fault and the recovery times.
+//!   Needs root.
 
 mod bench;
 mod bench_fairness;
@@ -43,9 +49,11 @@ mod bench_polyglot;
 mod bench_subscribers;
 mod bench_verify;
 mod build_plugins;
+mod campaign;
 mod chaos;
 mod ci;
 mod demo;
+mod faults;
 mod fleet;
 mod fuzz_api;
 mod hot_swap;
@@ -77,9 +85,10 @@ fn main() {
         Some("chaos") => chaos::run(&root, rest),
         Some("fuzz-api") => fuzz_api::run(&root, rest),
         Some("fleet") => fleet::run(&root, rest),
+        Some("faults") => faults::run(&root, rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask <build-plugins [--polyglot] | build-python DIR [--world W] [--out FILE] | build-js ENTRY.js [--world W] [--out FILE] | test-polyglot | bench-polyglot [--database URL] | demo [--no-wait] | hot-swap | upcasting | ci | bench [--quick] [--full] | bench --clients N [--commands M] [--streams S] [--database URL] | bench-verify [--streams S] [--events E] [--database URL] | bench-fairness [--clients N] [--seconds S] [--database URL] | bench-long [--events E] [--database URL] | bench-subscribers [--writers N] [--commands M] [--idle I] [--database URL] | chaos [--postgres | --database URL] [--seconds S] [--writers N] [--quick] [--release] | fuzz-api [--postgres | --database URL] [--examples N] [--seconds S]>"
+                "usage: cargo xtask <build-plugins [--polyglot] | build-python DIR [--world W] [--out FILE] | build-js ENTRY.js [--world W] [--out FILE] | test-polyglot | bench-polyglot [--database URL] | demo [--no-wait] | hot-swap | upcasting | ci | bench [--quick] [--full] | bench --clients N [--commands M] [--streams S] [--database URL] | bench-verify [--streams S] [--events E] [--database URL] | bench-fairness [--clients N] [--seconds S] [--database URL] | bench-long [--events E] [--database URL] | bench-subscribers [--writers N] [--commands M] [--idle I] [--database URL] | chaos [--postgres | --database URL] [--seconds S] [--writers N] [--quick] [--release] | fuzz-api [--postgres | --database URL] [--examples N] [--seconds S] | fleet [--events N] [--debug] | faults [--quick] [--release] [--seconds S]>"
             );
             std::process::exit(2);
         }
