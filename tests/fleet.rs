@@ -256,6 +256,8 @@ async fn token_rotation_and_tenant_deletion_reach_every_host() {
     // The second host learns (and caches) the token.
     let state = hosts[1].get("/t/acme/plugins", &token).await;
     assert_eq!(state.status(), StatusCode::OK);
+    let mut live = Sse::connect(&hosts[1], &token, "/t/acme/events/live?after=0", None).await;
+    live.expect_caught_up().await;
 
     let rotated = expect(
         hosts[0]
@@ -269,6 +271,10 @@ async fn token_rotation_and_tenant_deletion_reach_every_host() {
     )
     .await;
     let new_token = rotated["token"].as_str().unwrap().to_owned();
+    // A stream the old token opened on the other host ends too.
+    let dropped = live.next().await;
+    assert_eq!(dropped.event.as_deref(), Some("dropped"), "{dropped:?}");
+    assert!(dropped.data.contains("token_revoked"), "{dropped:?}");
     wait_for("the old token refused on the second host", async || {
         hosts[1].get("/t/acme/plugins", &token).await.status() == StatusCode::UNAUTHORIZED
     })
