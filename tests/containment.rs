@@ -357,3 +357,69 @@ async fn documents_and_plugins_count_toward_the_storage_quota() {
         .unwrap();
     assert!(!anonymous.contains("small"), "{anonymous}");
 }
+
+#[tokio::test]
+async fn an_upcasters_output_is_bounded_per_event_and_per_page() {
+    let server = Server::start().await;
+    let token = server.create_tenant("acme").await;
+    let uploaded = server
+        .upload(&token, "acme", "multiplier", hostile_bytes("upcaster"))
+        .await;
+    let body = expect(uploaded, StatusCode::CREATED).await;
+    assert_eq!(body["status"], "active", "{body}");
+    let boom = |copies: u32, bytes: u32| json!({"type": "Boom", "data": {"copies": copies, "bytes": bytes}});
+    let read = |query: &'static str| {
+        let server = &server;
+        let token = token.clone();
+        async move {
+            body_of(
+                server
+                    .get(&format!("/t/acme/events?upcast=true&{query}"), &token)
+                    .await,
+            )
+            .await
+        }
+    };
+
+    // A few copies: served.
+    expect(
+        server
+            .append(&token, "acme", "s-1", json!({"events": [boom(3, 0)]}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let (code, page) = read("after=0").await;
+    assert_eq!(code, StatusCode::OK, "{page}");
+    assert_eq!(page["events"].as_array().unwrap().len(), 3, "{page}");
+
+    // One stored event asking for a thousand: refused, the tenant's error.
+    expect(
+        server
+            .append(&token, "acme", "s-1", json!({"events": [boom(1000, 0)]}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let (code, body) = read("after=1").await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "plugin_failed", "{body}");
+    assert_eq!(body["error"]["reason"], "invalid_output", "{body}");
+
+    // Each within the per-event bound, a page past the per-page bound: refused too.
+    let many: Vec<Value> = (0..40).map(|_| boom(100, 8_000)).collect();
+    expect(
+        server
+            .append(&token, "acme", "s-2", json!({"events": many}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let (code, body) = read("after=2&limit=1000").await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["reason"], "invalid_output", "{body}");
+    // A smaller page of the same events is served.
+    let (code, page) = read("after=2&limit=2").await;
+    assert_eq!(code, StatusCode::OK, "{page}");
+    assert_eq!(page["events"].as_array().unwrap().len(), 200);
+}
