@@ -423,3 +423,38 @@ async fn an_upcasters_output_is_bounded_per_event_and_per_page() {
     assert_eq!(code, StatusCode::OK, "{page}");
     assert_eq!(page["events"].as_array().unwrap().len(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenants_uploads_compile_one_at_a_time_so_a_neighbour_is_not_queued_behind_them() {
+    let server = Arc::new(Server::start().await);
+    let busy = server.create_tenant("busy").await;
+    let other = server.create_tenant("other").await;
+    // Four different components (no compile is shared), uploaded at once by one tenant.
+    let mut uploads = Vec::new();
+    for name in ["account", "account-v2", "balances", "daily-totals"] {
+        let server = server.clone();
+        let busy = busy.clone();
+        uploads.push(tokio::spawn(async move {
+            let resp = server.upload(&busy, "busy", name, plugin_bytes(name)).await;
+            expect(resp, StatusCode::CREATED).await;
+            std::time::Instant::now()
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let resp = server
+        .upload(&other, "other", "balances-v2", plugin_bytes("balances-v2"))
+        .await;
+    expect(resp, StatusCode::CREATED).await;
+    let neighbour_done = std::time::Instant::now();
+    let mut busy_done = Vec::new();
+    for upload in uploads {
+        busy_done.push(upload.await.unwrap());
+    }
+    busy_done.sort();
+    // The neighbour's compile took the host's free slot at once: it was not queued
+    // behind the busy tenant's later uploads, which wait for that tenant's own turn.
+    assert!(
+        neighbour_done < busy_done[3],
+        "the neighbour's upload finished after all four of the busy tenant's"
+    );
+}

@@ -46,6 +46,10 @@ pub struct TenantGate {
     /// Token bucket for `commands_per_second`; `None` when unlimited. A std `Mutex`:
     /// held for a few arithmetic operations.
     rate: Option<Mutex<Bucket>>,
+    /// One compile of this tenant's uploads at a time. The host compiles two
+    /// components at once for everyone; a tenant's second upload waits here, behind
+    /// its own first, instead of in the host's queue ahead of its neighbours'.
+    compiles: Arc<Semaphore>,
     /// Shared with the gate that replaces this one when the limits change.
     pub usage: Arc<Usage>,
     pub logs: Arc<PluginLogs>,
@@ -217,6 +221,7 @@ impl TenantGate {
         TenantGate {
             calls: Arc::new(Semaphore::new(limits.max_concurrent_calls as usize)),
             cpu_turns: Arc::new(Semaphore::new(cpu_turns(limits.cpu_weight))),
+            compiles: Arc::new(Semaphore::new(1)),
             stored: Arc::new(tokio::sync::Mutex::new(None)),
             rate: limits.commands_per_second.map(|rate| {
                 Mutex::new(Bucket {
@@ -228,6 +233,15 @@ impl TenantGate {
             usage,
             logs,
         }
+    }
+
+    /// This tenant's turn to compile an upload (see `compiles`).
+    pub async fn compile_turn(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.compiles
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed")
     }
 
     /// Admits one command or answers 429 `over_limit`.

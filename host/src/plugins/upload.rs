@@ -59,6 +59,8 @@ impl Plugins {
         options: VerifyOptions,
         reserved: &mut Vec<Stored>,
     ) -> ApiResult<Uploaded> {
+        // Behind this tenant's own earlier uploads, not its neighbours'.
+        let compile_turn = gate.compile_turn().await;
         let loaded = self
             .runtime
             .inspect(
@@ -70,6 +72,7 @@ impl Plugins {
                 InspectError::Invalid(invalid) => ApiError::invalid_plugin(invalid.0),
                 InspectError::HostDiskFull(message) => ApiError::storage_full(message),
             })?;
+        drop(compile_turn);
         let artifact = Stored::Plugin(loaded.artifact_bytes);
         gate.reserve_storage(&self.store, tenant, artifact).await?;
         reserved.push(artifact);
