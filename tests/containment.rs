@@ -458,3 +458,51 @@ async fn a_tenants_uploads_compile_one_at_a_time_so_a_neighbour_is_not_queued_be
         "the neighbour's upload finished after all four of the busy tenant's"
     );
 }
+
+#[tokio::test]
+async fn every_refusal_is_charged_to_the_tenant() {
+    let server = Server::start().await;
+    let token = server
+        .create_tenant_with("acme", json!({"max_stored_bytes": 1 << 20}))
+        .await;
+    // A write past the quota, an unusable upload: each refused and counted.
+    let big = json!({"events": [{"type": "A", "data": {"pad": "x".repeat(600_000)}}]});
+    expect(
+        server.append(&token, "acme", "s-1", big.clone()).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_error(
+        server.append(&token, "acme", "s-1", big).await,
+        StatusCode::INSUFFICIENT_STORAGE,
+        "quota_exceeded",
+    )
+    .await;
+    assert_error(
+        server
+            .upload(&token, "acme", "junk", b"not wasm".to_vec())
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_plugin",
+    )
+    .await;
+    let usage = usage(&server, "acme").await;
+    assert_eq!(usage["quota_refused"], 1, "{usage}");
+    assert_eq!(usage["uploads_refused"], 1, "{usage}");
+    let metrics = server
+        .http
+        .get(server.url("/metrics"))
+        .bearer_auth(server.admin())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "cairn_tenant_quota_refused_total{tenant=\"acme\"} 1",
+        "cairn_tenant_uploads_refused_total{tenant=\"acme\"} 1",
+    ] {
+        assert!(metrics.contains(series), "{series} not in /metrics");
+    }
+}

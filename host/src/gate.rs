@@ -98,6 +98,10 @@ pub struct Usage {
     pub deadline_hits: AtomicU64,
     pub memory_hits: AtomicU64,
     pub rate_limited: AtomicU64,
+    /// Writes refused by the storage quota (`max_stored_bytes`, `max_plugin_versions`).
+    pub quota_refused: AtomicU64,
+    /// Uploads refused as unusable (`invalid_plugin`: shape, compile, link, world).
+    pub uploads_refused: AtomicU64,
     /// Command latency, from admission to the answer (`/metrics`).
     pub command_latency: Histogram,
     /// Plugin call latency by plugin name and call (`decide`, `evolve`, `handle`). A
@@ -120,6 +124,10 @@ pub struct UsageView {
     pub deadline_hits: u64,
     pub memory_hits: u64,
     pub rate_limited: u64,
+    /// Writes refused by the storage quota since the server started.
+    pub quota_refused: u64,
+    /// Uploads refused as unusable since the server started.
+    pub uploads_refused: u64,
 }
 
 impl Usage {
@@ -170,6 +178,8 @@ impl Usage {
             deadline_hits: self.deadline_hits.load(Relaxed),
             memory_hits: self.memory_hits.load(Relaxed),
             rate_limited: self.rate_limited.load(Relaxed),
+            quota_refused: self.quota_refused.load(Relaxed),
+            uploads_refused: self.uploads_refused.load(Relaxed),
         }
     }
 
@@ -305,6 +315,7 @@ impl TenantGate {
         let (bytes, what) = adding.parts();
         if now.total() + bytes > max {
             *counted = Some(now);
+            self.usage.quota_refused.fetch_add(1, Relaxed);
             return Err(ApiError::new(
                 axum::http::StatusCode::INSUFFICIENT_STORAGE,
                 "quota_exceeded",

@@ -29,6 +29,9 @@ impl Plugins {
         let versions = self.refresh(tenant).await?.len() as u64;
         let max = gate.limits.max_plugin_versions;
         if versions >= max {
+            gate.usage
+                .quota_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Err(ApiError::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "quota_exceeded",
@@ -42,6 +45,13 @@ impl Plugins {
         let result = self
             .upload_within_quota(tenant, gate.clone(), name, wasm, options, &mut reserved)
             .await;
+        if let Err(refused) = &result
+            && refused.code == "invalid_plugin"
+        {
+            gate.usage
+                .uploads_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if !matches!(result, Ok(Uploaded::Ready(_) | Uploaded::Verifying(_))) {
             for bytes in reserved {
                 gate.release_storage(bytes).await;
