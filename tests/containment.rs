@@ -357,3 +357,152 @@ async fn documents_and_plugins_count_toward_the_storage_quota() {
         .unwrap();
     assert!(!anonymous.contains("small"), "{anonymous}");
 }
+
+#[tokio::test]
+async fn an_upcasters_output_is_bounded_per_event_and_per_page() {
+    let server = Server::start().await;
+    let token = server.create_tenant("acme").await;
+    let uploaded = server
+        .upload(&token, "acme", "multiplier", hostile_bytes("upcaster"))
+        .await;
+    let body = expect(uploaded, StatusCode::CREATED).await;
+    assert_eq!(body["status"], "active", "{body}");
+    let boom = |copies: u32, bytes: u32| json!({"type": "Boom", "data": {"copies": copies, "bytes": bytes}});
+    let read = |query: &'static str| {
+        let server = &server;
+        let token = token.clone();
+        async move {
+            body_of(
+                server
+                    .get(&format!("/t/acme/events?upcast=true&{query}"), &token)
+                    .await,
+            )
+            .await
+        }
+    };
+
+    // A few copies: served.
+    expect(
+        server
+            .append(&token, "acme", "s-1", json!({"events": [boom(3, 0)]}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let (code, page) = read("after=0").await;
+    assert_eq!(code, StatusCode::OK, "{page}");
+    assert_eq!(page["events"].as_array().unwrap().len(), 3, "{page}");
+
+    // One stored event asking for a thousand: refused, the tenant's error.
+    expect(
+        server
+            .append(&token, "acme", "s-1", json!({"events": [boom(1000, 0)]}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let (code, body) = read("after=1").await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "plugin_failed", "{body}");
+    assert_eq!(body["error"]["reason"], "invalid_output", "{body}");
+
+    // Each within the per-event bound, a page past the per-page bound: refused too.
+    let many: Vec<Value> = (0..40).map(|_| boom(100, 8_000)).collect();
+    expect(
+        server
+            .append(&token, "acme", "s-2", json!({"events": many}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let (code, body) = read("after=2&limit=1000").await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["reason"], "invalid_output", "{body}");
+    // A smaller page of the same events is served.
+    let (code, page) = read("after=2&limit=2").await;
+    assert_eq!(code, StatusCode::OK, "{page}");
+    assert_eq!(page["events"].as_array().unwrap().len(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenants_uploads_compile_one_at_a_time_so_a_neighbour_is_not_queued_behind_them() {
+    let server = Arc::new(Server::start().await);
+    let busy = server.create_tenant("busy").await;
+    let other = server.create_tenant("other").await;
+    // Four different components (no compile is shared), uploaded at once by one tenant.
+    let mut uploads = Vec::new();
+    for name in ["account", "account-v2", "balances", "daily-totals"] {
+        let server = server.clone();
+        let busy = busy.clone();
+        uploads.push(tokio::spawn(async move {
+            let resp = server.upload(&busy, "busy", name, plugin_bytes(name)).await;
+            expect(resp, StatusCode::CREATED).await;
+            std::time::Instant::now()
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let resp = server
+        .upload(&other, "other", "balances-v2", plugin_bytes("balances-v2"))
+        .await;
+    expect(resp, StatusCode::CREATED).await;
+    let neighbour_done = std::time::Instant::now();
+    let mut busy_done = Vec::new();
+    for upload in uploads {
+        busy_done.push(upload.await.unwrap());
+    }
+    busy_done.sort();
+    // The neighbour's compile took the host's free slot at once: it was not queued
+    // behind the busy tenant's later uploads, which wait for that tenant's own turn.
+    assert!(
+        neighbour_done < busy_done[3],
+        "the neighbour's upload finished after all four of the busy tenant's"
+    );
+}
+
+#[tokio::test]
+async fn every_refusal_is_charged_to_the_tenant() {
+    let server = Server::start().await;
+    let token = server
+        .create_tenant_with("acme", json!({"max_stored_bytes": 1 << 20}))
+        .await;
+    // A write past the quota, an unusable upload: each refused and counted.
+    let big = json!({"events": [{"type": "A", "data": {"pad": "x".repeat(600_000)}}]});
+    expect(
+        server.append(&token, "acme", "s-1", big.clone()).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_error(
+        server.append(&token, "acme", "s-1", big).await,
+        StatusCode::INSUFFICIENT_STORAGE,
+        "quota_exceeded",
+    )
+    .await;
+    assert_error(
+        server
+            .upload(&token, "acme", "junk", b"not wasm".to_vec())
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_plugin",
+    )
+    .await;
+    let usage = usage(&server, "acme").await;
+    assert_eq!(usage["quota_refused"], 1, "{usage}");
+    assert_eq!(usage["uploads_refused"], 1, "{usage}");
+    let metrics = server
+        .http
+        .get(server.url("/metrics"))
+        .bearer_auth(server.admin())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "cairn_tenant_quota_refused_total{tenant=\"acme\"} 1",
+        "cairn_tenant_uploads_refused_total{tenant=\"acme\"} 1",
+    ] {
+        assert!(metrics.contains(series), "{series} not in /metrics");
+    }
+}

@@ -9,7 +9,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::sse::Sse;
-use common::{Server, body_of, drop_database, expect, plugin_bytes, postgres_database};
+use common::{
+    Server, body_of, drop_database, expect, hostile_bytes, plugin_bytes, postgres_database,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -256,6 +258,8 @@ async fn token_rotation_and_tenant_deletion_reach_every_host() {
     // The second host learns (and caches) the token.
     let state = hosts[1].get("/t/acme/plugins", &token).await;
     assert_eq!(state.status(), StatusCode::OK);
+    let mut live = Sse::connect(&hosts[1], &token, "/t/acme/events/live?after=0", None).await;
+    live.expect_caught_up().await;
 
     let rotated = expect(
         hosts[0]
@@ -269,6 +273,10 @@ async fn token_rotation_and_tenant_deletion_reach_every_host() {
     )
     .await;
     let new_token = rotated["token"].as_str().unwrap().to_owned();
+    // A stream the old token opened on the other host ends too.
+    let dropped = live.next().await;
+    assert_eq!(dropped.event.as_deref(), Some("dropped"), "{dropped:?}");
+    assert!(dropped.data.contains("token_revoked"), "{dropped:?}");
     wait_for("the old token refused on the second host", async || {
         hosts[1].get("/t/acme/plugins", &token).await.status() == StatusCode::UNAUTHORIZED
     })
@@ -434,6 +442,61 @@ async fn each_projection_build_runs_on_exactly_one_host_and_the_hosts_share_them
                 "{name}"
             );
         }
+    }
+}
+
+/// A version's status and report through `host`.
+async fn version_of(host: &Server, token: &str, name: &str, version: u64) -> Value {
+    expect(
+        host.get(&format!("/t/acme/plugins/{name}/versions/{version}"), token)
+            .await,
+        StatusCode::OK,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_verification_whose_host_is_killed_is_finished_by_another() {
+    let mut fleet = fleet(2).await;
+    let token = fleet.hosts[0].create_tenant("acme").await;
+    let hosts = &fleet.hosts;
+    let up = hosts[0]
+        .upload(&token, "acme", "h", hostile_bytes("aggregate"))
+        .await;
+    expect(up, StatusCode::CREATED).await;
+    // About 1 ms of CPU per event for each version folded: several seconds to verify.
+    for _ in 0..6 {
+        let events: Vec<Value> = (0..1000)
+            .map(|_| json!({"type": "Heavy", "data": {}}))
+            .collect();
+        let resp = hosts[0]
+            .append(&token, "acme", "h-long", json!({"events": events}))
+            .await;
+        expect(resp, StatusCode::OK).await;
+    }
+    // The same behaviour under a new digest: verified by replay before it serves.
+    let mut bytes = hostile_bytes("aggregate");
+    bytes.extend_from_slice(&[0, 9, 8]);
+    bytes.extend_from_slice(b"cairn-v2");
+    let uploaded = expect(
+        hosts[0].upload(&token, "acme", "h", bytes).await,
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    assert_eq!(uploaded["status"], "verifying", "{uploaded}");
+    fleet.hosts[0].kill9();
+    let started = std::time::Instant::now();
+    loop {
+        let version = version_of(&fleet.hosts[1], &token, "h", 2).await;
+        if version["status"] == "active" {
+            break;
+        }
+        assert_eq!(version["status"], "verifying", "{version}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(90),
+            "still verifying 90 s after its host was killed: {version}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
 }
 

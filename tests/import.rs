@@ -206,8 +206,9 @@ async fn an_import_run_twice_with_event_ids_writes_nothing_twice() {
 
 #[tokio::test]
 async fn a_new_version_activated_without_folding_every_stream_gets_its_snapshots_built() {
-    // A verification budget of 10 events checks a sample that leaves the long stream
-    // out, so its snapshot for the new version comes from warming.
+    // A verification budget of 10 events checks a sample (the short stream) that
+    // leaves the long stream out, so its snapshot for the new version comes from
+    // warming.
     let server = Server::start_with(&["--snapshot-every", "500"]).await;
     let token = server
         .create_tenant_with("acme", json!({"verify_max_events": 10}))
@@ -219,12 +220,9 @@ async fn a_new_version_activated_without_folding_every_stream_gets_its_snapshots
         StatusCode::CREATED,
     )
     .await;
-    let (code, body) = import(
-        &server,
-        &token,
-        ndjson(&account_history("long", 3000, false)),
-    )
-    .await;
+    let mut history = account_history("long", 3000, false);
+    history.extend(account_history("short", 3, false));
+    let (code, body) = import(&server, &token, ndjson(&history)).await;
     assert_eq!(code, StatusCode::OK, "{body}");
     wait_for_counter(&server, "cairn_streams_warmed_total", 1).await;
     let before = counter(&server, "cairn_streams_warmed_total").await;

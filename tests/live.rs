@@ -321,3 +321,84 @@ async fn a_subscriber_that_never_reads_is_dropped_without_stalling_writers() {
         "it was dropped, not served to the end"
     );
 }
+
+/// `POST /admin/tenants/acme/token`: the new token.
+async fn rotate(server: &Server) -> String {
+    let rotated = expect(
+        server
+            .http
+            .post(server.url("/admin/tenants/acme/token"))
+            .bearer_auth(server.admin())
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    rotated["token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_rotated_token_ends_the_live_streams_it_opened() {
+    let server = Server::start().await;
+    let token = server.create_tenant("acme").await;
+    let appended = server
+        .append(
+            &token,
+            "acme",
+            "s-1",
+            json!({"events": [{"type": "A", "data": {}}]}),
+        )
+        .await;
+    expect(appended, StatusCode::OK).await;
+    let mut live = Sse::connect(&server, &token, "/t/acme/events/live?after=0", None).await;
+    live.expect_event(1, "A").await;
+    live.expect_caught_up().await;
+    // The operator's stream stays: only the rotated token is revoked.
+    let mut operator =
+        Sse::connect(&server, server.admin(), "/t/acme/events/live?after=1", None).await;
+    operator.expect_caught_up().await;
+
+    let new_token = rotate(&server).await;
+    let dropped = live.next().await;
+    assert_eq!(dropped.event.as_deref(), Some("dropped"), "{dropped:?}");
+    let data: Value = serde_json::from_str(&dropped.data).unwrap();
+    assert_eq!(data["reason"], "token_revoked", "{data}");
+    assert_eq!(data["position"], 1, "{data}");
+    assert!(live.next_or_end().await.is_none(), "the stream goes on");
+
+    let appended = server
+        .append(
+            &new_token,
+            "acme",
+            "s-1",
+            json!({"events": [{"type": "B", "data": {}}]}),
+        )
+        .await;
+    expect(appended, StatusCode::OK).await;
+    operator.expect_event(2, "B").await;
+}
+
+#[tokio::test]
+async fn a_stored_type_named_like_a_control_event_is_not_taken_for_one() {
+    let server = Server::start().await;
+    let token = server.create_tenant("acme").await;
+    let appended = server
+        .append(
+            &token,
+            "acme",
+            "s-1",
+            json!({"events": [{"type": "dropped", "data": {}}, {"type": "caught-up", "data": {}}]}),
+        )
+        .await;
+    expect(appended, StatusCode::OK).await;
+    let mut live = Sse::connect(&server, &token, "/t/acme/events/live?after=0", None).await;
+    for (position, ty) in [(1, "dropped"), (2, "caught-up")] {
+        let event = live.next().await;
+        assert_eq!(event.event.as_deref(), Some("event"), "{event:?}");
+        assert_eq!(event.id.as_deref(), Some(position.to_string().as_str()));
+        let data: Value = serde_json::from_str(&event.data).unwrap();
+        assert_eq!(data["type"], ty, "{data}");
+    }
+    live.expect_caught_up().await;
+}

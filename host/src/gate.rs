@@ -46,6 +46,10 @@ pub struct TenantGate {
     /// Token bucket for `commands_per_second`; `None` when unlimited. A std `Mutex`:
     /// held for a few arithmetic operations.
     rate: Option<Mutex<Bucket>>,
+    /// One compile of this tenant's uploads at a time. The host compiles two
+    /// components at once for everyone; a tenant's second upload waits here, behind
+    /// its own first, instead of in the host's queue ahead of its neighbours'.
+    compiles: Arc<Semaphore>,
     /// Shared with the gate that replaces this one when the limits change.
     pub usage: Arc<Usage>,
     pub logs: Arc<PluginLogs>,
@@ -94,6 +98,10 @@ pub struct Usage {
     pub deadline_hits: AtomicU64,
     pub memory_hits: AtomicU64,
     pub rate_limited: AtomicU64,
+    /// Writes refused by the storage quota (`max_stored_bytes`, `max_plugin_versions`).
+    pub quota_refused: AtomicU64,
+    /// Uploads refused as unusable (`invalid_plugin`: shape, compile, link, world).
+    pub uploads_refused: AtomicU64,
     /// Command latency, from admission to the answer (`/metrics`).
     pub command_latency: Histogram,
     /// Plugin call latency by plugin name and call (`decide`, `evolve`, `handle`). A
@@ -116,6 +124,10 @@ pub struct UsageView {
     pub deadline_hits: u64,
     pub memory_hits: u64,
     pub rate_limited: u64,
+    /// Writes refused by the storage quota since the server started.
+    pub quota_refused: u64,
+    /// Uploads refused as unusable since the server started.
+    pub uploads_refused: u64,
 }
 
 impl Usage {
@@ -166,6 +178,8 @@ impl Usage {
             deadline_hits: self.deadline_hits.load(Relaxed),
             memory_hits: self.memory_hits.load(Relaxed),
             rate_limited: self.rate_limited.load(Relaxed),
+            quota_refused: self.quota_refused.load(Relaxed),
+            uploads_refused: self.uploads_refused.load(Relaxed),
         }
     }
 
@@ -217,6 +231,7 @@ impl TenantGate {
         TenantGate {
             calls: Arc::new(Semaphore::new(limits.max_concurrent_calls as usize)),
             cpu_turns: Arc::new(Semaphore::new(cpu_turns(limits.cpu_weight))),
+            compiles: Arc::new(Semaphore::new(1)),
             stored: Arc::new(tokio::sync::Mutex::new(None)),
             rate: limits.commands_per_second.map(|rate| {
                 Mutex::new(Bucket {
@@ -228,6 +243,15 @@ impl TenantGate {
             usage,
             logs,
         }
+    }
+
+    /// This tenant's turn to compile an upload (see `compiles`).
+    pub async fn compile_turn(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.compiles
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed")
     }
 
     /// Admits one command or answers 429 `over_limit`.
@@ -291,6 +315,7 @@ impl TenantGate {
         let (bytes, what) = adding.parts();
         if now.total() + bytes > max {
             *counted = Some(now);
+            self.usage.quota_refused.fetch_add(1, Relaxed);
             return Err(ApiError::new(
                 axum::http::StatusCode::INSUFFICIENT_STORAGE,
                 "quota_exceeded",

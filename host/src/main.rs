@@ -61,7 +61,8 @@ enum Commands {
         #[arg(long, env = "CAIRN_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
         /// `sqlite://PATH` or `postgres://…`; default `<data-dir>/cairn.db`.
-        #[arg(long, env = "CAIRN_DATABASE")]
+        // Hidden: a database URL may carry a password, and `--help` prints values.
+        #[arg(long, env = "CAIRN_DATABASE", hide_env_values = true)]
         database: Option<String>,
         /// Write an aggregate snapshot every N events.
         #[arg(long, env = "CAIRN_SNAPSHOT_EVERY", default_value_t = 100)]

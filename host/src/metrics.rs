@@ -113,7 +113,7 @@ pub fn render_usage(
             let _ = writeln!(out, "{name}{{tenant=\"{tenant}\"}} {value}");
         }
     }
-    let series: [UsageSeries; 6] = [
+    let series: [UsageSeries; 8] = [
         ("cairn_tenant_commands_total", "Commands per tenant.", |u| {
             u.commands.load(Relaxed)
         }),
@@ -141,6 +141,16 @@ pub fn render_usage(
             "cairn_tenant_rate_limited_total",
             "Commands refused by the rate limit per tenant.",
             |u| u.rate_limited.load(Relaxed),
+        ),
+        (
+            "cairn_tenant_quota_refused_total",
+            "Writes refused by the storage quota per tenant.",
+            |u| u.quota_refused.load(Relaxed),
+        ),
+        (
+            "cairn_tenant_uploads_refused_total",
+            "Uploads refused as unusable (invalid_plugin) per tenant.",
+            |u| u.uploads_refused.load(Relaxed),
         ),
     ];
     for (name, help, read) in series {

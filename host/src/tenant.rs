@@ -36,6 +36,10 @@ pub struct Tenants {
     by_token: Mutex<HashMap<String, TenantId>>,
     /// The gate (limits, call slots, rate, usage) per tenant, built on first use.
     gates: Mutex<HashMap<TenantId, Arc<TenantGate>>>,
+    /// Moves whenever a tenant's token may have stopped working (a rotation or a
+    /// deletion, here or announced by another host): long-lived requests (live
+    /// streams) check their token again when it does.
+    revocations: tokio::sync::watch::Sender<u64>,
 }
 
 /// A fresh 256-bit token, hex-encoded, with a prefix that makes leaks easy to grep.
@@ -111,7 +115,17 @@ impl Tenants {
             operator_hash: hash_token(operator_token),
             by_token: Mutex::new(HashMap::new()),
             gates: Mutex::new(HashMap::new()),
+            revocations: tokio::sync::watch::channel(0).0,
         }
+    }
+
+    /// Wakes whenever some token may have stopped working.
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revocations.subscribe()
+    }
+
+    fn revoked(&self) {
+        self.revocations.send_modify(|n| *n += 1);
     }
 
     /// Resolves a bearer token; `None` when it is unknown.
@@ -204,6 +218,8 @@ impl Tenants {
             .lock()
             .expect("token cache")
             .retain(|_, tenant| tenant != id);
+        // Another host changed this tenant: its token may be among the changes.
+        self.revoked();
         let Some(record) = self.store.tenant(id).await? else {
             self.gates.lock().expect("gates lock").remove(id);
             return Ok(false);
@@ -267,6 +283,7 @@ impl Tenants {
             return Err(ApiError::not_found(format!("no tenant {id}")));
         }
         self.by_token.lock().expect("token cache").clear();
+        self.revoked();
         self.announce(id).await;
         Ok(token)
     }
@@ -275,6 +292,7 @@ impl Tenants {
         let existed = self.store.delete_tenant(id).await?;
         self.by_token.lock().expect("token cache").clear();
         self.gates.lock().expect("gates lock").remove(id);
+        self.revoked();
         if existed {
             self.announce(id).await;
             Ok(())

@@ -38,8 +38,15 @@ use crate::store::{AppendRequest, ExpectedVersion, ProposedEvent};
 
 /// Most events one append (one stream's run of lines) carries, as for raw appends.
 const APPEND_EVENTS: usize = 1000;
-/// Events queued to the writer together before waiting for their commits.
-const GROUP_EVENTS: usize = 20_000;
+/// What one import queues to the writer together before waiting for their commits:
+/// events, appends (one per run of a stream) and bytes. Whichever is reached first
+/// flushes. Small enough that an import holds little memory (a few MiB, whatever its
+/// lines' sizes) and takes a share of the writer's commits, not all of them: the
+/// writer commits whatever is queued, and a neighbour's append queued behind a whole
+/// group waits for it.
+const GROUP_EVENTS: usize = 5_000;
+const GROUP_APPENDS: usize = 128;
+const GROUP_BYTES: usize = 8 << 20;
 
 /// One line of an import: an event and its stream.
 #[derive(Deserialize, ToSchema)]
@@ -67,6 +74,8 @@ struct Import {
     /// Appends not yet sent, each with the last line it holds.
     group: Vec<(AppendRequest, u64)>,
     group_events: usize,
+    /// Payload and metadata bytes in `group`.
+    group_bytes: usize,
     /// Every line through this one is committed.
     committed_lines: u64,
     events: u64,
@@ -104,6 +113,7 @@ pub async fn import(
     let mut import = Import {
         group: Vec::new(),
         group_events: 0,
+        group_bytes: 0,
         committed_lines: 0,
         events: 0,
         replayed_events: 0,
@@ -197,6 +207,7 @@ impl Import {
                 ));
             }
         };
+        self.group_bytes += event.0.payload.len() + event.0.metadata.len();
         let continues = self.group.last().is_some_and(|(request, _)| {
             request.stream_id == stream && request.events.len() < APPEND_EVENTS
         });
@@ -222,7 +233,10 @@ impl Import {
             ));
         }
         self.group_events += 1;
-        if self.group_events >= GROUP_EVENTS {
+        if self.group_events >= GROUP_EVENTS
+            || self.group.len() >= GROUP_APPENDS
+            || self.group_bytes >= GROUP_BYTES
+        {
             self.flush(app, access).await?;
         }
         Ok(())
@@ -265,6 +279,7 @@ impl Import {
         }
         let group = std::mem::take(&mut self.group);
         self.group_events = 0;
+        self.group_bytes = 0;
         let bytes = group
             .iter()
             .flat_map(|(r, _)| &r.events)

@@ -24,7 +24,9 @@ use super::views;
 use crate::app::AppState;
 use crate::error::ApiResult;
 use crate::live::{Delivery, Subscription};
+use crate::store::TenantId;
 use crate::store::{RecordedEvent, name_problem};
+use crate::tenant::Caller;
 
 /// A comment sent when nothing else was for this long, so proxies and clients see
 /// the connection alive.
@@ -97,9 +99,23 @@ pub async fn live(
         after,
         parse_types(query.types.as_deref()),
     )?;
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned())
+        .unwrap_or_default();
     let writer = Writer {
         subscription,
         last_write: None,
+        credentials: Credentials {
+            revocations: app.tenants.revocations(),
+            app: app.clone(),
+            token,
+            tenant: access.tenant.clone(),
+        },
+        ended: false,
+        delivered: after,
     };
     let frames = futures::stream::unfold(writer, |mut w| async move {
         let frame = w.next_frame().await?;
@@ -120,6 +136,34 @@ struct Writer {
     subscription: Subscription,
     /// When the last frames were handed to the connection, for `MIN_WRITE_INTERVAL`.
     last_write: Option<Instant>,
+    /// The token the stream was opened with, checked again whenever a token may have
+    /// been revoked: a rotated token or a deleted tenant ends the stream.
+    credentials: Credentials,
+    /// Set once `dropped` was written for a revoked token: nothing follows.
+    ended: bool,
+    /// The last event position handed to the connection (or where it started): what
+    /// a stream ended here tells the client to resume from.
+    delivered: u64,
+}
+
+struct Credentials {
+    revocations: tokio::sync::watch::Receiver<u64>,
+    app: AppState,
+    token: String,
+    tenant: TenantId,
+}
+
+impl Credentials {
+    /// Whether the token still opens this tenant's log. A store that cannot answer
+    /// keeps the stream (the store's trouble is not the client's).
+    async fn still_valid(&self) -> bool {
+        match self.app.tenants.authenticate(&self.token).await {
+            Ok(Some(Caller::Operator)) => true,
+            Ok(Some(Caller::Tenant(id))) => id == self.tenant,
+            Ok(None) => false,
+            Err(_) => true,
+        }
+    }
 }
 
 impl Writer {
@@ -127,10 +171,26 @@ impl Writer {
     /// has nothing for a while. `Subscription::next` may be abandoned at a heartbeat:
     /// it loses nothing.
     async fn next_frame(&mut self) -> Option<Bytes> {
+        if self.ended {
+            return None;
+        }
         let s = &mut self.subscription;
-        let first = match tokio::time::timeout(HEARTBEAT, s.next()).await {
-            Ok(delivery) => render(delivery?),
-            Err(_) => return Some(Bytes::from_static(b":heartbeat\n\n")),
+        let revoked = self.credentials.revocations.changed();
+        let first = tokio::select! {
+            delivery = tokio::time::timeout(HEARTBEAT, s.next()) => match delivery {
+                Ok(delivery) => render_noting(delivery?, &mut self.delivered),
+                Err(_) => return Some(Bytes::from_static(b":heartbeat\n\n")),
+            },
+            _ = revoked => {
+                if self.credentials.still_valid().await {
+                    return Some(Bytes::from_static(b":heartbeat\n\n"));
+                }
+                self.ended = true;
+                return Some(render(Delivery::Dropped {
+                    reason: "token_revoked",
+                    position: self.delivered,
+                }));
+            }
         };
         // Pages read from the store go out as fast as they come: pacing is for the feed.
         if let Some(last) = self.last_write
@@ -144,7 +204,7 @@ impl Writer {
         while size < MAX_WRITE
             && let Some(more) = s.next_ready()
         {
-            let more = render(more);
+            let more = render_noting(more, &mut self.delivered);
             size += more.len();
             joined
                 .get_or_insert_with(|| first.to_vec())
@@ -153,6 +213,14 @@ impl Writer {
         self.last_write = Some(Instant::now());
         Some(joined.map_or(first, Bytes::from))
     }
+}
+
+/// `render`, noting the position of an event handed to the connection.
+fn render_noting(delivery: Delivery, delivered: &mut u64) -> Bytes {
+    if let Delivery::Event(event) = &delivery {
+        *delivered = (*delivered).max(event.event.position);
+    }
+    render(delivery)
 }
 
 fn render(delivery: Delivery) -> Bytes {
@@ -172,6 +240,8 @@ fn render(delivery: Delivery) -> Bytes {
                 "message": match reason {
                     "store_unavailable" => "the database did not answer while this \
                         subscriber read from it; reconnect with Last-Event-ID to resume",
+                    "token_revoked" => "the token this stream was opened with was \
+                        rotated, or its tenant deleted; reconnect with a valid token",
                     _ => "this subscriber fell too far behind the live feed; reconnect \
                           with Last-Event-ID to resume from the store",
                 },
@@ -185,7 +255,10 @@ fn event_frame(e: &RecordedEvent) -> Bytes {
     let data = serde_json::to_string(&views::event(e)).unwrap_or_default();
     // A type stored before types were checked may hold a line break, which an SSE
     // field cannot carry: such an event goes out as `event`, its type in the data.
-    let name = if name_problem("type", &e.event_type).is_none() {
+    // The same for a stored type named like one of the feed's own events, which a
+    // client could not tell apart from them.
+    let control = matches!(e.event_type.as_str(), "caught-up" | "dropped");
+    let name = if !control && name_problem("type", &e.event_type).is_none() {
         e.event_type.as_str()
     } else {
         "event"

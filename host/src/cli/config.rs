@@ -223,8 +223,8 @@ pub fn check_new_profile(path: &Path, name: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Appends `[profiles.NAME]` to the file (made, mode 0600, when missing), keeping what
-/// is there untouched.
+/// Appends `[profiles.NAME]` to the file (made, mode 0600, when missing; an existing
+/// one readable by others made 0600 first), keeping what is there untouched.
 pub fn append_profile(path: &Path, name: &str, profile: &Profile) -> Result<(), CliError> {
     check_new_profile(path, name)?;
     let fail = |e: std::io::Error| CliError::Usage(format!("cannot write {}: {e}", path.display()));
@@ -248,6 +248,22 @@ pub fn append_profile(path: &Path, name: &str, profile: &Profile) -> Result<(), 
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(path).map_err(fail)?;
+    // The mode above applies only to a new file: an existing one that others can read
+    // is closed to them before a token goes into it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.metadata().map_err(fail)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(fail)?;
+            eprintln!(
+                "note: {} was readable by other users (mode {:o}); it is now 0600",
+                path.display(),
+                mode & 0o777
+            );
+        }
+    }
     file.write_all(section.as_bytes()).map_err(fail)?;
     Ok(())
 }
@@ -255,6 +271,23 @@ pub fn append_profile(path: &Path, name: &str, profile: &Profile) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_world_readable_file_is_closed_before_a_token_goes_in() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let profile = Profile {
+            token: Some("cairn_secret".into()),
+            ..Profile::default()
+        };
+        append_profile(&path, "p", &profile).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 
     #[test]
     fn appended_profiles_parse_back() {

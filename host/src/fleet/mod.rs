@@ -85,6 +85,11 @@ impl Fleet {
         tokio::spawn(heartbeat(app.clone()));
         if app.store.shared_by_hosts() {
             tokio::spawn(leases::run(app.clone()));
+            tokio::spawn(
+                app.plugins
+                    .clone()
+                    .adopt_orphaned_verifications(app.tenants.clone()),
+            );
         }
         if let Some(notices) = app.store.notices().await? {
             tracing::info!(host_id = %fleet.host_id, "following the other hosts' notices");

@@ -29,6 +29,9 @@ pub use report::{Activation, Mode, VerifyOptions};
 use upcast::ChainLink;
 pub use upcast::UpcastChain;
 
+/// How often a host of a fleet looks for verifications whose host stopped.
+const ADOPT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct Plugins {
     store: Arc<dyn EventStore>,
     runtime: Arc<Runtime>,
@@ -484,6 +487,64 @@ impl Plugins {
             }
         }
         Ok(())
+    }
+
+    /// On a fleet, finishes verifications whose host stopped: every `ADOPT_EVERY` this
+    /// host reads the versions still `verifying`, and one whose report has not moved
+    /// for two reads in a row (its verifier writes progress every second) and that this
+    /// host is not verifying itself is verified here. Should its first host be alive
+    /// after all (one very long stream between two progress writes), both reach the
+    /// same verdict (verification is deterministic) and activation stays conditional on
+    /// the active version (invariant 7): the cost is work done twice, never a wrong
+    /// answer.
+    pub async fn adopt_orphaned_verifications(
+        self: Arc<Self>,
+        tenants: Arc<crate::tenant::Tenants>,
+    ) {
+        let mut unchanged: HashMap<(TenantId, String, u64), (String, u32)> = HashMap::new();
+        loop {
+            tokio::time::sleep(ADOPT_EVERY).await;
+            let Ok(all) = self.store.tenants().await else {
+                continue;
+            };
+            let mut still = HashMap::new();
+            for tenant in all {
+                let Ok(versions) = self.store.plugin_versions(&tenant.id).await else {
+                    continue;
+                };
+                for version in versions {
+                    if version.verification != Verification::Verifying {
+                        continue;
+                    }
+                    let key = (tenant.id.clone(), version.name.clone(), version.version);
+                    if self.running.lock().expect("running lock").contains(&key) {
+                        continue;
+                    }
+                    let report = version
+                        .report
+                        .as_ref()
+                        .map(|r| r.to_string())
+                        .unwrap_or_default();
+                    let sweeps = match unchanged.remove(&key) {
+                        Some((seen, sweeps)) if seen == report => sweeps + 1,
+                        _ => 0,
+                    };
+                    if sweeps < 2 {
+                        still.insert(key, (report, sweeps));
+                        continue;
+                    }
+                    let Ok(gate) = tenants.gate(&tenant.id).await else {
+                        continue;
+                    };
+                    tracing::warn!(tenant = %tenant.id, plugin = %version.name,
+                        version = version.version,
+                        "verification made no progress on its host; verifying it here");
+                    self.clone()
+                        .start_verification(tenant.id.clone(), gate, version);
+                }
+            }
+            unchanged = still;
+        }
     }
 
     async fn refresh(&self, tenant: &TenantId) -> ApiResult<Arc<Vec<PluginVersion>>> {

@@ -24,6 +24,9 @@ pub struct UpcastChain {
     pub links: Vec<ChainLink>,
 }
 
+/// The most bytes (types, payloads and metadata) one page of upcast events may hold.
+const MAX_PAGE_BYTES: usize = 16 << 20;
+
 /// Why a chain could not rewrite a batch: which upcaster, and the guest's failure.
 pub struct UpcastFailure {
     pub upcaster: String,
@@ -81,12 +84,26 @@ impl UpcastChain {
                 .collect();
             let mut mapped = instance.upcast(&theirs).await.map_err(failed)?.into_iter();
             let mut out = Vec::with_capacity(events.len());
+            let mut bytes = 0;
             for event in events {
                 if link.types.contains(&event.event_type) {
                     out.extend(mapped.next().unwrap_or_default());
                 } else {
                     out.push(event);
                 }
+            }
+            for event in &out {
+                bytes += event.event_type.len() + event.payload.len() + event.metadata.len();
+            }
+            // The whole page as the reader will get it (every link's output counted, a
+            // chain of upcasters multiplying each other included).
+            if bytes > MAX_PAGE_BYTES {
+                return Err(failed(PluginFailure::invalid_output(format!(
+                    "the upcasters made {} events of {bytes} bytes from a page of the log; \
+                     at most {MAX_PAGE_BYTES} bytes are served per page: read smaller pages \
+                     (a lower limit) or make the upcasters' output smaller",
+                    out.len()
+                ))));
             }
             events = out;
         }

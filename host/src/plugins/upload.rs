@@ -29,6 +29,9 @@ impl Plugins {
         let versions = self.refresh(tenant).await?.len() as u64;
         let max = gate.limits.max_plugin_versions;
         if versions >= max {
+            gate.usage
+                .quota_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Err(ApiError::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "quota_exceeded",
@@ -42,6 +45,13 @@ impl Plugins {
         let result = self
             .upload_within_quota(tenant, gate.clone(), name, wasm, options, &mut reserved)
             .await;
+        if let Err(refused) = &result
+            && refused.code == "invalid_plugin"
+        {
+            gate.usage
+                .uploads_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if !matches!(result, Ok(Uploaded::Ready(_) | Uploaded::Verifying(_))) {
             for bytes in reserved {
                 gate.release_storage(bytes).await;
@@ -59,6 +69,8 @@ impl Plugins {
         options: VerifyOptions,
         reserved: &mut Vec<Stored>,
     ) -> ApiResult<Uploaded> {
+        // Behind this tenant's own earlier uploads, not its neighbours'.
+        let compile_turn = gate.compile_turn().await;
         let loaded = self
             .runtime
             .inspect(
@@ -70,6 +82,7 @@ impl Plugins {
                 InspectError::Invalid(invalid) => ApiError::invalid_plugin(invalid.0),
                 InspectError::HostDiskFull(message) => ApiError::storage_full(message),
             })?;
+        drop(compile_turn);
         let artifact = Stored::Plugin(loaded.artifact_bytes);
         gate.reserve_storage(&self.store, tenant, artifact).await?;
         reserved.push(artifact);

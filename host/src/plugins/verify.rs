@@ -277,7 +277,8 @@ impl Plugins {
             report.sample_rule = Some(format!(
                 "the history holds {} events, more than verify_max_events ({budget}): \
                  streams were taken in the order of the SHA-256 of their id while their \
-                 events fit in the budget",
+                 events fit in the budget (when none fits, the shortest stream, past the \
+                 budget: something is always verified)",
                 report.events_total
             ));
             report.sampled_streams = sample.iter().take(50).map(|(s, _)| s.clone()).collect();
@@ -598,11 +599,21 @@ fn sample(streams: Vec<(String, u64)>, budget: u64) -> Vec<(String, u64)> {
     keyed.sort_by_key(|k| k.0);
     let mut left = budget;
     let mut taken: Vec<(String, u64)> = Vec::new();
+    let mut shortest: Option<(String, u64)> = None;
     for (_, (id, events)) in keyed {
         if events <= left {
             left -= events;
             taken.push((id, events));
+        } else if shortest.as_ref().is_none_or(|s| events < s.1) {
+            shortest = Some((id, events));
         }
+    }
+    // Every stream longer than the budget: the shortest is verified anyway, past the
+    // budget, so that a version never goes live with nothing of its history checked.
+    if taken.is_empty()
+        && let Some(shortest) = shortest
+    {
+        taken.push(shortest);
     }
     taken.sort();
     taken
@@ -611,6 +622,12 @@ fn sample(streams: Vec<(String, u64)>, budget: u64) -> Vec<(String, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_budget_smaller_than_every_stream_still_verifies_one() {
+        let streams = vec![("a-1".to_owned(), 500), ("a-2".to_owned(), 300)];
+        assert_eq!(sample(streams, 100), vec![("a-2".to_owned(), 300)]);
+    }
 
     #[test]
     fn the_sample_is_deterministic_and_fits_the_budget() {

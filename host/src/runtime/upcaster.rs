@@ -24,6 +24,13 @@ use bindings::{Upcaster, UpcasterPre};
 /// Events per `upcast` call, as for `evolve`.
 const UPCAST_BATCH: usize = 512;
 
+/// The most events one stored event may become. Splitting an event in a few is what
+/// upcasters are for; a thousand is a reader's memory spent on the tenant's behalf.
+pub const MAX_EVENTS_PER_SOURCE: usize = 100;
+
+/// The most bytes (types and payloads) one call's output may hold.
+pub const MAX_OUTPUT_BYTES_PER_CALL: usize = 8 << 20;
+
 /// One live instance of an upcaster component.
 pub struct UpcasterInstance {
     store: Store<CallState>,
@@ -88,7 +95,28 @@ impl UpcasterInstance {
                     chunk.len()
                 )));
             }
+            let bytes: usize = mapped
+                .iter()
+                .flatten()
+                .map(|e| e.event_type.len() + e.payload.len())
+                .sum();
+            if bytes > MAX_OUTPUT_BYTES_PER_CALL {
+                return Err(PluginFailure::invalid_output(format!(
+                    "upcast returned {bytes} bytes for {} events; at most \
+                     {MAX_OUTPUT_BYTES_PER_CALL} are allowed per call",
+                    chunk.len()
+                )));
+            }
             for (source, replacements) in chunk.iter().zip(mapped) {
+                if replacements.len() > MAX_EVENTS_PER_SOURCE {
+                    return Err(PluginFailure::invalid_output(format!(
+                        "upcast of {} (version {}) returned {} events; at most \
+                         {MAX_EVENTS_PER_SOURCE} may replace one stored event",
+                        source.stream_id,
+                        source.version,
+                        replacements.len()
+                    )));
+                }
                 let mut these = Vec::with_capacity(replacements.len());
                 for new in replacements {
                     if let Some(problem) = crate::store::name_problem("type", &new.event_type) {
