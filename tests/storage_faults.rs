@@ -213,45 +213,7 @@ async fn a_full_disk_never_acknowledges_what_it_did_not_store_and_recovers_by_it
 /// The log holds every acknowledged command exactly once, where it was acknowledged,
 /// at gap-free positions, and every account's balance counts every deposit.
 async fn check(server: &Server, token: &str, acknowledged: &HashMap<String, u64>) {
-    // The log holds every acknowledged command exactly once, where it was
-    // acknowledged, at gap-free positions.
-    let mut seen: HashMap<String, u64> = HashMap::new();
-    let mut after = 0;
-    let mut expected_position = 0;
-    loop {
-        let page = expect(
-            server
-                .get(&format!("/t/acme/events?after={after}&limit=1000"), token)
-                .await,
-            StatusCode::OK,
-        )
-        .await;
-        for event in page["events"].as_array().unwrap() {
-            let position = event["position"].as_u64().unwrap();
-            expected_position += 1;
-            assert_eq!(position, expected_position, "a gap in the log");
-            if event["type"] == "Deposited" {
-                let id = event["metadata"]["causation_id"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned();
-                assert!(seen.insert(id.clone(), position).is_none(), "{id} twice");
-            }
-        }
-        match page["next"].as_u64() {
-            Some(next) => after = next,
-            None => break,
-        }
-    }
-    for (id, position) in acknowledged {
-        assert_eq!(
-            seen.get(id),
-            Some(position),
-            "{id} was acknowledged at {position} but the log has it at {:?}",
-            seen.get(id)
-        );
-    }
-    assert_eq!(seen.len(), acknowledged.len());
+    common::assert_log_holds_exactly(server, token, acknowledged).await;
     for account in 0..ACCOUNTS {
         let state = expect(
             server

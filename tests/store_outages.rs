@@ -131,47 +131,7 @@ impl Proxied {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
-        let mut seen = HashMap::new();
-        let mut after = 0;
-        loop {
-            let page = expect(
-                self.server()
-                    .get(
-                        &format!("/t/acme/events?after={after}&limit=1000"),
-                        &self.token,
-                    )
-                    .await,
-                StatusCode::OK,
-            )
-            .await;
-            for event in page["events"].as_array().unwrap() {
-                let position = event["position"].as_u64().unwrap();
-                assert_eq!(position, after + 1, "a gap in the log");
-                after = position;
-                if event["type"] == "Deposited" {
-                    let id = event["metadata"]["causation_id"]
-                        .as_str()
-                        .unwrap()
-                        .to_owned();
-                    assert!(seen.insert(id.clone(), position).is_none(), "{id} twice");
-                }
-            }
-            if page["next"].is_null() {
-                break;
-            }
-        }
-        for (id, position) in &acknowledged {
-            assert_eq!(
-                seen.get(id),
-                Some(position),
-                "{id} acknowledged at {position}"
-            );
-        }
-        assert_eq!(
-            seen.len(),
-            acknowledged.len(),
-            "commands in the log never acknowledged"
-        );
+        common::assert_log_holds_exactly(self.server(), &self.token, &acknowledged).await;
         let state = expect(
             self.server()
                 .get("/t/acme/aggregates/account/a", &self.token)
@@ -179,7 +139,10 @@ impl Proxied {
             StatusCode::OK,
         )
         .await;
-        assert_eq!(state["state"]["balance"].as_u64(), Some(seen.len() as u64));
+        assert_eq!(
+            state["state"]["balance"].as_u64(),
+            Some(acknowledged.len() as u64)
+        );
     }
 }
 

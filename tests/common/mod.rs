@@ -482,3 +482,52 @@ pub async fn assert_error(resp: Response, status: StatusCode, code: &str) -> Val
     assert!(!message.is_empty(), "empty message: {body}");
     error.clone()
 }
+
+/// Reads tenant `acme`'s whole log and checks it against the commands a test saw
+/// acknowledged (command id → position): positions gap-free from 1, each `Deposited`
+/// there once, every acknowledged command where it was acknowledged, and nothing
+/// in the log that was never acknowledged.
+pub async fn assert_log_holds_exactly(
+    server: &Server,
+    token: &str,
+    acknowledged: &std::collections::HashMap<String, u64>,
+) {
+    let mut seen = std::collections::HashMap::new();
+    let mut after = 0;
+    loop {
+        let page = expect(
+            server
+                .get(&format!("/t/acme/events?after={after}&limit=1000"), token)
+                .await,
+            StatusCode::OK,
+        )
+        .await;
+        for event in page["events"].as_array().unwrap() {
+            let position = event["position"].as_u64().unwrap();
+            assert_eq!(position, after + 1, "a gap in the log");
+            after = position;
+            if event["type"] == "Deposited" {
+                let id = event["metadata"]["causation_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                assert!(seen.insert(id.clone(), position).is_none(), "{id} twice");
+            }
+        }
+        if page["next"].is_null() {
+            break;
+        }
+    }
+    for (id, position) in acknowledged {
+        assert_eq!(
+            seen.get(id),
+            Some(position),
+            "{id} acknowledged at {position}"
+        );
+    }
+    assert_eq!(
+        seen.len(),
+        acknowledged.len(),
+        "commands in the log never acknowledged"
+    );
+}
