@@ -86,24 +86,25 @@ impl UpcastChain {
             let mut out = Vec::with_capacity(events.len());
             let mut bytes = 0;
             for event in events {
-                if link.types.contains(&event.event_type) {
-                    out.extend(mapped.next().unwrap_or_default());
+                let these = if link.types.contains(&event.event_type) {
+                    mapped.next().unwrap_or_default()
                 } else {
-                    out.push(event);
+                    vec![event]
+                };
+                bytes += these
+                    .iter()
+                    .map(|e| e.event_type.len() + e.payload.len() + e.metadata.len())
+                    .sum::<usize>();
+                // The whole page as the reader will get it (every link's output
+                // counted, a chain of upcasters multiplying each other included).
+                if bytes > MAX_PAGE_BYTES {
+                    return Err(failed(PluginFailure::invalid_output(format!(
+                        "the upcasters made more than {MAX_PAGE_BYTES} bytes from a page of \
+                         the log, the most served per page: read smaller pages (a lower \
+                         limit) or make the upcasters' output smaller"
+                    ))));
                 }
-            }
-            for event in &out {
-                bytes += event.event_type.len() + event.payload.len() + event.metadata.len();
-            }
-            // The whole page as the reader will get it (every link's output counted, a
-            // chain of upcasters multiplying each other included).
-            if bytes > MAX_PAGE_BYTES {
-                return Err(failed(PluginFailure::invalid_output(format!(
-                    "the upcasters made {} events of {bytes} bytes from a page of the log; \
-                     at most {MAX_PAGE_BYTES} bytes are served per page: read smaller pages \
-                     (a lower limit) or make the upcasters' output smaller",
-                    out.len()
-                ))));
+                out.extend(these);
             }
             events = out;
         }

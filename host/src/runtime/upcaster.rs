@@ -28,7 +28,8 @@ const UPCAST_BATCH: usize = 512;
 /// upcasters are for; a thousand is a reader's memory spent on the tenant's behalf.
 pub const MAX_EVENTS_PER_SOURCE: usize = 100;
 
-/// The most bytes (types and payloads) one call's output may hold.
+/// The most bytes (types, payloads and the metadata each output event keeps) one
+/// call's output may hold.
 pub const MAX_OUTPUT_BYTES_PER_CALL: usize = 8 << 20;
 
 /// One live instance of an upcaster component.
@@ -95,18 +96,9 @@ impl UpcasterInstance {
                     chunk.len()
                 )));
             }
-            let bytes: usize = mapped
-                .iter()
-                .flatten()
-                .map(|e| e.event_type.len() + e.payload.len())
-                .sum();
-            if bytes > MAX_OUTPUT_BYTES_PER_CALL {
-                return Err(PluginFailure::invalid_output(format!(
-                    "upcast returned {bytes} bytes for {} events; at most \
-                     {MAX_OUTPUT_BYTES_PER_CALL} are allowed per call",
-                    chunk.len()
-                )));
-            }
+            // Counted as the events are made (each carries its source's metadata), so a
+            // call past the bound stops before it has copied more than the bound.
+            let mut bytes = 0usize;
             for (source, replacements) in chunk.iter().zip(mapped) {
                 if replacements.len() > MAX_EVENTS_PER_SOURCE {
                     return Err(PluginFailure::invalid_output(format!(
@@ -135,6 +127,15 @@ impl UpcasterInstance {
                                 source.stream_id, source.version, new.event_type
                             ))
                         })?;
+                    bytes += new.event_type.len() + payload.len() + source.metadata.len();
+                    if bytes > MAX_OUTPUT_BYTES_PER_CALL {
+                        return Err(PluginFailure::invalid_output(format!(
+                            "upcast returned more than {MAX_OUTPUT_BYTES_PER_CALL} bytes \
+                             (types, payloads and the metadata each event keeps) for {} \
+                             events; that is the most allowed per call",
+                            chunk.len()
+                        )));
+                    }
                     these.push(RecordedEvent {
                         event_type: new.event_type,
                         payload,
