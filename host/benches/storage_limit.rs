@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cairn_host::appender::{Appender, LogHeads};
-use cairn_host::live::{Live, LiveSettings};
+use cairn_host::log::appender::{Appender, LogHeads};
+use cairn_host::log::live::{Live, LiveSettings};
 use cairn_host::store::{
     AppendError, AppendRequest, EventStore, ExpectedVersion, ProposedEvent, TenantId,
 };

@@ -5,18 +5,19 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::appender::{Appender, LogHeads};
 use crate::commands::Commands;
-use crate::fleet::Fleet;
-use crate::live::{Live, LiveSettings};
+use crate::commands::state_cache::{StateCache, StreamLocks};
+use crate::commands::warm::Warmer;
+use crate::fleet::{Fleet, FleetHandles};
+use crate::log::appender::{Appender, LogHeads};
+use crate::log::live::{Live, LiveSettings};
 use crate::metrics::Metrics;
 use crate::plugins::Plugins;
 use crate::projection::Projections;
 use crate::runtime::Runtime;
-use crate::state_cache::{StateCache, StreamLocks};
 use crate::store::EventStore;
 use crate::store::reachability::Reachability;
-use crate::tenant::Tenants;
+use crate::tenancy::tenant::Tenants;
 
 /// Settings the host starts with.
 #[derive(Clone, Debug)]
@@ -56,13 +57,17 @@ pub struct App {
     pub runtime: Arc<Runtime>,
     pub plugins: Arc<Plugins>,
     pub tenants: Arc<Tenants>,
-    pub commands: Commands,
+    pub commands: Arc<Commands>,
+    /// Background snapshot warming (after activations and imports).
+    pub warmer: Warmer,
     pub projections: Arc<Projections>,
     pub metrics: Arc<Metrics>,
     /// This host among the hosts sharing the database.
     pub fleet: Fleet,
     /// Whether the database answers right now (the API answers 503 at once if not).
     pub reachability: Reachability,
+    /// Forgets a deleted tenant in every cache of this host (`forgetter`).
+    forget: Arc<dyn Fn(&crate::store::TenantId) + Send + Sync>,
 }
 
 pub type AppState = Arc<App>;
@@ -86,12 +91,12 @@ impl App {
         let data_dir =
             cap_std::fs::Dir::open_ambient_dir(&settings.data_dir, cap_std::ambient_authority())
                 .with_context(|| format!("opening {}", settings.data_dir.display()))?;
-        let operator_token = crate::tenant::operator_token(
+        let operator_token = crate::tenancy::tenant::operator_token(
             settings.admin_token.clone(),
             &data_dir,
             &settings.data_dir,
         )?;
-        let commands = Commands {
+        let commands = Arc::new(Commands {
             store: store.clone(),
             appender: appender.clone(),
             runtime: runtime.clone(),
@@ -100,7 +105,7 @@ impl App {
             cache: StateCache::new(settings.state_cache_entries, 1 << 20),
             locks: StreamLocks::default(),
             snapshot_every: settings.snapshot_every.max(1),
-        };
+        });
         let tenants = Arc::new(Tenants::new(store.clone(), &operator_token));
         let projections = Projections::new(
             store.clone(),
@@ -113,6 +118,12 @@ impl App {
         );
         projections.resume_all().await?;
         plugins.resume_verifications(&tenants).await?;
+        let warmer = Warmer {
+            plugins: plugins.clone(),
+            tenants: tenants.clone(),
+            commands: commands.clone(),
+        };
+        let forget = forgetter(&plugins, &commands, &projections, &heads, &live);
         let store_for_fleet = store.clone();
         let app = Arc::new(App {
             projections,
@@ -124,12 +135,23 @@ impl App {
             runtime,
             plugins,
             commands,
+            warmer: warmer.clone(),
+            forget,
             metrics,
             fleet: Fleet::new(settings.host_id.clone(), store_for_fleet.clone()),
             reachability: Reachability::start(store_for_fleet),
         });
-        Fleet::start(&app, settings.poll_every * 15).await?;
-        crate::commands::warm::start(app.clone());
+        let handles = FleetHandles {
+            store: app.store.clone(),
+            heads: app.heads.clone(),
+            live: app.live.clone(),
+            plugins: app.plugins.clone(),
+            projections: app.projections.clone(),
+            tenants: app.tenants.clone(),
+            forget_tenant: app.forget.clone(),
+        };
+        app.fleet.start(handles, settings.poll_every * 15).await?;
+        crate::commands::warm::start(warmer);
         if let Some(retention) = settings.command_retention {
             tokio::spawn(forget_old_command_ids(app.store.clone(), retention));
         }
@@ -141,12 +163,33 @@ impl App {
     /// Forgets a deleted tenant everywhere this host keeps something of it (its rows
     /// are gone already).
     pub fn forget_tenant(&self, tenant: &crate::store::TenantId) {
-        self.plugins.forget(tenant);
-        self.commands.forget_tenant(tenant);
-        self.projections.forget_tenant(tenant);
-        self.heads.remove(tenant);
-        self.live.remove(tenant);
+        (self.forget)(tenant);
     }
+}
+
+/// How a deleted tenant is forgotten everywhere this host keeps something of it: shared
+/// by `App::forget_tenant` (a deletion here) and the fleet (a deletion by another host).
+fn forgetter(
+    plugins: &Arc<Plugins>,
+    commands: &Arc<Commands>,
+    projections: &Arc<Projections>,
+    heads: &Arc<LogHeads>,
+    live: &Arc<Live>,
+) -> Arc<dyn Fn(&crate::store::TenantId) + Send + Sync> {
+    let (plugins, commands, projections, heads, live) = (
+        plugins.clone(),
+        commands.clone(),
+        projections.clone(),
+        heads.clone(),
+        live.clone(),
+    );
+    Arc::new(move |tenant: &crate::store::TenantId| {
+        plugins.forget(tenant);
+        commands.forget_tenant(tenant);
+        projections.forget_tenant(tenant);
+        heads.remove(tenant);
+        live.remove(tenant);
+    })
 }
 
 /// Retention of command ids: once an hour, ids older than `retention` are forgotten

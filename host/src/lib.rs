@@ -5,19 +5,16 @@
 
 pub mod api;
 pub mod app;
-pub mod appender;
 pub mod commands;
 pub mod error;
 pub mod fleet;
-pub mod gate;
-pub mod limits;
-pub mod live;
+pub mod log;
 pub mod metrics;
 pub mod plugins;
 pub mod projection;
 pub mod runtime;
 pub mod serve;
-pub mod state_cache;
 pub mod store;
 pub mod strict_json;
-pub mod tenant;
+pub mod tenancy;
+pub mod vocab;

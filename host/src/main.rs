@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use cairn_host::app::{App, Settings};
-use cairn_host::live::LiveSettings;
+use cairn_host::log::live::LiveSettings;
 use cairn_host::serve::ConnectionLimits;
 
 /// mimalloc instead of glibc's malloc: see BENCHMARKS.md for the before and after.

@@ -80,18 +80,48 @@ pub struct Metrics {
     pub live_remote_reads: AtomicU64,
 }
 
-/// A per-tenant series: name, help text, and how to read it from the usage counters.
-type UsageSeries = (&'static str, &'static str, fn(&crate::gate::Usage) -> u64);
+/// One tenant's series, as its owner reported them: `api/ops.rs` gathers them from
+/// the tenant's gate, so this module reads no service's state.
+pub struct TenantSample<'a> {
+    /// The `tenant` label.
+    pub tenant: String,
+    /// `cairn_tenant_stored_bytes`.
+    pub stored_bytes: u64,
+    /// `cairn_tenant_max_stored_bytes`: the quota.
+    pub max_stored_bytes: u64,
+    /// The counters, in the order of `TenantCounters`' fields.
+    pub counters: TenantCounters,
+    /// `cairn_command_duration_seconds`.
+    pub command_latency: &'a Histogram,
+    /// `cairn_plugin_call_duration_seconds`, per (plugin, call), sorted.
+    pub plugin_latencies: Vec<((String, &'static str), std::sync::Arc<Histogram>)>,
+}
 
-/// Per-tenant usage counters and storage, labelled by tenant. `gates` pairs each
-/// tenant's gate with the bytes it stores.
-pub fn render_usage(
-    gates: &[(
-        crate::store::TenantId,
-        std::sync::Arc<crate::gate::TenantGate>,
-        u64,
-    )],
-) -> String {
+/// A tenant's counters at the moment they were read (each a `…_total` series).
+pub struct TenantCounters {
+    /// Commands run.
+    pub commands: u64,
+    /// Plugin calls made.
+    pub plugin_calls: u64,
+    /// Plugin time, in microseconds.
+    pub plugin_micros: u64,
+    /// Plugin traps.
+    pub traps: u64,
+    /// Deadline and memory limit hits, together.
+    pub limit_hits: u64,
+    /// Commands refused by the rate limit.
+    pub rate_limited: u64,
+    /// Writes refused by the storage quota.
+    pub quota_refused: u64,
+    /// Uploads refused as unusable.
+    pub uploads_refused: u64,
+}
+
+/// A per-tenant series: name, help text, and how to read it from a sample.
+type UsageSeries = (&'static str, &'static str, fn(&TenantCounters) -> u64);
+
+/// Per-tenant usage counters and storage, labelled by tenant.
+pub fn render_usage(gates: &[TenantSample<'_>]) -> String {
     let mut out = String::new();
     for (name, help) in [
         (
@@ -104,59 +134,70 @@ pub fn render_usage(
         ),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for (tenant, gate, stored) in gates {
+        for TenantSample {
+            tenant,
+            stored_bytes,
+            max_stored_bytes,
+            ..
+        } in gates
+        {
             let value = if name.ends_with("max_stored_bytes") {
-                gate.limits.max_stored_bytes
+                *max_stored_bytes
             } else {
-                *stored
+                *stored_bytes
             };
             let _ = writeln!(out, "{name}{{tenant=\"{tenant}\"}} {value}");
         }
     }
     let series: [UsageSeries; 8] = [
         ("cairn_tenant_commands_total", "Commands per tenant.", |u| {
-            u.commands.load(Relaxed)
+            u.commands
         }),
         (
             "cairn_tenant_plugin_calls_total",
             "Plugin calls per tenant.",
-            |u| u.plugin_calls.load(Relaxed),
+            |u| u.plugin_calls,
         ),
         (
             "cairn_tenant_plugin_micros_total",
             "Plugin time per tenant, in microseconds.",
-            |u| u.plugin_micros.load(Relaxed),
+            |u| u.plugin_micros,
         ),
         (
             "cairn_tenant_traps_total",
             "Plugin traps per tenant.",
-            |u| u.traps.load(Relaxed),
+            |u| u.traps,
         ),
         (
             "cairn_tenant_limit_hits_total",
             "Plugin deadline and memory limit hits per tenant.",
-            |u| u.deadline_hits.load(Relaxed) + u.memory_hits.load(Relaxed),
+            |u| u.limit_hits,
         ),
         (
             "cairn_tenant_rate_limited_total",
             "Commands refused by the rate limit per tenant.",
-            |u| u.rate_limited.load(Relaxed),
+            |u| u.rate_limited,
         ),
         (
             "cairn_tenant_quota_refused_total",
             "Writes refused by the storage quota per tenant.",
-            |u| u.quota_refused.load(Relaxed),
+            |u| u.quota_refused,
         ),
         (
             "cairn_tenant_uploads_refused_total",
             "Uploads refused as unusable (invalid_plugin) per tenant.",
-            |u| u.uploads_refused.load(Relaxed),
+            |u| u.uploads_refused,
         ),
     ];
     for (name, help, read) in series {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (tenant, gate, _) in gates {
-            let _ = writeln!(out, "{name}{{tenant=\"{tenant}\"}} {}", read(&gate.usage));
+        for sample in gates {
+            let tenant = &sample.tenant;
+            let _ = writeln!(
+                out,
+                "{name}{{tenant=\"{tenant}\"}} {}",
+                read(&sample.counters)
+            );
         }
     }
     let name = "cairn_command_duration_seconds";
@@ -164,10 +205,10 @@ pub fn render_usage(
         out,
         "# HELP {name} Command latency per tenant, from admission to answer.\n# TYPE {name} histogram"
     );
-    for (tenant, gate, _) in gates {
-        gate.usage
+    for sample in gates {
+        sample
             .command_latency
-            .render(&mut out, name, &format!("tenant=\"{tenant}\""));
+            .render(&mut out, name, &format!("tenant=\"{}\"", sample.tenant));
     }
     let name = "cairn_plugin_call_duration_seconds";
     let _ = writeln!(
@@ -175,11 +216,12 @@ pub fn render_usage(
         "# HELP {name} Plugin call latency per tenant, plugin and call (decide, evolve, handle).\n\
          # TYPE {name} histogram"
     );
-    for (tenant, gate, _) in gates {
-        for ((plugin, call), histogram) in gate.usage.plugin_latencies() {
+    for sample in gates {
+        let tenant = &sample.tenant;
+        for ((plugin, call), histogram) in &sample.plugin_latencies {
             let labels = format!(
                 "tenant=\"{tenant}\",plugin=\"{}\",call=\"{call}\"",
-                label(&plugin)
+                label(plugin)
             );
             histogram.render(&mut out, name, &labels);
         }
@@ -187,16 +229,32 @@ pub fn render_usage(
     out
 }
 
+/// One projection build's series, as `api/ops.rs` gathered it from the projections'
+/// status: this module reads no service's state.
+pub struct BuildSample {
+    /// The `tenant` label.
+    pub tenant: String,
+    /// The `projection` label.
+    pub projection: String,
+    /// The `version` label: the plugin version the build runs.
+    pub version: u64,
+    /// The `build` label.
+    pub build: u64,
+    /// `cairn_projection_position`.
+    pub position: u64,
+    /// `cairn_projection_lag`.
+    pub lag: u64,
+    /// `cairn_projection_events_per_second`.
+    pub events_per_second: f64,
+    /// The `status` label of `cairn_projection_status`.
+    pub status: &'static str,
+}
+
 /// Per-projection gauges: position, lag, events per second, and status (one series
 /// per build, valued 1, with the status as a label).
-pub fn render_projections(
-    tenants: &[(
-        crate::store::TenantId,
-        Vec<crate::projection::ProjectionView>,
-    )],
-) -> String {
+pub fn render_projections(builds: &[BuildSample]) -> String {
     let mut out = String::new();
-    type Read = fn(&crate::projection::BuildView) -> f64;
+    type Read = fn(&BuildSample) -> f64;
     let gauges: [(&str, &str, Read); 3] = [
         (
             "cairn_projection_position",
@@ -216,19 +274,16 @@ pub fn render_projections(
     ];
     for (name, help, read) in gauges {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for (tenant, views) in tenants {
-            for view in views {
-                for build in &view.versions {
-                    let _ = writeln!(
-                        out,
-                        "{name}{{tenant=\"{tenant}\",projection=\"{}\",version=\"{}\",build=\"{}\"}} {}",
-                        view.name,
-                        build.version,
-                        build.build,
-                        read(build)
-                    );
-                }
-            }
+        for build in builds {
+            let _ = writeln!(
+                out,
+                "{name}{{tenant=\"{}\",projection=\"{}\",version=\"{}\",build=\"{}\"}} {}",
+                build.tenant,
+                build.projection,
+                build.version,
+                build.build,
+                read(build)
+            );
         }
     }
     let name = "cairn_projection_status";
@@ -237,19 +292,12 @@ pub fn render_projections(
         "# HELP {name} A projection build's status (building, active, retired, failed) as a label.\n\
          # TYPE {name} gauge"
     );
-    for (tenant, views) in tenants {
-        for view in views {
-            for build in &view.versions {
-                let _ = writeln!(
-                    out,
-                    "{name}{{tenant=\"{tenant}\",projection=\"{}\",version=\"{}\",build=\"{}\",status=\"{}\"}} 1",
-                    view.name,
-                    build.version,
-                    build.build,
-                    build.status.as_str()
-                );
-            }
-        }
+    for build in builds {
+        let _ = writeln!(
+            out,
+            "{name}{{tenant=\"{}\",projection=\"{}\",version=\"{}\",build=\"{}\",status=\"{}\"}} 1",
+            build.tenant, build.projection, build.version, build.build, build.status
+        );
     }
     out
 }

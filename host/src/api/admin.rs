@@ -14,8 +14,8 @@ use super::schemas::TenantParams;
 use super::views::{self, CreatedTenant, TenantView, TokenView};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::limits::Limits;
 use crate::store::{TenantId, TenantRecord};
+use crate::tenancy::limits::Limits;
 
 /// A tenant to create.
 #[derive(Deserialize, ToSchema)]

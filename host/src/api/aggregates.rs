@@ -42,7 +42,7 @@ pub struct CommandBody {
 }
 
 fn check_id(name: &str, id: &str) -> ApiResult<()> {
-    if is_valid_stream_id(&crate::commands::stream_of(name, id)) {
+    if is_valid_stream_id(&crate::vocab::stream_of(name, id)) {
         Ok(())
     } else {
         Err(ApiError::bad_request(format!(

@@ -12,9 +12,9 @@ use axum::http::request::Parts;
 use super::extract::Path;
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::gate::TenantGate;
 use crate::store::TenantId;
-use crate::tenant::Caller;
+use crate::tenancy::gate::TenantGate;
+use crate::tenancy::tenant::Caller;
 
 async fn caller(parts: &Parts, app: &AppState) -> Result<Caller, ApiError> {
     let header = parts

@@ -33,8 +33,8 @@ use super::streams::{EventBody, check_stream, proposed};
 use super::views::{self, ImportView};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::gate::Stored;
 use crate::store::{AppendRequest, ExpectedVersion, ProposedEvent};
+use crate::tenancy::gate::Stored;
 
 /// Most events one append (one stream's run of lines) carries, as for raw appends.
 const APPEND_EVENTS: usize = 1000;
@@ -168,7 +168,7 @@ pub async fn import(
     }
     let streams = import.streams.len();
     crate::commands::warm::spawn_for_streams(
-        app.clone(),
+        app.warmer.clone(),
         access.tenant.clone(),
         std::mem::take(&mut import.streams),
     );

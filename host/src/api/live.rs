@@ -1,5 +1,5 @@
 //! `GET /t/{tenant}/events/live`: the tenant's log as Server-Sent Events. The
-//! subscription itself (fan-out, catching up, dropping laggards) is [`crate::live`];
+//! subscription itself (fan-out, catching up, dropping laggards) is [`crate::log::live`];
 //! this file only writes its deliveries as SSE frames.
 //!
 //! Frames are written by hand rather than with axum's `Sse`: an event's frame is
@@ -23,10 +23,10 @@ use super::streams::parse_types;
 use super::views;
 use crate::app::AppState;
 use crate::error::ApiResult;
-use crate::live::{Delivery, Subscription};
+use crate::log::live::{Delivery, Subscription};
 use crate::store::TenantId;
 use crate::store::{RecordedEvent, name_problem};
-use crate::tenant::Caller;
+use crate::tenancy::tenant::Caller;
 
 /// A comment sent when nothing else was for this long, so proxies and clients see
 /// the connection alive.

@@ -10,6 +10,10 @@ use super::auth::Operator;
 use super::views::{self, StatusView};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::metrics::{BuildSample, TenantCounters, TenantSample};
+use crate::projection::ProjectionView;
+use crate::store::TenantId;
+use crate::tenancy::gate::TenantGate;
 
 /// Alive: the process answers.
 #[utoipa::path(get, path = "/healthz", tag = "operations", operation_id = "healthz",
@@ -47,17 +51,20 @@ pub async fn readyz(State(app): State<AppState>) -> ApiResult<Json<Value>> {
 pub async fn metrics(operator: Option<Operator>, State(app): State<AppState>) -> impl IntoResponse {
     let mut text = app.metrics.render();
     if operator.is_some() {
-        let mut gates = Vec::new();
-        let mut projections = Vec::new();
-        for (tenant, gate) in app.tenants.gates() {
-            let stored = gate.stored_bytes(&app.store, &tenant).await.unwrap_or(0);
-            if let Ok(views) = app.projections.status(&tenant, None).await {
-                projections.push((tenant.clone(), views));
+        // The services' state is read here and handed to the renderer: metrics is a
+        // sink and reads nobody.
+        let gates = app.tenants.gates();
+        let mut samples = Vec::new();
+        let mut builds = Vec::new();
+        for (tenant, gate) in &gates {
+            let stored = gate.stored_bytes(&app.store, tenant).await.unwrap_or(0);
+            if let Ok(views) = app.projections.status(tenant, None).await {
+                builds.extend(build_samples(tenant, views));
             }
-            gates.push((tenant, gate, stored));
+            samples.push(tenant_sample(tenant, gate, stored));
         }
-        text.push_str(&crate::metrics::render_usage(&gates));
-        text.push_str(&crate::metrics::render_projections(&projections));
+        text.push_str(&crate::metrics::render_usage(&samples));
+        text.push_str(&crate::metrics::render_projections(&builds));
     }
     use std::sync::atomic::Ordering::Relaxed;
     text.push_str(&format!(
@@ -81,4 +88,48 @@ pub async fn openapi() -> impl IntoResponse {
         [(header::CONTENT_TYPE, "application/json")],
         super::openapi::document_json(),
     )
+}
+
+/// A tenant's series as its gate counts them, for the metrics renderer.
+fn tenant_sample<'a>(tenant: &TenantId, gate: &'a TenantGate, stored: u64) -> TenantSample<'a> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let u = &gate.usage;
+    TenantSample {
+        tenant: tenant.to_string(),
+        stored_bytes: stored,
+        max_stored_bytes: gate.limits.max_stored_bytes,
+        counters: TenantCounters {
+            commands: u.commands.load(Relaxed),
+            plugin_calls: u.plugin_calls.load(Relaxed),
+            plugin_micros: u.plugin_micros.load(Relaxed),
+            traps: u.traps.load(Relaxed),
+            limit_hits: u.deadline_hits.load(Relaxed) + u.memory_hits.load(Relaxed),
+            rate_limited: u.rate_limited.load(Relaxed),
+            quota_refused: u.quota_refused.load(Relaxed),
+            uploads_refused: u.uploads_refused.load(Relaxed),
+        },
+        command_latency: &u.command_latency,
+        plugin_latencies: u.plugin_latencies(),
+    }
+}
+
+/// A tenant's projection builds as the metrics renderer takes them, in the status'
+/// order (projections, then builds).
+fn build_samples(tenant: &TenantId, views: Vec<ProjectionView>) -> Vec<BuildSample> {
+    let mut builds = Vec::new();
+    for view in views {
+        for build in view.versions {
+            builds.push(BuildSample {
+                tenant: tenant.to_string(),
+                projection: view.name.clone(),
+                version: build.version,
+                build: build.build,
+                position: build.position,
+                lag: build.lag,
+                events_per_second: build.events_per_second,
+                status: build.status.as_str(),
+            });
+        }
+    }
+    builds
 }

@@ -16,10 +16,10 @@ use super::schemas::{ExpectedVersionSchema, StreamParams, TenantParams};
 use super::views::{self, AppendView, LogPage, MultiAppendView, StreamAppendView, StreamPage};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::gate::Stored;
 use crate::store::{
     AppendRequest, Direction, ExpectedVersion, ProposedEvent, is_valid_stream_id, name_problem,
 };
+use crate::tenancy::gate::Stored;
 
 /// Most events one append request may carry.
 const MAX_EVENTS_PER_APPEND: usize = 1000;

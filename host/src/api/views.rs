@@ -11,10 +11,10 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
-use crate::gate::UsageView;
-use crate::limits::Limits;
 use crate::plugins::report::Report;
 use crate::store::{PinnedPlugin, PluginKind, PluginVersion, RecordedEvent, Verification};
+use crate::tenancy::gate::UsageView;
+use crate::tenancy::limits::Limits;
 
 /// A view as the body of an answer, keys in sorted order.
 pub fn body(view: impl Serialize) -> Json<Value> {

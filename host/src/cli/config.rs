@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::client::CliError;
+use super::error::CliError;
 
 /// Where a server is when nothing says otherwise: `cairn serve`'s default address.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:4600";

@@ -8,6 +8,7 @@ pub mod aggregate;
 pub mod client;
 pub mod config;
 pub mod docs;
+pub mod error;
 pub mod output;
 pub mod plugin;
 pub mod projection;

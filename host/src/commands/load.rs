@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Commands, LOAD_PAGE};
+use crate::commands::state_cache::CachedState;
 use crate::error::{ApiError, ApiResult};
-use crate::gate::{Stored, TenantGate};
 use crate::metrics::Metrics;
 use crate::plugins::ServingAggregate;
 use crate::runtime::AggregateInstance;
-use crate::state_cache::CachedState;
 use crate::store::{Direction, RecordedEvent, Snapshot, TenantId};
+use crate::tenancy::gate::{Stored, TenantGate};
 
 /// What one load may still spend, and what it tells the client when it runs out.
 pub(super) struct LoadBudget {

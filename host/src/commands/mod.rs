@@ -7,24 +7,25 @@
 //! its own expected version.
 
 mod load;
+mod pipeline;
+pub mod state_cache;
 pub mod warm;
 
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::appender::Appender;
+use crate::commands::state_cache::{StateCache, StreamLocks};
 use crate::error::{ApiError, ApiResult};
-use crate::gate::TenantGate;
+use crate::log::appender::Appender;
 use crate::metrics::Metrics;
 use crate::plugins::{Plugins, ServingAggregate};
-use crate::runtime::aggregate::{Command, DecideError};
 use crate::runtime::{AggregateInstance, PluginFailure, Runtime};
-use crate::state_cache::{StateCache, StreamLocks};
 use crate::store::{
-    AppendError, AppendRequest, CommandRecord, Direction, EventStore, ExpectedVersion,
-    ProposedEvent, RecordedEvent, TenantId, now_ms,
+    Direction, EventStore, ExpectedVersion, ProposedEvent, RecordedEvent, TenantId,
 };
+use crate::tenancy::gate::TenantGate;
+use crate::vocab::stream_of;
 
 /// Conflicts retried before giving up (each retry reloads only the new tail).
 const MAX_ATTEMPTS: usize = 8;
@@ -79,26 +80,6 @@ pub struct Commands {
     pub snapshot_every: u64,
 }
 
-/// The category of an aggregate's streams: its name with each `-` written `_`.
-///
-/// Plugin names may hold dashes but never underscores, and a stream's category is
-/// the part before its first dash (KurrentDB's convention), so the mapping from
-/// (aggregate, id) to stream is one-to-one: `ev` with id `a-1` is `ev-a-1`, `ev-a`
-/// with id `1` is `ev_a-1`. Names without a dash, the usual case, keep `{name}-{id}`.
-pub fn stream_category(plugin: &str) -> String {
-    plugin.replace('-', "_")
-}
-
-/// The stream an aggregate instance handles: `{category}-{id}`.
-pub fn stream_of(plugin: &str, id: &str) -> String {
-    format!("{}-{id}", stream_category(plugin))
-}
-
-/// What every stream of an aggregate starts with, and only its streams do.
-pub fn stream_prefix(plugin: &str) -> String {
-    format!("{}-", stream_category(plugin))
-}
-
 impl Commands {
     /// Runs a command; its latency, answered or refused, goes to the tenant's
     /// histogram (`cairn_command_duration_seconds`).
@@ -114,206 +95,6 @@ impl Commands {
         let result = self.run(tenant, gate, plugin, id, request).await;
         gate.usage.command_latency.observe(started.elapsed());
         result
-    }
-
-    async fn run(
-        &self,
-        tenant: &TenantId,
-        gate: &TenantGate,
-        plugin: &str,
-        id: &str,
-        request: CommandRequest,
-    ) -> ApiResult<CommandResult> {
-        gate.admit_command()?;
-        Metrics::add(&self.metrics.commands, 1);
-        let stream_id = stream_of(plugin, id);
-        let serving = self.plugins.aggregate(tenant, plugin).await?;
-        let _turn = self.locks.lock(tenant, &stream_id).await;
-
-        let fingerprint = request_fingerprint(plugin, id, &request);
-        if let Some(command_id) = &request.command_id
-            && let Some(answer) = self
-                .earlier_answer(tenant, &stream_id, command_id, &fingerprint)
-                .await?
-        {
-            return Ok(answer);
-        }
-        let command_uuid = uuid::Uuid::new_v4().to_string();
-        let metadata = event_metadata(&request, &command_uuid);
-        let payload = Value::Object(request.payload.clone())
-            .to_string()
-            .into_bytes();
-
-        // A cached state is decided on without reading the store: the append's
-        // expected-version check is the guard against anything appended since (a raw
-        // append, another host). Every answer that is not a successful append (a
-        // conflict, a rejection, a no-op, a stale expected_version) is re-checked
-        // against the store before it is given.
-        let mut trust_cache = true;
-        for attempt in 0..MAX_ATTEMPTS {
-            let tenant_slot = gate.call_slot().await;
-            let (mut instance, instance_slot) = self
-                .runtime
-                .aggregate(&serving.component, gate.call_limits())
-                .await
-                .map_err(|f| self.failed(gate, f))?;
-            let cached = if trust_cache {
-                let cached = self
-                    .cached(&mut instance, gate, tenant, &stream_id, &serving)
-                    .await;
-                self.logged(gate, tenant, plugin, &instance, cached)?
-            } else {
-                None
-            };
-            let from_cache = cached.is_some();
-            let loaded = match cached {
-                Some(cached) => cached,
-                None => {
-                    let loaded = self
-                        .load_latest(&mut instance, gate, tenant, &stream_id, &serving)
-                        .await;
-                    self.logged(gate, tenant, plugin, &instance, loaded)?
-                }
-            };
-            trust_cache = false;
-            if !request.expected_version.admits(loaded.version) {
-                if from_cache {
-                    continue;
-                }
-                return Err(ApiError::wrong_expected_version(loaded.version));
-            }
-            let command = Command {
-                stream_id: stream_id.clone(),
-                command_type: request.command_type.clone(),
-                payload: payload.clone(),
-                issued_at: now_ms().max(0) as u64,
-            };
-            let seed = match &request.command_id {
-                Some(id) => format!("command:{id}"),
-                None => format!("stream:{stream_id}@{}", loaded.version),
-            };
-            let deciding = std::time::Instant::now();
-            let decided = instance
-                .decide(&loaded.state, &command, &seed)
-                .await
-                .map_err(|f| self.failed(gate, f));
-            gate.usage.plugin_call(plugin, "decide", deciding.elapsed());
-            let decided = self.logged(gate, tenant, plugin, &instance, decided)?;
-            let new_events = match decided {
-                Ok(events) => events,
-                Err(_) if from_cache => continue,
-                // Not a domain refusal: the client's command could not be read. Not
-                // remembered under a command id: the corrected request may reuse the id.
-                Err(DecideError::InvalidCommand(message)) => {
-                    return Err(ApiError::new(
-                        axum::http::StatusCode::BAD_REQUEST,
-                        "invalid_command",
-                        message,
-                    ));
-                }
-                Err(DecideError::Rejected(rejection)) => {
-                    Metrics::add(&self.metrics.commands_rejected, 1);
-                    // A refusal is an answer like any other: a repeat of the id gets it
-                    // again instead of a second chance.
-                    if let Some(command_id) = &request.command_id {
-                        let record = CommandRecord {
-                            stream_id: stream_id.clone(),
-                            first_version: loaded.version + 1,
-                            last_version: loaded.version,
-                            fingerprint: Some(fingerprint.clone()),
-                            rejection: Some(
-                                serde_json::json!({"code": rejection.code, "message": rejection.message})
-                                    .to_string(),
-                            ),
-                        };
-                        self.store
-                            .record_rejection(tenant, command_id, &record)
-                            .await?;
-                    }
-                    return Err(ApiError::rejected(rejection.code, rejection.message));
-                }
-            };
-            let events = check_new_events(new_events, &metadata, gate.limits.max_body_bytes)
-                .map_err(|f| self.failed(gate, f))?;
-            if events.is_empty() && request.command_id.is_none() {
-                if from_cache {
-                    continue;
-                }
-                return Ok(CommandResult {
-                    stream_id,
-                    version: loaded.version,
-                    position: loaded.last_position,
-                    events: Vec::new(),
-                });
-            }
-            let append = AppendRequest {
-                tenant: tenant.clone(),
-                stream_id: stream_id.clone(),
-                expected: ExpectedVersion::Exact(loaded.version),
-                events,
-                ids_from_writer: false,
-                command_id: request.command_id.clone(),
-                command_fingerprint: request.command_id.as_ref().map(|_| fingerprint.clone()),
-                atomic_group: None,
-            };
-            // The append waits for a commit, often two (the one under way, then its
-            // own): it holds no instance and none of the tenant's call slots meanwhile.
-            // Held, they capped what one tenant could have queued for a commit at its
-            // `max_concurrent_calls`, so a batch carried at most half of them while the
-            // other half waited, and commands/s stopped at that cap over two commits.
-            // The new events are folded by the stream's next command instead.
-            drop(instance);
-            drop(instance_slot);
-            drop(tenant_slot);
-            let appended = gate
-                .append_within_quota(&self.store, &self.appender, append)
-                .await?;
-            match appended {
-                Ok(outcome) => {
-                    Metrics::add(&self.metrics.events_appended, outcome.events.len() as u64);
-                    let position = outcome
-                        .events
-                        .last()
-                        .map_or(loaded.last_position, |e| e.position);
-                    if !outcome.replayed {
-                        self.remember_committed(tenant, &stream_id, loaded, &outcome.events);
-                    }
-                    return Ok(CommandResult {
-                        stream_id,
-                        version: outcome.version,
-                        position,
-                        events: outcome.events,
-                    });
-                }
-                Err(AppendError::WrongExpectedVersion { current }) => {
-                    // A named version (or "no stream yet") no longer holds once someone
-                    // else appended; "any" and "stream exists" still do: decide again.
-                    if matches!(
-                        request.expected_version,
-                        ExpectedVersion::Exact(_) | ExpectedVersion::NoStream
-                    ) {
-                        return Err(ApiError::wrong_expected_version(current));
-                    }
-                    Metrics::add(&self.metrics.command_conflict_retries, 1);
-                    tracing::debug!(%tenant, %stream_id, attempt, "append conflict, deciding again");
-                }
-                Err(AppendError::CommandAlreadyApplied) => {
-                    let command_id = request.command_id.as_deref().unwrap_or_default();
-                    if let Some(answer) = self
-                        .earlier_answer(tenant, &stream_id, command_id, &fingerprint)
-                        .await?
-                    {
-                        return Ok(answer);
-                    }
-                    return Err(ApiError::internal("command recorded but not found"));
-                }
-                Err(other) => return Err(other.into()),
-            }
-        }
-        Err(ApiError::unavailable(
-            "contention",
-            format!("{stream_id} kept changing under this command; try again"),
-        ))
     }
 
     /// The state of a stream, now or in the past.

@@ -14,19 +14,33 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::{Commands, stream_category};
-use crate::app::App;
+use super::Commands;
 use crate::metrics::Metrics;
-use crate::plugins::Activated;
+use crate::plugins::{Activated, Plugins};
 use crate::store::retry::{Backoff, Transient, retry};
 use crate::store::{PluginKind, TenantId};
+use crate::tenancy::tenant::Tenants;
+use crate::vocab::stream_prefix;
 
 /// Streams shorter than this are not warmed: they fold quickly from their first event.
 const WARM_FROM_VERSION: u64 = 100;
 
+/// What warming uses, and only that: the plugin registry (active versions, their
+/// streams), the tenants (their gates) and the command pipeline (its fold and
+/// snapshot writes). Cheap to clone: every part is shared.
+#[derive(Clone)]
+pub struct Warmer {
+    /// Active versions, activations and the streams of an aggregate.
+    pub plugins: Arc<Plugins>,
+    /// Each tenant's gate: warming runs under its call slots and limits.
+    pub tenants: Arc<Tenants>,
+    /// The fold and snapshot writes warming shares with commands.
+    pub commands: Arc<Commands>,
+}
+
 /// Starts warming after every activation this host makes (explicitly or at the end of
 /// a verification). Call once, after the host is assembled.
-pub fn start(app: Arc<App>) {
+pub fn start(app: Warmer) {
     let Some(mut activations) = app.plugins.take_activations() else {
         return;
     };
@@ -39,7 +53,7 @@ pub fn start(app: Arc<App>) {
 
 /// Warms the given streams (an import's) in the background: each one that belongs to
 /// an active aggregate of the tenant.
-pub fn spawn_for_streams(app: Arc<App>, tenant: TenantId, streams: HashSet<String>) {
+pub fn spawn_for_streams(app: Warmer, tenant: TenantId, streams: HashSet<String>) {
     crate::plugins::background::runtime().spawn(async move {
         let Ok(versions) = retry("listing plugins to warm", || app.plugins.all(&tenant)).await
         else {
@@ -51,7 +65,7 @@ pub fn spawn_for_streams(app: Arc<App>, tenant: TenantId, streams: HashSet<Strin
             .map(|v| v.name.clone())
             .collect();
         for name in aggregates {
-            let prefix = format!("{}-", stream_category(&name));
+            let prefix = stream_prefix(&name);
             let mine: HashSet<String> = streams
                 .iter()
                 .filter(|s| s.starts_with(&prefix))
@@ -67,7 +81,12 @@ pub fn spawn_for_streams(app: Arc<App>, tenant: TenantId, streams: HashSet<Strin
 /// Builds the active version's snapshots of the aggregate's streams (or of `only`),
 /// longest first. Stops when the active version changes: the new one is warmed by its
 /// own activation.
-async fn warm_aggregate(app: &App, tenant: &TenantId, name: &str, only: Option<HashSet<String>>) {
+async fn warm_aggregate(
+    app: &Warmer,
+    tenant: &TenantId,
+    name: &str,
+    only: Option<HashSet<String>>,
+) {
     // The store's passing failures (a lost connection, a busy database) are retried
     // for the retry budget, like every background worker's; past it, or for anything
     // else, warming gives up: commands fold on their own, as without it.

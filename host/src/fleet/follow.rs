@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::app::AppState;
+use super::FleetHandles;
 use crate::error::ApiResult;
 use crate::store::retry::{MAX_DELAY, retry};
 use crate::store::{Notice, TenantId};
@@ -15,7 +15,7 @@ use crate::store::{Notice, TenantId};
 /// Applies notices as they come, and resynchronises every `resync_every` in case one
 /// was lost. Ends when the listener does (the store is gone).
 pub(super) async fn follow(
-    app: AppState,
+    app: FleetHandles,
     mut notices: UnboundedReceiver<Notice>,
     resync_every: Duration,
 ) {
@@ -51,7 +51,7 @@ pub(super) async fn follow(
     }
 }
 
-async fn apply(app: &AppState, notice: &Notice) -> ApiResult<()> {
+async fn apply(app: &FleetHandles, notice: &Notice) -> ApiResult<()> {
     match notice {
         Notice::Appended { tenant, position } => {
             app.heads.advance(tenant, *position);
@@ -81,9 +81,9 @@ async fn apply(app: &AppState, notice: &Notice) -> ApiResult<()> {
 
 /// A tenant another host changed: its token and limits are read again; when it was
 /// deleted, this host forgets it everywhere.
-async fn follow_tenant(app: &AppState, tenant: &TenantId) -> ApiResult<()> {
+async fn follow_tenant(app: &FleetHandles, tenant: &TenantId) -> ApiResult<()> {
     if !app.tenants.follow_store(tenant).await? {
-        app.forget_tenant(tenant);
+        (app.forget_tenant)(tenant);
         tracing::info!(%tenant, "tenant deleted by another host; forgotten here");
     }
     Ok(())

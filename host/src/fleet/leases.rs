@@ -17,7 +17,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::app::AppState;
+use super::FleetHandles;
 use crate::error::ApiResult;
 use crate::store::retry::{Backoff, Transient};
 use crate::store::{LeaseRecord, ProjectionStatus, TenantId, now_ms};
@@ -28,8 +28,7 @@ pub(super) const LEASE_FOR: Duration = Duration::from_secs(5);
 const ROUND_EVERY: Duration = Duration::from_secs(1);
 
 /// One round of the balancer (see the module's comment).
-pub(super) async fn balance(app: &AppState) -> ApiResult<()> {
-    let me = app.fleet.host_id.as_str();
+pub(super) async fn balance(me: &str, app: &FleetHandles) -> ApiResult<()> {
     let now = now_ms();
     let until = now + LEASE_FOR.as_millis() as i64;
     app.store.renew_leases(me, until).await?;
@@ -115,10 +114,10 @@ pub(super) async fn balance(app: &AppState) -> ApiResult<()> {
 /// Runs rounds every second, and at once when a build wants a worker. A round that
 /// failed on the store is tried again sooner (100 ms doubling to the second), so one
 /// lost connection does not cost this host its leases (they last `LEASE_FOR`).
-pub(super) async fn run(app: AppState) {
+pub(super) async fn run(me: String, app: FleetHandles) {
     let mut backoff = Backoff::capped(ROUND_EVERY);
     loop {
-        let wait = match balance(&app).await {
+        let wait = match balance(&me, &app).await {
             Ok(()) => {
                 backoff.succeeded();
                 ROUND_EVERY

@@ -19,10 +19,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::app::AppState;
 use crate::error::ApiResult;
+use crate::log::appender::LogHeads;
+use crate::log::live::Live;
+use crate::plugins::Plugins;
+use crate::projection::Projections;
 use crate::store::retry::Backoff;
-use crate::store::{EventStore, now_ms};
+use crate::store::{EventStore, TenantId, now_ms};
+use crate::tenancy::tenant::Tenants;
 
 /// How often a host renews its heartbeat.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
@@ -40,12 +44,36 @@ pub fn default_host_id(port: u16) -> String {
     format!("{name}:{port}")
 }
 
+/// What the fleet's background work (leases, following notices) uses of the host, and
+/// only that, never the whole `App`: the store, the caches it keeps in step with the
+/// other hosts, and how to forget a tenant another host deleted. Built by `app.rs`.
+#[derive(Clone)]
+pub struct FleetHandles {
+    /// The database every host shares: leases, hosts, the notices' reads.
+    pub store: Arc<dyn EventStore>,
+    /// Log heads: another host's commits wake this host's workers and waits.
+    pub heads: Arc<LogHeads>,
+    /// Live subscribers: another host's commits reach them.
+    pub live: Arc<Live>,
+    /// Plugin versions, re-read on another host's change; orphaned verifications.
+    pub plugins: Arc<Plugins>,
+    /// Projection builds: re-read, leased, their progress applied.
+    pub projections: Arc<Projections>,
+    /// Tenants' tokens and limits, re-read on another host's change.
+    pub tenants: Arc<Tenants>,
+    /// Forgets a tenant another host deleted, everywhere this host keeps something of
+    /// it (the caches of services the fleet does not otherwise reach included).
+    pub forget_tenant: Arc<dyn Fn(&TenantId) + Send + Sync>,
+}
+
 /// This host's place in the fleet.
+#[derive(Clone)]
 pub struct Fleet {
     /// Its name in the hosts table (`--host-id`).
     pub host_id: String,
     /// Unix milliseconds, for the hosts table.
     started_at: i64,
+    /// Where the heartbeat row and the leases are.
     store: Arc<dyn EventStore>,
 }
 
@@ -76,24 +104,20 @@ impl Fleet {
 
     /// Writes the first heartbeat, then starts renewing it and following the other
     /// hosts' notices (with a full resynchronisation every `resync_every`).
-    pub async fn start(app: &AppState, resync_every: Duration) -> anyhow::Result<()> {
-        let fleet = &app.fleet;
-        fleet
-            .store
-            .heartbeat(&fleet.host_id, fleet.started_at)
-            .await?;
-        tokio::spawn(heartbeat(app.clone()));
-        if app.store.shared_by_hosts() {
-            tokio::spawn(leases::run(app.clone()));
+    pub async fn start(&self, host: FleetHandles, resync_every: Duration) -> anyhow::Result<()> {
+        self.store.heartbeat(&self.host_id, self.started_at).await?;
+        tokio::spawn(heartbeat(self.clone()));
+        if host.store.shared_by_hosts() {
+            tokio::spawn(leases::run(self.host_id.clone(), host.clone()));
             tokio::spawn(
-                app.plugins
+                host.plugins
                     .clone()
-                    .adopt_orphaned_verifications(app.tenants.clone()),
+                    .adopt_orphaned_verifications(host.tenants.clone()),
             );
         }
-        if let Some(notices) = app.store.notices().await? {
-            tracing::info!(host_id = %fleet.host_id, "following the other hosts' notices");
-            tokio::spawn(follow::follow(app.clone(), notices, resync_every));
+        if let Some(notices) = host.store.notices().await? {
+            tracing::info!(host_id = %self.host_id, "following the other hosts' notices");
+            tokio::spawn(follow::follow(host, notices, resync_every));
         }
         Ok(())
     }
@@ -140,10 +164,9 @@ impl Fleet {
 /// Renews the heartbeat every `HEARTBEAT_EVERY`; a failed one is tried again sooner
 /// (100 ms doubling to the period), so a lost connection does not make the other
 /// hosts count this one out of the fair shares.
-async fn heartbeat(app: AppState) {
+async fn heartbeat(fleet: Fleet) {
     let mut backoff = Backoff::capped(HEARTBEAT_EVERY);
     loop {
-        let fleet = &app.fleet;
         let wait = match fleet
             .store
             .heartbeat(&fleet.host_id, fleet.started_at)

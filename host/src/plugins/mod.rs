@@ -9,6 +9,7 @@
 
 pub(crate) mod background;
 mod confirm;
+mod fold;
 pub mod report;
 pub mod upcast;
 mod upload;
@@ -22,9 +23,9 @@ use axum::http::StatusCode;
 use tokio::sync::mpsc;
 
 use crate::error::{ApiError, ApiResult};
-use crate::gate::TenantGate;
 use crate::runtime::{LoadedComponent, Runtime};
 use crate::store::{EventStore, PinnedPlugin, PluginKind, PluginVersion, TenantId, Verification};
+use crate::tenancy::gate::TenantGate;
 pub use report::{Activation, Mode, VerifyOptions};
 use upcast::ChainLink;
 pub use upcast::UpcastChain;
@@ -418,9 +419,9 @@ impl Plugins {
     }
 
     /// The streams an aggregate's versions fold: `{category}-…` (see
-    /// `commands::stream_category`; no other aggregate's streams share the prefix).
+    /// `vocab::stream_category`; no other aggregate's streams share the prefix).
     pub async fn streams_of(&self, tenant: &TenantId, name: &str) -> ApiResult<Vec<(String, u64)>> {
-        let prefix = crate::commands::stream_prefix(name);
+        let prefix = crate::vocab::stream_prefix(name);
         Ok(self.store.streams_with_prefix(tenant, &prefix).await?)
     }
 
@@ -471,7 +472,7 @@ impl Plugins {
     /// Resumes the verifications a restart interrupted (they start over).
     pub async fn resume_verifications(
         self: &Arc<Self>,
-        gates: &crate::tenant::Tenants,
+        gates: &crate::tenancy::tenant::Tenants,
     ) -> anyhow::Result<()> {
         for tenant in self.store.tenants().await? {
             let versions = self.store.plugin_versions(&tenant.id).await?;
@@ -499,7 +500,7 @@ impl Plugins {
     /// answer.
     pub async fn adopt_orphaned_verifications(
         self: Arc<Self>,
-        tenants: Arc<crate::tenant::Tenants>,
+        tenants: Arc<crate::tenancy::tenant::Tenants>,
     ) {
         let mut unchanged: HashMap<(TenantId, String, u64), (String, u32)> = HashMap::new();
         loop {

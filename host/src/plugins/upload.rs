@@ -9,9 +9,9 @@ use axum::http::StatusCode;
 use super::report::{self, Activation, VerifyOptions};
 use super::{Plugins, Uploaded};
 use crate::error::{ApiError, ApiResult};
-use crate::gate::{Stored, TenantGate};
 use crate::runtime::InspectError;
 use crate::store::{NewPluginVersion, PluginKind, PluginVersion, TenantId, Verification};
+use crate::tenancy::gate::{Stored, TenantGate};
 
 impl Plugins {
     /// Validates, compiles and records a new version; starts its verification when it

@@ -23,7 +23,10 @@
 
 mod committed;
 mod owned;
+mod pages;
 mod promotion;
+mod restart;
+mod startup;
 mod status;
 mod supervisor;
 mod worker;
@@ -38,12 +41,12 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
-use crate::appender::LogHeads;
 use crate::error::{ApiError, ApiResult};
+use crate::log::appender::LogHeads;
 use crate::plugins::Plugins;
 use crate::runtime::Runtime;
 use crate::store::{EventStore, ProjectionRecord, ProjectionStatus, TenantId};
-use crate::tenant::Tenants;
+use crate::tenancy::tenant::Tenants;
 
 /// Projection batches running at once across all tenants: catch-up work must leave
 /// CPU for commands.

@@ -3,28 +3,26 @@
 //! the build; a store failure ends the run and `supervisor.rs` decides (retry or park).
 //! Asked to stop, a worker finishes the batch it is in and returns.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use super::committed::CommittedDocuments;
-use super::supervisor::{Carried, Halt, recovered};
+use super::pages::{Page, ReadAhead, read_page};
+use super::restart::{BATCH, Carried, Halt, recovered};
+use super::startup::{gate_of, load_component, reload_checkpoint};
 use super::{ProjectionKey, Projections};
-use crate::gate::Stored;
+use crate::plugins::UpcastChain;
 use crate::runtime::sandbox::FailureReason;
-use crate::store::retry::Transient;
+use crate::runtime::{LoadedComponent, PluginFailure};
 use crate::store::{
     DocumentWrites, EventStore, ProjectionRecord, ProjectionStatus, RecordedEvent, StoreResult,
     TenantId,
 };
+use crate::tenancy::gate::{Stored, TenantGate};
 
-/// Events per `handle` call at most: big enough to amortise the boundary crossing and
-/// the commit, small enough to stay well inside one call's time budget. A batch that
-/// runs out of CPU time is halved at once (no attempt counted, no back-off) and the
-/// size grows back by doubling after `GROW_AFTER` clean batches, so a slow component
-/// or a busy machine settles on what fits the budget instead of stalling the build.
-pub(super) const BATCH: u32 = super::CATCH_UP_PAGE;
 /// Pages read ahead at most while a batch is handled. A page's read is mostly waiting
 /// (SQLite hands rows over one by one from its connection's thread), so two reads side
 /// by side keep up with `handle` where one alone held catch-up to its pace.
@@ -57,210 +55,194 @@ pub(super) async fn follow(
     stop: &mut watch::Receiver<bool>,
     carried: &mut Carried,
 ) -> Result<(), Halt> {
-    let ProjectionRecord {
-        tenant,
-        name,
-        version,
-        digest,
-        mut position,
-        plugin_version: record_plugin_version,
-        ..
-    } = record.clone();
-    let key: ProjectionKey = (tenant.clone(), name.clone());
-    let store = projections.store.clone();
-    if reload {
-        let stored = store
-            .projections(Some(&tenant))
-            .await
-            .map_err(Halt::store)?
-            .into_iter()
-            .find(|r| r.name == name && r.version == version);
-        // Deleted, or parked by another host meanwhile: nothing to run.
-        let Some(stored) = stored.filter(|r| r.error.is_none()) else {
-            return Ok(());
-        };
-        position = stored.position;
-        projections.build_mut(&key, version, |build| {
-            build.position.send_if_modified(|at| {
-                let moved = position > *at;
-                if moved {
-                    *at = position;
-                }
-                moved
-            });
-        });
-    }
-    let gate = |tenant: &TenantId| {
-        let (tenants, tenant) = (projections.tenants.clone(), tenant.clone());
-        async move { tenants.gate(&tenant).await.map_err(|e| Halt::api("", e)) }
+    let Some(mut worker) = Worker::start(projections, record, reload, carried).await? else {
+        return Ok(());
     };
-    let limits = gate(&tenant).await?.call_limits();
-    let plugin_store = store.clone();
-    let plugin_tenant = tenant.clone();
-    let plugin_digest = digest.clone();
-    let component = projections
-        .runtime
-        .load(&digest, || async move {
-            plugin_store
-                .plugin_wasm(&plugin_tenant, &plugin_digest)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("the bytes of {plugin_digest} are missing"))
-        })
-        .await
-        .map_err(|e| {
-            if e.is_transient() {
-                Halt::store(e)
-            } else {
-                Halt::Build(format!("cannot load the component: {e:#}"))
-            }
-        })?;
-    let wanted = {
-        // Under the tenant's call slots like every plugin call: a guest that blocks
-        // here must not hold more than its tenant's share.
-        let gate = gate(&tenant).await?;
-        let _tenant_slot = gate.call_slot().await;
-        let (mut instance, _slot) = projections
-            .runtime
-            .projection(&component, limits)
-            .await
-            .map_err(|f| Halt::Build(f.to_string()))?;
-        instance
-            .event_types()
-            .await
-            .map_err(|f| Halt::Build(f.to_string()))?
-    };
-    // The upcasters pinned to the plugin version this build runs: its events are read
-    // through them. The log is filtered on stored types, so the types the upcasters
-    // rewrite are read too, and the projection's own filter applies after upcasting.
-    let upcasters = projections
-        .plugins
-        .projection_upcasters(&tenant, &name, record_plugin_version)
-        .await
-        .map_err(|e| Halt::api("cannot load the upcasters: ", e))?;
-    let mut event_types = wanted.clone();
-    if !wanted.is_empty() {
-        for link in &upcasters.links {
-            event_types.extend(link.types.iter().cloned());
-        }
-    }
-    let documents = Arc::new(CommittedDocuments::new(
-        store.clone(),
-        tenant.clone(),
-        name.clone(),
-        version,
-    ));
-    let mut heads = projections.heads.watch(&tenant);
-    let Carried {
-        backoff,
-        attempt,
-        // After a failed batch, events up to its end are retried one at a time, so the
-        // good ones commit and a failure names the exact event that causes it.
-        isolate_until,
-        batch,
-        clean_batches,
-    } = carried;
-    let event_types: Arc<[String]> = event_types.into();
-    // The next pages, read while this one is handled (see `READ_AHEAD`).
-    let mut ahead: std::collections::VecDeque<ReadAhead> = std::collections::VecDeque::new();
-    // The batch whose commit runs while the next one is handled.
-    let mut committing: Option<Committing> = None;
-    // Waits for the commit under way, if any: `Ok(true)` when the checkpoint is where
-    // this worker thinks it is, `Ok(false)` when another worker moved it (then
-    // `position` is reloaded and everything handled since must be dropped).
-    macro_rules! settle {
-        () => {
-            match committing.take() {
-                None => Ok(true),
-                Some(commit) => {
-                    let (from, to, handled) = (commit.from, commit.to, commit.handled);
-                    match commit.task.await {
-                        Err(e) => Err(Halt::Store {
-                            transient: false,
-                            error: format!("the commit task failed: {e}"),
-                        }),
-                        Ok(Err(e)) => Err(Halt::store(e)),
-                        Ok(Ok(true)) => {
-                            documents.staged_committed();
-                            recovered(projections, &key, version, backoff);
-                            projections.build_mut(&key, version, |build| {
-                                build.handled += handled;
-                                build.position.send_replace(to);
-                            });
-                            Ok(true)
-                        }
-                        Ok(Ok(false)) => {
-                            tracing::debug!(%tenant, projection = %name, version, from, "a commit lost its checkpoint");
-                            // Another worker's writes may be in the store now.
-                            documents.forget();
-                            // Deleted (retired out), or another host sharing the
-                            // database committed this batch first: go on from where
-                            // the store says the build is.
-                            let stored = store
-                                .projections(Some(&tenant))
-                                .await
-                                .map_err(Halt::store)?
-                                .into_iter()
-                                .find(|r| r.name == name && r.version == version);
-                            let Some(stored) = stored else {
-                                return Ok(());
-                            };
-                            position = stored.position;
-                            projections.build_mut(&key, version, |build| {
-                                build.position.send_replace(position);
-                            });
-                            Ok(false)
-                        }
-                    }
-                }
-            }
-        };
-    }
     loop {
         if stopping(stop) {
             // The batch being committed finishes, as a stop always let it.
-            let _ = settle!();
+            worker.settle().await?;
             return Ok(());
         }
-        heads.borrow_and_update();
-        let limit = if position < *isolate_until { 1 } else { *batch };
-        let (head, events) = match ahead.pop_front() {
-            Some(page) if page.after == position && page.limit == limit => page.take().await,
-            _ => {
-                // Read for another start (a retry, a smaller batch, a moved
-                // checkpoint): every page queued after it is wrong too.
-                ahead.clear();
-                read_page(
-                    store.clone(),
-                    tenant.clone(),
-                    position,
-                    limit,
-                    event_types.clone(),
-                )
+        if let Next::Done = worker.step(stop).await? {
+            return Ok(());
+        }
+    }
+}
+
+/// What the worker's loop does after a step.
+enum Next {
+    /// Goes round again.
+    Again,
+    /// Returns: asked to stop, or the build is gone.
+    Done,
+}
+
+/// How the commit under way ended, once awaited.
+enum Settled {
+    /// None was under way, or it stood: the checkpoint is where the worker thinks.
+    Stands,
+    /// Another worker moved the checkpoint: `position` was read again and everything
+    /// handled since must be dropped.
+    Moved,
+    /// The build is gone (deleted, or retired out): nothing more to run.
+    Gone,
+    /// The commit failed; the run ends with this.
+    Failed(Halt),
+}
+
+/// How handing a batch to the plugin ended.
+enum Handled {
+    /// Its document writes, to commit.
+    Writes(DocumentWrites),
+    /// Nothing to commit: the loop goes on (a smaller batch, a moved checkpoint) or ends.
+    Then(Next),
+    /// The plugin failed: the same events are tried again after a pause.
+    Failed,
+}
+
+/// One build's worker while it runs: what it read at the start (the component, the
+/// event types, the upcasters) and where it is.
+struct Worker<'a> {
+    /// The projections it reports to (status, heads, the batch turns).
+    projections: &'a Arc<Projections>,
+    /// What survives the worker's restarts (attempts, batch size, backoff).
+    carried: &'a mut Carried,
+    /// The build's projection, as the projections key it.
+    key: ProjectionKey,
+    /// The tenant and projection name (the key's parts, for logs and calls).
+    tenant: TenantId,
+    name: String,
+    /// The build's plugin version.
+    version: u64,
+    /// Where the log is read and batches commit.
+    store: Arc<dyn EventStore>,
+    /// The checkpoint as far as this worker handled (the commit under way included).
+    position: u64,
+    /// The projection component, loaded once.
+    component: Arc<LoadedComponent>,
+    /// The event types the projection asked for (empty: every type).
+    wanted: Vec<String>,
+    /// The upcasters pinned to the build's plugin version.
+    upcasters: UpcastChain,
+    /// The stored types read from the log: `wanted` and what the upcasters rewrite.
+    event_types: Arc<[String]>,
+    /// The committed documents, as the batches read them.
+    documents: Arc<CommittedDocuments>,
+    /// The tenant's log head, which wakes the worker when it is caught up.
+    heads: watch::Receiver<u64>,
+    /// The next pages, read while this one is handled (see `READ_AHEAD`).
+    ahead: VecDeque<ReadAhead>,
+    /// The batch whose commit runs while the next one is handled.
+    committing: Option<Committing>,
+}
+
+impl<'a> Worker<'a> {
+    /// Reads what a run needs before its first batch; `None` when there is nothing to
+    /// run (the build was deleted or parked meanwhile).
+    async fn start(
+        projections: &'a Arc<Projections>,
+        record: &ProjectionRecord,
+        reload: bool,
+        carried: &'a mut Carried,
+    ) -> Result<Option<Worker<'a>>, Halt> {
+        let ProjectionRecord {
+            tenant,
+            name,
+            version,
+            digest,
+            mut position,
+            plugin_version,
+            ..
+        } = record.clone();
+        let key: ProjectionKey = (tenant.clone(), name.clone());
+        let store = projections.store.clone();
+        if reload {
+            let Some(stored) = reload_checkpoint(projections, &key, version).await? else {
+                return Ok(None);
+            };
+            position = stored;
+        }
+        let limits = gate_of(projections, &tenant).await?.call_limits();
+        let component = load_component(projections, &tenant, &digest).await?;
+        let wanted = {
+            // Under the tenant's call slots like every plugin call: a guest that blocks
+            // here must not hold more than its tenant's share.
+            let gate = gate_of(projections, &tenant).await?;
+            let _tenant_slot = gate.call_slot().await;
+            let (mut instance, _slot) = projections
+                .runtime
+                .projection(&component, limits)
                 .await
+                .map_err(|f| Halt::Build(f.to_string()))?;
+            instance
+                .event_types()
+                .await
+                .map_err(|f| Halt::Build(f.to_string()))?
+        };
+        // The upcasters pinned to the plugin version this build runs: its events are
+        // read through them. The log is filtered on stored types, so the types the
+        // upcasters rewrite are read too, and the projection's own filter applies after
+        // upcasting.
+        let upcasters = projections
+            .plugins
+            .projection_upcasters(&tenant, &name, plugin_version)
+            .await
+            .map_err(|e| Halt::api("cannot load the upcasters: ", e))?;
+        let mut event_types = wanted.clone();
+        if !wanted.is_empty() {
+            for link in &upcasters.links {
+                event_types.extend(link.types.iter().cloned());
             }
         }
-        .map_err(Halt::store)?;
-        if position >= head {
-            // Caught up once the last batch's commit stands.
-            if !settle!()? {
-                continue;
-            }
-            recovered(projections, &key, version, backoff);
-            promote_if_building(projections, &key, version).await;
-            // Woken by an append in this host or another host's notice of one; the
-            // poll is the safety net.
-            tokio::select! {
-                _ = tokio::time::timeout(projections.poll_every, heads.changed()) => {}
-                _ = stop_requested(stop) => {}
-            }
-            continue;
+        let documents = Arc::new(CommittedDocuments::new(
+            store.clone(),
+            tenant.clone(),
+            name.clone(),
+            version,
+        ));
+        let heads = projections.heads.watch(&tenant);
+        Ok(Some(Worker {
+            projections,
+            carried,
+            key,
+            tenant,
+            name,
+            version,
+            store,
+            position,
+            component,
+            wanted,
+            upcasters,
+            event_types: event_types.into(),
+            documents,
+            heads,
+            ahead: VecDeque::new(),
+            committing: None,
+        }))
+    }
+
+    /// One turn of the loop: the next page is read; caught up, the worker waits for
+    /// appends; else the page is handled as one batch and its commit started.
+    async fn step(&mut self, stop: &mut watch::Receiver<bool>) -> Result<Next, Halt> {
+        self.heads.borrow_and_update();
+        let limit = if self.position < self.carried.isolate_until {
+            1
+        } else {
+            self.carried.batch
+        };
+        let (head, events) = self.next_page(limit).await?;
+        if self.position >= head {
+            return self.wait_for_appends(stop).await;
         }
-        let _slot = tokio::select! {
-            slot = projections.batch_turn(&tenant) => slot,
-            _ = stop_requested(stop) => {
-                let _ = settle!();
-                return Ok(());
-            }
+        let (projections, tenant) = (self.projections, self.tenant.clone());
+        let slot = tokio::select! {
+            slot = projections.batch_turn(&tenant) => Some(slot),
+            _ = stop_requested(stop) => None,
+        };
+        let Some(slot) = slot else {
+            self.settle().await?;
+            return Ok(Next::Done);
         };
         // A short page means nothing else of interest exists up to the head, so the
         // checkpoint can move to the head even past events the filter skipped.
@@ -269,171 +251,327 @@ pub(super) async fn follow(
         } else {
             events.last().map_or(head, |e| e.position)
         };
-        // A full page means more to catch up on: read the next pages while this one is
-        // handled and committed (used only if this batch commits as planned).
-        if events.len() == limit as usize {
-            // Where the next page starts is known: where this one ends. Past it, only
-            // when every position was of interest (a page of `limit` events spanning
-            // `limit` positions; the log has no gaps): then each page after it starts
-            // `limit` further on, and the reads can overlap.
-            let dense = to - position == u64::from(limit);
-            // What is queued was read for the pages right after this one, one page
-            // apart; anything else is dropped.
-            if ahead
-                .front()
-                .is_none_or(|page| page.after != to || page.limit != limit)
-            {
-                ahead.clear();
-            }
-            let wanted = if dense { READ_AHEAD } else { 1 };
-            let mut after = ahead
-                .back()
-                .map_or(to, |page| page.after + u64::from(limit));
-            while ahead.len() < wanted && after < head {
-                ahead.push_back(ReadAhead::start(
-                    store.clone(),
-                    tenant.clone(),
-                    after,
-                    limit,
-                    event_types.clone(),
-                ));
-                after += u64::from(limit);
-            }
-        } else {
-            ahead.clear();
-        }
-        // What the rest of the batch needs of its events once they are handed over.
+        self.read_ahead(events.len(), limit, to, head);
         let count = events.len();
-        let first = events.first().map_or(position + 1, |e| e.position);
-        let last = events.last().map_or(first, |e| e.position);
         let writes = if events.is_empty() {
             DocumentWrites::new()
         } else {
-            // The tenant's gate, fresh each batch so changed limits apply at once.
-            let gate = gate(&tenant).await?;
-            let handled = async {
-                let _tenant_slot = gate.call_slot().await;
-                // Upcasters run here, inside this build's batch slot, with no instance
-                // slot of their own (see `Runtime::upcaster`).
-                let seen = upcasters
-                    .apply(&projections.runtime, gate.call_limits(), events)
-                    .await
-                    .map_err(|e| {
-                        let mut failure = e.failure;
-                        failure.message = format!("upcaster {}: {}", e.upcaster, failure.message);
-                        failure
-                    })?;
-                let seen: Vec<_> = if wanted.is_empty() || upcasters.is_empty() {
-                    seen
-                } else {
-                    seen.into_iter()
-                        .filter(|e| wanted.contains(&e.event_type))
-                        .collect()
-                };
-                if seen.is_empty() {
-                    return Ok(DocumentWrites::new());
-                }
-                let (mut instance, _call) = projections
-                    .runtime
-                    .projection(&component, gate.call_limits())
-                    .await?;
-                let started = std::time::Instant::now();
-                let writes = instance
-                    .handle(seen, documents.clone(), MAX_BATCH_WRITE_BYTES)
-                    .await;
-                gate.usage.plugin_call(&name, "handle", started.elapsed());
-                gate.logs.record(tenant.as_str(), &name, &instance.output());
-                writes
-            }
-            .await;
-            if let Err(failure) = &handled {
-                gate.usage.failure(failure);
-                // A failure is acted on from a settled checkpoint.
-                if !settle!()? {
-                    continue;
-                }
-            }
-            match handled {
-                Ok(writes) => writes,
-                Err(failure) if failure.reason == FailureReason::Deadline && count > 1 => {
-                    // Too much work for one call's budget, not a broken event: retry
-                    // the same events in a smaller batch right away.
-                    *batch = (count as u32 / 2).max(1);
-                    *clean_batches = 0;
-                    tracing::debug!(%tenant, projection = %name, version, batch, "a batch ran out of time; halving");
-                    continue;
-                }
-                Err(failure) => {
-                    *attempt += 1;
-                    let message = if count == 1 {
-                        format!("event at position {first}: {failure}")
-                    } else {
-                        format!("batch of positions {first}..={last}: {failure}")
-                    };
-                    if count > 1 {
-                        // Split the batch before counting attempts against the event.
-                        *isolate_until = last;
-                        *attempt = 0;
-                    }
-                    if *attempt >= MAX_ATTEMPTS {
-                        return Err(Halt::Build(message));
-                    }
-                    tracing::warn!(%tenant, projection = %name, version, attempt, "{message}");
-                    drop(_slot);
+            match self.handle(events).await? {
+                Handled::Writes(writes) => writes,
+                Handled::Then(next) => return Ok(next),
+                Handled::Failed => {
+                    drop(slot);
+                    let pause = Duration::from_millis(200 * 2u64.pow(self.carried.attempt));
                     tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(*attempt))) => {}
-                        _ = stop_requested(stop) => return Ok(()),
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = stop_requested(stop) => return Ok(Next::Done),
                     }
-                    continue;
+                    return Ok(Next::Again);
                 }
             }
         };
-        // Documents count in the tenant's storage: a build that would pass its quota
-        // stops here with the quota's message, rather than write past it.
-        let document_bytes = writes
+        self.reserve_documents(&writes).await?;
+        // This batch was handled on top of the previous one's writes: it may commit
+        // only once that commit stands.
+        if let Some(next) = self.unless_settled().await? {
+            return Ok(next);
+        }
+        self.commit(writes, to, count);
+        self.grow_batch(limit);
+        drop(slot);
+        Ok(Next::Again)
+    }
+
+    /// The next page: the one read ahead for this start, or a fresh read.
+    async fn next_page(&mut self, limit: u32) -> Result<Page, Halt> {
+        match self.ahead.pop_front() {
+            Some(page) if page.after == self.position && page.limit == limit => page.take().await,
+            _ => {
+                // Read for another start (a retry, a smaller batch, a moved
+                // checkpoint): every page queued after it is wrong too.
+                self.ahead.clear();
+                read_page(
+                    self.store.clone(),
+                    self.tenant.clone(),
+                    self.position,
+                    limit,
+                    self.event_types.clone(),
+                )
+                .await
+            }
+        }
+        .map_err(Halt::store)
+    }
+
+    /// Caught up: once the last batch's commit stands, a building version may take
+    /// over, and the worker sleeps until an append (or the poll, or a stop).
+    async fn wait_for_appends(&mut self, stop: &mut watch::Receiver<bool>) -> Result<Next, Halt> {
+        if let Some(next) = self.unless_settled().await? {
+            return Ok(next);
+        }
+        recovered(
+            self.projections,
+            &self.key,
+            self.version,
+            &mut self.carried.backoff,
+        );
+        promote_if_building(self.projections, &self.key, self.version).await;
+        // Woken by an append in this host or another host's notice of one; the poll is
+        // the safety net.
+        tokio::select! {
+            _ = tokio::time::timeout(self.projections.poll_every, self.heads.changed()) => {}
+            _ = stop_requested(stop) => {}
+        }
+        Ok(Next::Again)
+    }
+
+    /// A full page means more to catch up on: the next pages are read while this one
+    /// is handled and committed (used only if this batch commits as planned).
+    fn read_ahead(&mut self, count: usize, limit: u32, to: u64, head: u64) {
+        if count != limit as usize {
+            self.ahead.clear();
+            return;
+        }
+        // Where the next page starts is known: where this one ends. Past it, only when
+        // every position was of interest (a page of `limit` events spanning `limit`
+        // positions; the log has no gaps): then each page after it starts `limit`
+        // further on, and the reads can overlap.
+        let dense = to - self.position == u64::from(limit);
+        // What is queued was read for the pages right after this one, one page apart;
+        // anything else is dropped.
+        if self
+            .ahead
+            .front()
+            .is_none_or(|page| page.after != to || page.limit != limit)
+        {
+            self.ahead.clear();
+        }
+        let wanted = if dense { READ_AHEAD } else { 1 };
+        let mut after = self
+            .ahead
+            .back()
+            .map_or(to, |page| page.after + u64::from(limit));
+        while self.ahead.len() < wanted && after < head {
+            self.ahead.push_back(ReadAhead::start(
+                self.store.clone(),
+                self.tenant.clone(),
+                after,
+                limit,
+                self.event_types.clone(),
+            ));
+            after += u64::from(limit);
+        }
+    }
+
+    /// Hands the batch's events to the plugin; a failure halves a batch that ran out
+    /// of time, isolates a failing batch's events one by one, and parks the build past
+    /// `MAX_ATTEMPTS` at one event.
+    async fn handle(&mut self, events: Vec<RecordedEvent>) -> Result<Handled, Halt> {
+        let count = events.len();
+        let first = events.first().map_or(self.position + 1, |e| e.position);
+        let last = events.last().map_or(first, |e| e.position);
+        // The tenant's gate, fresh each batch so changed limits apply at once.
+        let gate = gate_of(self.projections, &self.tenant).await?;
+        let handled = self.call_plugin(&gate, events).await;
+        if let Err(failure) = &handled {
+            gate.usage.failure(failure);
+            // A failure is acted on from a settled checkpoint.
+            if let Some(next) = self.unless_settled().await? {
+                return Ok(Handled::Then(next));
+            }
+        }
+        let carried = &mut *self.carried;
+        match handled {
+            Ok(writes) => Ok(Handled::Writes(writes)),
+            Err(failure) if failure.reason == FailureReason::Deadline && count > 1 => {
+                // Too much work for one call's budget, not a broken event: retry the
+                // same events in a smaller batch right away.
+                carried.batch = (count as u32 / 2).max(1);
+                carried.clean_batches = 0;
+                tracing::debug!(tenant = %self.tenant, projection = %self.name, version = self.version,
+                    batch = carried.batch, "a batch ran out of time; halving");
+                Ok(Handled::Then(Next::Again))
+            }
+            Err(failure) => {
+                carried.attempt += 1;
+                let message = if count == 1 {
+                    format!("event at position {first}: {failure}")
+                } else {
+                    format!("batch of positions {first}..={last}: {failure}")
+                };
+                if count > 1 {
+                    // Split the batch before counting attempts against the event.
+                    carried.isolate_until = last;
+                    carried.attempt = 0;
+                }
+                if carried.attempt >= MAX_ATTEMPTS {
+                    return Err(Halt::Build(message));
+                }
+                tracing::warn!(tenant = %self.tenant, projection = %self.name, version = self.version,
+                    attempt = carried.attempt, "{message}");
+                Ok(Handled::Failed)
+            }
+        }
+    }
+
+    /// One `handle` call under the tenant's call slot, its events read through the
+    /// upcasters first (inside this build's batch slot, with no instance slot of their
+    /// own: see `Runtime::upcaster`).
+    async fn call_plugin(
+        &self,
+        gate: &TenantGate,
+        events: Vec<RecordedEvent>,
+    ) -> Result<DocumentWrites, PluginFailure> {
+        let _tenant_slot = gate.call_slot().await;
+        let seen = self
+            .upcasters
+            .apply(&self.projections.runtime, gate.call_limits(), events)
+            .await
+            .map_err(|e| {
+                let mut failure = e.failure;
+                failure.message = format!("upcaster {}: {}", e.upcaster, failure.message);
+                failure
+            })?;
+        let seen: Vec<_> = if self.wanted.is_empty() || self.upcasters.is_empty() {
+            seen
+        } else {
+            seen.into_iter()
+                .filter(|e| self.wanted.contains(&e.event_type))
+                .collect()
+        };
+        if seen.is_empty() {
+            return Ok(DocumentWrites::new());
+        }
+        let (mut instance, _call) = self
+            .projections
+            .runtime
+            .projection(&self.component, gate.call_limits())
+            .await?;
+        let started = std::time::Instant::now();
+        let writes = instance
+            .handle(seen, self.documents.clone(), MAX_BATCH_WRITE_BYTES)
+            .await;
+        gate.usage
+            .plugin_call(&self.name, "handle", started.elapsed());
+        gate.logs
+            .record(self.tenant.as_str(), &self.name, &instance.output());
+        writes
+    }
+
+    /// Documents count in the tenant's storage: a build that would pass its quota
+    /// stops here with the quota's message, rather than write past it.
+    async fn reserve_documents(&self, writes: &DocumentWrites) -> Result<(), Halt> {
+        let document_bytes: u64 = writes
             .iter()
             .map(|(key, doc)| (key.len() + doc.as_ref().map_or(0, Vec::len)) as u64)
             .sum();
         if document_bytes > 0 {
-            gate(&tenant)
+            gate_of(self.projections, &self.tenant)
                 .await?
-                .reserve_storage(&store, &tenant, Stored::Documents(document_bytes))
+                .reserve_storage(&self.store, &self.tenant, Stored::Documents(document_bytes))
                 .await
                 .map_err(|e| Halt::api("", e))?;
         }
-        // This batch was handled on top of the previous one's writes: it may commit
-        // only once that commit stands.
-        if !settle!()? {
-            continue;
-        }
-        documents.stage(&writes);
-        let commit_store = store.clone();
-        let (commit_tenant, commit_name) = (tenant.clone(), name.clone());
-        let from = position;
-        committing = Some(Committing {
+        Ok(())
+    }
+
+    /// Starts the batch's commit on its own task (the next batch is handled meanwhile)
+    /// and moves the worker's position past it.
+    fn commit(&mut self, writes: DocumentWrites, to: u64, count: usize) {
+        self.documents.stage(&writes);
+        let store = self.store.clone();
+        let (tenant, name, version) = (self.tenant.clone(), self.name.clone(), self.version);
+        let from = self.position;
+        self.committing = Some(Committing {
             from,
             to,
             handled: count as u64,
             task: tokio::spawn(async move {
-                commit_store
-                    .commit_projection_batch(
-                        &commit_tenant,
-                        &commit_name,
-                        version,
-                        from,
-                        to,
-                        &writes,
-                    )
+                store
+                    .commit_projection_batch(&tenant, &name, version, from, to, &writes)
                     .await
             }),
         });
-        *attempt = 0;
-        position = to;
-        if limit == *batch && *batch < BATCH {
-            *clean_batches += 1;
-            if *clean_batches >= GROW_AFTER {
-                *batch = (*batch * 2).min(BATCH);
-                *clean_batches = 0;
+        self.carried.attempt = 0;
+        self.position = to;
+    }
+
+    /// A clean batch of the full size counts towards doubling a halved batch again.
+    fn grow_batch(&mut self, limit: u32) {
+        let carried = &mut *self.carried;
+        if limit == carried.batch && carried.batch < BATCH {
+            carried.clean_batches += 1;
+            if carried.clean_batches >= GROW_AFTER {
+                carried.batch = (carried.batch * 2).min(BATCH);
+                carried.clean_batches = 0;
+            }
+        }
+    }
+
+    /// Settles, and says what the loop does unless the checkpoint stands (`None`: go
+    /// on); a failed commit ends the run.
+    async fn unless_settled(&mut self) -> Result<Option<Next>, Halt> {
+        match self.settle().await? {
+            Settled::Stands => Ok(None),
+            Settled::Moved => Ok(Some(Next::Again)),
+            Settled::Gone => Ok(Some(Next::Done)),
+            Settled::Failed(halt) => Err(halt),
+        }
+    }
+
+    /// Waits for the commit under way, if any. Only reading the build again (after a
+    /// lost checkpoint) fails the call itself; a failed commit is `Settled::Failed`,
+    /// which a stopping worker ignores.
+    async fn settle(&mut self) -> Result<Settled, Halt> {
+        let Some(commit) = self.committing.take() else {
+            return Ok(Settled::Stands);
+        };
+        let (from, to, handled) = (commit.from, commit.to, commit.handled);
+        match commit.task.await {
+            Err(e) => Ok(Settled::Failed(Halt::Store {
+                transient: false,
+                error: format!("the commit task failed: {e}"),
+            })),
+            Ok(Err(e)) => Ok(Settled::Failed(Halt::store(e))),
+            Ok(Ok(true)) => {
+                self.documents.staged_committed();
+                recovered(
+                    self.projections,
+                    &self.key,
+                    self.version,
+                    &mut self.carried.backoff,
+                );
+                self.projections
+                    .build_mut(&self.key, self.version, |build| {
+                        build.handled += handled;
+                        build.position.send_replace(to);
+                    });
+                Ok(Settled::Stands)
+            }
+            Ok(Ok(false)) => {
+                tracing::debug!(tenant = %self.tenant, projection = %self.name, version = self.version,
+                    from, "a commit lost its checkpoint");
+                // Another worker's writes may be in the store now.
+                self.documents.forget();
+                // Deleted (retired out), or another host sharing the database committed
+                // this batch first: go on from where the store says the build is.
+                let stored = self
+                    .store
+                    .projections(Some(&self.tenant))
+                    .await
+                    .map_err(Halt::store)?
+                    .into_iter()
+                    .find(|r| r.name == self.name && r.version == self.version);
+                let Some(stored) = stored else {
+                    return Ok(Settled::Gone);
+                };
+                let position = stored.position;
+                self.position = position;
+                self.projections
+                    .build_mut(&self.key, self.version, |build| {
+                        build.position.send_replace(position);
+                    });
+                Ok(Settled::Moved)
             }
         }
     }
@@ -443,71 +581,12 @@ pub(super) async fn follow(
 struct Committing {
     /// The checkpoint it moves from and to.
     from: u64,
+    /// The checkpoint it moves to.
     to: u64,
     /// Its events, counted in the build's `handled` once committed.
     handled: u64,
+    /// The commit itself: `Ok(false)` when the checkpoint had moved (another worker).
     task: tokio::task::JoinHandle<StoreResult<bool>>,
-}
-
-/// The log's head, and the events of interest after it up to the head.
-type Page = (u64, Vec<RecordedEvent>);
-
-/// The log's head, and the events of interest after `after` up to it (at most
-/// `limit`, in log order).
-async fn read_page(
-    store: Arc<dyn EventStore>,
-    tenant: TenantId,
-    after: u64,
-    limit: u32,
-    types: Arc<[String]>,
-) -> StoreResult<Page> {
-    let head = store.head(&tenant).await?;
-    if after >= head {
-        return Ok((head, Vec::new()));
-    }
-    let mut events = store.read_log(&tenant, after, limit, &types).await?;
-    events.retain(|e| e.position <= head);
-    Ok((head, events))
-}
-
-/// The next page of a catch-up, read on its own task while the current batch is
-/// handled and committed: the read then costs the build no time. Aborted if dropped
-/// unused (the batch failed, shrank, lost its commit, or the worker stopped).
-struct ReadAhead {
-    after: u64,
-    limit: u32,
-    page: Option<tokio::task::JoinHandle<StoreResult<Page>>>,
-}
-
-impl ReadAhead {
-    fn start(
-        store: Arc<dyn EventStore>,
-        tenant: TenantId,
-        after: u64,
-        limit: u32,
-        types: Arc<[String]>,
-    ) -> ReadAhead {
-        let page = tokio::spawn(read_page(store, tenant, after, limit, types));
-        ReadAhead {
-            after,
-            limit,
-            page: Some(page),
-        }
-    }
-
-    async fn take(mut self) -> StoreResult<Page> {
-        let page = self.page.take().expect("taken once");
-        page.await
-            .map_err(|e| anyhow::anyhow!("the read-ahead task failed: {e}"))?
-    }
-}
-
-impl Drop for ReadAhead {
-    fn drop(&mut self) {
-        if let Some(page) = &self.page {
-            page.abort();
-        }
-    }
 }
 
 /// A building version that reached the head takes over, if the store's rule allows.

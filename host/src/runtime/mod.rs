@@ -7,6 +7,7 @@
 pub mod aggregate;
 mod artifacts;
 pub mod determinism;
+mod documents;
 pub mod projection;
 pub mod sandbox;
 pub mod shape;

@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use wasmtime::Store;
 
+pub use super::documents::{DocumentSession, DocumentSource};
 use super::sandbox::{
     CallLimits, CallState, FailureReason, PluginFailure, classify, new_store, within_wall,
 };
@@ -45,21 +45,6 @@ pub mod bindings_0_1 {
 }
 
 use bindings::{Projection, ProjectionPre};
-
-/// Where a projection call reads the documents committed before its batch.
-#[async_trait]
-pub trait DocumentSource: Send + Sync {
-    async fn get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>>;
-}
-
-/// The documents state of one projection call.
-pub struct DocumentSession {
-    source: Arc<dyn DocumentSource>,
-    writes: DocumentWrites,
-    /// Guards against a plugin that writes without bound: past this the call traps.
-    max_bytes: usize,
-    written_bytes: usize,
-}
 
 impl bindings::cairn::plugin::documents::Host for CallState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
@@ -250,6 +235,7 @@ pub(super) fn new_pre(
 mod tests {
     use super::bindings::cairn::plugin::documents::Host;
     use super::*;
+    use async_trait::async_trait;
 
     struct Empty;
 

@@ -134,7 +134,7 @@ pub struct CallState {
     /// The guest's stdout and stderr, kept for the logs and for error messages.
     pub output: CapturedOutput,
     /// The document session of a projection call; `None` for aggregates.
-    pub documents: Option<super::projection::DocumentSession>,
+    pub documents: Option<super::documents::DocumentSession>,
 }
 
 /// The CPU turn a call holds between two epoch ticks, if any.

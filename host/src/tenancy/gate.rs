@@ -12,12 +12,12 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::appender::Appender;
 use crate::error::ApiError;
-use crate::limits::Limits;
+use crate::log::appender::Appender;
 use crate::metrics::Histogram;
 use crate::runtime::{CallLimits, FailureReason, PluginFailure};
 use crate::store::{AppendError, AppendOutcome, AppendRequest, EventStore, StoredUsage, TenantId};
+use crate::tenancy::limits::Limits;
 
 /// Log lines kept per plugin.
 const LOG_LINES: usize = 200;

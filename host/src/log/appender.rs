@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::live::Live;
+use crate::log::live::Live;
 use crate::metrics::Metrics;
 use crate::store::{AppendError, AppendOutcome, AppendRequest, EventStore, TenantId};
 

@@ -15,9 +15,9 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, ApiResult};
-use crate::gate::{PluginLogs, TenantGate, Usage};
-use crate::limits::Limits;
 use crate::store::{EventStore, TenantId, TenantRecord};
+use crate::tenancy::gate::{PluginLogs, TenantGate, Usage};
+use crate::tenancy::limits::Limits;
 
 /// Who is calling.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,7 +104,7 @@ fn limits_of(record: TenantRecord) -> ApiResult<Limits> {
     // one tenant hold more than its share of the instance pool.
     limits.max_concurrent_calls = limits
         .max_concurrent_calls
-        .min(crate::limits::MAX_CONCURRENT_CALLS);
+        .min(crate::tenancy::limits::MAX_CONCURRENT_CALLS);
     Ok(limits)
 }
 
