@@ -323,8 +323,6 @@ const HTTP_DEBT: &[&str] = &[
     "commands/pipeline.rs",
     "fleet/follow.rs",
     "fleet/leases.rs",
-    "fleet/mod.rs",
-    "log/live.rs",
     "plugins/mod.rs",
     "plugins/upload.rs",
     "plugins/verify.rs",
@@ -335,7 +333,6 @@ const HTTP_DEBT: &[&str] = &[
     "projection/status.rs",
     "tenancy/gate.rs",
     "tenancy/limits.rs",
-    "tenancy/tenant.rs",
 ];
 
 fn print_graph(title: &str, graph: &Graph) {

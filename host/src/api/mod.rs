@@ -5,6 +5,7 @@
 
 mod admin;
 mod aggregates;
+mod answers;
 mod auth;
 mod console;
 mod extract;

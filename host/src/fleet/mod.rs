@@ -19,13 +19,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::error::ApiResult;
 use crate::log::appender::LogHeads;
 use crate::log::live::Live;
 use crate::plugins::Plugins;
 use crate::projection::Projections;
 use crate::store::retry::Backoff;
-use crate::store::{EventStore, TenantId, now_ms};
+use crate::store::{EventStore, StoreResult, TenantId, now_ms};
 use crate::tenancy::tenant::Tenants;
 
 /// How often a host renews its heartbeat.
@@ -123,7 +122,7 @@ impl Fleet {
     }
 
     /// Every host that has a row, alive or not.
-    pub async fn hosts(&self) -> ApiResult<Vec<HostView>> {
+    pub async fn hosts(&self) -> StoreResult<Vec<HostView>> {
         let now = now_ms();
         let leases = self.store.leases().await?;
         let held = |host: &str| {

@@ -21,7 +21,6 @@ use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{Semaphore, broadcast, watch};
 
-use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::{EventStore, RecordedEvent, StoreResult, TenantId};
 
@@ -183,7 +182,7 @@ impl Live {
         max_subscribers: u32,
         after: u64,
         types: Vec<String>,
-    ) -> Result<Subscription, ApiError> {
+    ) -> Result<Subscription, SubscribeError> {
         let (feed, fresh) = {
             let mut feeds = self.feeds.lock().expect("feeds lock");
             let mut fresh = false;
@@ -204,11 +203,10 @@ impl Live {
             let count = feed.subscribers.fetch_add(1, Ordering::SeqCst);
             if count >= max_subscribers as usize {
                 feed.subscribers.fetch_sub(1, Ordering::SeqCst);
-                return Err(ApiError::over_limit(format!(
-                    "this tenant has {count} live subscribers, its limit \
-                     (max_subscribers); close one first"
-                ))
-                .with("max_subscribers", max_subscribers));
+                return Err(SubscribeError::TooMany {
+                    count,
+                    max_subscribers,
+                });
             }
             (feed, fresh)
         };
@@ -534,4 +532,19 @@ impl Drop for Subscription {
         self.feed.subscribers.fetch_sub(1, Ordering::SeqCst);
         self.live.total.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Why a live subscription was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    /// The tenant has as many live subscribers as its limit allows (`429 over_limit`).
+    #[error(
+        "this tenant has {count} live subscribers, its limit (max_subscribers); close one first"
+    )]
+    TooMany {
+        /// Subscribers the tenant has.
+        count: usize,
+        /// Its limit.
+        max_subscribers: u32,
+    },
 }

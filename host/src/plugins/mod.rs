@@ -478,10 +478,10 @@ impl Plugins {
             let versions = self.store.plugin_versions(&tenant.id).await?;
             for version in versions {
                 if version.verification == Verification::Verifying {
-                    let gate = gates
-                        .gate(&tenant.id)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("tenant {}: {}", tenant.id, e.message))?;
+                    let gate = gates.gate(&tenant.id).await.map_err(|e| {
+                        let message = crate::error::ApiError::from(e).message;
+                        anyhow::anyhow!("tenant {}: {message}", tenant.id)
+                    })?;
                     self.clone()
                         .start_verification(tenant.id.clone(), gate, version);
                 }

@@ -52,7 +52,7 @@ pub(super) async fn gate_of(
         .tenants
         .gate(tenant)
         .await
-        .map_err(|e| Halt::api("", e))
+        .map_err(|e| Halt::api("", e.into()))
 }
 
 /// The build's component, compiled or from the artifact cache; its bytes missing or

@@ -14,7 +14,6 @@ use cap_std::fs::Dir;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::error::{ApiError, ApiResult};
 use crate::store::{EventStore, TenantId, TenantRecord};
 use crate::tenancy::gate::{PluginLogs, TenantGate, Usage};
 use crate::tenancy::limits::Limits;
@@ -97,9 +96,39 @@ fn write_private(dir: &Dir, name: &str, contents: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// Why a tenant operation failed, in tenancy's own terms; the HTTP edge (`error.rs`)
+/// answers each with its status and code.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    /// No tenant has this id (`404 not_found`).
+    #[error("no tenant {0}")]
+    NotFound(TenantId),
+    /// A tenant with this id exists already (`409 already_exists`).
+    #[error("tenant {0} already exists")]
+    AlreadyExists(TenantId),
+    /// The store failed; its kind (`store/fault.rs`) chooses the answer.
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
+    /// Limits that do not convert to or from JSON: a bug (`500 internal`).
+    #[error(transparent)]
+    Limits(#[from] serde_json::Error),
+}
+
+pub type TenantResult<T> = Result<T, TenantError>;
+
+/// A store failure may pass; a missing tenant or a bug will not.
+impl crate::store::retry::Transient for TenantError {
+    fn is_transient(&self) -> bool {
+        match self {
+            TenantError::Store(error) => error.is_transient(),
+            _ => false,
+        }
+    }
+}
+
 /// A stored tenant's limits, as its gate applies them.
-fn limits_of(record: TenantRecord) -> ApiResult<Limits> {
-    let mut limits = serde_json::from_value::<Limits>(record.limits).map_err(ApiError::internal)?;
+fn limits_of(record: TenantRecord) -> TenantResult<Limits> {
+    let mut limits = serde_json::from_value::<Limits>(record.limits)?;
     // Tenants created before the cap keep working, inside it: a larger value would let
     // one tenant hold more than its share of the instance pool.
     limits.max_concurrent_calls = limits
@@ -129,7 +158,7 @@ impl Tenants {
     }
 
     /// Resolves a bearer token; `None` when it is unknown.
-    pub async fn authenticate(&self, token: &str) -> ApiResult<Option<Caller>> {
+    pub async fn authenticate(&self, token: &str) -> TenantResult<Option<Caller>> {
         let hash = hash_token(token);
         if constant_time_eq(&hash, &self.operator_hash) {
             return Ok(Some(Caller::Operator));
@@ -149,34 +178,32 @@ impl Tenants {
     }
 
     /// Creates a tenant and returns its token (shown only this once).
-    pub async fn create(&self, id: &TenantId, limits: &Limits) -> ApiResult<String> {
+    pub async fn create(&self, id: &TenantId, limits: &Limits) -> TenantResult<String> {
         let token = new_token();
-        let limits_json = serde_json::to_value(limits).map_err(ApiError::internal)?;
+        let limits_json = serde_json::to_value(limits)?;
         let created = self
             .store
             .create_tenant(id, &hex::encode(hash_token(&token)), &limits_json)
             .await?;
         if !created {
-            return Err(ApiError::already_exists(format!(
-                "tenant {id} already exists"
-            )));
+            return Err(TenantError::AlreadyExists(id.clone()));
         }
         Ok(token)
     }
 
-    pub async fn get(&self, id: &TenantId) -> ApiResult<TenantRecord> {
+    pub async fn get(&self, id: &TenantId) -> TenantResult<TenantRecord> {
         self.store
             .tenant(id)
             .await?
-            .ok_or_else(|| ApiError::not_found(format!("no tenant {id}")))
+            .ok_or_else(|| TenantError::NotFound(id.clone()))
     }
 
-    pub async fn list(&self) -> ApiResult<Vec<TenantRecord>> {
+    pub async fn list(&self) -> TenantResult<Vec<TenantRecord>> {
         Ok(self.store.tenants().await?)
     }
 
     /// The tenant's gate (limits, call slots, usage); 404 when the tenant does not exist.
-    pub async fn gate(&self, id: &TenantId) -> ApiResult<Arc<TenantGate>> {
+    pub async fn gate(&self, id: &TenantId) -> TenantResult<Arc<TenantGate>> {
         if let Some(gate) = self.gates.lock().expect("gates lock").get(id) {
             return Ok(gate.clone());
         }
@@ -213,7 +240,7 @@ impl Tenants {
     /// Follows a change another host made to the tenant: its cached token goes, its
     /// limits are read again (usage and logs carry over). False when the tenant is
     /// gone, for the caller to forget it everywhere.
-    pub async fn follow_store(&self, id: &TenantId) -> ApiResult<bool> {
+    pub async fn follow_store(&self, id: &TenantId) -> TenantResult<bool> {
         self.by_token
             .lock()
             .expect("token cache")
@@ -257,11 +284,11 @@ impl Tenants {
     }
 
     /// Replaces the tenant's limits; usage and logs carry over.
-    pub async fn set_limits(&self, id: &TenantId, limits: Limits) -> ApiResult<()> {
+    pub async fn set_limits(&self, id: &TenantId, limits: Limits) -> TenantResult<()> {
         let old = self.gate(id).await?;
-        let json = serde_json::to_value(&limits).map_err(ApiError::internal)?;
+        let json = serde_json::to_value(&limits)?;
         if !self.store.set_tenant_limits(id, &json).await? {
-            return Err(ApiError::not_found(format!("no tenant {id}")));
+            return Err(TenantError::NotFound(id.clone()));
         }
         let gate = Arc::new(TenantGate::new(limits, old.usage.clone(), old.logs.clone()));
         self.gates
@@ -273,14 +300,14 @@ impl Tenants {
     }
 
     /// Gives the tenant a new token; the old one stops working at once.
-    pub async fn rotate_token(&self, id: &TenantId) -> ApiResult<String> {
+    pub async fn rotate_token(&self, id: &TenantId) -> TenantResult<String> {
         let token = new_token();
         if !self
             .store
             .set_tenant_token(id, &hex::encode(hash_token(&token)))
             .await?
         {
-            return Err(ApiError::not_found(format!("no tenant {id}")));
+            return Err(TenantError::NotFound(id.clone()));
         }
         self.by_token.lock().expect("token cache").clear();
         self.revoked();
@@ -288,7 +315,7 @@ impl Tenants {
         Ok(token)
     }
 
-    pub async fn delete(&self, id: &TenantId) -> ApiResult<()> {
+    pub async fn delete(&self, id: &TenantId) -> TenantResult<()> {
         let existed = self.store.delete_tenant(id).await?;
         self.by_token.lock().expect("token cache").clear();
         self.gates.lock().expect("gates lock").remove(id);
@@ -297,7 +324,7 @@ impl Tenants {
             self.announce(id).await;
             Ok(())
         } else {
-            Err(ApiError::not_found(format!("no tenant {id}")))
+            Err(TenantError::NotFound(id.clone()))
         }
     }
 }
