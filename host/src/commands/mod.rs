@@ -81,22 +81,6 @@ pub struct Commands {
 }
 
 impl Commands {
-    /// Runs a command; its latency, answered or refused, goes to the tenant's
-    /// histogram (`cairn_command_duration_seconds`).
-    pub async fn execute(
-        &self,
-        tenant: &TenantId,
-        gate: &TenantGate,
-        plugin: &str,
-        id: &str,
-        request: CommandRequest,
-    ) -> ApiResult<CommandResult> {
-        let started = std::time::Instant::now();
-        let result = self.run(tenant, gate, plugin, id, request).await;
-        gate.usage.command_latency.observe(started.elapsed());
-        result
-    }
-
     /// The state of a stream, now or in the past.
     pub async fn state(
         &self,

@@ -45,9 +45,11 @@ struct Pending<'r> {
 }
 
 impl Commands {
-    /// Admits the command, takes its stream's turn, answers a repeated command id from
-    /// its first answer, and otherwise tries up to `MAX_ATTEMPTS` times.
-    pub(super) async fn run(
+    /// Runs a command: admits it, takes its stream's turn, answers a repeated command
+    /// id from its first answer, and otherwise tries up to `MAX_ATTEMPTS` times. Its
+    /// latency, answered or refused, goes to the tenant's histogram
+    /// (`cairn_command_duration_seconds`).
+    pub async fn execute(
         &self,
         tenant: &TenantId,
         gate: &TenantGate,
@@ -55,51 +57,57 @@ impl Commands {
         id: &str,
         request: CommandRequest,
     ) -> ApiResult<CommandResult> {
-        gate.admit_command()?;
-        Metrics::add(&self.metrics.commands, 1);
-        let stream_id = stream_of(plugin, id);
-        let serving = self.plugins.aggregate(tenant, plugin).await?;
-        let _turn = self.locks.lock(tenant, &stream_id).await;
+        let started = std::time::Instant::now();
+        let result: ApiResult<CommandResult> = async {
+            gate.admit_command()?;
+            Metrics::add(&self.metrics.commands, 1);
+            let stream_id = stream_of(plugin, id);
+            let serving = self.plugins.aggregate(tenant, plugin).await?;
+            let _turn = self.locks.lock(tenant, &stream_id).await;
 
-        let fingerprint = request_fingerprint(plugin, id, &request);
-        if let Some(command_id) = &request.command_id
-            && let Some(answer) = self
-                .earlier_answer(tenant, &stream_id, command_id, &fingerprint)
-                .await?
-        {
-            return Ok(answer);
-        }
-        let command_uuid = uuid::Uuid::new_v4().to_string();
-        let pending = Pending {
-            tenant,
-            gate,
-            plugin,
-            serving: &serving,
-            request: &request,
-            metadata: event_metadata(&request, &command_uuid),
-            payload: Value::Object(request.payload.clone())
-                .to_string()
-                .into_bytes(),
-            stream_id,
-            fingerprint,
-        };
-        // A cached state is decided on without reading the store: the append's
-        // expected-version check is the guard against anything appended since (a raw
-        // append, another host). Every answer that is not a successful append (a
-        // conflict, a rejection, a no-op, a stale expected_version) is re-checked
-        // against the store before it is given: only the first attempt trusts the cache.
-        for attempt in 0..MAX_ATTEMPTS {
-            if let Some(answer) = self.attempt(&pending, attempt == 0, attempt).await? {
+            let fingerprint = request_fingerprint(plugin, id, &request);
+            if let Some(command_id) = &request.command_id
+                && let Some(answer) = self
+                    .earlier_answer(tenant, &stream_id, command_id, &fingerprint)
+                    .await?
+            {
                 return Ok(answer);
             }
+            let command_uuid = uuid::Uuid::new_v4().to_string();
+            let pending = Pending {
+                tenant,
+                gate,
+                plugin,
+                serving: &serving,
+                request: &request,
+                metadata: event_metadata(&request, &command_uuid),
+                payload: Value::Object(request.payload.clone())
+                    .to_string()
+                    .into_bytes(),
+                stream_id,
+                fingerprint,
+            };
+            // A cached state is decided on without reading the store: the append's
+            // expected-version check is the guard against anything appended since (a raw
+            // append, another host). Every answer that is not a successful append (a
+            // conflict, a rejection, a no-op, a stale expected_version) is re-checked
+            // against the store before it is given: only the first attempt trusts the cache.
+            for attempt in 0..MAX_ATTEMPTS {
+                if let Some(answer) = self.attempt(&pending, attempt == 0, attempt).await? {
+                    return Ok(answer);
+                }
+            }
+            Err(ApiError::unavailable(
+                "contention",
+                format!(
+                    "{} kept changing under this command; try again",
+                    pending.stream_id
+                ),
+            ))
         }
-        Err(ApiError::unavailable(
-            "contention",
-            format!(
-                "{} kept changing under this command; try again",
-                pending.stream_id
-            ),
-        ))
+        .await;
+        gate.usage.command_latency.observe(started.elapsed());
+        result
     }
 
     /// One attempt: load, decide, append. `None`: decide again (a cached state that

@@ -162,23 +162,3 @@ mod shared_projections;
 #[allow(clippy::duplicate_mod)]
 #[path = "shared_hosts.rs"]
 mod shared_hosts;
-
-// What the shared statement files have in common, shared the same way.
-#[allow(clippy::duplicate_mod)]
-#[path = "shared_rows.rs"]
-mod shared_rows;
-
-// The append transaction's statements, shared the same way.
-#[allow(clippy::duplicate_mod)]
-#[path = "shared_append.rs"]
-mod shared_append;
-
-// Tenants' statements, shared the same way.
-#[allow(clippy::duplicate_mod)]
-#[path = "shared_tenants.rs"]
-mod shared_tenants;
-
-// Command ids' and snapshots' statements, shared the same way.
-#[allow(clippy::duplicate_mod)]
-#[path = "shared_snapshots.rs"]
-mod shared_snapshots;

@@ -7,8 +7,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use sqlx::{QueryBuilder, Row, Transaction};
 
-use super::shared_rows::{range, sql};
-use super::{Backend, Db};
+use super::super::{Backend, Db};
+use super::rows::{range, sql};
 use crate::store::dialect::Dialect;
 use crate::store::plan::{self, AppendDecision, ExistingId};
 use crate::store::*;

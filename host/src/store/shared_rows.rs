@@ -1,12 +1,12 @@
-//! What the shared statement files have in common, compiled once per backend like
-//! them: a statement in the engine's dialect (`sql`), the events' columns and their
+//! What the shared statement files have in common, compiled with `shared.rs`
+//! once per backend: a statement in the engine's dialect (`sql`), the events' columns and their
 //! rows decoded, and the two event reads the append transaction also makes. A leaf
 //! among them, so that `shared.rs` and the files it delegates to do not import each
 //! other.
 
 use sqlx::Row;
 
-use super::{Db, DbRow};
+use super::super::{Db, DbRow};
 use crate::store::RecordedEvent;
 use crate::store::dialect::Dialect;
 

@@ -4,8 +4,8 @@
 
 use sqlx::Row;
 
-use super::Backend;
-use super::shared_rows::sql;
+use super::super::Backend;
+use super::rows::sql;
 use crate::store::plan;
 use crate::store::*;
 

@@ -5,8 +5,8 @@
 use anyhow::Context;
 use sqlx::Row;
 
-use super::shared_rows::sql;
-use super::{Backend, DbRow};
+use super::super::{Backend, DbRow};
+use super::rows::sql;
 use crate::store::*;
 
 fn to_tenant(row: DbRow) -> anyhow::Result<TenantRecord> {
