@@ -18,11 +18,21 @@ use anyhow::{Context, bail};
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
 
-use crate::bench::{ReleaseServer, arg, database_arg, print_table_head};
+use crate::bench::{ReleaseServer, print_table_head};
 
-pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    let events = arg(args, "--events", 1_000_000)?;
-    let database = database_arg(args);
+/// `cargo xtask bench-long`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Events in the one stream.
+    #[arg(long, value_name = "E", default_value_t = 1_000_000)]
+    pub events: u64,
+    /// The database to run on (else SQLite in a fresh data directory).
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+}
+
+pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
+    let (events, database) = (args.events, args.database.clone());
     if events < 2 {
         bail!("--events must be at least 2");
     }

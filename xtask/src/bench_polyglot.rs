@@ -20,7 +20,7 @@ use anyhow::Context;
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
 
-use crate::bench::{ReleaseServer, arg, cargo_bench, database_arg, print_neighbour};
+use crate::bench::{ReleaseServer, cargo_bench, print_neighbour};
 
 /// `wasm` with a custom section appended: the same component, another digest, so the
 /// server compiles it again.
@@ -49,10 +49,22 @@ fn mib(bytes: usize) -> String {
     format!("{:.1} MiB", bytes as f64 / 1048576.0)
 }
 
-pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    let seconds = arg(args, "--seconds", 10)?;
-    let calls = arg(args, "--calls", 2_000)?;
-    let database = database_arg(args);
+/// `cargo xtask bench-polyglot`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Seconds of each HTTP run.
+    #[arg(long, value_name = "S", default_value_t = 10)]
+    pub seconds: u64,
+    /// Calls per plugin-cost measure.
+    #[arg(long, value_name = "N", default_value_t = 2_000)]
+    pub calls: u64,
+    /// The database to run on (else SQLite in a fresh data directory).
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+}
+
+pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
+    let (seconds, calls, database) = (args.seconds, args.calls, args.database.clone());
     crate::polyglot::build_examples(root)?;
     let server = ReleaseServer::start(root, "bench-polyglot-data", database.as_deref())?;
     let cairn = crate::bench::server::binary(root);

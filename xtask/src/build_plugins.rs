@@ -50,16 +50,21 @@ fn ensure_target() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cargo xtask build-plugins`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Also the Python and JavaScript examples (toolchains into target/polyglot-tools/).
+    #[arg(long)]
+    pub polyglot: bool,
+}
+
 /// `cargo xtask build-plugins [--polyglot]`.
-pub fn run_with(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    match args {
-        [] => run(root),
-        [flag] if flag == "--polyglot" => {
-            run(root)?;
-            crate::polyglot::build_examples(root)
-        }
-        _ => bail!("usage: cargo xtask build-plugins [--polyglot]"),
+pub fn run_with(root: &Path, args: &Args) -> anyhow::Result<()> {
+    run(root)?;
+    if args.polyglot {
+        crate::polyglot::build_examples(root)?;
     }
+    Ok(())
 }
 
 pub fn run(root: &Path) -> anyhow::Result<()> {

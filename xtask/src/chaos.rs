@@ -26,21 +26,42 @@ use anyhow::{Context, bail};
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
 
-use crate::bench::arg;
 use crate::campaign::{Ledger, Random, Target, verify, write_loop};
 
 const TENANT: &str = "chaos";
 const OPERATOR: &str = "chaos-operator";
 
-pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    let quick = args.iter().any(|a| a == "--quick");
-    let release = args.iter().any(|a| a == "--release");
-    let seconds = arg(args, "--seconds", if quick { 25 } else { 120 })?;
-    let writers = arg(args, "--writers", 4)? as usize;
-    let database = if args.iter().any(|a| a == "--postgres") {
+/// `cargo xtask chaos`'s arguments.
+#[derive(clap::Args, Debug, Default)]
+pub struct Args {
+    /// On a fresh database of the local PostgreSQL.
+    #[arg(long, conflicts_with = "database")]
+    pub postgres: bool,
+    /// The database to run on (else SQLite in a fresh data directory).
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+    /// Seconds of kills (default 120, or 25 with --quick).
+    #[arg(long, value_name = "S")]
+    pub seconds: Option<u64>,
+    /// Writer threads (default 4).
+    #[arg(long, value_name = "N")]
+    pub writers: Option<usize>,
+    /// The reduced form CI runs.
+    #[arg(long)]
+    pub quick: bool,
+    /// A release server (else debug).
+    #[arg(long)]
+    pub release: bool,
+}
+
+pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
+    let (quick, release) = (args.quick, args.release);
+    let writers = args.writers.unwrap_or(4);
+    let seconds = args.seconds.unwrap_or(if quick { 25 } else { 120 });
+    let database = if args.postgres {
         Some(fresh_postgres_database("chaos")?)
     } else {
-        crate::bench::database_arg(args)
+        args.database.clone()
     };
     crate::build_plugins::run(root)?;
     let binary = build_server(root, release)?;

@@ -140,14 +140,33 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         ],
     )?;
     // The fault campaign, reduced: kill -9 under load on both backends.
-    crate::chaos::run(root, &["--quick".to_owned()])?;
-    crate::chaos::run(root, &["--quick".to_owned(), "--postgres".to_owned()])?;
+    crate::chaos::run(
+        root,
+        &crate::chaos::Args {
+            quick: true,
+            ..Default::default()
+        },
+    )?;
+    crate::chaos::run(
+        root,
+        &crate::chaos::Args {
+            quick: true,
+            postgres: true,
+            ..Default::default()
+        },
+    )?;
     // Storage and fleet faults, reduced: a full disk under SQLite; SIGSTOP, a frozen
     // then cut database path, terminated backends and kill -9 on three hosts sharing
     // one PostgreSQL database (the full form also restarts PostgreSQL).
-    crate::faults::run(root, &["--quick".to_owned()])?;
+    crate::faults::run(
+        root,
+        &crate::faults::Args {
+            quick: true,
+            ..Default::default()
+        },
+    )?;
     // The README's first command must keep working: run it end to end.
-    crate::demo::run(root, &["--no-wait".to_owned()])?;
+    crate::demo::run(root, &crate::demo::Args { no_wait: true })?;
     // And the upcasting walkthrough, which checks every step it shows.
     crate::upcasting::run(root)?;
     println!("==> ci passed");

@@ -76,8 +76,16 @@ pub fn start(root: &Path, name: &str) -> anyhow::Result<(Server, Demo, String)> 
     Ok((server, demo, token))
 }
 
-pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    let wait = !args.iter().any(|a| a == "--no-wait");
+/// `cargo xtask demo`'s arguments.
+#[derive(clap::Args, Debug, Default)]
+pub struct Args {
+    /// Stop the server after the scenario instead of leaving it running (CI).
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
+    let wait = !args.no_wait;
     let (mut server, demo, token) = start(root, "demo-data")?;
     scenario(&demo, root, &token)?;
     if wait {

@@ -208,26 +208,24 @@ pub fn test_examples(root: &Path) -> anyhow::Result<()> {
     )
 }
 
+/// `cargo xtask build-python DIR` / `build-js ENTRY.js`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct BuildArgs {
+    /// The Python package directory, or the JavaScript entry file.
+    pub source: PathBuf,
+    /// The world it implements: aggregate, projection or upcaster (default aggregate for
+    /// Python, projection for JavaScript).
+    #[arg(long, value_name = "W")]
+    pub world: Option<String>,
+    /// Where the component goes (default target/plugins/LANGUAGE-NAME.wasm).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
 /// `build-python DIR` / `build-js ENTRY` with `[--world W] [--out FILE]`.
-pub fn build_one(root: &Path, language: &str, args: &[String]) -> anyhow::Result<()> {
-    let mut source = None;
-    let mut world = None;
-    let mut out = None;
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        match arg.as_str() {
-            "--world" => world = rest.next().cloned(),
-            "--out" | "-o" => out = rest.next().map(PathBuf::from),
-            other if source.is_none() && !other.starts_with('-') => {
-                source = Some(PathBuf::from(other))
-            }
-            other => bail!("unexpected argument {other}"),
-        }
-    }
-    let Some(source) = source else {
-        bail!("usage: cargo xtask build-{language} <source> [--world W] [--out FILE]");
-    };
-    let world = world.unwrap_or_else(|| {
+pub fn build_one(root: &Path, language: &str, args: &BuildArgs) -> anyhow::Result<()> {
+    let (source, out) = (args.source.clone(), args.out.clone());
+    let world = args.world.clone().unwrap_or_else(|| {
         if language == "python" {
             "aggregate"
         } else {

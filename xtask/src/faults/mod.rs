@@ -145,10 +145,23 @@ fn seconds(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
 
-pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    let quick = args.iter().any(|a| a == "--quick");
-    let release = args.iter().any(|a| a == "--release");
-    let window = crate::bench::arg(args, "--seconds", if quick { 5 } else { 10 })?;
+/// `cargo xtask faults`'s arguments.
+#[derive(clap::Args, Debug, Default)]
+pub struct Args {
+    /// The reduced form CI runs (no PostgreSQL restart).
+    #[arg(long)]
+    pub quick: bool,
+    /// Release servers (else debug).
+    #[arg(long)]
+    pub release: bool,
+    /// Seconds each fault lasts (default 10, or 5 with --quick; at least 2).
+    #[arg(long, value_name = "S")]
+    pub seconds: Option<u64>,
+}
+
+pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
+    let (quick, release) = (args.quick, args.release);
+    let window = args.seconds.unwrap_or(if quick { 5 } else { 10 });
     let timing = Timing {
         quick,
         window: Duration::from_secs(window.max(2)),
