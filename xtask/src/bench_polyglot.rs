@@ -19,31 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
+use wasm_variant::with_custom_section;
 
 use crate::bench::{ReleaseServer, cargo_bench, print_neighbour};
-
-/// `wasm` with a custom section appended: the same component, another digest, so the
-/// server compiles it again.
-fn variant(wasm: &[u8], tag: &str) -> Vec<u8> {
-    let name = b"cairn-bench";
-    let mut body = vec![name.len() as u8];
-    body.extend_from_slice(name);
-    body.extend_from_slice(tag.as_bytes());
-    let mut out = wasm.to_vec();
-    out.push(0);
-    let mut len = body.len();
-    loop {
-        let byte = (len & 0x7f) as u8;
-        len >>= 7;
-        if len == 0 {
-            out.push(byte);
-            break;
-        }
-        out.push(byte | 0x80);
-    }
-    out.extend_from_slice(&body);
-    out
-}
 
 fn mib(bytes: usize) -> String {
     format!("{:.1} MiB", bytes as f64 / 1048576.0)
@@ -252,7 +230,12 @@ pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
                 let (upload, compiler, python) = (&upload, &compiler, &python_account);
                 scope.spawn(move || -> anyhow::Result<()> {
                     for i in 0..2 {
-                        let wasm = variant(python, &format!("{u}-{i}"));
+                        // Another digest, so the server compiles it again.
+                        let wasm = with_custom_section(
+                            python,
+                            "cairn-bench",
+                            format!("{u}-{i}").as_bytes(),
+                        );
                         let took = upload(compiler, "compiler", &format!("py-{u}-{i}"), wasm)?;
                         compile_times.lock().unwrap().push(took);
                         compiles.fetch_add(1, Ordering::Relaxed);

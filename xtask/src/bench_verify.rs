@@ -93,13 +93,7 @@ pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
     }
 
     // Same logic, new digest: a trailing custom section.
-    let mut v2 = account;
-    let (name, payload) = (b"bench-version".as_slice(), b"2".as_slice());
-    v2.push(0);
-    v2.push((1 + name.len() + payload.len()) as u8);
-    v2.push(name.len() as u8);
-    v2.extend_from_slice(name);
-    v2.extend_from_slice(payload);
+    let v2 = wasm_variant::with_custom_section(&account, "bench-version", b"2");
 
     let done = Arc::new(AtomicBool::new(false));
     let during = std::thread::scope(
