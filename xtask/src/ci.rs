@@ -1,6 +1,6 @@
 //! `cargo xtask ci`: everything CI checks, in the order a failure is cheapest to see:
 //! plugins build (the Python and JavaScript ones too, with their native tests),
-//! formatting, lints, every test on SQLite, the black-box suites again
+//! formatting, the dependency rules of `deny.toml` (cargo-deny), lints, every test on SQLite, the black-box suites again
 //! on PostgreSQL (the store conformance suite runs on both in the first pass), the HTTP
 //! conformance suite with two hosts on one PostgreSQL database, the
 //! fault campaign in its quick form on both backends, the storage and fleet fault
@@ -72,6 +72,12 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     crate::polyglot::build_examples(root)?;
     crate::polyglot::test_examples(root)?;
     cargo(root, &["fmt", "--all", "--check"])?;
+    // Licenses, bans and sources always (a violation fails CI). Advisories need the
+    // RustSec database from github.com, which CI machines may not reach: they are
+    // checked when it answers and skipped with a notice when it does not, so a closed
+    // network never fails CI (`cargo xtask deny --advisories` insists on them).
+    // cargo-deny is compiled into target/cargo-deny/ on a clean machine (xtask/src/deny.rs).
+    crate::deny::run(root, &crate::deny::Args::default())?;
     cargo(
         root,
         &[

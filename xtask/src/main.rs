@@ -11,6 +11,8 @@
 //! - `demo [--no-wait]`: a server on SQLite and a banking scenario against it
 //! - `hot-swap`: the projection hot-swap walkthrough (examples/hot-swap)
 //! - `ci`: everything CI checks (what `.ci/run` runs)
+//! - `deny [--advisories]`: cargo-deny by `deny.toml`: licenses, bans, sources, and
+//!   advisories where github.com (the RustSec database) is reachable
 //! - `bench [--quick] [--full]`: commands/s over HTTP at 1, 16 and 64 clients on both
 //!   backends beside the storage limit and the ratio, the wasmtime share of the CPU,
 //!   plugin costs (native against WebAssembly, instantiate, compile, artifact load),
@@ -56,6 +58,7 @@ mod campaign;
 mod chaos;
 mod ci;
 mod demo;
+mod deny;
 mod faults;
 mod fleet;
 mod fuzz_api;
@@ -97,6 +100,8 @@ enum Task {
     Upcasting,
     /// Everything CI checks (what .ci/run runs).
     Ci,
+    /// cargo-deny: licenses, bans, sources; advisories where the network allows.
+    Deny(deny::Args),
     /// The benchmark table and chart; or one load run (--clients), or a flame graph (--flame).
     Bench(bench::Args),
     /// Verification speed and a neighbour's latency meanwhile.
@@ -130,6 +135,7 @@ fn main() {
         Task::HotSwap => hot_swap::run(&root),
         Task::Upcasting => upcasting::run(&root),
         Task::Ci => ci::run(&root),
+        Task::Deny(args) => deny::run(&root, args),
         Task::Bench(args) => bench::run(&root, args),
         Task::BenchVerify(args) => bench_verify::run(&root, args),
         Task::BenchFairness(args) => bench_fairness::run(&root, args),
@@ -186,6 +192,8 @@ mod tests {
             "hot-swap",
             "upcasting",
             "ci",
+            "deny",
+            "deny --advisories",
             "bench",
             "bench --quick",
             "bench --full",
