@@ -6,7 +6,6 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use common::{Server, assert_error_body, body_of, expect, hostile_bytes, plugin_bytes, wait_for};
 use reqwest::StatusCode;

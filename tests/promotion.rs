@@ -10,7 +10,7 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Server, body_of, expect, hostile_bytes, plugin_bytes, wait_for};
 use reqwest::StatusCode;
