@@ -19,7 +19,7 @@ use crate::bench::{ReleaseServer, print_neighbour, print_table_head};
 
 /// `cargo xtask bench-fairness`'s arguments.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// The noisy tenant's clients.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub clients: u64,
@@ -31,7 +31,7 @@ pub struct Args {
     pub database: Option<String>,
 }
 
-pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
+pub(crate) fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
     let (clients, seconds, database) = (args.clients, args.seconds, args.database.clone());
     let server = ReleaseServer::start(root, "bench-fairness-data", database.as_deref())?;
     let base = server.base.clone();

@@ -29,7 +29,7 @@ fn mib(bytes: usize) -> String {
 
 /// `cargo xtask bench-polyglot`'s arguments.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Seconds of each HTTP run.
     #[arg(long, value_name = "S", default_value_t = 10)]
     pub seconds: u64,
@@ -41,7 +41,7 @@ pub struct Args {
     pub database: Option<String>,
 }
 
-pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
+pub(crate) fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
     let (seconds, calls, database) = (args.seconds, args.calls, args.database.clone());
     crate::polyglot::build_examples(root)?;
     let server = ReleaseServer::start(root, "bench-polyglot-data", database.as_deref())?;

@@ -25,7 +25,7 @@ const SOCKETS_PER_READER: usize = 100;
 
 /// `cargo xtask bench-subscribers`'s arguments.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Writer threads.
     #[arg(long, value_name = "N", default_value_t = 16)]
     pub writers: u64,
@@ -40,7 +40,7 @@ pub struct Args {
     pub database: Option<String>,
 }
 
-pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
+pub(crate) fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
     let (writers, commands, idle) = (args.writers, args.commands, args.idle);
     let database = args.database.clone();
     raise_open_files(idle as u64 + 2000)?;

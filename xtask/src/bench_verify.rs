@@ -21,7 +21,7 @@ use crate::bench::{ReleaseServer, print_neighbour, print_table_head};
 
 /// `cargo xtask bench-verify`'s arguments.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Streams of history to verify.
     #[arg(long, value_name = "S", default_value_t = 1000)]
     pub streams: u64,
@@ -33,7 +33,7 @@ pub struct Args {
     pub database: Option<String>,
 }
 
-pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
+pub(crate) fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
     let (streams, events, database) = (args.streams, args.events, args.database.clone());
     if streams == 0 || events < streams {
         bail!("--events must be at least --streams, and --streams at least 1");

@@ -52,14 +52,14 @@ fn ensure_target() -> anyhow::Result<()> {
 
 /// `cargo xtask build-plugins`'s arguments.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Also the Python and JavaScript examples (toolchains into target/polyglot-tools/).
     #[arg(long)]
     pub polyglot: bool,
 }
 
 /// `cargo xtask build-plugins [--polyglot]`.
-pub fn run_with(root: &Path, args: &Args) -> anyhow::Result<()> {
+pub(crate) fn run_with(root: &Path, args: &Args) -> anyhow::Result<()> {
     run(root)?;
     if args.polyglot {
         crate::polyglot::build_examples(root)?;
@@ -67,7 +67,7 @@ pub fn run_with(root: &Path, args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run(root: &Path) -> anyhow::Result<()> {
+pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     ensure_target()?;
     let groups = [
         ("plugins", crates_in(root, "plugins", "")?),

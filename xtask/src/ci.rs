@@ -63,7 +63,7 @@ fn ensure_chromium() -> anyhow::Result<()> {
     apt(&["install", "-y", "-qq", "chromium", "chromium-driver"])
 }
 
-pub fn run(root: &Path) -> anyhow::Result<()> {
+pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     ensure_chromium()?;
     crate::build_plugins::run(root)?;
     // Python and JavaScript plugins: toolchains from PyPI and npm into

@@ -22,13 +22,13 @@ const ADVISORY_DB: &str = "https://github.com/rustsec/advisory-db";
 
 /// `cargo xtask deny`'s arguments.
 #[derive(clap::Args, Debug, Default)]
-pub struct Args {
+pub(crate) struct Args {
     /// Fail when the advisory database cannot be fetched, instead of skipping advisories.
     #[arg(long)]
     pub advisories: bool,
 }
 
-pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
+pub(crate) fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
     let deny = ensure_installed(root)?;
     let started = Instant::now();
     check(root, &deny, &["licenses", "bans", "sources"])?;

@@ -72,7 +72,7 @@ impl Drop for Host {
 
 /// `cargo xtask fleet`'s arguments.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Live events timed across hosts.
     #[arg(long, value_name = "N", default_value_t = 300)]
     pub events: usize,
@@ -81,7 +81,7 @@ pub struct Args {
     pub debug: bool,
 }
 
-pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
+pub(crate) fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
     let events = args.events;
     let release = !args.debug;
     crate::build_plugins::run(root)?;

@@ -20,7 +20,7 @@ const OPERATOR: &str = "fuzz-operator";
 
 /// `cargo xtask fuzz-api`'s arguments.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// On a fresh database of the local PostgreSQL.
     #[arg(long, conflicts_with = "database")]
     pub postgres: bool,
@@ -35,7 +35,7 @@ pub struct Args {
     pub seconds: u64,
 }
 
-pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
+pub(crate) fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
     let (examples, seconds) = (args.examples, args.seconds);
     let database = if args.postgres {
         Some(crate::chaos::fresh_postgres_database("fuzz")?)

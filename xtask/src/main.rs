@@ -47,6 +47,10 @@
 //! Arguments are parsed by clap (each subcommand's `Args` lives beside its `run`), so a
 //! mistyped flag is refused instead of silently ignored.
 
+// A binary: nothing here is reachable from outside, so items are `pub(crate)` at most
+// and `pub` would only mislead (the workspace leaves this lint to each crate).
+#![warn(unreachable_pub)]
+
 mod bench;
 mod bench_fairness;
 mod bench_long;

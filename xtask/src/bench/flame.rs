@@ -17,7 +17,12 @@ use super::ReleaseServer;
 use super::load::{drive, prepare};
 
 /// `name`: the SVG is `docs/flame/NAME.svg`.
-pub fn run(root: &Path, name: &str, commands: u64, database: Option<&str>) -> anyhow::Result<()> {
+pub(crate) fn run(
+    root: &Path,
+    name: &str,
+    commands: u64,
+    database: Option<&str>,
+) -> anyhow::Result<()> {
     let server = ReleaseServer::start(root, "bench-flame", database)?;
     let token = prepare(root, &server.base, 1000)?;
     // Warm the state cache and the pool first: the graph is of the steady state.
@@ -45,13 +50,13 @@ pub fn run(root: &Path, name: &str, commands: u64, database: Option<&str>) -> an
 }
 
 /// `perf record` with DWARF call graphs of one process, until stopped.
-pub struct Recorder {
+pub(crate) struct Recorder {
     child: std::process::Child,
     data: std::path::PathBuf,
 }
 
 impl Recorder {
-    pub fn start(root: &Path, pid: u32) -> anyhow::Result<Recorder> {
+    pub(crate) fn start(root: &Path, pid: u32) -> anyhow::Result<Recorder> {
         let data = root.join("target/bench/flame.data");
         std::fs::create_dir_all(data.parent().expect("a parent"))?;
         let child = Command::new("perf")
@@ -66,7 +71,7 @@ impl Recorder {
         Ok(Recorder { child, data })
     }
 
-    pub fn stop(mut self) -> anyhow::Result<std::path::PathBuf> {
+    pub(crate) fn stop(mut self) -> anyhow::Result<std::path::PathBuf> {
         // SAFETY: signals our own child, still running.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         self.child.wait()?;
@@ -75,7 +80,7 @@ impl Recorder {
 }
 
 /// Folds the stacks perf recorded in `data` and draws `docs/flame/NAME.svg`.
-pub fn render(root: &Path, data: &Path, name: &str, title: &str) -> anyhow::Result<()> {
+pub(crate) fn render(root: &Path, data: &Path, name: &str, title: &str) -> anyhow::Result<()> {
     println!("==> folding the stacks");
     // Without inlined frames: resolving them runs addr2line on every address and
     // takes minutes; the graph keeps every real call.

@@ -32,11 +32,11 @@
 mod catch_up;
 mod chart;
 mod cold;
-pub mod flame;
-pub mod load;
+pub(crate) mod flame;
+pub(crate) mod load;
 mod plugins;
 mod profile;
-pub mod server;
+pub(crate) mod server;
 mod tenants;
 
 use std::collections::HashMap;
@@ -47,12 +47,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use load::{Load, drive, prepare};
-pub use server::ReleaseServer;
+pub(crate) use server::ReleaseServer;
 
 /// `cargo xtask bench`'s arguments: the whole run (`--quick`, `--full`, `--only`,
 /// `--backend`), one load run (`--clients`), or a flame graph (`--flame`).
 #[derive(clap::Args, Debug, Default)]
-pub struct Args {
+pub(crate) struct Args {
     /// Fewer rows and shorter runs.
     #[arg(long)]
     pub quick: bool,
@@ -83,7 +83,7 @@ pub struct Args {
 }
 
 /// One HTTP row of the table.
-pub struct Row {
+pub(crate) struct Row {
     pub backend: &'static str,
     pub streams: u64,
     pub clients: u64,
@@ -95,21 +95,21 @@ pub struct Row {
 /// Every measure besides the HTTP rows, in the order measured, and the ratios the
 /// chart shows.
 #[derive(Default)]
-pub struct Report {
+pub(crate) struct Report {
     pub measures: Vec<(String, String)>,
     /// (label, measured, target): the ratios the issue sets targets for.
     pub ratios: Vec<(String, f64, f64)>,
 }
 
 impl Report {
-    pub fn add(&mut self, key: impl Into<String>, value: impl Into<String>) {
+    pub(crate) fn add(&mut self, key: impl Into<String>, value: impl Into<String>) {
         let (key, value) = (key.into(), value.into());
         println!("==> {key}: {value}");
         self.measures.push((key, value));
     }
 }
 
-pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
+pub(crate) fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
     if let Some(name) = &args.flame {
         return flame::run(root, name, args.commands, args.database.as_deref());
     }
@@ -320,7 +320,7 @@ fn storage_limit(
 
 /// Runs `host/benches/NAME.rs` in release with `args`; the `key=value` fields of the
 /// line it prints that starts with its name.
-pub fn cargo_bench(
+pub(crate) fn cargo_bench(
     root: &Path,
     name: &str,
     args: &[String],
@@ -361,12 +361,12 @@ pub fn cargo_bench(
 }
 
 /// The `p` quantile of sorted latencies, in milliseconds.
-pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+pub(crate) fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)].as_secs_f64() * 1000.0
 }
 
 /// The head of a results table: the columns and the backend row.
-pub fn print_table_head(on_postgres: bool) {
+pub(crate) fn print_table_head(on_postgres: bool) {
     println!();
     println!("| measure | value |");
     println!("|---|---|");
@@ -376,7 +376,7 @@ pub fn print_table_head(on_postgres: bool) {
 
 /// A neighbour's latencies (each sorted) idle, during some load and idle again, and
 /// its p99 during the load over the larger idle p99 (the idle figure itself varies).
-pub fn print_neighbour(idle: &[Duration], during: &[Duration], again: &[Duration]) {
+pub(crate) fn print_neighbour(idle: &[Duration], during: &[Duration], again: &[Duration]) {
     for (what, l) in [("idle", idle), ("during", during), ("idle again", again)] {
         println!(
             "| neighbour {what} p50 / p99 | {:.2} / {:.2} ms ({} commands) |",

@@ -24,7 +24,7 @@ use super::server::rss_kib;
 use super::{ReleaseServer, Report};
 use crate::bench_long::{counter, create_tenant};
 
-pub fn run(root: &Path, quick: bool, report: &mut Report) -> anyhow::Result<()> {
+pub(super) fn run(root: &Path, quick: bool, report: &mut Report) -> anyhow::Result<()> {
     let tenants: u64 = 1000;
     let seed = quick;
     let data = "bench-tenants";

@@ -44,14 +44,14 @@ const TENANT: &str = "faults";
 
 /// How long the faults last.
 #[derive(Clone, Copy)]
-pub struct Timing {
+pub(crate) struct Timing {
     pub quick: bool,
     /// The steady writing measured before a fault, and the fault's usual length.
     pub window: Duration,
 }
 
 /// One scenario's line of the final table.
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub name: &'static str,
     /// What was measured, as `(what, value)` pairs.
     pub measures: Vec<(String, String)>,
@@ -100,14 +100,14 @@ impl Outcome {
 }
 
 /// Writer threads, stopped and joined together.
-pub struct Writers {
+pub(crate) struct Writers {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Writers {
     /// `per_target` writers on each target, named after `label` (unique per start).
-    pub fn start(
+    pub(crate) fn start(
         label: &str,
         targets: &[Target],
         per_target: usize,
@@ -128,7 +128,7 @@ impl Writers {
     }
 
     /// Stops them and waits; the first writer's error, if any.
-    pub fn stop(self) -> anyhow::Result<()> {
+    pub(crate) fn stop(self) -> anyhow::Result<()> {
         self.stop.store(true, Ordering::Relaxed);
         let mut first = Ok(());
         for thread in self.threads {
@@ -147,7 +147,7 @@ fn seconds(d: Duration) -> String {
 
 /// `cargo xtask faults`'s arguments.
 #[derive(clap::Args, Debug, Default)]
-pub struct Args {
+pub(crate) struct Args {
     /// The reduced form CI runs (no PostgreSQL restart).
     #[arg(long)]
     pub quick: bool,
@@ -159,7 +159,7 @@ pub struct Args {
     pub seconds: Option<u64>,
 }
 
-pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
+pub(crate) fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
     let (quick, release) = (args.quick, args.release);
     let window = args.seconds.unwrap_or(if quick { 5 } else { 10 });
     let timing = Timing {
