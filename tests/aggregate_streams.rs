@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Server, body_of, expect, plugin_bytes};
+use common::{Server, body_of, deposit, expect, plugin_bytes};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -36,10 +36,6 @@ async fn state(server: &Server, token: &str, name: &str, id: &str) -> Value {
 
 fn open() -> Value {
     json!({"type": "Open", "payload": {"owner": "ann"}})
-}
-
-fn deposit(amount: i64) -> Value {
-    json!({"type": "Deposit", "payload": {"amount": amount}})
 }
 
 #[tokio::test]

@@ -683,6 +683,7 @@ fn json_logs_carry_a_line_per_request_with_its_route_status_and_request_id() {
     socket.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
     // Stop the server so its stderr ends, then read every line of it.
+    // SAFETY: kill has no memory preconditions; the pid is our own child, not yet reaped.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let mut logs = String::new();
     child

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use wasm_variant::with_custom_section;
 
 use common::sse::Sse;
 use common::{Server, assert_error, body_of, expect};
@@ -45,18 +46,6 @@ fn field(events: &Value, name: &str) -> Vec<u64> {
         .iter()
         .map(|e| e[name].as_u64().unwrap())
         .collect()
-}
-
-async fn deposit(server: &Server, token: &str, id: &str, amount: i64) -> reqwest::Response {
-    server
-        .command(
-            token,
-            "acme",
-            "account",
-            id,
-            json!({"type": "Deposit", "payload": {"amount": amount}}),
-        )
-        .await
 }
 
 async fn open(server: &Server, token: &str, id: &str) -> Value {
@@ -629,7 +618,7 @@ async fn temporal_state_reads_by_version_and_time() {
     let mut recorded = Vec::new();
     for amount in [10, 20] {
         tokio::time::sleep(Duration::from_millis(60)).await;
-        let r = expect(deposit(&server, &t, "42", amount).await, StatusCode::OK).await;
+        let r = expect(server.deposit(&t, "42", amount).await, StatusCode::OK).await;
         recorded.push(r["events"][0]["recorded_at"].as_str().unwrap().to_owned());
     }
     let s = state(&server, &t, "?version=1").await;
@@ -686,7 +675,7 @@ async fn three_hundred_deposits_with_snapshots_stay_exact() {
     let t = server.tenant_with_account("acme").await;
     open(&server, &t, "42").await;
     for amount in 1..=300 {
-        let r = expect(deposit(&server, &t, "42", amount).await, StatusCode::OK).await;
+        let r = expect(server.deposit(&t, "42", amount).await, StatusCode::OK).await;
         assert_eq!(r["version"], amount + 1);
     }
     let sum = |n: i64| n * (n + 1) / 2;
@@ -728,7 +717,7 @@ async fn three_hundred_deposits_with_snapshots_stay_exact() {
     );
     let s = state(&server, &t, "?version=250").await;
     assert_eq!(s["state"]["balance"], sum(249));
-    let r = expect(deposit(&server, &t, "42", 1000).await, StatusCode::OK).await;
+    let r = expect(server.deposit(&t, "42", 1000).await, StatusCode::OK).await;
     assert_eq!(r["version"], 302);
     let s = state(&server, &t, "").await;
     assert_eq!(s["state"]["balance"], sum(300) + 1000);
@@ -749,7 +738,7 @@ async fn concurrent_commands_on_one_stream_all_land_contiguously() {
                 // stream to the other host on every attempt: 503 `contention`, nothing
                 // written, to be retried like a client would.
                 let r = loop {
-                    let (code, body) = body_of(deposit(&server, &t, "42", 1).await).await;
+                    let (code, body) = body_of(server.deposit(&t, "42", 1).await).await;
                     if code == StatusCode::SERVICE_UNAVAILABLE
                         && body["error"]["code"] == "contention"
                     {
@@ -954,19 +943,6 @@ async fn live_events_deliver_the_backlog_then_new_events_and_resume() {
     assert_error(refused, StatusCode::FORBIDDEN, "forbidden").await;
 }
 
-/// The same component with a custom section appended: other bytes (so another
-/// version and digest), the same behaviour.
-fn with_custom_section(mut wasm: Vec<u8>) -> Vec<u8> {
-    let name = b"cairn-test-version";
-    let payload = b"2";
-    wasm.push(0); // custom section id
-    wasm.push((1 + name.len() + payload.len()) as u8);
-    wasm.push(name.len() as u8);
-    wasm.extend_from_slice(name);
-    wasm.extend_from_slice(payload);
-    wasm
-}
-
 /// Waits until `version` of the `account` plugin serves.
 async fn wait_active(server: &Server, token: &str, version: u64) {
     let started = std::time::Instant::now();
@@ -993,14 +969,16 @@ async fn a_new_aggregate_version_mid_stream_keeps_state_exact() {
     let token = server.tenant_with_account("acme").await;
     open(&server, &token, "42").await;
     for _ in 0..25 {
-        expect(deposit(&server, &token, "42", 2).await, StatusCode::OK).await;
+        expect(server.deposit(&token, "42", 2).await, StatusCode::OK).await;
     }
     let upload = server
         .upload(
             &token,
             "acme",
             "account",
-            with_custom_section(common::plugin_bytes("account")),
+            // The same component with a custom section appended: other bytes (so another
+            // version and digest), the same behaviour.
+            with_custom_section(&common::plugin_bytes("account"), "cairn-test-version", b"2"),
         )
         .await;
     // The stream has history, so version 2 is verified by replay before it serves.
@@ -1009,7 +987,7 @@ async fn a_new_aggregate_version_mid_stream_keeps_state_exact() {
     wait_active(&server, &token, 2).await;
     // The next command runs on version 2: it ignores version 1's snapshots and cache,
     // folds the stream itself, and the state is exact.
-    let answer = expect(deposit(&server, &token, "42", 2).await, StatusCode::OK).await;
+    let answer = expect(server.deposit(&token, "42", 2).await, StatusCode::OK).await;
     assert_eq!(answer["version"], 27);
     let now = state(&server, &token, "").await;
     assert_eq!(now["state"]["balance"], 52);

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use common::{Server, assert_error, body_of, expect, hostile_bytes, plugin_bytes};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use wasm_variant::with_custom_section;
 
 async fn command(server: &Server, token: &str, id: &str, body: Value) -> Value {
     let (status, answer) = server
@@ -88,17 +89,6 @@ async fn upload_verified(
         format!("/t/acme/plugins/{name}/versions/{}", accepted["version"])
     );
     settled(server, token, url).await
-}
-
-/// The bytes of a component with an extra custom section: same behaviour, new digest.
-fn with_custom_section(mut wasm: Vec<u8>, tag: &[u8]) -> Vec<u8> {
-    let name = b"cairn-test-version";
-    wasm.push(0);
-    wasm.push((1 + name.len() + tag.len()) as u8);
-    wasm.push(name.len() as u8);
-    wasm.extend_from_slice(name);
-    wasm.extend_from_slice(tag);
-    wasm
 }
 
 async fn listing(server: &Server, token: &str, name: &str) -> Value {
@@ -191,7 +181,7 @@ async fn a_compatible_upload_activates_and_rollback_restores_the_old_version() {
         &token,
         "account",
         "",
-        with_custom_section(plugin_bytes("account"), b"2"),
+        with_custom_section(&plugin_bytes("account"), "cairn-test-version", b"2"),
     )
     .await;
     assert_eq!(v2["status"], "active", "{v2}");
@@ -244,7 +234,7 @@ async fn a_compatible_upload_activates_and_rollback_restores_the_old_version() {
         &token,
         "account",
         "?activate=manual",
-        with_custom_section(plugin_bytes("account"), b"3"),
+        with_custom_section(&plugin_bytes("account"), "cairn-test-version", b"3"),
     )
     .await;
     assert_eq!(v3["status"], "staged", "{v3}");
@@ -317,7 +307,7 @@ async fn a_state_change_is_a_warning_by_default_and_a_rejection_when_strict() {
         &token,
         "account",
         "",
-        with_custom_section(hostile_bytes("aggregate"), b"w"),
+        with_custom_section(&hostile_bytes("aggregate"), "cairn-test-version", b"w"),
     )
     .await;
     assert_eq!(warned["status"], "active", "{warned}");
@@ -540,7 +530,7 @@ async fn clocks_and_random_are_deterministic_in_aggregates() {
         .http_put(
             "/t/acme/plugins/clock?verify=strict",
             &token,
-            with_custom_section(hostile_bytes("clock"), b"2"),
+            with_custom_section(&hostile_bytes("clock"), "cairn-test-version", b"2"),
         )
         .await;
     let accepted = expect(resp, StatusCode::ACCEPTED).await;
@@ -587,7 +577,7 @@ async fn verification_survives_a_restart_and_reports_a_sample_over_budget() {
         &token,
         "account",
         "",
-        with_custom_section(plugin_bytes("account"), b"s"),
+        with_custom_section(&plugin_bytes("account"), "cairn-test-version", b"s"),
     )
     .await;
     assert_eq!(view["status"], "active", "{view}");

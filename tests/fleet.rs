@@ -6,11 +6,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::sse::Sse;
+use common::sse::{Sse, SseParser};
 use common::{
     Server, body_of, drop_database, expect, hostile_bytes, plugin_bytes, postgres_database,
+    wait_for,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -49,17 +50,6 @@ async fn fleet(n: usize) -> Fleet {
     Fleet { hosts, database }
 }
 
-async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn open(host: &Server, token: &str, id: &str) {
     let (code, body) = host
         .command_answer(
@@ -71,20 +61,6 @@ async fn open(host: &Server, token: &str, id: &str) {
         )
         .await;
     assert_eq!(code, StatusCode::OK, "{body}");
-}
-
-async fn deposit(host: &Server, token: &str, id: &str, amount: i64) -> Value {
-    let (code, body) = host
-        .command_answer(
-            token,
-            "acme",
-            "account",
-            id,
-            json!({"type": "Deposit", "payload": {"amount": amount}}),
-        )
-        .await;
-    assert_eq!(code, StatusCode::OK, "{body}");
-    body
 }
 
 #[tokio::test]
@@ -108,7 +84,7 @@ async fn an_append_through_one_host_reaches_a_live_subscriber_on_another() {
     live.expect_caught_up().await;
     // Appends through the other host arrive in order, each within the reader's 10 s.
     for n in 0..3 {
-        let body = deposit(&hosts[0], &token, "1", 10 + n).await;
+        let body = expect(hosts[0].deposit(&token, "1", 10 + n).await, StatusCode::OK).await;
         let position = body["position"].as_u64().unwrap();
         let event = live.expect_event(position, "Deposited").await;
         assert_eq!(event["data"]["amount"], 10 + n, "{event}");
@@ -150,7 +126,7 @@ async fn another_hosts_commits_are_read_once_for_all_live_subscribers() {
     let reads_before = counter(&hosts[1], "cairn_live_subscriber_reads_total").await;
     let mut positions = Vec::new();
     for n in 0..COMMITS {
-        let body = deposit(&hosts[0], &token, "1", 10 + n).await;
+        let body = expect(hosts[0].deposit(&token, "1", 10 + n).await, StatusCode::OK).await;
         positions.push(body["position"].as_u64().unwrap());
     }
     for live in &mut subscribers {
@@ -194,7 +170,7 @@ async fn a_projection_uploaded_through_one_host_is_built_promoted_and_served_by_
         .upload(&token, "acme", "balances", plugin_bytes("balances"))
         .await;
     assert_eq!(resp.status(), StatusCode::CREATED);
-    let position = deposit(&hosts[0], &token, "1", 5).await["position"]
+    let position = expect(hosts[0].deposit(&token, "1", 5).await, StatusCode::OK).await["position"]
         .as_u64()
         .unwrap();
     // The other host learnt of the build and runs it: its read waits for the position.
@@ -431,7 +407,7 @@ async fn each_projection_build_runs_on_exactly_one_host_and_the_hosts_share_them
     .await;
     // Every build's documents are served by every host.
     open(&hosts[2], &token, "9").await;
-    let position = deposit(&hosts[1], &token, "9", 3).await["position"]
+    let position = expect(hosts[1].deposit(&token, "9", 3).await, StatusCode::OK).await["position"]
         .as_u64()
         .unwrap();
     for host in hosts {
@@ -521,7 +497,7 @@ async fn the_builds_of_a_killed_host_move_to_the_others() {
     })
     .await;
     open(&hosts[0], &token, "4").await;
-    let position = deposit(&hosts[0], &token, "4", 7).await["position"]
+    let position = expect(hosts[0].deposit(&token, "4", 7).await, StatusCode::OK).await["position"]
         .as_u64()
         .unwrap();
     for name in ["p1", "p2"] {
@@ -679,7 +655,7 @@ async fn steady_subscriber(
             continue;
         };
         let mut body = resp.bytes_stream();
-        let mut buffer = String::new();
+        let mut parser = SseParser::default();
         'read: loop {
             let chunk = tokio::time::timeout(Duration::from_millis(500), body.next()).await;
             let chunk = match chunk {
@@ -687,12 +663,9 @@ async fn steady_subscriber(
                 // Ended, broken, or quiet: check whether we are done, else reconnect.
                 _ => break 'read,
             };
-            buffer.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buffer.find('\n') {
-                let line: String = buffer.drain(..=end).collect();
-                if let Some(id) = line.trim().strip_prefix("id: ")
-                    && let Ok(position) = id.parse::<u64>()
-                {
+            parser.push(&chunk);
+            while let Some(event) = parser.next_event() {
+                if let Some(position) = event.id.and_then(|id| id.parse::<u64>().ok()) {
                     delivered.push(position);
                 }
             }

@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use common::sse::Sse;
+use common::sse::{Sse, SseEvent, SseParser};
 use common::{Server, assert_error, expect};
 
 /// Appends `requests` requests of `per_request` events from `writers` concurrent
@@ -129,14 +129,14 @@ async fn every_event_arrives_once_in_order_across_a_burst_larger_than_the_buffer
     let evens: Vec<(u64, String)> = loop {
         if ids >= total / 2 {
             let got = frames(&raw);
-            let events: Vec<&String> = got.iter().filter(|f| field(f, "id").is_some()).collect();
+            let events: Vec<&SseEvent> = got.iter().filter(|f| f.id.is_some()).collect();
             if events.len() >= total / 2 {
                 break events
                     .iter()
                     .map(|f| {
                         (
-                            field(f, "id").unwrap().parse().unwrap(),
-                            field(f, "event").unwrap(),
+                            f.id.as_deref().unwrap().parse().unwrap(),
+                            f.event.clone().unwrap(),
                         )
                     })
                     .collect();
@@ -251,28 +251,14 @@ async fn stalled_subscriber(server: &Server, token: &str, path: &str) -> tokio::
     stream
 }
 
-/// The SSE frames (comments skipped) of a raw response read so far.
-fn frames(raw: &[u8]) -> Vec<String> {
+/// The complete SSE events (comments skipped) of a raw response read so far.
+fn frames(raw: &[u8]) -> Vec<SseEvent> {
     let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
         return Vec::new();
     };
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let body = String::from_utf8_lossy(&dechunk(&raw[split + 4..])).to_string();
-    let complete = body.rfind("\n\n").map_or("", |end| &body[..end]);
-    complete
-        .split("\n\n")
-        .filter(|f| !f.is_empty() && !f.starts_with(':'))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// A field of an SSE frame.
-fn field(frame: &str, name: &str) -> Option<String> {
-    frame
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-        .map(str::to_owned)
+    SseParser::events_in(&dechunk(&raw[split + 4..]))
 }
 
 #[tokio::test]
@@ -303,15 +289,14 @@ async fn a_subscriber_that_never_reads_is_dropped_without_stalling_writers() {
     .expect("the server never ended the dropped subscriber's stream")
     .unwrap();
     let frames = frames(&raw);
-    let field = |frame: &str, name: &str| field(frame, name);
     let last = frames.last().expect("some frames");
-    assert_eq!(field(last, "event").as_deref(), Some("dropped"), "{last}");
-    let notice: Value = serde_json::from_str(&field(last, "data").unwrap()).unwrap();
+    assert_eq!(last.event.as_deref(), Some("dropped"), "{last:?}");
+    let notice: Value = serde_json::from_str(&last.data).unwrap();
     assert_eq!(notice["reason"], "too_far_behind");
     // Before the notice: events from 1, without gaps, up to the position it names.
     let ids: Vec<u64> = frames
         .iter()
-        .filter_map(|f| field(f, "id"))
+        .filter_map(|f| f.id.as_deref())
         .map(|id| id.parse().unwrap())
         .collect();
     assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
@@ -401,4 +386,42 @@ async fn a_stored_type_named_like_a_control_event_is_not_taken_for_one() {
         assert_eq!(data["type"], ty, "{data}");
     }
     live.expect_caught_up().await;
+}
+
+// The one SSE parser of the tests (`common/sse.rs`), on its own.
+
+/// "é" is two bytes (0xc3 0xa9); "€" three. Split inside each, the data still reads
+/// whole: the parser decodes only complete events.
+#[test]
+fn a_character_split_across_chunks_is_decoded_whole() {
+    let frame = "id: 7\nevent: Renamed\ndata: {\"owner\":\"Zoé €\"}\n\n".as_bytes();
+    let e_acute = frame.iter().position(|&b| b == 0xc3).unwrap();
+    let euro = frame.iter().position(|&b| b == 0xe2).unwrap();
+    let mut parser = SseParser::default();
+    parser.push(&frame[..e_acute + 1]);
+    assert!(parser.next_event().is_none());
+    parser.push(&frame[e_acute + 1..euro + 2]);
+    assert!(parser.next_event().is_none());
+    parser.push(&frame[euro + 2..]);
+    let event = parser.next_event().expect("a complete event");
+    assert_eq!(event.id.as_deref(), Some("7"));
+    assert_eq!(event.event.as_deref(), Some("Renamed"));
+    assert_eq!(event.data, "{\"owner\":\"Zoé €\"}");
+    assert!(parser.next_event().is_none());
+}
+
+#[test]
+fn byte_by_byte_with_crlf_comments_and_multiline_data() {
+    let stream = ": heartbeat\r\n\r\nid: 1\r\ndata: a\r\ndata: ü\r\n\r\n:x\n\nevent: caught-up\n\n";
+    let mut parser = SseParser::default();
+    let mut events = Vec::new();
+    for byte in stream.as_bytes() {
+        parser.push(std::slice::from_ref(byte));
+        events.extend(std::iter::from_fn(|| parser.next_event()));
+    }
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0].id.as_deref(), Some("1"));
+    assert_eq!(events[0].data, "a\nü");
+    assert_eq!(events[1].event.as_deref(), Some("caught-up"));
+    assert_eq!(SseParser::events_in(stream.as_bytes()).len(), 2);
 }

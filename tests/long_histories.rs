@@ -32,20 +32,6 @@ async fn append_many(
     }
 }
 
-async fn deposit(server: &Server, token: &str, id: &str) -> Value {
-    let (code, body) = server
-        .command_answer(
-            token,
-            "acme",
-            "account",
-            id,
-            json!({"type": "Deposit", "payload": {"amount": 1}}),
-        )
-        .await;
-    assert_eq!(code, StatusCode::OK, "{body}");
-    body
-}
-
 async fn state(server: &Server, token: &str, query: &str) -> Value {
     expect(
         server
@@ -92,7 +78,7 @@ async fn a_hundred_thousand_event_stream_serves_before_and_after_an_upgrade() {
     .await;
 
     // The first command folds the whole history, each evolve call on its own budget.
-    let answer = deposit(&server, &token, "big").await;
+    let answer = expect(server.deposit(&token, "big", 1).await, StatusCode::OK).await;
     assert_eq!(answer["version"], EVENTS as u64 + 1, "{answer}");
     let now = state(&server, &token, "").await;
     assert_eq!(now["state"]["balance"], EVENTS as u64, "{now}");
@@ -114,7 +100,7 @@ async fn a_hundred_thousand_event_stream_serves_before_and_after_an_upgrade() {
     assert_eq!(upcaster["status"], "active", "{upcaster}");
     let v2 = upload_settled(&server, &token, "account", plugin_bytes("account-v2")).await;
     assert_eq!(v2["status"], "active", "{v2}");
-    let answer = deposit(&server, &token, "big").await;
+    let answer = expect(server.deposit(&token, "big", 1).await, StatusCode::OK).await;
     assert_eq!(answer["version"], EVENTS as u64 + 2, "{answer}");
     let now = state(&server, &token, "").await;
     assert_eq!(now["state"]["balance"], EVENTS as u64 + 1, "{now}");

@@ -6,9 +6,8 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
-use common::{Server, assert_error_body, body_of, expect, hostile_bytes, plugin_bytes};
+use common::{Server, assert_error_body, body_of, expect, hostile_bytes, plugin_bytes, wait_for};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -62,17 +61,6 @@ async fn balance_at(server: &Server, token: &str, a: usize, head: u64, timeout_m
     .await;
     assert_eq!(code, StatusCode::OK, "{doc}");
     doc
-}
-
-async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]

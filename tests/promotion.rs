@@ -10,9 +10,9 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Server, body_of, expect, hostile_bytes, plugin_bytes};
+use common::{Server, body_of, expect, hostile_bytes, plugin_bytes, wait_for};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -64,17 +64,6 @@ fn build(status: &Value, id: u64) -> Option<Value> {
         .iter()
         .find(|b| b["build"] == id)
         .cloned()
-}
-
-async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Waits until build `id` has handled everything up to `position`.

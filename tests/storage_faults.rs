@@ -74,14 +74,13 @@ fn fill(dir: &Path) -> PathBuf {
     path
 }
 
-fn deposit(command_id: &str) -> Value {
-    json!({
-        "type": "Deposit",
-        "payload": {"amount": 1},
-        "command_id": command_id,
-        // Big events fill the store's pages quickly.
-        "metadata": {"pad": "p".repeat(4000)},
-    })
+/// A deposit under `command_id`, with big metadata: big events fill the store's pages
+/// quickly.
+fn padded_deposit(command_id: &str) -> Value {
+    let mut body = common::deposit(1);
+    body["command_id"] = json!(command_id);
+    body["metadata"] = json!({"pad": "p".repeat(4000)});
+    body
 }
 
 const ACCOUNTS: usize = 4;
@@ -127,7 +126,7 @@ async fn a_full_disk_never_acknowledges_what_it_did_not_store_and_recovers_by_it
                         "acme",
                         "account",
                         &format!("a{account}"),
-                        deposit(&id),
+                        padded_deposit(&id),
                     )
                     .await;
                 answers.push((id, account, code, body));
@@ -193,7 +192,7 @@ async fn a_full_disk_never_acknowledges_what_it_did_not_store_and_recovers_by_it
                 "acme",
                 "account",
                 &format!("a{account}"),
-                deposit(id),
+                padded_deposit(id),
             )
             .await;
         assert_eq!(code, StatusCode::OK, "{id} after space returned: {body}");

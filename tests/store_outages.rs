@@ -77,13 +77,11 @@ impl Proxied {
     async fn deposit(&self, command_id: &str) -> (StatusCode, Value, Option<String>) {
         let resp = self
             .server()
-            .command(
-                &self.token,
-                "acme",
-                "account",
-                "a",
-                json!({"type": "Deposit", "payload": {"amount": 1}, "command_id": command_id}),
-            )
+            .command(&self.token, "acme", "account", "a", {
+                let mut body = common::deposit(1);
+                body["command_id"] = json!(command_id);
+                body
+            })
             .await;
         let retry_after = resp
             .headers()

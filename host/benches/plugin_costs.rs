@@ -20,6 +20,7 @@ use cairn_guest::aggregate_bindings::cairn::plugin::types as wit;
 use cairn_host::runtime::aggregate::Command;
 use cairn_host::runtime::{CallLimits, Compiler, Runtime};
 use cairn_host::store::RecordedEvent;
+use wasm_variant::with_custom_section;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -87,7 +88,7 @@ async fn run(wasm: Vec<u8>, calls: u32, compiles: u32, compiler: Compiler) -> an
     let started = Instant::now();
     let mut component = None;
     for i in 0..compiles.max(1) {
-        let variant = with_custom_section(&wasm, &format!("bench-{i}"));
+        let variant = with_custom_section(&wasm, "cairn-bench", format!("bench-{i}").as_bytes());
         component = Some(
             runtime
                 .inspect(variant, Duration::from_secs(600))
@@ -105,8 +106,11 @@ async fn run(wasm: Vec<u8>, calls: u32, compiles: u32, compiler: Compiler) -> an
     let fresh = Runtime::new(artifacts.path(), compiler)?;
     let started = Instant::now();
     for i in 0..compiles.max(1) {
-        let digest =
-            cairn_host::runtime::digest_of(&with_custom_section(&wasm, &format!("bench-{i}")));
+        let digest = cairn_host::runtime::digest_of(&with_custom_section(
+            &wasm,
+            "cairn-bench",
+            format!("bench-{i}").as_bytes(),
+        ));
         fresh
             .load(&digest, || async {
                 anyhow::bail!("the artifact was not used")
@@ -217,30 +221,4 @@ fn to_wit(e: &RecordedEvent) -> wit::RecordedEvent {
         metadata: e.metadata.as_bytes().to_vec(),
         recorded_at: e.recorded_at as u64,
     }
-}
-
-/// The component with a custom section `cairn-bench` holding `tag` appended: other
-/// bytes, so another digest, and the same code.
-fn with_custom_section(wasm: &[u8], tag: &str) -> Vec<u8> {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let name = b"cairn-bench";
-    let mut body = Vec::new();
-    leb(name.len(), &mut body);
-    body.extend_from_slice(name);
-    body.extend_from_slice(tag.as_bytes());
-    let mut out = wasm.to_vec();
-    out.push(0);
-    leb(body.len(), &mut out);
-    out.extend_from_slice(&body);
-    out
 }

@@ -418,6 +418,13 @@ impl Server {
         body_of(self.command(token, tenant, aggregate, id, body).await).await
     }
 
+    /// A `Deposit` of `amount` on `account` `id` in tenant `acme` (the tests' tenant):
+    /// the raw answer, for the caller to check.
+    pub async fn deposit(&self, token: &str, id: &str, amount: i64) -> Response {
+        self.command(token, "acme", "account", id, deposit(amount))
+            .await
+    }
+
     /// `/metrics` as anyone sees it (the host-wide series, no token).
     pub async fn metrics(&self) -> String {
         self.http
@@ -459,6 +466,26 @@ pub async fn body_of(resp: Response) -> (StatusCode, Value) {
     let text = resp.text().await.unwrap();
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, body)
+}
+
+/// The `account` aggregate's `Deposit` command; add `command_id` or `metadata` to it
+/// where a test needs them.
+pub fn deposit(amount: i64) -> Value {
+    json!({"type": "Deposit", "payload": {"amount": amount}})
+}
+
+/// How long `wait_for` waits: long enough for a projection to catch up on a loaded
+/// CI machine shared with other builds; a condition that holds returns at once.
+pub const WAIT_FOR: Duration = Duration::from_secs(90);
+
+/// Polls `check` every 50 ms until it holds; fails the test naming `what` after
+/// `WAIT_FOR`.
+pub async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < WAIT_FOR, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Asserts the status and returns the JSON body.

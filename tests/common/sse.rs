@@ -1,5 +1,6 @@
-//! A Server-Sent Events reader for the live tests: connects, checks the content type,
-//! and yields events with comments and heartbeats skipped.
+//! Server-Sent Events for the tests: `SseParser`, the one parser (bytes in, events out,
+//! comments and heartbeats skipped, a UTF-8 character split across chunks kept whole),
+//! and `Sse`, a reader that connects, checks the content type and parses with it.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -17,9 +18,69 @@ pub struct SseEvent {
     pub data: String,
 }
 
+/// Bytes of an event stream in, events out. It keeps bytes until an event is complete
+/// (a blank line) and only then decodes it, so a multibyte character whose bytes arrive
+/// in two chunks is decoded whole; decoding each chunk apart would turn it into U+FFFD.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    /// Bytes received, line ends written `\n`, not yet part of a returned event.
+    buffer: Vec<u8>,
+    /// The last byte received was `\r`: a line end, unless `\n` follows (CRLF).
+    after_cr: bool,
+}
+
+impl SseParser {
+    /// Takes bytes as they arrive (any split).
+    pub fn push(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            if std::mem::take(&mut self.after_cr) && byte == b'\n' {
+                continue; // the \n of a CRLF already written
+            }
+            if byte == b'\r' {
+                self.after_cr = true;
+                self.buffer.push(b'\n');
+            } else {
+                self.buffer.push(byte);
+            }
+        }
+    }
+
+    /// The next complete event, if one has arrived (comment-only blocks skipped).
+    pub fn next_event(&mut self) -> Option<SseEvent> {
+        loop {
+            let end = self.buffer.windows(2).position(|w| w == b"\n\n")?;
+            let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
+            let block = String::from_utf8(block).expect("an SSE event is UTF-8");
+            let mut event = SseEvent::default();
+            let mut data = Vec::new();
+            for line in block.lines() {
+                let (key, value) = line.split_once(':').unwrap_or((line, ""));
+                let value = value.strip_prefix(' ').unwrap_or(value);
+                match key {
+                    "id" => event.id = Some(value.to_owned()),
+                    "event" => event.event = Some(value.to_owned()),
+                    "data" => data.push(value.to_owned()),
+                    _ => {} // "" is a comment
+                }
+            }
+            event.data = data.join("\n");
+            if event.id.is_some() || event.event.is_some() || !event.data.is_empty() {
+                return Some(event);
+            }
+        }
+    }
+
+    /// Every complete event in `bytes` (a whole body, or as much as has arrived).
+    pub fn events_in(bytes: &[u8]) -> Vec<SseEvent> {
+        let mut parser = SseParser::default();
+        parser.push(bytes);
+        std::iter::from_fn(|| parser.next_event()).collect()
+    }
+}
+
 pub struct Sse {
     body: Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
-    buffer: String,
+    parser: SseParser,
 }
 
 impl Sse {
@@ -45,7 +106,7 @@ impl Sse {
         );
         Sse {
             body: Box::pin(resp.bytes_stream()),
-            buffer: String::new(),
+            parser: SseParser::default(),
         }
     }
 
@@ -57,32 +118,14 @@ impl Sse {
     /// The next event, or `None` when the stream ended; within 10 s.
     pub async fn next_or_end(&mut self) -> Option<SseEvent> {
         loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let mut event = SseEvent::default();
-                let mut data = Vec::new();
-                for line in block.lines() {
-                    let (key, value) = line.split_once(':').unwrap_or((line, ""));
-                    let value = value.strip_prefix(' ').unwrap_or(value);
-                    match key {
-                        "id" => event.id = Some(value.to_owned()),
-                        "event" => event.event = Some(value.to_owned()),
-                        "data" => data.push(value.to_owned()),
-                        _ => {} // "" is a comment
-                    }
-                }
-                event.data = data.join("\n");
-                if event.id.is_some() || event.event.is_some() || !event.data.is_empty() {
-                    return Some(event);
-                }
-                continue;
+            if let Some(event) = self.parser.next_event() {
+                return Some(event);
             }
             let chunk = tokio::time::timeout(Duration::from_secs(10), self.body.next())
                 .await
                 .expect("no SSE event within 10 s")?
                 .unwrap();
-            self.buffer
-                .push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"));
+            self.parser.push(&chunk);
         }
     }
 

@@ -15,12 +15,24 @@ use anyhow::Context;
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
 
-use crate::bench::{ReleaseServer, arg, database_arg, print_neighbour, print_table_head};
+use crate::bench::{ReleaseServer, print_neighbour, print_table_head};
 
-pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    let clients = arg(args, "--clients", 64)?;
-    let seconds = arg(args, "--seconds", 10)?;
-    let database = database_arg(args);
+/// `cargo xtask bench-fairness`'s arguments.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// The noisy tenant's clients.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub clients: u64,
+    /// Seconds per phase.
+    #[arg(long, value_name = "S", default_value_t = 10)]
+    pub seconds: u64,
+    /// The database to run on (else SQLite in a fresh data directory).
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+}
+
+pub(crate) fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
+    let (clients, seconds, database) = (args.clients, args.seconds, args.database.clone());
     let server = ReleaseServer::start(root, "bench-fairness-data", database.as_deref())?;
     let base = server.base.clone();
     let http = Client::builder()

@@ -18,11 +18,21 @@ use anyhow::{Context, bail};
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
 
-use crate::bench::{ReleaseServer, arg, database_arg, print_table_head};
+use crate::bench::{ReleaseServer, print_table_head};
 
-pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    let events = arg(args, "--events", 1_000_000)?;
-    let database = database_arg(args);
+/// `cargo xtask bench-long`'s arguments.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// Events in the one stream.
+    #[arg(long, value_name = "E", default_value_t = 1_000_000)]
+    pub events: u64,
+    /// The database to run on (else SQLite in a fresh data directory).
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+}
+
+pub(crate) fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
+    let (events, database) = (args.events, args.database.clone());
     if events < 2 {
         bail!("--events must be at least 2");
     }
@@ -179,7 +189,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
 }
 
 /// A counter from `/metrics`.
-pub fn counter(http: &Client, base: &str, name: &str) -> anyhow::Result<u64> {
+pub(crate) fn counter(http: &Client, base: &str, name: &str) -> anyhow::Result<u64> {
     let text = http.get(format!("{base}/metrics")).send()?.text()?;
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
@@ -190,7 +200,7 @@ pub fn counter(http: &Client, base: &str, name: &str) -> anyhow::Result<u64> {
 }
 
 /// Creates tenant `id` (as the operator `bench`); its token.
-pub fn create_tenant(http: &Client, base: &str, id: &str) -> anyhow::Result<String> {
+pub(crate) fn create_tenant(http: &Client, base: &str, id: &str) -> anyhow::Result<String> {
     let created: Value = http
         .post(format!("{base}/admin/tenants"))
         .bearer_auth("bench")
@@ -202,7 +212,7 @@ pub fn create_tenant(http: &Client, base: &str, id: &str) -> anyhow::Result<Stri
 }
 
 /// Uploads `target/plugins/{plugin}.wasm` as plugin `name` of `tenant`; the answer.
-pub fn upload(
+pub(crate) fn upload(
     http: &Client,
     root: &Path,
     base: &str,
@@ -223,7 +233,7 @@ pub fn upload(
 
 /// Appends `events` events to `stream` by raw appends of 1,000: one `Opened`, then
 /// `Deposited`.
-pub fn append_raw(
+pub(crate) fn append_raw(
     http: &Client,
     base: &str,
     tenant: &str,
@@ -251,7 +261,7 @@ pub fn append_raw(
 
 /// A deposit on `account/{id}`, retried on `load_incomplete` as a client would; its
 /// time and tries.
-pub fn command_retrying(
+pub(crate) fn command_retrying(
     http: &Client,
     base: &str,
     tenant: &str,

@@ -19,40 +19,30 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
+use wasm_variant::with_custom_section;
 
-use crate::bench::{ReleaseServer, arg, cargo_bench, database_arg, print_neighbour};
-
-/// `wasm` with a custom section appended: the same component, another digest, so the
-/// server compiles it again.
-fn variant(wasm: &[u8], tag: &str) -> Vec<u8> {
-    let name = b"cairn-bench";
-    let mut body = vec![name.len() as u8];
-    body.extend_from_slice(name);
-    body.extend_from_slice(tag.as_bytes());
-    let mut out = wasm.to_vec();
-    out.push(0);
-    let mut len = body.len();
-    loop {
-        let byte = (len & 0x7f) as u8;
-        len >>= 7;
-        if len == 0 {
-            out.push(byte);
-            break;
-        }
-        out.push(byte | 0x80);
-    }
-    out.extend_from_slice(&body);
-    out
-}
+use crate::bench::{ReleaseServer, cargo_bench, print_neighbour};
 
 fn mib(bytes: usize) -> String {
     format!("{:.1} MiB", bytes as f64 / 1048576.0)
 }
 
-pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    let seconds = arg(args, "--seconds", 10)?;
-    let calls = arg(args, "--calls", 2_000)?;
-    let database = database_arg(args);
+/// `cargo xtask bench-polyglot`'s arguments.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// Seconds of each HTTP run.
+    #[arg(long, value_name = "S", default_value_t = 10)]
+    pub seconds: u64,
+    /// Calls per plugin-cost measure.
+    #[arg(long, value_name = "N", default_value_t = 2_000)]
+    pub calls: u64,
+    /// The database to run on (else SQLite in a fresh data directory).
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+}
+
+pub(crate) fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
+    let (seconds, calls, database) = (args.seconds, args.calls, args.database.clone());
     crate::polyglot::build_examples(root)?;
     let server = ReleaseServer::start(root, "bench-polyglot-data", database.as_deref())?;
     let cairn = crate::bench::server::binary(root);
@@ -240,7 +230,12 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
                 let (upload, compiler, python) = (&upload, &compiler, &python_account);
                 scope.spawn(move || -> anyhow::Result<()> {
                     for i in 0..2 {
-                        let wasm = variant(python, &format!("{u}-{i}"));
+                        // Another digest, so the server compiles it again.
+                        let wasm = with_custom_section(
+                            python,
+                            "cairn-bench",
+                            format!("{u}-{i}").as_bytes(),
+                        );
                         let took = upload(compiler, "compiler", &format!("py-{u}-{i}"), wasm)?;
                         compile_times.lock().unwrap().push(took);
                         compiles.fetch_add(1, Ordering::Relaxed);

@@ -18,16 +18,31 @@ use reqwest::blocking::Client;
 use serde_json::{Value, json};
 
 use crate::bench::server::{cpu_ticks, rss_kib, ticks_per_second};
-use crate::bench::{ReleaseServer, arg, database_arg, percentile_ms, print_table_head};
+use crate::bench::{ReleaseServer, percentile_ms, print_table_head};
 
 /// Subscriber sockets one reader thread drains in turn.
 const SOCKETS_PER_READER: usize = 100;
 
-pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    let writers = arg(args, "--writers", 16)?;
-    let commands = arg(args, "--commands", 5000)?;
-    let idle = arg(args, "--idle", 10_000)? as usize;
-    let database = database_arg(args);
+/// `cargo xtask bench-subscribers`'s arguments.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// Writer threads.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub writers: u64,
+    /// Deposits per phase.
+    #[arg(long, value_name = "M", default_value_t = 5000)]
+    pub commands: u64,
+    /// Idle subscribers held open for the memory measure.
+    #[arg(long, value_name = "I", default_value_t = 10_000)]
+    pub idle: usize,
+    /// The database to run on (pass one of its own: the bench writes a tenant `bench`).
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+}
+
+pub(crate) fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
+    let (writers, commands, idle) = (args.writers, args.commands, args.idle);
+    let database = args.database.clone();
     raise_open_files(idle as u64 + 2000)?;
     // Room for every subscriber and the writers above the default connection cap.
     let max_connections = (idle + 2000).max(10_000).to_string();

@@ -17,12 +17,24 @@ use anyhow::{Context, bail};
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
 
-use crate::bench::{ReleaseServer, arg, database_arg, print_neighbour, print_table_head};
+use crate::bench::{ReleaseServer, print_neighbour, print_table_head};
 
-pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    let streams = arg(args, "--streams", 1000)?;
-    let events = arg(args, "--events", 100_000)?;
-    let database = database_arg(args);
+/// `cargo xtask bench-verify`'s arguments.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// Streams of history to verify.
+    #[arg(long, value_name = "S", default_value_t = 1000)]
+    pub streams: u64,
+    /// Events in all.
+    #[arg(long, value_name = "E", default_value_t = 100_000)]
+    pub events: u64,
+    /// The database to run on (else SQLite in a fresh data directory).
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+}
+
+pub(crate) fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
+    let (streams, events, database) = (args.streams, args.events, args.database.clone());
     if streams == 0 || events < streams {
         bail!("--events must be at least --streams, and --streams at least 1");
     }
@@ -81,13 +93,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     }
 
     // Same logic, new digest: a trailing custom section.
-    let mut v2 = account;
-    let (name, payload) = (b"bench-version".as_slice(), b"2".as_slice());
-    v2.push(0);
-    v2.push((1 + name.len() + payload.len()) as u8);
-    v2.push(name.len() as u8);
-    v2.extend_from_slice(name);
-    v2.extend_from_slice(payload);
+    let v2 = wasm_variant::with_custom_section(&account, "bench-version", b"2");
 
     let done = Arc::new(AtomicBool::new(false));
     let during = std::thread::scope(

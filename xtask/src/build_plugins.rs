@@ -50,19 +50,24 @@ fn ensure_target() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cargo xtask build-plugins [--polyglot]`.
-pub fn run_with(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    match args {
-        [] => run(root),
-        [flag] if flag == "--polyglot" => {
-            run(root)?;
-            crate::polyglot::build_examples(root)
-        }
-        _ => bail!("usage: cargo xtask build-plugins [--polyglot]"),
-    }
+/// `cargo xtask build-plugins`'s arguments.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// Also the Python and JavaScript examples (toolchains into target/polyglot-tools/).
+    #[arg(long)]
+    pub polyglot: bool,
 }
 
-pub fn run(root: &Path) -> anyhow::Result<()> {
+/// `cargo xtask build-plugins [--polyglot]`.
+pub(crate) fn run_with(root: &Path, args: &Args) -> anyhow::Result<()> {
+    run(root)?;
+    if args.polyglot {
+        crate::polyglot::build_examples(root)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     ensure_target()?;
     let groups = [
         ("plugins", crates_in(root, "plugins", "")?),

@@ -14,12 +14,12 @@ use reqwest::blocking::Client;
 use serde_json::{Value, json};
 
 /// Accounts each writer owns (a writer's commands to one account never race its own).
-pub const ACCOUNTS_PER_WRITER: usize = 8;
+pub(crate) const ACCOUNTS_PER_WRITER: usize = 8;
 
 /// What the writers were told: answered command ids, every answer by status, and when
 /// each acknowledgement arrived.
 #[derive(Default)]
-pub struct Ledger {
+pub(crate) struct Ledger {
     /// Command id → its stream, for every command answered 200.
     pub answered: Mutex<HashMap<String, String>>,
     pub retries: AtomicU64,
@@ -43,12 +43,12 @@ impl Ledger {
     }
 
     /// The answers so far, by host and status (to subtract an earlier copy from).
-    pub fn statuses(&self) -> BTreeMap<(usize, u16), u64> {
+    pub(crate) fn statuses(&self) -> BTreeMap<(usize, u16), u64> {
         self.statuses.lock().expect("ledger").clone()
     }
 
     /// Acknowledgements from hosts `hosts` in `[from, to)`, per second.
-    pub fn rate(&self, hosts: &[usize], from: Instant, to: Instant) -> f64 {
+    pub(crate) fn rate(&self, hosts: &[usize], from: Instant, to: Instant) -> f64 {
         let acks = self.acks.lock().expect("ledger");
         let n = acks
             .iter()
@@ -58,7 +58,7 @@ impl Ledger {
     }
 
     /// The fewest acknowledgements from `hosts` in any whole second of `[from, to)`.
-    pub fn slowest_second(&self, hosts: &[usize], from: Instant, to: Instant) -> u64 {
+    pub(crate) fn slowest_second(&self, hosts: &[usize], from: Instant, to: Instant) -> u64 {
         let acks = self.acks.lock().expect("ledger");
         let seconds = to.saturating_duration_since(from).as_secs() as usize;
         let mut buckets = vec![0u64; seconds];
@@ -74,7 +74,11 @@ impl Ledger {
     }
 
     /// The first acknowledgement at or after `from` (from `hosts`, or any host).
-    pub fn first_ack_after(&self, from: Instant, hosts: Option<&[usize]>) -> Option<Instant> {
+    pub(crate) fn first_ack_after(
+        &self,
+        from: Instant,
+        hosts: Option<&[usize]>,
+    ) -> Option<Instant> {
         self.acks
             .lock()
             .expect("ledger")
@@ -86,7 +90,7 @@ impl Ledger {
 }
 
 /// Answers by status (all hosts) since `before`, a copy of `Ledger::statuses`.
-pub fn statuses_since(
+pub(crate) fn statuses_since(
     ledger: &Ledger,
     before: &BTreeMap<(usize, u16), u64>,
     host: Option<usize>,
@@ -105,7 +109,7 @@ pub fn statuses_since(
 }
 
 /// `200: 3400, 503: 12, no answer: 2`: answers by status.
-pub fn statuses_line(statuses: &BTreeMap<u16, u64>) -> String {
+pub(crate) fn statuses_line(statuses: &BTreeMap<u16, u64>) -> String {
     if statuses.is_empty() {
         return "none".to_owned();
     }
@@ -121,7 +125,7 @@ pub fn statuses_line(statuses: &BTreeMap<u16, u64>) -> String {
 
 /// Where a writer sends its commands.
 #[derive(Clone)]
-pub struct Target {
+pub(crate) struct Target {
     pub base: String,
     pub tenant: String,
     pub token: String,
@@ -135,7 +139,7 @@ pub struct Target {
 /// command whose answer is lost (the server died) or refused with a 5xx is sent again
 /// with the same id until it is answered, as a client would. `name` makes its command
 /// ids and accounts unique among all writers.
-pub fn write_loop(
+pub(crate) fn write_loop(
     name: &str,
     target: &Target,
     ledger: &Ledger,
@@ -232,7 +236,7 @@ pub fn write_loop(
 
 /// What the check of the log found.
 #[derive(Default)]
-pub struct Report {
+pub(crate) struct Report {
     pub events: u64,
     pub lost: u64,
     pub duplicates: u64,
@@ -249,7 +253,7 @@ impl Report {
         }
     }
 
-    pub fn violations(&self) -> u64 {
+    pub(crate) fn violations(&self) -> u64 {
         self.lost + self.duplicates + self.gaps + self.mismatches
     }
 }
@@ -257,7 +261,7 @@ impl Report {
 /// Reads `tenant`'s whole log through `base` and checks it against the ledger, then
 /// waits (up to `catch_up`) for `balances` to reach the log's head and compares its
 /// documents with a fold of the log.
-pub fn verify(
+pub(crate) fn verify(
     http: &Client,
     base: &str,
     tenant: &str,
@@ -404,10 +408,10 @@ fn read_all_docs(
 }
 
 /// A small xorshift generator: the campaigns need no cryptography, only variety.
-pub struct Random(u64);
+pub(crate) struct Random(u64);
 
 impl Random {
-    pub fn seeded() -> Random {
+    pub(crate) fn seeded() -> Random {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);
@@ -416,7 +420,7 @@ impl Random {
         Random(std::hash::Hasher::finish(&hasher) | 1)
     }
 
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;

@@ -26,21 +26,42 @@ use anyhow::{Context, bail};
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
 
-use crate::bench::arg;
 use crate::campaign::{Ledger, Random, Target, verify, write_loop};
 
 const TENANT: &str = "chaos";
 const OPERATOR: &str = "chaos-operator";
 
-pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    let quick = args.iter().any(|a| a == "--quick");
-    let release = args.iter().any(|a| a == "--release");
-    let seconds = arg(args, "--seconds", if quick { 25 } else { 120 })?;
-    let writers = arg(args, "--writers", 4)? as usize;
-    let database = if args.iter().any(|a| a == "--postgres") {
+/// `cargo xtask chaos`'s arguments.
+#[derive(clap::Args, Debug, Default)]
+pub(crate) struct Args {
+    /// On a fresh database of the local PostgreSQL.
+    #[arg(long, conflicts_with = "database")]
+    pub postgres: bool,
+    /// The database to run on (else SQLite in a fresh data directory).
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+    /// Seconds of kills (default 120, or 25 with --quick).
+    #[arg(long, value_name = "S")]
+    pub seconds: Option<u64>,
+    /// Writer threads (default 4).
+    #[arg(long, value_name = "N")]
+    pub writers: Option<usize>,
+    /// The reduced form CI runs.
+    #[arg(long)]
+    pub quick: bool,
+    /// A release server (else debug).
+    #[arg(long)]
+    pub release: bool,
+}
+
+pub(crate) fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
+    let (quick, release) = (args.quick, args.release);
+    let writers = args.writers.unwrap_or(4);
+    let seconds = args.seconds.unwrap_or(if quick { 25 } else { 120 });
+    let database = if args.postgres {
         Some(fresh_postgres_database("chaos")?)
     } else {
-        crate::bench::database_arg(args)
+        args.database.clone()
     };
     crate::build_plugins::run(root)?;
     let binary = build_server(root, release)?;
@@ -146,7 +167,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn build_server(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
+pub(crate) fn build_server(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
     let mut args = vec!["build", "--quiet", "-p", "cairn-host", "--bin", "cairn"];
     if release {
         args.push("--release");
@@ -163,7 +184,7 @@ pub fn build_server(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
 }
 
 /// A new database on the local PostgreSQL (which must be reachable: no skipping).
-pub fn fresh_postgres_database(prefix: &str) -> anyhow::Result<String> {
+pub(crate) fn fresh_postgres_database(prefix: &str) -> anyhow::Result<String> {
     let url = format!(
         "postgres://postgres@127.0.0.1:5432/{prefix}_{}",
         std::process::id()
@@ -174,7 +195,7 @@ pub fn fresh_postgres_database(prefix: &str) -> anyhow::Result<String> {
 
 /// Drops (closing its connections) and creates again the database of `url`, on the
 /// local PostgreSQL.
-pub fn recreate_postgres_database(url: &str) -> anyhow::Result<()> {
+pub(crate) fn recreate_postgres_database(url: &str) -> anyhow::Result<()> {
     let name = url.rsplit('/').next().context("database name")?;
     for statement in [
         format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
@@ -202,7 +223,7 @@ pub fn recreate_postgres_database(url: &str) -> anyhow::Result<()> {
 }
 
 /// The server process, restarted on the same port and data.
-pub struct Server {
+pub(crate) struct Server {
     /// The operator token it starts with.
     operator: &'static str,
     binary: PathBuf,
@@ -218,7 +239,7 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(
+    pub(crate) fn new(
         binary: PathBuf,
         data_dir: PathBuf,
         database: Option<String>,
@@ -240,24 +261,24 @@ impl Server {
     }
 
     /// Runs as `--host-id id` of a fleet, its warnings appended to `log`.
-    pub fn in_fleet(mut self, host_id: &str, log: PathBuf) -> Server {
+    pub(crate) fn in_fleet(mut self, host_id: &str, log: PathBuf) -> Server {
         self.host_id = Some(host_id.to_owned());
         self.with_log(log)
     }
 
     /// Appends its warnings (`RUST_LOG=warn`) to `log`.
-    pub fn with_log(mut self, log: PathBuf) -> Server {
+    pub(crate) fn with_log(mut self, log: PathBuf) -> Server {
         self.log = Some(log);
         self
     }
 
     /// The running process's id.
-    pub fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 
     /// Sends `signal` (`libc::SIGSTOP`, `libc::SIGCONT`…) to the running process.
-    pub fn signal(&self, signal: i32) -> anyhow::Result<()> {
+    pub(crate) fn signal(&self, signal: i32) -> anyhow::Result<()> {
         let pid = self.pid().context("the server is not running")?;
         // SAFETY: kill(2) on a child this process started and has not reaped.
         if unsafe { libc::kill(pid as i32, signal) } != 0 {
@@ -266,7 +287,7 @@ impl Server {
         Ok(())
     }
 
-    pub fn start(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn start(&mut self) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
             let mut command = Command::new(&self.binary);
@@ -308,7 +329,7 @@ impl Server {
         }
     }
 
-    pub fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill(); // SIGKILL
             let _ = child.wait();
@@ -324,7 +345,7 @@ impl Drop for Server {
 
 /// Creates `tenant` with the operator token, uploads `account` and `balances`; the
 /// tenant's token. Shared with `fuzz-api`.
-pub fn setup(
+pub(crate) fn setup(
     root: &Path,
     http: &Client,
     base: &str,

@@ -12,7 +12,7 @@ use reqwest::blocking::{Client, Response};
 use serde_json::{Value, json};
 
 /// Stops the server when the demo ends early (an error, or `--no-wait`).
-pub struct Server(Child);
+pub(crate) struct Server(Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -23,7 +23,7 @@ impl Drop for Server {
 
 /// Builds the plugins and the server, starts it on a fresh data directory under
 /// `target/<name>`, and returns it with its base URL and operator token.
-pub fn start(root: &Path, name: &str) -> anyhow::Result<(Server, Demo, String)> {
+pub(crate) fn start(root: &Path, name: &str) -> anyhow::Result<(Server, Demo, String)> {
     crate::build_plugins::run(root)?;
     // One server build, never a second: the release build when there is one (the
     // tutorial's `cargo build --release`), brought up to date; else the debug build
@@ -76,8 +76,16 @@ pub fn start(root: &Path, name: &str) -> anyhow::Result<(Server, Demo, String)> 
     Ok((server, demo, token))
 }
 
-pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    let wait = !args.iter().any(|a| a == "--no-wait");
+/// `cargo xtask demo`'s arguments.
+#[derive(clap::Args, Debug, Default)]
+pub(crate) struct Args {
+    /// Stop the server after the scenario instead of leaving it running (CI).
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+pub(crate) fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
+    let wait = !args.no_wait;
     let (mut server, demo, token) = start(root, "demo-data")?;
     scenario(&demo, root, &token)?;
     if wait {
@@ -92,7 +100,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub struct Demo {
+pub(crate) struct Demo {
     client: Client,
     pub base: String,
 }
@@ -112,7 +120,12 @@ impl Demo {
     }
 
     /// Posts JSON without printing; fails on any status but 200.
-    pub fn quiet_post(&self, path: &str, token: &str, body: &Value) -> anyhow::Result<Value> {
+    pub(crate) fn quiet_post(
+        &self,
+        path: &str,
+        token: &str,
+        body: &Value,
+    ) -> anyhow::Result<Value> {
         let response = self
             .client
             .post(format!("{}{path}", self.base))
@@ -126,7 +139,7 @@ impl Demo {
     }
 
     /// Sends a request, prints it and the answer, and returns the answer's JSON.
-    pub fn call(
+    pub(crate) fn call(
         &self,
         what: &str,
         method: &str,
@@ -166,7 +179,7 @@ impl Demo {
     }
 }
 
-pub enum Body {
+pub(crate) enum Body {
     Json(Value),
     Wasm(Vec<u8>),
 }

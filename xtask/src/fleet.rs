@@ -23,7 +23,7 @@ use anyhow::{Context, bail};
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
 
-use crate::bench::{arg, percentile_ms};
+use crate::bench::percentile_ms;
 
 const TENANT: &str = "fleet";
 const OPERATOR: &str = "fleet-operator";
@@ -70,9 +70,20 @@ impl Drop for Host {
     }
 }
 
-pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    let events = arg(args, "--events", 300)? as usize;
-    let release = !args.iter().any(|a| a == "--debug");
+/// `cargo xtask fleet`'s arguments.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// Live events timed across hosts.
+    #[arg(long, value_name = "N", default_value_t = 300)]
+    pub events: usize,
+    /// Debug servers (else release).
+    #[arg(long)]
+    pub debug: bool,
+}
+
+pub(crate) fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
+    let events = args.events;
+    let release = !args.debug;
     crate::build_plugins::run(root)?;
     let exe = crate::chaos::build_server(root, release)?;
     let database = crate::chaos::fresh_postgres_database("fleet")?;

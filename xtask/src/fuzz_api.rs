@@ -16,17 +16,31 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use reqwest::blocking::Client;
 
-use crate::bench::arg;
-
 const OPERATOR: &str = "fuzz-operator";
 
-pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    let examples = arg(args, "--examples", 50)?;
-    let seconds = arg(args, "--seconds", 0)?;
-    let database = if args.iter().any(|a| a == "--postgres") {
+/// `cargo xtask fuzz-api`'s arguments.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// On a fresh database of the local PostgreSQL.
+    #[arg(long, conflicts_with = "database")]
+    pub postgres: bool,
+    /// The database to run on (else SQLite in a fresh data directory).
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+    /// Examples schemathesis generates per operation.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub examples: u64,
+    /// A time budget in seconds (0: none).
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub seconds: u64,
+}
+
+pub(crate) fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
+    let (examples, seconds) = (args.examples, args.seconds);
+    let database = if args.postgres {
         Some(crate::chaos::fresh_postgres_database("fuzz")?)
     } else {
-        crate::bench::database_arg(args)
+        args.database.clone()
     };
     let st = install_schemathesis(root)?;
     crate::build_plugins::run(root)?;

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::demo::Body;
 
-pub fn run(root: &Path) -> anyhow::Result<()> {
+pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     let (_server, demo, admin) = crate::demo::start(root, "hot-swap-data")?;
     let created = demo.call(
         "Create a tenant",

@@ -11,6 +11,8 @@
 //! - `demo [--no-wait]`: a server on SQLite and a banking scenario against it
 //! - `hot-swap`: the projection hot-swap walkthrough (examples/hot-swap)
 //! - `ci`: everything CI checks (what `.ci/run` runs)
+//! - `deny [--advisories]`: cargo-deny by `deny.toml`: licenses, bans, sources, and
+//!   advisories where github.com (the RustSec database) is reachable
 //! - `bench [--quick] [--full]`: commands/s over HTTP at 1, 16 and 64 clients on both
 //!   backends beside the storage limit and the ratio, the wasmtime share of the CPU,
 //!   plugin costs (native against WebAssembly, instantiate, compile, artifact load),
@@ -41,6 +43,13 @@
 //!   path, `pg_terminate_backend`, kill -9, a PostgreSQL restart), each followed by the
 //!   log's check; the other hosts' rate during each fault and the recovery times.
 //!   Needs root.
+//!
+//! Arguments are parsed by clap (each subcommand's `Args` lives beside its `run`), so a
+//! mistyped flag is refused instead of silently ignored.
+
+// A binary: nothing here is reachable from outside, so items are `pub(crate)` at most
+// and `pub` would only mislead (the workspace leaves this lint to each crate).
+#![warn(unreachable_pub)]
 
 mod bench;
 mod bench_fairness;
@@ -53,6 +62,7 @@ mod campaign;
 mod chaos;
 mod ci;
 mod demo;
+mod deny;
 mod faults;
 mod fleet;
 mod fuzz_api;
@@ -63,35 +73,82 @@ mod upcasting;
 
 use std::path::PathBuf;
 
+use clap::{Parser, Subcommand};
+
+/// The project's own tasks. Every subcommand refuses flags it does not know.
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// The example plugins into target/plugins/, the hostile and compat corpora into
+    /// target/hostile/ (and --polyglot: the Python and JavaScript examples).
+    BuildPlugins(build_plugins::Args),
+    /// One plugin in Python (componentize-py).
+    BuildPython(polyglot::BuildArgs),
+    /// One plugin in JavaScript (componentize-js).
+    BuildJs(polyglot::BuildArgs),
+    /// The Python and JavaScript examples' native tests.
+    TestPolyglot,
+    /// What the Python and JavaScript plugins cost beside the Rust ones.
+    BenchPolyglot(bench_polyglot::Args),
+    /// A server on SQLite and a banking scenario against it.
+    Demo(demo::Args),
+    /// The projection hot-swap walkthrough (examples/hot-swap).
+    HotSwap,
+    /// The upcaster walkthrough (examples/upcasting).
+    Upcasting,
+    /// Everything CI checks (what .ci/run runs).
+    Ci,
+    /// cargo-deny: licenses, bans, sources; advisories where the network allows.
+    Deny(deny::Args),
+    /// The benchmark table and chart; or one load run (--clients), or a flame graph (--flame).
+    Bench(bench::Args),
+    /// Verification speed and a neighbour's latency meanwhile.
+    BenchVerify(bench_verify::Args),
+    /// A neighbour's latency while another tenant's plugins spin.
+    BenchFairness(bench_fairness::Args),
+    /// One stream of a million events: cold load, temporal read, upgrade, import.
+    BenchLong(bench_long::Args),
+    /// What live subscribers cost writers, and idle ones in memory.
+    BenchSubscribers(bench_subscribers::Args),
+    /// The kill -9 fault campaign.
+    Chaos(chaos::Args),
+    /// openapi-spec-validator, then schemathesis, against /openapi.json.
+    FuzzApi(fuzz_api::Args),
+    /// Three hosts on one PostgreSQL database.
+    Fleet(fleet::Args),
+    /// Storage and fleet faults under writers with command ids (needs root).
+    Faults(faults::Args),
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cli = Cli::parse();
     let root = workspace_root();
-    let rest = args.get(1..).unwrap_or_default();
-    let result = match args.first().map(String::as_str) {
-        Some("build-plugins") => build_plugins::run_with(&root, rest),
-        Some("build-python") => polyglot::build_one(&root, "python", rest),
-        Some("build-js") => polyglot::build_one(&root, "js", rest),
-        Some("test-polyglot") => polyglot::test_examples(&root),
-        Some("bench-polyglot") => bench_polyglot::run(&root, rest),
-        Some("demo") => demo::run(&root, rest),
-        Some("hot-swap") => hot_swap::run(&root),
-        Some("upcasting") => upcasting::run(&root),
-        Some("ci") => ci::run(&root),
-        Some("bench") => bench::run(&root, rest),
-        Some("bench-verify") => bench_verify::run(&root, rest),
-        Some("bench-fairness") => bench_fairness::run(&root, rest),
-        Some("bench-long") => bench_long::run(&root, rest),
-        Some("bench-subscribers") => bench_subscribers::run(&root, rest),
-        Some("chaos") => chaos::run(&root, rest),
-        Some("fuzz-api") => fuzz_api::run(&root, rest),
-        Some("fleet") => fleet::run(&root, rest),
-        Some("faults") => faults::run(&root, rest),
-        _ => {
-            eprintln!(
-                "usage: cargo xtask <build-plugins [--polyglot] | build-python DIR [--world W] [--out FILE] | build-js ENTRY.js [--world W] [--out FILE] | test-polyglot | bench-polyglot [--database URL] | demo [--no-wait] | hot-swap | upcasting | ci | bench [--quick] [--full] | bench --clients N [--commands M] [--streams S] [--database URL] | bench-verify [--streams S] [--events E] [--database URL] | bench-fairness [--clients N] [--seconds S] [--database URL] | bench-long [--events E] [--database URL] | bench-subscribers [--writers N] [--commands M] [--idle I] [--database URL] | chaos [--postgres | --database URL] [--seconds S] [--writers N] [--quick] [--release] | fuzz-api [--postgres | --database URL] [--examples N] [--seconds S] | fleet [--events N] [--debug] | faults [--quick] [--release] [--seconds S]>"
-            );
-            std::process::exit(2);
-        }
+    let result = match &cli.task {
+        Task::BuildPlugins(args) => build_plugins::run_with(&root, args),
+        Task::BuildPython(args) => polyglot::build_one(&root, "python", args),
+        Task::BuildJs(args) => polyglot::build_one(&root, "js", args),
+        Task::TestPolyglot => polyglot::test_examples(&root),
+        Task::BenchPolyglot(args) => bench_polyglot::run(&root, args),
+        Task::Demo(args) => demo::run(&root, args),
+        Task::HotSwap => hot_swap::run(&root),
+        Task::Upcasting => upcasting::run(&root),
+        Task::Ci => ci::run(&root),
+        Task::Deny(args) => deny::run(&root, args),
+        Task::Bench(args) => bench::run(&root, args),
+        Task::BenchVerify(args) => bench_verify::run(&root, args),
+        Task::BenchFairness(args) => bench_fairness::run(&root, args),
+        Task::BenchLong(args) => bench_long::run(&root, args),
+        Task::BenchSubscribers(args) => bench_subscribers::run(&root, args),
+        Task::Chaos(args) => chaos::run(&root, args),
+        Task::FuzzApi(args) => fuzz_api::run(&root, args),
+        Task::Fleet(args) => fleet::run(&root, args),
+        Task::Faults(args) => faults::run(&root, args),
     };
     if let Err(error) = result {
         eprintln!("xtask failed: {error:#}");
@@ -105,4 +162,79 @@ fn workspace_root() -> PathBuf {
         .parent()
         .expect("xtask lives inside the workspace")
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::Cli;
+
+    fn parses(line: &str) -> bool {
+        Cli::try_parse_from(std::iter::once("xtask").chain(line.split_whitespace())).is_ok()
+    }
+
+    #[test]
+    fn the_command_tree_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    /// Every form README.md, docs/, ARCHITECTURE.md and ci.rs show.
+    #[test]
+    fn every_documented_invocation_parses() {
+        for line in [
+            "build-plugins",
+            "build-plugins --polyglot",
+            "build-python examples/python/loan",
+            "build-python examples/python/loan --out loan.wasm --world aggregate",
+            "build-js examples/js/on-loan/component.js -o on-loan.wasm",
+            "build-js examples/js/on-loan/component.js --world projection",
+            "test-polyglot",
+            "bench-polyglot --seconds 5 --calls 100 --database postgres://h/db",
+            "demo",
+            "demo --no-wait",
+            "hot-swap",
+            "upcasting",
+            "ci",
+            "deny",
+            "deny --advisories",
+            "bench",
+            "bench --quick",
+            "bench --full",
+            "bench --quick --full",
+            "bench --only catch-up",
+            "bench --only rows,plugins --backend sqlite",
+            "bench --clients 64",
+            "bench --clients 64 --commands 20000 --streams 1000 --database postgres://h/db",
+            "bench --flame before --database postgres://h/db --commands 5000",
+            "bench-verify --streams 10 --events 100 --database postgres://h/db",
+            "bench-fairness --clients 8 --seconds 3 --database postgres://h/db",
+            "bench-long --events 1000 --database postgres://h/db",
+            "bench-subscribers --writers 4 --commands 100 --idle 10 --database sqlite://x",
+            "chaos --postgres --seconds 10 --writers 2 --quick --release",
+            "chaos --database postgres://h/db",
+            "fuzz-api --postgres --examples 10 --seconds 5",
+            "fuzz-api --database postgres://h/db",
+            "fleet --events 10 --debug",
+            "faults --quick --release --seconds 3",
+        ] {
+            assert!(parses(line), "cargo xtask {line} no longer parses");
+        }
+    }
+
+    #[test]
+    fn mistakes_are_refused() {
+        for line in [
+            "bench --client 64",
+            "bench --clients",
+            "bench --clients many",
+            "hot-swap --quick",
+            "demo --nowait",
+            "chaos --postgres --database postgres://h/db",
+            "build-python",
+            "build-plugin",
+        ] {
+            assert!(!parses(line), "cargo xtask {line} was accepted");
+        }
+    }
 }

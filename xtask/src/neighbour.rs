@@ -8,7 +8,7 @@ use reqwest::blocking::Client;
 use serde_json::json;
 
 /// A tenant's account `n`, opened.
-pub struct Neighbour<'a> {
+pub(crate) struct Neighbour<'a> {
     base: &'a str,
     tenant: &'a str,
     token: &'a str,
@@ -16,7 +16,7 @@ pub struct Neighbour<'a> {
 
 impl<'a> Neighbour<'a> {
     /// Opens account `n` of `tenant` (which has `account` uploaded).
-    pub fn open(
+    pub(crate) fn open(
         http: &Client,
         base: &'a str,
         tenant: &'a str,
@@ -32,7 +32,7 @@ impl<'a> Neighbour<'a> {
     }
 
     /// One deposit, and how long its answer took.
-    pub fn deposit(&self, http: &Client) -> anyhow::Result<Duration> {
+    pub(crate) fn deposit(&self, http: &Client) -> anyhow::Result<Duration> {
         let sent = Instant::now();
         self.command(http, json!({"type": "Deposit", "payload": {"amount": 1}}))?;
         Ok(sent.elapsed())

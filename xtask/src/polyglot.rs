@@ -46,7 +46,7 @@ fn up_to_date(dir: &Path, pins: &[(&Path, &str)]) -> bool {
 }
 
 /// The venv with componentize-py and pytest; its `bin/` directory.
-pub fn python_tools(root: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn python_tools(root: &Path) -> anyhow::Result<PathBuf> {
     let dir = tools_dir(root).join("py");
     let requirements = root.join("xtask/polyglot/requirements.txt");
     let bin = dir.join("bin");
@@ -73,7 +73,7 @@ pub fn python_tools(root: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// The `node_modules` with componentize-js; the path of its command-line entry.
-pub fn js_tools(root: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn js_tools(root: &Path) -> anyhow::Result<PathBuf> {
     let dir = tools_dir(root).join("js");
     let pins = root.join("xtask/polyglot");
     let cli = dir.join("node_modules/@bytecodealliance/componentize-js/src/cli.js");
@@ -110,7 +110,7 @@ fn report(root: &Path, out: &Path) -> anyhow::Result<()> {
 
 /// componentize-py: the module `app` in `dir` (which sets `WitWorld`) as a component
 /// of `world`, with the `cairn_sdk` helper on the path.
-pub fn build_python(root: &Path, dir: &Path, world: &str, out: &Path) -> anyhow::Result<()> {
+pub(crate) fn build_python(root: &Path, dir: &Path, world: &str, out: &Path) -> anyhow::Result<()> {
     let bin = python_tools(root)?;
     if !dir.join("app.py").is_file() {
         bail!(
@@ -143,7 +143,7 @@ pub fn build_python(root: &Path, dir: &Path, world: &str, out: &Path) -> anyhow:
 /// componentize-js: the module `entry` (whose exports are the world's functions) as a
 /// component of `world`. It is run from the entry's parent folder, so that the entry's
 /// relative imports (`../cairn-sdk/index.js`) resolve when the engine is initialised.
-pub fn build_js(root: &Path, entry: &Path, world: &str, out: &Path) -> anyhow::Result<()> {
+pub(crate) fn build_js(root: &Path, entry: &Path, world: &str, out: &Path) -> anyhow::Result<()> {
     let cli = js_tools(root)?;
     let entry = entry
         .canonicalize()
@@ -174,7 +174,7 @@ pub fn build_js(root: &Path, entry: &Path, world: &str, out: &Path) -> anyhow::R
 }
 
 /// The examples: `target/plugins/python-account.wasm` and `js-balances.wasm`.
-pub fn build_examples(root: &Path) -> anyhow::Result<()> {
+pub(crate) fn build_examples(root: &Path) -> anyhow::Result<()> {
     let plugins = root.join("target/plugins");
     build_python(
         root,
@@ -191,7 +191,7 @@ pub fn build_examples(root: &Path) -> anyhow::Result<()> {
 }
 
 /// The examples' native tests: pytest and node's test runner.
-pub fn test_examples(root: &Path) -> anyhow::Result<()> {
+pub(crate) fn test_examples(root: &Path) -> anyhow::Result<()> {
     let bin = python_tools(root)?;
     run(
         Command::new(bin.join("python"))
@@ -208,26 +208,24 @@ pub fn test_examples(root: &Path) -> anyhow::Result<()> {
     )
 }
 
+/// `cargo xtask build-python DIR` / `build-js ENTRY.js`'s arguments.
+#[derive(clap::Args, Debug)]
+pub(crate) struct BuildArgs {
+    /// The Python package directory, or the JavaScript entry file.
+    pub source: PathBuf,
+    /// The world it implements: aggregate, projection or upcaster (default aggregate for
+    /// Python, projection for JavaScript).
+    #[arg(long, value_name = "W")]
+    pub world: Option<String>,
+    /// Where the component goes (default target/plugins/LANGUAGE-NAME.wasm).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
 /// `build-python DIR` / `build-js ENTRY` with `[--world W] [--out FILE]`.
-pub fn build_one(root: &Path, language: &str, args: &[String]) -> anyhow::Result<()> {
-    let mut source = None;
-    let mut world = None;
-    let mut out = None;
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        match arg.as_str() {
-            "--world" => world = rest.next().cloned(),
-            "--out" | "-o" => out = rest.next().map(PathBuf::from),
-            other if source.is_none() && !other.starts_with('-') => {
-                source = Some(PathBuf::from(other))
-            }
-            other => bail!("unexpected argument {other}"),
-        }
-    }
-    let Some(source) = source else {
-        bail!("usage: cargo xtask build-{language} <source> [--world W] [--out FILE]");
-    };
-    let world = world.unwrap_or_else(|| {
+pub(crate) fn build_one(root: &Path, language: &str, args: &BuildArgs) -> anyhow::Result<()> {
+    let (source, out) = (args.source.clone(), args.out.clone());
+    let world = args.world.clone().unwrap_or_else(|| {
         if language == "python" {
             "aggregate"
         } else {

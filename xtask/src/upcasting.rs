@@ -28,7 +28,7 @@ fn settled(demo: &Demo, token: &str, url: &str) -> anyhow::Result<Value> {
     }
 }
 
-pub fn run(root: &Path) -> anyhow::Result<()> {
+pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     let (_server, demo, admin) = crate::demo::start(root, "upcasting-data")?;
     let created = demo.call(
         "Create a tenant",

@@ -112,16 +112,8 @@ pub fn check(wasm: &[u8]) -> Result<(), InvalidPlugin> {
 mod tests {
     use super::*;
 
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
+    fn leb(n: usize, out: &mut Vec<u8>) {
+        wasm_variant::wasm_encoder::Encode::encode(&n, out);
     }
 
     fn section(id: u8, body: &[u8], out: &mut Vec<u8>) {

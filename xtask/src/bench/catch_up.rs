@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::{ReleaseServer, Report, cargo_bench};
 use crate::bench_long::{create_tenant, upload};
 
-pub fn run(root: &Path, quick: bool, report: &mut Report) -> anyhow::Result<()> {
+pub(super) fn run(root: &Path, quick: bool, report: &mut Report) -> anyhow::Result<()> {
     let events: u64 = if quick { 100_000 } else { 1_000_000 };
     let data = "bench-catch-up";
     let server = ReleaseServer::start(root, data, None)?;

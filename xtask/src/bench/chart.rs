@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{Report, Row};
 
-pub fn draw(root: &Path, rows: &[Row], report: &Report) -> anyhow::Result<()> {
+pub(super) fn draw(root: &Path, rows: &[Row], report: &Report) -> anyhow::Result<()> {
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir)?;
     let results = json!({

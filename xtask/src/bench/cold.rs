@@ -13,7 +13,7 @@ use reqwest::blocking::Client;
 use super::{ReleaseServer, Report};
 use crate::bench_long::{append_raw, command_retrying, counter, create_tenant, upload};
 
-pub fn run(root: &Path, report: &mut Report) -> anyhow::Result<()> {
+pub(super) fn run(root: &Path, report: &mut Report) -> anyhow::Result<()> {
     let events: u64 = 100_000;
     let data = "bench-cold";
     let server = ReleaseServer::start(root, data, None)?;

@@ -13,19 +13,17 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, bail};
 use inferno::collapse::Collapse;
 
+use super::ReleaseServer;
 use super::load::{drive, prepare};
-use super::{ReleaseServer, arg, database_arg};
 
-pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    let name = args
-        .iter()
-        .position(|a| a == "--flame")
-        .and_then(|i| args.get(i + 1))
-        .context("--flame needs a name (the SVG is docs/flame/NAME.svg)")?
-        .clone();
-    let commands = arg(args, "--commands", 20_000)?;
-    let database = database_arg(args);
-    let server = ReleaseServer::start(root, "bench-flame", database.as_deref())?;
+/// `name`: the SVG is `docs/flame/NAME.svg`.
+pub(crate) fn run(
+    root: &Path,
+    name: &str,
+    commands: u64,
+    database: Option<&str>,
+) -> anyhow::Result<()> {
+    let server = ReleaseServer::start(root, "bench-flame", database)?;
     let token = prepare(root, &server.base, 1000)?;
     // Warm the state cache and the pool first: the graph is of the steady state.
     drive(&server.base, server.pid(), &token, 64, 3000, 1000)?;
@@ -44,21 +42,21 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     );
     let title = format!(
         "{name}: deposits at 64 clients, {} ({:.0} commands/s, {:.0} µs server CPU each)",
-        database.as_deref().map_or("sqlite", |_| "postgres"),
+        database.map_or("sqlite", |_| "postgres"),
         load.per_second,
         load.server_cores / load.per_second * 1e6
     );
-    render(root, &data, &name, &title)
+    render(root, &data, name, &title)
 }
 
 /// `perf record` with DWARF call graphs of one process, until stopped.
-pub struct Recorder {
+pub(crate) struct Recorder {
     child: std::process::Child,
     data: std::path::PathBuf,
 }
 
 impl Recorder {
-    pub fn start(root: &Path, pid: u32) -> anyhow::Result<Recorder> {
+    pub(crate) fn start(root: &Path, pid: u32) -> anyhow::Result<Recorder> {
         let data = root.join("target/bench/flame.data");
         std::fs::create_dir_all(data.parent().expect("a parent"))?;
         let child = Command::new("perf")
@@ -73,7 +71,7 @@ impl Recorder {
         Ok(Recorder { child, data })
     }
 
-    pub fn stop(mut self) -> anyhow::Result<std::path::PathBuf> {
+    pub(crate) fn stop(mut self) -> anyhow::Result<std::path::PathBuf> {
         // SAFETY: signals our own child, still running.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         self.child.wait()?;
@@ -82,7 +80,7 @@ impl Recorder {
 }
 
 /// Folds the stacks perf recorded in `data` and draws `docs/flame/NAME.svg`.
-pub fn render(root: &Path, data: &Path, name: &str, title: &str) -> anyhow::Result<()> {
+pub(crate) fn render(root: &Path, data: &Path, name: &str, title: &str) -> anyhow::Result<()> {
     println!("==> folding the stacks");
     // Without inlined frames: resolving them runs addr2line on every address and
     // takes minutes; the graph keeps every real call.

@@ -16,7 +16,7 @@ use super::percentile_ms;
 use super::server::cpu_seconds;
 
 /// One keep-alive connection.
-pub struct Connection {
+pub(crate) struct Connection {
     address: String,
     stream: Option<TcpStream>,
     buffer: Vec<u8>,
@@ -24,7 +24,7 @@ pub struct Connection {
 
 impl Connection {
     /// `base` is `http://HOST:PORT`.
-    pub fn new(base: &str) -> Connection {
+    pub(crate) fn new(base: &str) -> Connection {
         Connection {
             address: base.trim_start_matches("http://").to_owned(),
             stream: None,
@@ -34,7 +34,7 @@ impl Connection {
 
     /// POSTs `body` (JSON) to `path` with the bearer `token`; the status code. The
     /// connection is reopened when the server closed it.
-    pub fn post(&mut self, path: &str, token: &str, body: &str) -> anyhow::Result<u16> {
+    pub(crate) fn post(&mut self, path: &str, token: &str, body: &str) -> anyhow::Result<u16> {
         let request = format!(
             "POST {path} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {token}\r\n\
              content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
@@ -120,7 +120,7 @@ fn bench_calls() -> anyhow::Result<u32> {
 /// A tenant `bench` with the account aggregate and `streams` opened accounts (written
 /// by the bulk import: opening 100,000 accounts by command would take minutes); its
 /// token.
-pub fn prepare(root: &std::path::Path, base: &str, streams: u64) -> anyhow::Result<String> {
+pub(crate) fn prepare(root: &std::path::Path, base: &str, streams: u64) -> anyhow::Result<String> {
     let http = Client::builder()
         .timeout(Duration::from_secs(600))
         .build()?;
@@ -156,7 +156,7 @@ pub fn prepare(root: &std::path::Path, base: &str, streams: u64) -> anyhow::Resu
 
 /// Throughput and latency of one load run, and what it cost.
 #[derive(Clone, Copy, Debug)]
-pub struct Load {
+pub(crate) struct Load {
     pub per_second: f64,
     pub p50: f64,
     pub p99: f64,
@@ -168,7 +168,7 @@ pub struct Load {
 
 /// `commands` deposits from `clients` threads over `streams` accounts of tenant
 /// `bench`, against the server with process id `pid`.
-pub fn drive(
+pub(crate) fn drive(
     base: &str,
     pid: u32,
     token: &str,
@@ -217,7 +217,7 @@ pub fn drive(
 }
 
 /// User and system CPU of this process (every thread) so far, in seconds.
-pub fn own_cpu_seconds() -> f64 {
+pub(crate) fn own_cpu_seconds() -> f64 {
     // SAFETY: getrusage fills the struct it is given.
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();

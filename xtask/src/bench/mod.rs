@@ -32,11 +32,11 @@
 mod catch_up;
 mod chart;
 mod cold;
-pub mod flame;
-pub mod load;
+pub(crate) mod flame;
+pub(crate) mod load;
 mod plugins;
 mod profile;
-pub mod server;
+pub(crate) mod server;
 mod tenants;
 
 use std::collections::HashMap;
@@ -47,25 +47,43 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use load::{Load, drive, prepare};
-pub use server::ReleaseServer;
+pub(crate) use server::ReleaseServer;
 
-/// The number after `name` in `args`, else `default` (shared by the bench commands).
-pub fn arg(args: &[String], name: &str, default: u64) -> anyhow::Result<u64> {
-    match args.iter().position(|a| a == name) {
-        Some(i) => Ok(args.get(i + 1).context("missing value")?.parse()?),
-        None => Ok(default),
-    }
-}
-
-/// The URL after `--database`, if given.
-pub fn database_arg(args: &[String]) -> Option<String> {
-    args.iter()
-        .position(|a| a == "--database")
-        .and_then(|i| args.get(i + 1).cloned())
+/// `cargo xtask bench`'s arguments: the whole run (`--quick`, `--full`, `--only`,
+/// `--backend`), one load run (`--clients`), or a flame graph (`--flame`).
+#[derive(clap::Args, Debug, Default)]
+pub(crate) struct Args {
+    /// Fewer rows and shorter runs.
+    #[arg(long)]
+    pub quick: bool,
+    /// Every row (more stream counts and clients).
+    #[arg(long)]
+    pub full: bool,
+    /// Just these parts, comma-separated: rows, plugins, catch-up, cold, tenants.
+    #[arg(long, value_name = "PARTS", value_delimiter = ',')]
+    pub only: Option<Vec<String>>,
+    /// The HTTP rows of one backend only (sqlite or postgres).
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// One load run at N clients instead of the whole bench.
+    #[arg(long, value_name = "N")]
+    pub clients: Option<u64>,
+    /// Commands in a load run or a flame graph's run.
+    #[arg(long, value_name = "M", default_value_t = 20_000)]
+    pub commands: u64,
+    /// Streams in a load run.
+    #[arg(long, value_name = "S", default_value_t = 1000)]
+    pub streams: u64,
+    /// The database of a load run or a flame graph (else SQLite in a data directory).
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+    /// A flame graph of the command path into docs/flame/NAME.svg.
+    #[arg(long, value_name = "NAME")]
+    pub flame: Option<String>,
 }
 
 /// One HTTP row of the table.
-pub struct Row {
+pub(crate) struct Row {
     pub backend: &'static str,
     pub streams: u64,
     pub clients: u64,
@@ -77,30 +95,27 @@ pub struct Row {
 /// Every measure besides the HTTP rows, in the order measured, and the ratios the
 /// chart shows.
 #[derive(Default)]
-pub struct Report {
+pub(crate) struct Report {
     pub measures: Vec<(String, String)>,
     /// (label, measured, target): the ratios the issue sets targets for.
     pub ratios: Vec<(String, f64, f64)>,
 }
 
 impl Report {
-    pub fn add(&mut self, key: impl Into<String>, value: impl Into<String>) {
+    pub(crate) fn add(&mut self, key: impl Into<String>, value: impl Into<String>) {
         let (key, value) = (key.into(), value.into());
         println!("==> {key}: {value}");
         self.measures.push((key, value));
     }
 }
 
-pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    if args.iter().any(|a| a == "--flame") {
-        return flame::run(root, args);
+pub(crate) fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
+    if let Some(name) = &args.flame {
+        return flame::run(root, name, args.commands, args.database.as_deref());
     }
-    if args.iter().any(|a| a == "--clients") {
-        let clients = arg(args, "--clients", 64)?;
-        let commands = arg(args, "--commands", 20_000)?;
-        let streams = arg(args, "--streams", 1000)?;
-        let database = database_arg(args);
-        let server = ReleaseServer::start(root, "bench-data", database.as_deref())?;
+    if let Some(clients) = args.clients {
+        let (commands, streams) = (args.commands, args.streams);
+        let server = ReleaseServer::start(root, "bench-data", args.database.as_deref())?;
         let token = prepare(root, &server.base, streams)?;
         let load = drive(
             &server.base,
@@ -140,26 +155,16 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let quick = args.iter().any(|a| a == "--quick");
-    let full = args.iter().any(|a| a == "--full");
+    let (quick, full) = (args.quick, args.full);
     let started = std::time::Instant::now();
     server::build(root)?;
     // `--only a,b`: just those parts (`rows`, `plugins`, `catch-up`, `cold`, `tenants`),
     // to measure one change quickly; the chart is drawn only for a whole run.
-    let only: Option<Vec<String>> = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1))
-        .map(|list| list.split(',').map(str::to_owned).collect());
+    let only = &args.only;
     let wanted = |part: &str| only.as_ref().is_none_or(|o| o.iter().any(|p| p == part));
     let mut report = Report::default();
     let rows = if wanted("rows") {
-        let backend = args
-            .iter()
-            .position(|a| a == "--backend")
-            .and_then(|i| args.get(i + 1))
-            .map(String::as_str);
-        http_rows(root, quick, full, backend, &mut report)?
+        http_rows(root, quick, full, args.backend.as_deref(), &mut report)?
     } else {
         Vec::new()
     };
@@ -315,7 +320,7 @@ fn storage_limit(
 
 /// Runs `host/benches/NAME.rs` in release with `args`; the `key=value` fields of the
 /// line it prints that starts with its name.
-pub fn cargo_bench(
+pub(crate) fn cargo_bench(
     root: &Path,
     name: &str,
     args: &[String],
@@ -356,12 +361,12 @@ pub fn cargo_bench(
 }
 
 /// The `p` quantile of sorted latencies, in milliseconds.
-pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+pub(crate) fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)].as_secs_f64() * 1000.0
 }
 
 /// The head of a results table: the columns and the backend row.
-pub fn print_table_head(on_postgres: bool) {
+pub(crate) fn print_table_head(on_postgres: bool) {
     println!();
     println!("| measure | value |");
     println!("|---|---|");
@@ -371,7 +376,7 @@ pub fn print_table_head(on_postgres: bool) {
 
 /// A neighbour's latencies (each sorted) idle, during some load and idle again, and
 /// its p99 during the load over the larger idle p99 (the idle figure itself varies).
-pub fn print_neighbour(idle: &[Duration], during: &[Duration], again: &[Duration]) {
+pub(crate) fn print_neighbour(idle: &[Duration], during: &[Duration], again: &[Duration]) {
     for (what, l) in [("idle", idle), ("during", during), ("idle again", again)] {
         println!(
             "| neighbour {what} p50 / p99 | {:.2} / {:.2} ms ({} commands) |",

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::{Report, cargo_bench};
 
-pub fn run(root: &Path, quick: bool, report: &mut Report) -> anyhow::Result<()> {
+pub(super) fn run(root: &Path, quick: bool, report: &mut Report) -> anyhow::Result<()> {
     let (calls, compiles) = if quick { (5_000, 2) } else { (20_000, 5) };
     let wasm = root.join("target/plugins/account.wasm");
     let cairn = super::server::binary(root);

@@ -15,7 +15,7 @@ use super::{ReleaseServer, Report};
 
 /// Profiles the server while `commands` deposits run at 64 clients and adds the share
 /// to `report`; says so and carries on when `perf` cannot run here.
-pub fn wasm_share(
+pub(super) fn wasm_share(
     root: &Path,
     server: &ReleaseServer,
     token: &str,

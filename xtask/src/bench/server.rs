@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 /// A release server on a data directory under `target/`, killed when dropped.
-pub struct ReleaseServer {
+pub(crate) struct ReleaseServer {
     child: std::process::Child,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
@@ -16,12 +16,16 @@ pub struct ReleaseServer {
 impl ReleaseServer {
     /// Builds the plugins and the server in release, then starts it with the operator
     /// token `bench` (on `database`, else on SQLite in the data directory).
-    pub fn start(root: &Path, data: &str, database: Option<&str>) -> anyhow::Result<ReleaseServer> {
+    pub(crate) fn start(
+        root: &Path,
+        data: &str,
+        database: Option<&str>,
+    ) -> anyhow::Result<ReleaseServer> {
         ReleaseServer::start_with(root, data, database, &[])
     }
 
     /// The same, with extra `cairn serve` arguments, on a fresh data directory.
-    pub fn start_with(
+    pub(crate) fn start_with(
         root: &Path,
         data: &str,
         database: Option<&str>,
@@ -35,7 +39,7 @@ impl ReleaseServer {
     /// Starts the release server already built on the data directory as it is (a
     /// restart), with the time from the start of the process to its first `/readyz`
     /// answered 200.
-    pub fn open(
+    pub(crate) fn open(
         root: &Path,
         data: &str,
         database: Option<&str>,
@@ -80,7 +84,7 @@ impl ReleaseServer {
     }
 
     /// The server's process id (for its RSS and CPU in `/proc`).
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 }
@@ -94,7 +98,7 @@ impl Drop for ReleaseServer {
 
 /// The server binary: `CAIRN_BENCH_SERVER` if set (to compare two builds of the
 /// server, each run against its own), else the release build.
-pub fn binary(root: &Path) -> std::path::PathBuf {
+pub(crate) fn binary(root: &Path) -> std::path::PathBuf {
     std::env::var_os("CAIRN_BENCH_SERVER")
         .map_or_else(|| root.join("target/release/cairn"), Into::into)
 }
@@ -102,7 +106,7 @@ pub fn binary(root: &Path) -> std::path::PathBuf {
 /// Builds the plugins and the server in release (the server unless
 /// `CAIRN_BENCH_SERVER` names one; neither when `CAIRN_BENCH_NO_BUILD` is set, to
 /// compare two builds of a plugin placed in `target/plugins` by hand).
-pub fn build(root: &Path) -> anyhow::Result<()> {
+pub(crate) fn build(root: &Path) -> anyhow::Result<()> {
     if std::env::var_os("CAIRN_BENCH_NO_BUILD").is_some() {
         println!("==> CAIRN_BENCH_NO_BUILD: the plugins and the server as they are");
         return Ok(());
@@ -131,7 +135,7 @@ pub fn build(root: &Path) -> anyhow::Result<()> {
 }
 
 /// Resident memory of a process, in KiB.
-pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status
         .lines()
@@ -145,7 +149,7 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 }
 
 /// User and system CPU of a process so far, in clock ticks.
-pub fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let rest = &stat[stat.rfind(')').context("stat")? + 2..];
@@ -154,11 +158,11 @@ pub fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
 }
 
 /// CPU seconds a process has used so far.
-pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok(cpu_ticks(pid)? as f64 / ticks_per_second())
 }
 
-pub fn ticks_per_second() -> f64 {
+pub(crate) fn ticks_per_second() -> f64 {
     // SAFETY: sysconf reads a constant.
     unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
 }

@@ -18,12 +18,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use reqwest::blocking::Client;
 use sha2::Digest;
+use wasm_variant::with_custom_section;
 
 use super::server::rss_kib;
 use super::{ReleaseServer, Report};
 use crate::bench_long::{counter, create_tenant};
 
-pub fn run(root: &Path, quick: bool, report: &mut Report) -> anyhow::Result<()> {
+pub(super) fn run(root: &Path, quick: bool, report: &mut Report) -> anyhow::Result<()> {
     let tenants: u64 = 1000;
     let seed = quick;
     let data = "bench-tenants";
@@ -43,7 +44,11 @@ pub fn run(root: &Path, quick: bool, report: &mut Report) -> anyhow::Result<()> 
     let put = |i: u64, token: &str| -> anyhow::Result<()> {
         http.put(format!("{base}/t/tenant-{i}/plugins/account"))
             .bearer_auth(token)
-            .body(with_custom_section(&wasm, &format!("tenant-{i}")))
+            .body(with_custom_section(
+                &wasm,
+                "cairn-bench",
+                format!("tenant-{i}").as_bytes(),
+            ))
             .send()?
             .error_for_status()?;
         Ok(())
@@ -58,7 +63,8 @@ pub fn run(root: &Path, quick: bool, report: &mut Report) -> anyhow::Result<()> 
         let name = first.file_name().and_then(|n| n.to_str()).context("name")?;
         let tag = name.split_once('-').context("artifact name")?.1;
         for i in 1..tenants {
-            let variant = with_custom_section(&wasm, &format!("tenant-{i}"));
+            let variant =
+                with_custom_section(&wasm, "cairn-bench", format!("tenant-{i}").as_bytes());
             let hex: String = sha2::Sha256::digest(&variant)
                 .iter()
                 .map(|b| format!("{b:02x}"))
@@ -156,30 +162,4 @@ pub fn run(root: &Path, quick: bool, report: &mut Report) -> anyhow::Result<()> 
         format!("{:.1} ms mean", commanded * 1e3 / tenants as f64 * 4.0),
     );
     Ok(())
-}
-
-/// The component with a custom section `cairn-bench` holding `tag` appended: other
-/// bytes, so another digest, and the same code (as `host/benches/plugin_costs.rs`).
-fn with_custom_section(wasm: &[u8], tag: &str) -> Vec<u8> {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let name = b"cairn-bench";
-    let mut body = Vec::new();
-    leb(name.len(), &mut body);
-    body.extend_from_slice(name);
-    body.extend_from_slice(tag.as_bytes());
-    let mut out = wasm.to_vec();
-    out.push(0);
-    leb(body.len(), &mut out);
-    out.extend_from_slice(&body);
-    out
 }

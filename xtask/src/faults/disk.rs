@@ -72,7 +72,7 @@ fn ready(http: &Client, base: &str) -> bool {
         .is_ok_and(|r| r.status().is_success())
 }
 
-pub fn run(root: &Path, binary: &Path, timing: Timing) -> anyhow::Result<Outcome> {
+pub(super) fn run(root: &Path, binary: &Path, timing: Timing) -> anyhow::Result<Outcome> {
     let mut outcome = Outcome::new("disk full (sqlite)");
     let disk = SmallDisk::mount(
         root.join("target")

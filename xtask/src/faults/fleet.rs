@@ -18,12 +18,12 @@ use crate::campaign::{Ledger, Target, statuses_line, verify};
 use crate::chaos::Server;
 
 /// Leases last this long (`host/src/fleet/leases.rs`, `LEASE_FOR`).
-pub const LEASE: Duration = Duration::from_secs(5);
+pub(super) const LEASE: Duration = Duration::from_secs(5);
 /// The host whose database path goes through the proxy.
-pub const PROXIED: usize = 2;
+pub(super) const PROXIED: usize = 2;
 const WRITERS_PER_HOST: usize = 2;
 
-pub struct Fleet {
+pub(super) struct Fleet {
     pub hosts: Vec<Server>,
     pub proxy: Proxy,
     pub database: String,
@@ -36,7 +36,7 @@ pub struct Fleet {
 }
 
 /// What a fault reports to the scenario around it.
-pub struct Fault {
+pub(super) struct Fault {
     /// The host it hit (its rate is left out of the others'), or every host.
     pub host: Option<usize>,
     /// When it began and ended (the others' rate is measured in between).
@@ -73,7 +73,7 @@ fn psql(sql: &str) -> anyhow::Result<String> {
 }
 
 impl Fleet {
-    pub fn start(root: &Path, binary: &Path, timing: Timing) -> anyhow::Result<Fleet> {
+    pub(super) fn start(root: &Path, binary: &Path, timing: Timing) -> anyhow::Result<Fleet> {
         let url = crate::chaos::fresh_postgres_database("faults")?;
         let database = url.rsplit('/').next().context("database")?.to_owned();
         let proxy = Proxy::start("127.0.0.1:5432")?;
@@ -153,7 +153,7 @@ impl Fleet {
     }
 
     /// The host running balances' active build, asked through host `via`.
-    pub fn lease_holder(&self, via: usize) -> anyhow::Result<Option<usize>> {
+    pub(super) fn lease_holder(&self, via: usize) -> anyhow::Result<Option<usize>> {
         let view = self.projection(via)?;
         let host = view["versions"]
             .as_array()
@@ -167,7 +167,7 @@ impl Fleet {
     }
 
     /// A host holding no lease (`GET /admin/hosts`), preferably not the proxied one.
-    pub fn idle_host(&self) -> anyhow::Result<usize> {
+    pub(super) fn idle_host(&self) -> anyhow::Result<usize> {
         let view: Value = self
             .http
             .get(format!("{}/admin/hosts", self.hosts[0].base))
@@ -201,7 +201,7 @@ impl Fleet {
     }
 
     /// `pg_terminate_backend` of every backend of `host`; how many.
-    pub fn terminate(&self, host: usize) -> anyhow::Result<u64> {
+    pub(super) fn terminate(&self, host: usize) -> anyhow::Result<u64> {
         let ended = psql(&format!(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
              WHERE application_name = '{}'",
@@ -212,7 +212,7 @@ impl Fleet {
 
     /// Writers on every host; `fault` injected after a steady window; then the
     /// faulted hosts' recovery, the log's check and the verdict.
-    pub fn scenario(
+    pub(super) fn scenario(
         &mut self,
         name: &'static str,
         label: &str,
@@ -361,7 +361,7 @@ impl Drop for Fleet {
     }
 }
 
-pub fn wait_ready(http: &Client, base: &str) -> anyhow::Result<()> {
+pub(super) fn wait_ready(http: &Client, base: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(60) {
         if http

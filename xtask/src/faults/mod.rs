@@ -44,14 +44,14 @@ const TENANT: &str = "faults";
 
 /// How long the faults last.
 #[derive(Clone, Copy)]
-pub struct Timing {
+pub(crate) struct Timing {
     pub quick: bool,
     /// The steady writing measured before a fault, and the fault's usual length.
     pub window: Duration,
 }
 
 /// One scenario's line of the final table.
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub name: &'static str,
     /// What was measured, as `(what, value)` pairs.
     pub measures: Vec<(String, String)>,
@@ -100,14 +100,14 @@ impl Outcome {
 }
 
 /// Writer threads, stopped and joined together.
-pub struct Writers {
+pub(crate) struct Writers {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Writers {
     /// `per_target` writers on each target, named after `label` (unique per start).
-    pub fn start(
+    pub(crate) fn start(
         label: &str,
         targets: &[Target],
         per_target: usize,
@@ -128,7 +128,7 @@ impl Writers {
     }
 
     /// Stops them and waits; the first writer's error, if any.
-    pub fn stop(self) -> anyhow::Result<()> {
+    pub(crate) fn stop(self) -> anyhow::Result<()> {
         self.stop.store(true, Ordering::Relaxed);
         let mut first = Ok(());
         for thread in self.threads {
@@ -145,10 +145,23 @@ fn seconds(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
 
-pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    let quick = args.iter().any(|a| a == "--quick");
-    let release = args.iter().any(|a| a == "--release");
-    let window = crate::bench::arg(args, "--seconds", if quick { 5 } else { 10 })?;
+/// `cargo xtask faults`'s arguments.
+#[derive(clap::Args, Debug, Default)]
+pub(crate) struct Args {
+    /// The reduced form CI runs (no PostgreSQL restart).
+    #[arg(long)]
+    pub quick: bool,
+    /// Release servers (else debug).
+    #[arg(long)]
+    pub release: bool,
+    /// Seconds each fault lasts (default 10, or 5 with --quick; at least 2).
+    #[arg(long, value_name = "S")]
+    pub seconds: Option<u64>,
+}
+
+pub(crate) fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
+    let (quick, release) = (args.quick, args.release);
+    let window = args.seconds.unwrap_or(if quick { 5 } else { 10 });
     let timing = Timing {
         quick,
         window: Duration::from_secs(window.max(2)),

@@ -11,13 +11,13 @@ use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Mode {
+pub(super) enum Mode {
     Forward = 0,
     Frozen = 1,
     Cut = 2,
 }
 
-pub struct Proxy {
+pub(super) struct Proxy {
     /// Where clients connect (on 127.0.0.1).
     pub port: u16,
     mode: Arc<AtomicU8>,
@@ -27,7 +27,7 @@ pub struct Proxy {
 
 impl Proxy {
     /// Listens on a free loopback port and forwards to `upstream` (`host:port`).
-    pub fn start(upstream: &str) -> anyhow::Result<Proxy> {
+    pub(super) fn start(upstream: &str) -> anyhow::Result<Proxy> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         let mode = Arc::new(AtomicU8::new(Mode::Forward as u8));
@@ -65,7 +65,7 @@ impl Proxy {
         Ok(Proxy { port, mode, open })
     }
 
-    pub fn set(&self, mode: Mode) {
+    pub(super) fn set(&self, mode: Mode) {
         self.mode.store(mode as u8, Ordering::Relaxed);
         if mode == Mode::Cut {
             for stream in self.open.lock().expect("proxy").drain(..) {

@@ -24,7 +24,7 @@ fn fault(host: Option<usize>, from: Instant, to: Instant) -> Fault {
     }
 }
 
-pub fn run(root: &Path, binary: &Path, timing: Timing) -> anyhow::Result<Vec<Outcome>> {
+pub(super) fn run(root: &Path, binary: &Path, timing: Timing) -> anyhow::Result<Vec<Outcome>> {
     let mut fleet = Fleet::start(root, binary, timing)?;
     println!(
         "==> three hosts on {} (host-{PROXIED} through a proxy)",
