@@ -102,6 +102,17 @@ pub struct Usage {
     pub quota_refused: AtomicU64,
     /// Uploads refused as unusable (`invalid_plugin`: shape, compile, link, world).
     pub uploads_refused: AtomicU64,
+    /// Compile CPU of the tenant's uploads, and its hourly budget (`compile_budget.rs`).
+    pub compile: crate::compile_budget::CompileBudget,
+    /// The tenant's requests in flight and its request rate (`admission.rs`): here,
+    /// not in the gate, so that they outlive a gate made again.
+    pub admission: crate::admission::Admission,
+    /// Requests made with the tenant's token, refused ones included (`admission.rs`).
+    pub requests: AtomicU64,
+    /// Requests refused past `requests_per_second`.
+    pub requests_rate_limited: AtomicU64,
+    /// Requests refused past `max_concurrent_requests` or `max_concurrent_imports`.
+    pub requests_busy: AtomicU64,
     /// Command latency, from admission to the answer (`/metrics`).
     pub command_latency: Histogram,
     /// Plugin call latency by plugin name and call (`decide`, `evolve`, `handle`). A
@@ -128,6 +139,16 @@ pub struct UsageView {
     pub quota_refused: u64,
     /// Uploads refused as unusable since the server started.
     pub uploads_refused: u64,
+    /// CPU time of compiling the tenant's uploads since the server started.
+    pub compile_cpu_ms: u64,
+    /// Uploads refused because `compile_cpu_ms_per_hour` was spent.
+    pub compiles_refused: u64,
+    /// Requests made with the tenant's token since the server started.
+    pub requests: u64,
+    /// Of them, refused past `requests_per_second`.
+    pub requests_rate_limited: u64,
+    /// Of them, refused past `max_concurrent_requests` or `max_concurrent_imports`.
+    pub requests_busy: u64,
 }
 
 impl Usage {
@@ -180,6 +201,11 @@ impl Usage {
             rate_limited: self.rate_limited.load(Relaxed),
             quota_refused: self.quota_refused.load(Relaxed),
             uploads_refused: self.uploads_refused.load(Relaxed),
+            compile_cpu_ms: self.compile.cpu_ms.load(Relaxed),
+            compiles_refused: self.compile.refused.load(Relaxed),
+            requests: self.requests.load(Relaxed),
+            requests_rate_limited: self.requests_rate_limited.load(Relaxed),
+            requests_busy: self.requests_busy.load(Relaxed),
         }
     }
 
@@ -243,6 +269,14 @@ impl TenantGate {
             usage,
             logs,
         }
+    }
+
+    /// Admits one request made with this tenant's token (see `admission.rs`).
+    pub fn admit_request(
+        &self,
+        kind: crate::admission::RequestKind,
+    ) -> Result<crate::admission::Admitted, crate::admission::Refused> {
+        self.usage.admission.admit(kind, &self.limits, &self.usage)
     }
 
     /// This tenant's turn to compile an upload (see `compiles`).

@@ -3,10 +3,12 @@
 //!
 //! See ARCHITECTURE.md at the repository root for the code map and invariants.
 
+pub mod admission;
 pub mod api;
 pub mod app;
 pub mod appender;
 pub mod commands;
+pub mod compile_budget;
 pub mod error;
 pub mod fleet;
 pub mod gate;
