@@ -10,6 +10,7 @@ pub mod appender;
 pub mod commands;
 pub mod compile_budget;
 pub mod error;
+pub mod fair_batch;
 pub mod fleet;
 pub mod gate;
 pub mod limits;
