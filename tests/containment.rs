@@ -570,16 +570,16 @@ async fn a_tenants_slow_requests_hold_only_its_share_of_connections() {
     use tokio::io::AsyncWriteExt;
     let server = Server::start().await;
     let noisy = server
-        .create_tenant_with(
-            "noisy",
-            json!({"max_concurrent_requests": 3, "max_concurrent_imports": 2}),
-        )
+        .create_tenant_with("noisy", json!({"max_concurrent_requests": 3}))
+        .await;
+    let importer = server
+        .create_tenant_with("importer", json!({"max_concurrent_imports": 1}))
         .await;
     let good = server.create_tenant("good").await;
     let address = server.base.strip_prefix("http://").unwrap().to_owned();
     // A request whose head arrives and whose body never finishes.
-    let drip = |path: &'static str| {
-        let (address, token) = (address.clone(), noisy.clone());
+    let drip = |path: &'static str, token: &str| {
+        let (address, token) = (address.clone(), token.to_owned());
         async move {
             let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
             let head = format!(
@@ -590,13 +590,14 @@ async fn a_tenants_slow_requests_hold_only_its_share_of_connections() {
             socket
         }
     };
-    let first = drip("/t/noisy/import").await;
-    let second = drip("/t/noisy/import").await;
-    // Until both are admitted, a third may come too early to be refused.
-    let third_import =
-        refused_naming(&server, &noisy, "/t/noisy/import", "max_concurrent_imports").await;
-    assert!(third_import, "a third import was not refused");
-    let append = drip("/t/noisy/streams/s-1").await;
+    let held = vec![
+        drip("/t/noisy/import", &noisy).await,
+        drip("/t/noisy/streams/s-1", &noisy).await,
+        drip("/t/noisy/streams/s-2", &noisy).await,
+    ];
+    // Each drip admitted before anything else is asked (a request sent meanwhile could
+    // take a place first).
+    admitted(&server, "noisy", 3).await;
     let busy = refused_naming(
         &server,
         &noisy,
@@ -606,7 +607,19 @@ async fn a_tenants_slow_requests_hold_only_its_share_of_connections() {
     .await;
     assert!(busy, "a fourth request was not refused");
     expect(server.get("/t/good/plugins", &good).await, StatusCode::OK).await;
-    drop((first, second, append));
+    // Imports have a bound of their own, below the requests'.
+    let import = drip("/t/importer/import", &importer).await;
+    admitted(&server, "importer", 1).await;
+    let refused = refused_naming(
+        &server,
+        &importer,
+        "/t/importer/import",
+        "max_concurrent_imports",
+    )
+    .await;
+    assert!(refused, "a second import was not refused");
+    drop(held);
+    drop(import);
     let mut served = false;
     for _ in 0..100 {
         if server.get("/t/noisy/plugins", &noisy).await.status() == StatusCode::OK {
@@ -617,7 +630,20 @@ async fn a_tenants_slow_requests_hold_only_its_share_of_connections() {
     }
     assert!(served, "the places did not come back when the clients went");
     let usage = usage(&server, "noisy").await;
-    assert!(usage["requests_busy"].as_u64().unwrap() >= 2, "{usage}");
+    assert!(usage["requests_busy"].as_u64().unwrap() >= 1, "{usage}");
+}
+
+/// Waits until `tenant` has had `requests` requests admitted.
+async fn admitted(server: &Server, tenant: &str, requests: u64) {
+    for _ in 0..200 {
+        let usage = usage(server, tenant).await;
+        if usage["requests"] == requests {
+            assert_eq!(usage["requests_busy"], 0, "{usage}");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("{tenant}'s requests were not admitted");
 }
 
 /// Asks `path` (an import when it ends so) until it is refused 429 naming `limit`,
