@@ -72,8 +72,9 @@ const STORAGE_RECOUNT: std::time::Duration = std::time::Duration::from_secs(10);
 #[derive(Clone, Copy)]
 struct Counted {
     event_bytes: u64,
-    /// Documents, snapshots and plugins, as last read plus what was written since.
-    other_bytes: u64,
+    /// Documents, snapshots and plugins by kind, as last read plus what was written
+    /// since (its `events` and `event_bytes` unused).
+    others: StoredUsage,
     read_at: Instant,
     /// A recount is under way.
     recounting: bool,
@@ -81,7 +82,7 @@ struct Counted {
 
 impl Counted {
     fn total(&self) -> u64 {
-        self.event_bytes + self.other_bytes
+        self.event_bytes + self.others.total()
     }
 }
 
@@ -365,7 +366,9 @@ impl TenantGate {
         }
         match adding {
             Stored::Events(_) => now.event_bytes += bytes,
-            _ => now.other_bytes += bytes,
+            Stored::Documents(_) => now.others.document_bytes += bytes,
+            Stored::Snapshot(_) => now.others.snapshot_bytes += bytes,
+            Stored::Plugin(_) => now.others.plugin_bytes += bytes,
         }
         *counted = Some(now);
         Ok(())
@@ -385,7 +388,11 @@ impl TenantGate {
                 let usage = store.stored_usage(tenant).await?;
                 Counted {
                     event_bytes: usage.event_bytes,
-                    other_bytes: usage.total() - usage.event_bytes,
+                    others: StoredUsage {
+                        events: 0,
+                        event_bytes: 0,
+                        ..usage
+                    },
                     read_at: Instant::now(),
                     recounting: false,
                 }
@@ -409,6 +416,25 @@ impl TenantGate {
         Ok(self.count(&mut counted, store, tenant).await?.total())
     }
 
+    /// What the tenant stores, by kind, from the counts the quota keeps (no scan of the
+    /// log): the events are its log's head (positions are gap-free), their bytes as
+    /// counted on append; the rest as last recounted plus what was written since.
+    pub async fn stored_usage(
+        &self,
+        store: &Arc<dyn EventStore>,
+        tenant: &TenantId,
+    ) -> Result<StoredUsage, ApiError> {
+        let now = {
+            let mut counted = self.stored.lock().await;
+            self.count(&mut counted, store, tenant).await?
+        };
+        Ok(StoredUsage {
+            events: store.head(tenant).await?,
+            event_bytes: now.event_bytes,
+            ..now.others
+        })
+    }
+
     /// Reads the documents, snapshots and plugins again, off the caller's path.
     fn recount_in_background(&self, store: Arc<dyn EventStore>, tenant: TenantId) {
         let stored = self.stored.clone();
@@ -421,7 +447,7 @@ impl TenantGate {
             counted.recounting = false;
             match read {
                 Ok(usage) => {
-                    counted.other_bytes = usage.total();
+                    counted.others = usage;
                     counted.read_at = Instant::now();
                 }
                 Err(error) => tracing::warn!(%tenant, "could not count stored bytes: {error:#}"),
@@ -436,7 +462,17 @@ impl TenantGate {
                 Stored::Events(bytes) => {
                     counted.event_bytes = counted.event_bytes.saturating_sub(bytes)
                 }
-                other => counted.other_bytes = counted.other_bytes.saturating_sub(other.parts().0),
+                Stored::Documents(bytes) => {
+                    counted.others.document_bytes =
+                        counted.others.document_bytes.saturating_sub(bytes)
+                }
+                Stored::Snapshot(bytes) => {
+                    counted.others.snapshot_bytes =
+                        counted.others.snapshot_bytes.saturating_sub(bytes)
+                }
+                Stored::Plugin(bytes) => {
+                    counted.others.plugin_bytes = counted.others.plugin_bytes.saturating_sub(bytes)
+                }
             }
         }
     }
