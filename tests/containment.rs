@@ -677,43 +677,32 @@ async fn refused_naming(server: &Server, token: &str, path: &str, limit: &str) -
 /// as a value (a declarative element segment): its instances' state grows 32 bytes per
 /// function, past what the pool gives an instance once there are more than 32,768.
 fn component_with_escaping_functions(functions: u32) -> Vec<u8> {
-    fn leb(mut n: u32, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    fn section(id: u8, body: &[u8], out: &mut Vec<u8>) {
-        out.push(id);
-        leb(body.len() as u32, out);
-        out.extend_from_slice(body);
-    }
-    let mut module = b"\0asm\x01\0\0\0".to_vec();
-    section(1, &[1, 0x60, 0, 0], &mut module); // one type: [] -> []
-    let mut declared = Vec::new();
-    leb(functions, &mut declared);
-    declared.extend(std::iter::repeat_n(0u8, functions as usize));
-    section(3, &declared, &mut module);
-    let mut elements = vec![1, 3, 0]; // one declarative segment of function indices
-    leb(functions, &mut elements);
-    for index in 0..functions {
-        leb(index, &mut elements);
-    }
-    section(9, &elements, &mut module);
-    let mut code = Vec::new();
-    leb(functions, &mut code);
+    use wasm_encoder::{
+        CodeSection, ElementSection, Elements, Function, FunctionSection, Module, ModuleSection,
+        TypeSection,
+    };
+    let mut types = TypeSection::new();
+    types.ty().function([], []);
+    let mut declared = FunctionSection::new();
+    let mut code = CodeSection::new();
     for _ in 0..functions {
-        code.extend_from_slice(&[2, 0, 0x0b]); // no locals, end
+        declared.function(0);
+        let mut body = Function::new([]);
+        body.instructions().end();
+        code.function(&body);
     }
-    section(10, &code, &mut module);
-    let mut component = b"\0asm\x0d\0\x01\0".to_vec();
-    section(1, &module, &mut component); // a core module section
-    component
+    let indices: Vec<u32> = (0..functions).collect();
+    let mut elements = ElementSection::new();
+    elements.declared(Elements::Functions(indices.into()));
+    let mut module = Module::new();
+    module
+        .section(&types)
+        .section(&declared)
+        .section(&elements)
+        .section(&code);
+    let mut component = wasm_encoder::Component::new();
+    component.section(&ModuleSection(&module));
+    component.finish()
 }
 
 /// The value of one unlabelled series of `/metrics`.
