@@ -3,11 +3,14 @@
 //!
 //! See ARCHITECTURE.md at the repository root for the code map and invariants.
 
+pub mod admission;
 pub mod api;
 pub mod app;
 pub mod appender;
 pub mod commands;
+pub mod compile_budget;
 pub mod error;
+pub mod fair_batch;
 pub mod fleet;
 pub mod gate;
 pub mod limits;

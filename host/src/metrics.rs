@@ -113,7 +113,7 @@ pub fn render_usage(
             let _ = writeln!(out, "{name}{{tenant=\"{tenant}\"}} {value}");
         }
     }
-    let series: [UsageSeries; 8] = [
+    let series: [UsageSeries; 13] = [
         ("cairn_tenant_commands_total", "Commands per tenant.", |u| {
             u.commands.load(Relaxed)
         }),
@@ -151,6 +151,31 @@ pub fn render_usage(
             "cairn_tenant_uploads_refused_total",
             "Uploads refused as unusable (invalid_plugin) per tenant.",
             |u| u.uploads_refused.load(Relaxed),
+        ),
+        (
+            "cairn_tenant_compile_cpu_ms_total",
+            "CPU time of compiling a tenant's uploads, in milliseconds.",
+            |u| u.compile.cpu_ms.load(Relaxed),
+        ),
+        (
+            "cairn_tenant_compiles_refused_total",
+            "Uploads refused past the tenant's compile_cpu_ms_per_hour.",
+            |u| u.compile.refused.load(Relaxed),
+        ),
+        (
+            "cairn_tenant_requests_total",
+            "Requests made with a tenant's token, refused ones included.",
+            |u| u.requests.load(Relaxed),
+        ),
+        (
+            "cairn_tenant_requests_rate_limited_total",
+            "Requests refused past the tenant's requests_per_second.",
+            |u| u.requests_rate_limited.load(Relaxed),
+        ),
+        (
+            "cairn_tenant_requests_busy_total",
+            "Requests refused past the tenant's max_concurrent_requests or max_concurrent_imports.",
+            |u| u.requests_busy.load(Relaxed),
         ),
     ];
     for (name, help, read) in series {

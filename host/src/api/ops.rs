@@ -61,12 +61,16 @@ pub async fn metrics(operator: Option<Operator>, State(app): State<AppState>) ->
     }
     use std::sync::atomic::Ordering::Relaxed;
     text.push_str(&format!(
-        "# HELP cairn_components_compiled_total Components compiled by cranelift.\n\
+        "# HELP cairn_components_compiles_started_total Compiles begun (uploads past the shape check, not found in the artifact cache).\n\
+         # TYPE cairn_components_compiles_started_total counter\n\
+         cairn_components_compiles_started_total {}\n\
+         # HELP cairn_components_compiled_total Components compiled by cranelift.\n\
          # TYPE cairn_components_compiled_total counter\n\
          cairn_components_compiled_total {}\n\
          # HELP cairn_components_loaded_from_cache_total Components loaded from the artifact cache.\n\
          # TYPE cairn_components_loaded_from_cache_total counter\n\
          cairn_components_loaded_from_cache_total {}\n",
+        app.runtime.compiles_started.load(Relaxed),
         app.runtime.compiled.load(Relaxed),
         app.runtime.loaded_from_cache.load(Relaxed)
     ));
