@@ -41,6 +41,10 @@
 //!   path, `pg_terminate_backend`, kill -9, a PostgreSQL restart), each followed by the
 //!   log's check; the other hosts' rate during each fault and the recovery times.
 //!   Needs root.
+//! - `hostile [--backend sqlite|postgres|both] [--quick] [--only NAME] [--release]`: the
+//!   containment campaign of issue 29: each attack of its table against a running
+//!   server while a neighbour tenant works; the neighbour's p99 and throughput before
+//!   and during each, its failures, parked projections, RSS and the attacker's refusals
 
 mod bench;
 mod bench_fairness;
@@ -56,6 +60,7 @@ mod demo;
 mod faults;
 mod fleet;
 mod fuzz_api;
+mod hostile;
 mod hot_swap;
 mod neighbour;
 mod polyglot;
@@ -86,9 +91,10 @@ fn main() {
         Some("fuzz-api") => fuzz_api::run(&root, rest),
         Some("fleet") => fleet::run(&root, rest),
         Some("faults") => faults::run(&root, rest),
+        Some("hostile") => hostile::run_args(&root, rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask <build-plugins [--polyglot] | build-python DIR [--world W] [--out FILE] | build-js ENTRY.js [--world W] [--out FILE] | test-polyglot | bench-polyglot [--database URL] | demo [--no-wait] | hot-swap | upcasting | ci | bench [--quick] [--full] | bench --clients N [--commands M] [--streams S] [--database URL] | bench-verify [--streams S] [--events E] [--database URL] | bench-fairness [--clients N] [--seconds S] [--database URL] | bench-long [--events E] [--database URL] | bench-subscribers [--writers N] [--commands M] [--idle I] [--database URL] | chaos [--postgres | --database URL] [--seconds S] [--writers N] [--quick] [--release] | fuzz-api [--postgres | --database URL] [--examples N] [--seconds S] | fleet [--events N] [--debug] | faults [--quick] [--release] [--seconds S]>"
+                "usage: cargo xtask <build-plugins [--polyglot] | build-python DIR [--world W] [--out FILE] | build-js ENTRY.js [--world W] [--out FILE] | test-polyglot | bench-polyglot [--database URL] | demo [--no-wait] | hot-swap | upcasting | ci | bench [--quick] [--full] | bench --clients N [--commands M] [--streams S] [--database URL] | bench-verify [--streams S] [--events E] [--database URL] | bench-fairness [--clients N] [--seconds S] [--database URL] | bench-long [--events E] [--database URL] | bench-subscribers [--writers N] [--commands M] [--idle I] [--database URL] | chaos [--postgres | --database URL] [--seconds S] [--writers N] [--quick] [--release] | fuzz-api [--postgres | --database URL] [--examples N] [--seconds S] | fleet [--events N] [--debug] | faults [--quick] [--release] [--seconds S] | hostile [--backend sqlite|postgres|both] [--quick] [--only NAME] [--release]>"
             );
             std::process::exit(2);
         }
