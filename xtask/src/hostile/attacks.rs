@@ -12,14 +12,15 @@ use std::time::{Duration, Instant};
 use reqwest::blocking::{Body, Client};
 use serde_json::{Value, json};
 
-use super::component::{many_functions, with_nonce};
+use super::component::{four_memories, many_functions, with_nonce};
 use super::{Crew, Ctx, NEIGHBOUR, Timing};
 
 /// Every attack's name, in the table's order (`--only NAME`).
-pub const NAMES: [&str; 9] = [
+pub const NAMES: [&str; 10] = [
     "import-tiny",
     "import-big",
     "uploads",
+    "memories",
     "memory",
     "upcaster",
     "verify",
@@ -61,6 +62,15 @@ pub fn all(timing: Timing) -> Vec<Box<dyn Attack>> {
         Box::new(Uploads {
             functions: timing.pick(20_000, 60_000),
             ..Uploads::default()
+        }),
+        Box::new(Calls {
+            name: "memories",
+            command: "Deposit",
+            clients: timing.pick(6, 16),
+            what: "each instance's start function touches 4 memories of 15 MiB (60 of \
+                   the tenant's 64 MiB)",
+            plugin: Some(|ctx| four_memories(&ctx.root, 240)),
+            ..Calls::default()
         }),
         Box::new(Calls {
             name: "memory",
@@ -372,7 +382,7 @@ struct Calls {
     command: &'static str,
     clients: usize,
     /// The plugin the commands go to, uploaded as `h`; `None`: a missing one.
-    plugin: Option<&'static str>,
+    plugin: Option<fn(&Ctx) -> anyhow::Result<Vec<u8>>>,
     token: String,
 }
 
@@ -383,7 +393,7 @@ impl Default for Calls {
             what: "",
             command: "",
             clients: 1,
-            plugin: Some("aggregate"),
+            plugin: Some(|ctx| ctx.component("hostile", "aggregate")),
             token: String::new(),
         }
     }
@@ -402,16 +412,10 @@ impl Attack for Calls {
     fn prepare(&mut self, ctx: &Ctx) -> anyhow::Result<()> {
         self.token = ctx.tenant(&self.tenant())?;
         if let Some(plugin) = self.plugin {
-            let (status, _) = ctx.upload(
-                &ctx.http,
-                &self.tenant(),
-                &self.token,
-                "h",
-                ctx.component("hostile", plugin)?,
-            );
+            let (status, _) = ctx.upload(&ctx.http, &self.tenant(), &self.token, "h", plugin(ctx)?);
             anyhow::ensure!(
                 status == 201,
-                "uploading the hostile {plugin} answered {status}"
+                "uploading the attack's plugin answered {status}"
             );
         }
         Ok(())
