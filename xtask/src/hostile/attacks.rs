@@ -374,6 +374,9 @@ impl Attack for Uploads {
     }
 }
 
+/// How an attack gets the component it uploads.
+type Component = fn(&Ctx) -> anyhow::Result<Vec<u8>>;
+
 /// (4, 7, 8) Commands from many clients at once: to the hostile aggregate (`Bomb`,
 /// `Loop`) or to a plugin that does not exist.
 struct Calls {
@@ -382,7 +385,7 @@ struct Calls {
     command: &'static str,
     clients: usize,
     /// The plugin the commands go to, uploaded as `h`; `None`: a missing one.
-    plugin: Option<fn(&Ctx) -> anyhow::Result<Vec<u8>>>,
+    plugin: Option<Component>,
     token: String,
 }
 
