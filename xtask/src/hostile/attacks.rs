@@ -1,4 +1,5 @@
-//! The attacks of issue 29's table, each played by a tenant of its own (`evil-NAME`,
+//! The attacks of issue 29's table (its two memory rows as `memories` and `memory`),
+//! each played by a tenant of its own (`evil-NAME`,
 //! so its usage counters are its alone): what it prepares outside the measured
 //! windows (plugins, history), the threads it runs during its window, and what it
 //! notes afterwards.
@@ -377,8 +378,9 @@ impl Attack for Uploads {
 /// How an attack gets the component it uploads.
 type Component = fn(&Ctx) -> anyhow::Result<Vec<u8>>;
 
-/// (4, 7, 8) Commands from many clients at once: to the hostile aggregate (`Bomb`,
-/// `Loop`) or to a plugin that does not exist.
+/// (`memories`, `memory`, `loops`, `missing-plugin`) Commands from many clients at
+/// once: to the four-memory aggregate, to the hostile aggregate (`Bomb`, `Loop`), or
+/// to a plugin that does not exist.
 struct Calls {
     name: &'static str,
     what: &'static str,

@@ -35,9 +35,9 @@ const NEIGHBOUR: &str = "neighbour";
 /// The server's resident memory may never pass this, whatever the attack.
 const RSS_LIMIT_KIB: u64 = 2 << 20;
 
-/// `cargo xtask hostile`'s flags.
-#[derive(clap::Args, Debug, Clone)]
-pub struct HostileArgs {
+/// `cargo xtask hostile`'s arguments.
+#[derive(clap::Args, Debug, Default)]
+pub struct Args {
     /// Which store the server runs on.
     #[arg(long, value_enum, default_value_t = Backend::Both)]
     pub backend: Backend,
@@ -52,20 +52,22 @@ pub struct HostileArgs {
     pub release: bool,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
     Postgres,
+    #[default]
     Both,
 }
 
-/// Parses `cargo xtask hostile`'s arguments, then runs it.
+/// Parses `cargo xtask hostile`'s arguments, then runs it (until `main.rs` parses
+/// every subcommand's `Args` with clap itself).
 pub fn run_args(root: &Path, args: &[String]) -> anyhow::Result<()> {
     #[derive(clap::Parser)]
     #[command(name = "cargo xtask hostile")]
     struct Cli {
         #[command(flatten)]
-        args: HostileArgs,
+        args: Args,
     }
     let cli = <Cli as clap::Parser>::try_parse_from(
         std::iter::once("cargo xtask hostile".to_owned()).chain(args.iter().cloned()),
@@ -118,7 +120,7 @@ impl Timing {
     }
 }
 
-pub fn run(root: &Path, args: &HostileArgs) -> anyhow::Result<()> {
+pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
     if let Some(only) = &args.only
         && !attacks::NAMES.contains(&only.as_str())
