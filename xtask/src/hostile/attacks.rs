@@ -1,4 +1,4 @@
-//! The attacks of issue 29's table (its two memory rows as `memories` and `memory`),
+//! The attacks of issue 29's table (its two memory rows as `start-memory` and `memory`),
 //! each played by a tenant of its own (`evil-NAME`,
 //! so its usage counters are its alone): what it prepares outside the measured
 //! windows (plugins, history), the threads it runs during its window, and what it
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use reqwest::blocking::{Body, Client};
 use serde_json::{Value, json};
 
-use super::component::{four_memories, many_functions, with_nonce};
+use super::component::{many_functions, memory_touched_at_start, with_nonce};
 use super::{Crew, Ctx, NEIGHBOUR, Timing};
 
 /// Every attack's name, in the table's order (`--only NAME`).
@@ -21,7 +21,7 @@ pub const NAMES: [&str; 10] = [
     "import-tiny",
     "import-big",
     "uploads",
-    "memories",
+    "start-memory",
     "memory",
     "upcaster",
     "verify",
@@ -65,12 +65,12 @@ pub fn all(timing: Timing) -> Vec<Box<dyn Attack>> {
             ..Uploads::default()
         }),
         Box::new(Calls {
-            name: "memories",
+            name: "start-memory",
             command: "Deposit",
             clients: timing.pick(6, 16),
-            what: "each instance's start function touches 4 memories of 15 MiB (60 of \
-                   the tenant's 64 MiB)",
-            plugin: Some(|ctx| four_memories(&ctx.root, 240)),
+            what: "each instance's start function touches 60 MiB of memory (the \
+                   tenant's limit is 64 MiB)",
+            plugin: Some(|ctx| memory_touched_at_start(&ctx.root, 960)),
             ..Calls::default()
         }),
         Box::new(Calls {
@@ -378,8 +378,8 @@ impl Attack for Uploads {
 /// How an attack gets the component it uploads.
 type Component = fn(&Ctx) -> anyhow::Result<Vec<u8>>;
 
-/// (`memories`, `memory`, `loops`, `missing-plugin`) Commands from many clients at
-/// once: to the four-memory aggregate, to the hostile aggregate (`Bomb`, `Loop`), or
+/// (`start-memory`, `memory`, `loops`, `missing-plugin`) Commands from many clients
+/// at once: to the aggregate whose start function touches its memory, to the hostile aggregate (`Bomb`, `Loop`), or
 /// to a plugin that does not exist.
 struct Calls {
     name: &'static str,
@@ -417,10 +417,11 @@ impl Attack for Calls {
     fn prepare(&mut self, ctx: &Ctx) -> anyhow::Result<()> {
         self.token = ctx.tenant(&self.tenant())?;
         if let Some(plugin) = self.plugin {
-            let (status, _) = ctx.upload(&ctx.http, &self.tenant(), &self.token, "h", plugin(ctx)?);
+            let (status, _, body) =
+                ctx.upload_answer(&ctx.http, &self.tenant(), &self.token, "h", plugin(ctx)?);
             anyhow::ensure!(
                 status == 201,
-                "uploading the attack's plugin answered {status}"
+                "uploading the attack's plugin answered {status}: {body}"
             );
         }
         Ok(())

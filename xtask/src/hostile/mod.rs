@@ -480,15 +480,31 @@ impl Ctx {
         name: &str,
         bytes: Vec<u8>,
     ) -> (u16, Duration) {
+        let (status, took, _) = self.upload_answer(http, tenant, token, name, bytes);
+        (status, took)
+    }
+
+    /// The same, with the answer's body (to say why an upload was refused).
+    pub fn upload_answer(
+        &self,
+        http: &Client,
+        tenant: &str,
+        token: &str,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> (u16, Duration, String) {
         let sent = Instant::now();
-        let status = http
+        let (status, body) = match http
             .put(format!("{}/t/{tenant}/plugins/{name}", self.base))
             .bearer_auth(token)
             .header("content-type", "application/wasm")
             .body(bytes)
             .send()
-            .map_or(0, |r| r.status().as_u16());
-        (status, sent.elapsed())
+        {
+            Ok(answer) => (answer.status().as_u16(), answer.text().unwrap_or_default()),
+            Err(error) => (0, error.to_string()),
+        };
+        (status, sent.elapsed(), body)
     }
 
     /// A built component: `target/{dir}/{name}.wasm`.
