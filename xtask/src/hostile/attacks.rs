@@ -85,7 +85,7 @@ pub fn all(timing: Timing) -> Vec<Box<dyn Attack>> {
             ..Upcaster::default()
         }),
         Box::new(Verify {
-            events: timing.pick(20_000, 200_000),
+            events: timing.pick(10_000, 200_000),
             ..Verify::default()
         }),
         Box::new(Calls {
@@ -311,7 +311,7 @@ struct Uploads {
 impl Uploads {
     /// The neighbour uploads `account` (with a new nonce, so it is compiled) as a new
     /// plugin; the status and how long the answer took.
-    fn probe(&mut self, ctx: &Ctx) -> anyhow::Result<(u16, Duration)> {
+    fn probe(&mut self, ctx: &Ctx) -> anyhow::Result<(u16, Duration, String)> {
         self.probes += 1;
         let bytes = with_nonce(&ctx.component("plugins", "account")?, self.probes);
         Ok(ctx.upload(
@@ -337,10 +337,10 @@ impl Attack for Uploads {
     fn prepare(&mut self, ctx: &Ctx) -> anyhow::Result<()> {
         self.token = ctx.tenant(&self.tenant())?;
         self.bomb = Arc::new(many_functions(self.functions));
-        let (status, took) = self.probe(ctx)?;
+        let (status, took, body) = self.probe(ctx)?;
         anyhow::ensure!(
             status == 201,
-            "the neighbour's idle upload answered {status}"
+            "the neighbour's idle upload answered {status}: {body}"
         );
         self.idle = took;
         Ok(())
@@ -364,7 +364,7 @@ impl Attack for Uploads {
         Ok(())
     }
     fn during(&mut self, ctx: &Ctx, notes: &mut Vec<String>) -> anyhow::Result<()> {
-        let (status, took) = self.probe(ctx)?;
+        let (status, took, _) = self.probe(ctx)?;
         notes.push(format!(
             "bomb {} KiB; neighbour upload idle {:.2} s, during {:.2} s ({status})",
             self.bomb.len() / 1024,
@@ -415,15 +415,10 @@ impl Attack for Calls {
         )
     }
     fn prepare(&mut self, ctx: &Ctx) -> anyhow::Result<()> {
-        self.token = ctx.tenant(&self.tenant())?;
-        if let Some(plugin) = self.plugin {
-            let (status, _, body) =
-                ctx.upload_answer(&ctx.http, &self.tenant(), &self.token, "h", plugin(ctx)?);
-            anyhow::ensure!(
-                status == 201,
-                "uploading the attack's plugin answered {status}: {body}"
-            );
-        }
+        self.token = match self.plugin {
+            Some(plugin) => ctx.tenant_with(&self.tenant(), "h", plugin(ctx)?)?,
+            None => ctx.tenant(&self.tenant())?,
+        };
         Ok(())
     }
     fn start(&mut self, ctx: &Ctx, crew: &Crew) -> anyhow::Result<()> {
@@ -452,6 +447,8 @@ struct Upcaster {
     stored: u64,
     token: String,
     bytes_read: Arc<AtomicU64>,
+    /// The first refusal's answer, for the notes.
+    refusal: Arc<Mutex<Option<String>>>,
 }
 
 impl Attack for Upcaster {
@@ -467,15 +464,8 @@ impl Attack for Upcaster {
     }
     fn prepare(&mut self, ctx: &Ctx) -> anyhow::Result<()> {
         let tenant = self.tenant();
-        self.token = ctx.tenant(&tenant)?;
-        let (status, _) = ctx.upload(
-            &ctx.http,
-            &tenant,
-            &self.token,
-            "multiplier",
-            ctx.component("hostile", "upcaster")?,
-        );
-        anyhow::ensure!(status == 201, "uploading the upcaster answered {status}");
+        self.token =
+            ctx.tenant_with(&tenant, "multiplier", ctx.component("hostile", "upcaster")?)?;
         // `stored` events of 100 copies each (a page of them is as much as the host
         // makes for a reader), then ten asking for more than one event may become.
         let mut body = String::new();
@@ -490,11 +480,12 @@ impl Attack for Upcaster {
         Ok(())
     }
     fn start(&mut self, ctx: &Ctx, crew: &Crew) -> anyhow::Result<()> {
-        let (http, token, bytes, stored) = (
+        let (http, token, bytes, stored, refusal) = (
             crew.http.clone(),
             self.token.clone(),
             self.bytes_read.clone(),
             self.stored,
+            self.refusal.clone(),
         );
         let url = format!("{}/t/{}/events", ctx.base, self.tenant());
         crew.spawn(4, move |client| {
@@ -508,8 +499,15 @@ impl Attack for Upcaster {
             {
                 Ok(answer) => {
                     let status = answer.status().as_u16();
-                    let n = answer.bytes().map_or(0, |b| b.len() as u64);
-                    bytes.fetch_add(n, Ordering::Relaxed);
+                    let body = answer.bytes().unwrap_or_default();
+                    bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+                    if status != 200 {
+                        let mut first = refusal.lock().expect("refusal");
+                        if first.is_none() {
+                            let text = String::from_utf8_lossy(&body);
+                            *first = Some(text.chars().take(200).collect());
+                        }
+                    }
                     Some(status)
                 }
                 Err(_) => Some(0),
@@ -522,6 +520,9 @@ impl Attack for Upcaster {
             "{} MiB read upcast",
             self.bytes_read.load(Ordering::Relaxed) >> 20
         ));
+        if let Some(refusal) = self.refusal.lock().expect("refusal").as_ref() {
+            notes.push(format!("first refusal: {refusal}"));
+        }
         Ok(())
     }
 }
@@ -546,15 +547,7 @@ impl Attack for Verify {
     }
     fn prepare(&mut self, ctx: &Ctx) -> anyhow::Result<()> {
         let tenant = self.tenant();
-        self.token = ctx.tenant(&tenant)?;
-        let (status, _) = ctx.upload(
-            &ctx.http,
-            &tenant,
-            &self.token,
-            "account",
-            ctx.component("plugins", "account")?,
-        );
-        anyhow::ensure!(status == 201, "uploading account answered {status}");
+        self.token = ctx.tenant_with(&tenant, "account", ctx.component("plugins", "account")?)?;
         // 200 streams, each opened then deposited into.
         let streams = 200;
         let mut sent = 0;

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use reqwest::blocking::Client;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::bench::server::status_kib;
 use crate::chaos::Server;
@@ -91,15 +91,15 @@ pub struct Timing {
 }
 
 /// An attack runs this long before the window it is measured in opens.
-const WARM_UP: Duration = Duration::from_millis(300);
+const WARM_UP: Duration = Duration::from_millis(200);
 
 impl Timing {
     fn new(quick: bool) -> Timing {
         if quick {
             Timing {
                 quick,
-                baseline: Duration::from_millis(1000),
-                attack: Duration::from_millis(2000),
+                baseline: Duration::from_millis(600),
+                attack: Duration::from_millis(1200),
                 clients: 4,
                 attacker_timeout: Duration::from_secs(15),
             }
@@ -460,32 +460,23 @@ pub struct Ctx {
 impl Ctx {
     /// Creates tenant `id` (default limits); its token.
     pub fn tenant(&self, id: &str) -> anyhow::Result<String> {
-        let created: Value = self
-            .http
-            .post(format!("{}/admin/tenants", self.base))
-            .bearer_auth(OPERATOR)
-            .json(&json!({"id": id}))
-            .send()?
-            .error_for_status()?
-            .json()?;
-        Ok(created["token"].as_str().context("token")?.to_owned())
+        crate::bench_long::create_tenant_as(&self.http, &self.base, OPERATOR, id)
     }
 
-    /// Uploads `bytes` as plugin `name` of `tenant`; the status and how long it took.
+    /// Creates tenant `id` with `bytes` uploaded as its plugin `name`; its token.
+    pub fn tenant_with(&self, id: &str, name: &str, bytes: Vec<u8>) -> anyhow::Result<String> {
+        let token = self.tenant(id)?;
+        let (status, _, body) = self.upload(&self.http, id, &token, name, bytes);
+        anyhow::ensure!(
+            status == 201,
+            "uploading {name} to {id} answered {status}: {body}"
+        );
+        Ok(token)
+    }
+
+    /// Uploads `bytes` as plugin `name` of `tenant`: the status (0: no answer), how
+    /// long it took, and the answer's body (to say why an upload was refused).
     pub fn upload(
-        &self,
-        http: &Client,
-        tenant: &str,
-        token: &str,
-        name: &str,
-        bytes: Vec<u8>,
-    ) -> (u16, Duration) {
-        let (status, took, _) = self.upload_answer(http, tenant, token, name, bytes);
-        (status, took)
-    }
-
-    /// The same, with the answer's body (to say why an upload was refused).
-    pub fn upload_answer(
         &self,
         http: &Client,
         tenant: &str,
@@ -550,13 +541,7 @@ impl Ctx {
             .send()?
             .error_for_status()?
             .json()?;
-        Ok(view["versions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|b| b["status"] == "failed")
-            .map(|b| format!("build {}: {}", b["build"], b["error"]))
-            .collect())
+        Ok(crate::campaign::parked_builds(&view))
     }
 }
 
