@@ -106,8 +106,8 @@ impl Timing {
         } else {
             Timing {
                 quick,
-                baseline: Duration::from_secs(5),
-                attack: Duration::from_secs(20),
+                baseline: Duration::from_secs(4),
+                attack: Duration::from_secs(12),
                 clients: 16,
                 attacker_timeout: Duration::from_secs(300),
             }
@@ -361,7 +361,7 @@ fn play(
     let during_to = Instant::now();
     let attacker = crew.stop(
         ctx.timing
-            .pick(Duration::from_secs(5), Duration::from_secs(60)),
+            .pick(Duration::from_secs(2), Duration::from_secs(30)),
     );
     attack.finish(ctx, &mut notes)?;
     let mut failures = Vec::new();
@@ -418,7 +418,7 @@ fn play(
     // Let what the attack queued drain a little before the next baseline.
     std::thread::sleep(
         ctx.timing
-            .pick(Duration::from_millis(300), Duration::from_secs(3)),
+            .pick(Duration::from_millis(200), Duration::from_secs(3)),
     );
     Ok(row)
 }
