@@ -466,11 +466,12 @@ impl Attack for Upcaster {
         let tenant = self.tenant();
         self.token =
             ctx.tenant_with(&tenant, "multiplier", ctx.component("hostile", "upcaster")?)?;
-        // `stored` events of 100 copies each (a page of them is as much as the host
-        // makes for a reader), then ten asking for more than one event may become.
+        // Ten stored events asking for more than one event may become, then `stored`
+        // of 100 copies each (a page of them is as much as the host makes for a
+        // reader).
         let mut body = String::new();
         for i in 0..self.stored + 10 {
-            let copies = if i < self.stored { 100 } else { 1000 };
+            let copies = if i < 10 { 1000 } else { 100 };
             body.push_str(&format!(
                 "{{\"stream\":\"boom-{}\",\"type\":\"Boom\",\"data\":{{\"copies\":{copies},\"bytes\":100}}}}\n",
                 i % 10
@@ -480,18 +481,17 @@ impl Attack for Upcaster {
         Ok(())
     }
     fn start(&mut self, ctx: &Ctx, crew: &Crew) -> anyhow::Result<()> {
-        let (http, token, bytes, stored, refusal) = (
+        let (http, token, bytes, refusal) = (
             crew.http.clone(),
             self.token.clone(),
             self.bytes_read.clone(),
-            self.stored,
             self.refusal.clone(),
         );
         let url = format!("{}/t/{}/events", ctx.base, self.tenant());
         crew.spawn(4, move |client| {
-            // Half the clients read the largest page served, half one that reaches
-            // the oversized events.
-            let after = if client % 2 == 0 { 0 } else { stored - 5 };
+            // Half the clients read the largest page served (past the oversized
+            // events), half one that starts with them.
+            let after = if client % 2 == 0 { 10 } else { 0 };
             match http
                 .get(format!("{url}?after={after}&upcast=true&limit=1000"))
                 .bearer_auth(&token)
