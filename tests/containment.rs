@@ -514,3 +514,274 @@ async fn every_refusal_is_charged_to_the_tenant() {
         assert!(metrics.contains(series), "{series} not in /metrics");
     }
 }
+
+/// A tenant's requests past its `requests_per_second`, on any route (an unknown one
+/// here, answered 404 when admitted), are refused 429 with `Retry-After` and charged to
+/// it; its neighbour and requests without its token are not affected.
+#[tokio::test]
+async fn a_tenants_requests_are_limited_on_every_route_and_charged() {
+    let server = Server::start().await;
+    let noisy = server
+        .create_tenant_with("noisy", json!({"requests_per_second": 1}))
+        .await;
+    let good = server.create_tenant("good").await;
+    let mut refused = 0u64;
+    let started = std::time::Instant::now();
+    for _ in 0..30 {
+        let resp = server.get("/t/noisy/no-such-route", &noisy).await;
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            let retry = resp.headers().get("retry-after").cloned();
+            let body = assert_error(resp, StatusCode::TOO_MANY_REQUESTS, "over_limit").await;
+            assert_eq!(body["limit"], "requests_per_second", "{body}");
+            assert_eq!(body["requests_per_second"], 1, "{body}");
+            assert!(retry.is_some(), "a 429 without Retry-After");
+            refused += 1;
+        } else {
+            assert_error(resp, StatusCode::NOT_FOUND, "not_found").await;
+        }
+    }
+    // One request of burst, then one a second.
+    let admitted_at_most = 2 + started.elapsed().as_secs();
+    assert!(
+        refused + admitted_at_most >= 30,
+        "only {refused} of 30 requests refused"
+    );
+    // Without the tenant's token, a request is not the tenant's: answered for what it is.
+    assert_error(
+        server.get("/t/noisy/plugins", "not-a-token").await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+    expect(server.get("/t/good/plugins", &good).await, StatusCode::OK).await;
+    let usage = usage(&server, "noisy").await;
+    assert_eq!(usage["requests"], 30, "{usage}");
+    assert_eq!(usage["requests_rate_limited"], refused, "{usage}");
+    let metrics = operator_metrics(&server).await;
+    let series = format!("cairn_tenant_requests_rate_limited_total{{tenant=\"noisy\"}} {refused}");
+    assert!(metrics.contains(&series), "{series} not in /metrics");
+}
+
+/// Slow clients of one tenant (bodies dripping) hold at most its
+/// `max_concurrent_requests` (and `max_concurrent_imports`): one more is refused at
+/// once, a neighbour is served, and the places come back when the clients go.
+#[tokio::test]
+async fn a_tenants_slow_requests_hold_only_its_share_of_connections() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start().await;
+    let noisy = server
+        .create_tenant_with("noisy", json!({"max_concurrent_requests": 3}))
+        .await;
+    let importer = server
+        .create_tenant_with("importer", json!({"max_concurrent_imports": 1}))
+        .await;
+    let good = server.create_tenant("good").await;
+    let address = server.base.strip_prefix("http://").unwrap().to_owned();
+    // A request whose head arrives and whose body never finishes.
+    let drip = |path: &'static str, token: &str| {
+        let (address, token) = (address.clone(), token.to_owned());
+        async move {
+            let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\
+                 content-type: application/json\r\ncontent-length: 100000\r\n\r\n{{"
+            );
+            socket.write_all(head.as_bytes()).await.unwrap();
+            socket
+        }
+    };
+    let held = vec![
+        drip("/t/noisy/import", &noisy).await,
+        drip("/t/noisy/streams/s-1", &noisy).await,
+        drip("/t/noisy/streams/s-2", &noisy).await,
+    ];
+    // Each drip admitted before anything else is asked (a request sent meanwhile could
+    // take a place first).
+    admitted(&server, "noisy", 3).await;
+    let busy = refused_naming(
+        &server,
+        &noisy,
+        "/t/noisy/plugins",
+        "max_concurrent_requests",
+    )
+    .await;
+    assert!(busy, "a fourth request was not refused");
+    expect(server.get("/t/good/plugins", &good).await, StatusCode::OK).await;
+    // Imports have a bound of their own, below the requests'.
+    let import = drip("/t/importer/import", &importer).await;
+    admitted(&server, "importer", 1).await;
+    let refused = refused_naming(
+        &server,
+        &importer,
+        "/t/importer/import",
+        "max_concurrent_imports",
+    )
+    .await;
+    assert!(refused, "a second import was not refused");
+    drop(held);
+    drop(import);
+    let mut served = false;
+    for _ in 0..100 {
+        if server.get("/t/noisy/plugins", &noisy).await.status() == StatusCode::OK {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(served, "the places did not come back when the clients went");
+    let usage = usage(&server, "noisy").await;
+    assert!(usage["requests_busy"].as_u64().unwrap() >= 1, "{usage}");
+}
+
+/// Waits until `tenant` has had `requests` requests admitted.
+async fn admitted(server: &Server, tenant: &str, requests: u64) {
+    for _ in 0..200 {
+        let usage = usage(server, tenant).await;
+        if usage["requests"] == requests {
+            assert_eq!(usage["requests_busy"], 0, "{usage}");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("{tenant}'s requests were not admitted");
+}
+
+/// Asks `path` (an import when it ends so) until it is refused 429 naming `limit`,
+/// for up to five seconds.
+async fn refused_naming(server: &Server, token: &str, path: &str, limit: &str) -> bool {
+    for _ in 0..100 {
+        let resp = if path.ends_with("/import") {
+            server
+                .http
+                .post(server.url(path))
+                .bearer_auth(token)
+                .body("")
+                .send()
+                .await
+                .unwrap()
+        } else {
+            server.get(path, token).await
+        };
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            let body = assert_error(resp, StatusCode::TOO_MANY_REQUESTS, "over_limit").await;
+            if body["limit"] == limit {
+                return true;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// A component whose one core module has `functions` functions, every one referenced
+/// as a value (a declarative element segment): its instances' state grows 32 bytes per
+/// function, past what the pool gives an instance once there are more than 32,768.
+fn component_with_escaping_functions(functions: u32) -> Vec<u8> {
+    use wasm_variant::wasm_encoder::{
+        CodeSection, ElementSection, Elements, Function, FunctionSection, Module, ModuleSection,
+        TypeSection,
+    };
+    let mut types = TypeSection::new();
+    types.ty().function([], []);
+    let mut declared = FunctionSection::new();
+    let mut code = CodeSection::new();
+    for _ in 0..functions {
+        declared.function(0);
+        let mut body = Function::new([]);
+        body.instructions().end();
+        code.function(&body);
+    }
+    let indices: Vec<u32> = (0..functions).collect();
+    let mut elements = ElementSection::new();
+    elements.declared(Elements::Functions(indices.into()));
+    let mut module = Module::new();
+    module
+        .section(&types)
+        .section(&declared)
+        .section(&elements)
+        .section(&code);
+    let mut component = wasm_variant::wasm_encoder::Component::new();
+    component.section(&ModuleSection(&module));
+    component.finish()
+}
+
+/// The value of one unlabelled series of `/metrics`.
+fn metric(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
+/// What the pool would refuse at link is refused before compiling: no compile starts,
+/// and the error names the limit.
+#[tokio::test]
+async fn a_component_the_pool_cannot_hold_is_refused_before_it_compiles() {
+    let server = Server::start().await;
+    let token = server.create_tenant("acme").await;
+    let before = server.metrics().await;
+    let body = assert_error(
+        server
+            .upload(
+                &token,
+                "acme",
+                "wide",
+                component_with_escaping_functions(40_000),
+            )
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_plugin",
+    )
+    .await;
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("40000 functions referenced as values") && message.contains("1048576"),
+        "{body}"
+    );
+    let after = server.metrics().await;
+    for name in [
+        "cairn_components_compiles_started_total",
+        "cairn_components_compiled_total",
+    ] {
+        assert_eq!(metric(&before, name), metric(&after, name), "{name} moved");
+    }
+    assert_eq!(usage(&server, "acme").await["uploads_refused"], 1);
+}
+
+/// Past its `compile_cpu_ms_per_hour`, a tenant's uploads are refused before
+/// compiling, with `Retry-After`, and the compile CPU is in its usage.
+#[tokio::test]
+async fn a_tenants_compile_cpu_is_budgeted_per_hour() {
+    let server = Server::start().await;
+    let token = server
+        .create_tenant_with("acme", json!({"compile_cpu_ms_per_hour": 1}))
+        .await;
+    expect(
+        server
+            .upload(&token, "acme", "account", plugin_bytes("account"))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let resp = server
+        .upload(&token, "acme", "balances", plugin_bytes("balances"))
+        .await;
+    assert!(resp.headers().contains_key("retry-after"), "no Retry-After");
+    let body = assert_error(resp, StatusCode::TOO_MANY_REQUESTS, "over_limit").await;
+    assert_eq!(body["limit"], "compile_cpu_ms_per_hour", "{body}");
+    let usage = usage(&server, "acme").await;
+    assert!(usage["compile_cpu_ms"].as_u64().unwrap() >= 1, "{usage}");
+    assert_eq!(usage["compiles_refused"], 1, "{usage}");
+    let metrics = operator_metrics(&server).await;
+    assert!(
+        metrics.contains("cairn_tenant_compiles_refused_total{tenant=\"acme\"} 1"),
+        "not in /metrics"
+    );
+}
+
+/// `/metrics` as the operator sees it, per-tenant series included.
+async fn operator_metrics(server: &Server) -> String {
+    let resp = server.get("/metrics", server.admin()).await;
+    resp.text().await.unwrap()
+}

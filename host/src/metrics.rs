@@ -115,6 +115,16 @@ pub struct TenantCounters {
     pub quota_refused: u64,
     /// Uploads refused as unusable.
     pub uploads_refused: u64,
+    /// CPU time of compiling the tenant's uploads, in milliseconds.
+    pub compile_cpu_ms: u64,
+    /// Uploads refused past the tenant's compile budget.
+    pub compiles_refused: u64,
+    /// Requests made with the tenant's token.
+    pub requests: u64,
+    /// Requests refused past its request rate.
+    pub requests_rate_limited: u64,
+    /// Requests refused past its concurrent requests or imports.
+    pub requests_busy: u64,
 }
 
 /// A per-tenant series: name, help text, and how to read it from a sample.
@@ -149,7 +159,7 @@ pub fn render_usage(gates: &[TenantSample<'_>]) -> String {
             let _ = writeln!(out, "{name}{{tenant=\"{tenant}\"}} {value}");
         }
     }
-    let series: [UsageSeries; 8] = [
+    let series: [UsageSeries; 13] = [
         ("cairn_tenant_commands_total", "Commands per tenant.", |u| {
             u.commands
         }),
@@ -187,6 +197,31 @@ pub fn render_usage(gates: &[TenantSample<'_>]) -> String {
             "cairn_tenant_uploads_refused_total",
             "Uploads refused as unusable (invalid_plugin) per tenant.",
             |u| u.uploads_refused,
+        ),
+        (
+            "cairn_tenant_compile_cpu_ms_total",
+            "CPU time of compiling a tenant's uploads, in milliseconds.",
+            |u| u.compile_cpu_ms,
+        ),
+        (
+            "cairn_tenant_compiles_refused_total",
+            "Uploads refused past the tenant's compile_cpu_ms_per_hour.",
+            |u| u.compiles_refused,
+        ),
+        (
+            "cairn_tenant_requests_total",
+            "Requests made with a tenant's token, refused ones included.",
+            |u| u.requests,
+        ),
+        (
+            "cairn_tenant_requests_rate_limited_total",
+            "Requests refused past the tenant's requests_per_second.",
+            |u| u.requests_rate_limited,
+        ),
+        (
+            "cairn_tenant_requests_busy_total",
+            "Requests refused past the tenant's max_concurrent_requests or max_concurrent_imports.",
+            |u| u.requests_busy,
         ),
     ];
     for (name, help, read) in series {

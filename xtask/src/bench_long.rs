@@ -201,9 +201,19 @@ pub(crate) fn counter(http: &Client, base: &str, name: &str) -> anyhow::Result<u
 
 /// Creates tenant `id` (as the operator `bench`); its token.
 pub(crate) fn create_tenant(http: &Client, base: &str, id: &str) -> anyhow::Result<String> {
+    create_tenant_as(http, base, "bench", id)
+}
+
+/// Creates tenant `id` with the operator token `operator`; its token.
+pub(crate) fn create_tenant_as(
+    http: &Client,
+    base: &str,
+    operator: &str,
+    id: &str,
+) -> anyhow::Result<String> {
     let created: Value = http
         .post(format!("{base}/admin/tenants"))
-        .bearer_auth("bench")
+        .bearer_auth(operator)
         .json(&json!({"id": id}))
         .send()?
         .error_for_status()?

@@ -407,6 +407,18 @@ fn read_all_docs(
     }
 }
 
+/// The builds of a projection's status view (`GET …/projections/{name}`) that are
+/// parked (`failed`), each as `build N: error`.
+pub(crate) fn parked_builds(view: &Value) -> Vec<String> {
+    view["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|b| b["status"] == "failed")
+        .map(|b| format!("build {}: {}", b["build"], b["error"]))
+        .collect()
+}
+
 /// A small xorshift generator: the campaigns need no cryptography, only variety.
 pub(crate) struct Random(u64);
 

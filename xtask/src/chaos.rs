@@ -197,10 +197,21 @@ pub(crate) fn fresh_postgres_database(prefix: &str) -> anyhow::Result<String> {
 /// local PostgreSQL.
 pub(crate) fn recreate_postgres_database(url: &str) -> anyhow::Result<()> {
     let name = url.rsplit('/').next().context("database name")?;
-    for statement in [
+    postgres_statements(&[
         format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
         format!("CREATE DATABASE {name}"),
-    ] {
+    ])
+}
+
+/// Drops the database of `url` (closing its connections), on the local PostgreSQL.
+pub(crate) fn drop_postgres_database(url: &str) -> anyhow::Result<()> {
+    let name = url.rsplit('/').next().context("database name")?;
+    postgres_statements(&[format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")])
+}
+
+/// Runs each of `statements` with psql on the local PostgreSQL.
+fn postgres_statements(statements: &[String]) -> anyhow::Result<()> {
+    for statement in statements {
         let status = Command::new("psql")
             .args([
                 "-h",
@@ -212,7 +223,7 @@ pub(crate) fn recreate_postgres_database(url: &str) -> anyhow::Result<()> {
                 "-q",
                 "-c",
             ])
-            .arg(&statement)
+            .arg(statement)
             .status()
             .context("running psql (PostgreSQL must be reachable at 127.0.0.1:5432)")?;
         if !status.success() {
@@ -327,6 +338,11 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// How the process ended, if it has (a crash, for a campaign that never kills it).
+    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
     }
 
     pub(crate) fn kill9(&mut self) {

@@ -43,6 +43,10 @@
 //!   path, `pg_terminate_backend`, kill -9, a PostgreSQL restart), each followed by the
 //!   log's check; the other hosts' rate during each fault and the recovery times.
 //!   Needs root.
+//! - `hostile [--backend sqlite|postgres|both] [--quick] [--only NAME] [--release]`: the
+//!   containment campaign of issue 29: each attack of its table against a running
+//!   server while a neighbour tenant works; the neighbour's p99 and throughput before
+//!   and during each, its failures, parked projections, RSS and the attacker's refusals
 //!
 //! Arguments are parsed by clap (each subcommand's `Args` lives beside its `run`), so a
 //! mistyped flag is refused instead of silently ignored.
@@ -66,6 +70,7 @@ mod deny;
 mod faults;
 mod fleet;
 mod fuzz_api;
+mod hostile;
 mod hot_swap;
 mod neighbour;
 mod polyglot;
@@ -124,6 +129,8 @@ enum Task {
     Fleet(fleet::Args),
     /// Storage and fleet faults under writers with command ids (needs root).
     Faults(faults::Args),
+    /// Issue 29's containment campaign: a neighbour's latency under each attack.
+    Hostile(hostile::Args),
 }
 
 fn main() {
@@ -149,6 +156,7 @@ fn main() {
         Task::FuzzApi(args) => fuzz_api::run(&root, args),
         Task::Fleet(args) => fleet::run(&root, args),
         Task::Faults(args) => faults::run(&root, args),
+        Task::Hostile(args) => hostile::run(&root, args),
     };
     if let Err(error) = result {
         eprintln!("xtask failed: {error:#}");
@@ -217,6 +225,9 @@ mod tests {
             "fuzz-api --database postgres://h/db",
             "fleet --events 10 --debug",
             "faults --quick --release --seconds 3",
+            "hostile",
+            "hostile --quick --backend sqlite --only import-tiny --release",
+            "hostile --backend both",
         ] {
             assert!(parses(line), "cargo xtask {line} no longer parses");
         }

@@ -39,7 +39,7 @@ fn parse_id(raw: &str) -> ApiResult<TenantId> {
 
 async fn view(app: &AppState, record: &TenantRecord) -> ApiResult<Value> {
     let gate = app.tenants.gate(&record.id).await?;
-    let stored = app.store.stored_usage(&record.id).await?;
+    let stored = gate.stored_usage(&app.store, &record.id).await?;
     let Json(view) = views::body(TenantView {
         id: record.id.clone(),
         limits: gate.limits.clone(),

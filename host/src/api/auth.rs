@@ -16,22 +16,31 @@ use crate::store::TenantId;
 use crate::tenancy::gate::TenantGate;
 use crate::tenancy::tenant::Caller;
 
-async fn caller(parts: &Parts, app: &AppState) -> Result<Caller, ApiError> {
-    let header = parts
-        .headers
+/// The bearer token of a request, or why there is none usable.
+pub(super) fn bearer(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
+    let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token>"))?;
-    let token = header
+    header
         .to_str()
         .ok()
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be Bearer <token>"))?;
-    app.tenants
-        .authenticate(token)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("unknown token"))
+        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be Bearer <token>"))
+}
+
+/// The caller as `tenant_rate.rs` resolved it before routing (`None`: an unknown
+/// token), so the token is looked up once per request.
+#[derive(Clone)]
+pub(super) struct Resolved(pub Option<Caller>);
+
+async fn caller(parts: &Parts, app: &AppState) -> Result<Caller, ApiError> {
+    let resolved = match parts.extensions.get::<Resolved>() {
+        Some(Resolved(resolved)) => resolved.clone(),
+        None => app.tenants.authenticate(bearer(&parts.headers)?).await?,
+    };
+    resolved.ok_or_else(|| ApiError::unauthorized("unknown token"))
 }
 
 /// The operator: required by `/admin/…`.

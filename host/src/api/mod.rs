@@ -19,6 +19,7 @@ mod plugins;
 mod projections;
 mod schemas;
 mod streams;
+mod tenant_rate;
 mod views;
 
 use axum::Router;
@@ -45,6 +46,10 @@ pub fn router(app: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(BODY_CEILING))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            tenant_rate::admit_tenant_request,
+        ))
         .layer(axum::middleware::from_fn(close_after_refused_body))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),

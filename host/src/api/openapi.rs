@@ -248,6 +248,14 @@ fn complete(path: &str, operation: &mut Operation) {
         add("403", "`forbidden`: the token of another tenant");
         add("404", "`not_found`: no such tenant (operator token)");
     }
+    if tenant {
+        add(
+            "429",
+            "`over_limit`: past the tenant's `requests_per_second` or `max_concurrent_requests` \
+             (every request made with its token counts, whatever its route), or on an import \
+             its `max_concurrent_imports`; `limit` names the limit; with `Retry-After`",
+        );
+    }
     if admin || tenant {
         add(
             "503",

@@ -68,12 +68,16 @@ pub async fn metrics(operator: Option<Operator>, State(app): State<AppState>) ->
     }
     use std::sync::atomic::Ordering::Relaxed;
     text.push_str(&format!(
-        "# HELP cairn_components_compiled_total Components compiled by cranelift.\n\
+        "# HELP cairn_components_compiles_started_total Compiles begun (uploads past the shape check, not found in the artifact cache).\n\
+         # TYPE cairn_components_compiles_started_total counter\n\
+         cairn_components_compiles_started_total {}\n\
+         # HELP cairn_components_compiled_total Components compiled by cranelift.\n\
          # TYPE cairn_components_compiled_total counter\n\
          cairn_components_compiled_total {}\n\
          # HELP cairn_components_loaded_from_cache_total Components loaded from the artifact cache.\n\
          # TYPE cairn_components_loaded_from_cache_total counter\n\
          cairn_components_loaded_from_cache_total {}\n",
+        app.runtime.compiles_started.load(Relaxed),
         app.runtime.compiled.load(Relaxed),
         app.runtime.loaded_from_cache.load(Relaxed)
     ));
@@ -107,6 +111,11 @@ fn tenant_sample<'a>(tenant: &TenantId, gate: &'a TenantGate, stored: u64) -> Te
             rate_limited: u.rate_limited.load(Relaxed),
             quota_refused: u.quota_refused.load(Relaxed),
             uploads_refused: u.uploads_refused.load(Relaxed),
+            compile_cpu_ms: u.compile.cpu_ms.load(Relaxed),
+            compiles_refused: u.compile.refused.load(Relaxed),
+            requests: u.requests.load(Relaxed),
+            requests_rate_limited: u.requests_rate_limited.load(Relaxed),
+            requests_busy: u.requests_busy.load(Relaxed),
         },
         command_latency: &u.command_latency,
         plugin_latencies: u.plugin_latencies(),

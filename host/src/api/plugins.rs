@@ -88,6 +88,7 @@ impl UploadQuery {
             `invalid_body`: the body broke off"),
         (status = 413, description = "`too_large`: more than the tenant's `max_plugin_bytes` besides data segments, or more than `max_plugin_bytes` + `memory_bytes` in all"),
         (status = 422, description = "`invalid_plugin`: empty, not a component, of no known world, over the shape or compile limits, with what is wrong"),
+        (status = 429, description = "`over_limit` (`limit`: `compile_cpu_ms_per_hour`): the tenant's uploads spent their compile CPU of the last hour; with `Retry-After`"),
         (status = 507, description = "`quota_exceeded` (with `max_plugin_versions` when that is the limit): past the tenant's `max_stored_bytes` or `max_plugin_versions`"),
     ))]
 pub async fn upload(
@@ -300,4 +301,17 @@ pub async fn show(
         .pop()
         .ok_or_else(|| ApiError::not_found(format!("no plugin named {name}")))?;
     Ok(views::body(view))
+}
+
+impl From<crate::tenancy::compile_budget::CompileBudgetSpent> for ApiError {
+    fn from(spent: crate::tenancy::compile_budget::CompileBudgetSpent) -> ApiError {
+        ApiError::over_limit(format!(
+            "this tenant's uploads spent {} ms of compile CPU in the last hour, its \
+             compile_cpu_ms_per_hour of {}; retry once earlier compiles leave the hour",
+            spent.used_ms, spent.budget_ms
+        ))
+        .with("limit", "compile_cpu_ms_per_hour")
+        .with("compile_cpu_ms_per_hour", spent.budget_ms)
+        .retry_after((spent.retry_after.as_secs_f64().ceil() as u32).max(1))
+    }
 }

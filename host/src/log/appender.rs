@@ -17,6 +17,9 @@ use crate::store::{AppendError, AppendOutcome, AppendRequest, EventStore, Tenant
 /// The most requests one transaction carries.
 const MAX_BATCH: usize = 256;
 
+/// The most appends the writer holds out of its queue while it forms batches.
+const MAX_WAITING: usize = MAX_BATCH * 4;
+
 /// The longest the writer waits for one batch's transaction. PostgreSQL's own bounds
 /// (`store/postgres.rs`: idle-in-transaction and lock timeouts of 2 and 3 s) end most stalls
 /// sooner; this one covers a database that does not answer at all.
@@ -156,12 +159,33 @@ async fn write_loop(
     metrics: Arc<Metrics>,
     mut inbox: mpsc::Receiver<Pending>,
 ) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while inbox.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    // Appends taken from the queue and not yet committed: whatever is queued may share
+    // the next batch, each tenant its share (`fair_batch.rs`), up to this many held here
+    // (beyond, callers wait in the queue as before).
+    let mut waiting: std::collections::VecDeque<Pending> = Default::default();
+    let mut fresh = Vec::with_capacity(MAX_BATCH);
+    loop {
+        if waiting.is_empty() && inbox.recv_many(&mut fresh, MAX_BATCH).await == 0 {
+            break;
+        }
+        waiting.extend(fresh.drain(..));
+        while waiting.len() < MAX_WAITING {
+            match inbox.try_recv() {
+                Ok(pending) => waiting.push_back(pending),
+                Err(_) => break,
+            }
+        }
+        let batch =
+            crate::log::fair_batch::take(&mut waiting, MAX_BATCH, |pending| match pending {
+                Pending::One { request, .. } => (Some(request.tenant.clone()), 1),
+                Pending::Group { requests, .. } => {
+                    (requests.first().map(|r| r.tenant.clone()), requests.len())
+                }
+            });
         // Groups arrive whole (one message each), so a batch never splits one.
         let mut requests = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
-        for (group, pending) in batch.drain(..).enumerate() {
+        for (group, pending) in batch.into_iter().enumerate() {
             match pending {
                 Pending::One { request, reply } => {
                     requests.push(request);

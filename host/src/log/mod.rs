@@ -4,4 +4,5 @@
 //! every service goes through here to the store.
 
 pub mod appender;
+pub mod fair_batch;
 pub mod live;

@@ -71,17 +71,29 @@ impl Plugins {
     ) -> ApiResult<Uploaded> {
         // Behind this tenant's own earlier uploads, not its neighbours'.
         let compile_turn = gate.compile_turn().await;
-        let loaded = self
+        // Taken with the turn, so the tenant's compile before this one is charged.
+        gate.usage
+            .compile
+            .admit(gate.limits.compile_cpu_ms_per_hour)?;
+        let compile_cpu = std::sync::atomic::AtomicU64::new(0);
+        let inspected = self
             .runtime
-            .inspect(
+            .inspect_charged(
                 wasm.clone(),
                 std::time::Duration::from_millis(gate.limits.compile_timeout_ms),
+                &compile_cpu,
             )
-            .await
-            .map_err(|e| match e {
-                InspectError::Invalid(invalid) => ApiError::invalid_plugin(invalid.0),
-                InspectError::HostDiskFull(message) => ApiError::storage_full(message),
-            })?;
+            .await;
+        let micros = compile_cpu.load(std::sync::atomic::Ordering::Relaxed);
+        if micros > 0 {
+            gate.usage
+                .compile
+                .charge(std::time::Duration::from_micros(micros));
+        }
+        let loaded = inspected.map_err(|e| match e {
+            InspectError::Invalid(invalid) => ApiError::invalid_plugin(invalid.0),
+            InspectError::HostDiskFull(message) => ApiError::storage_full(message),
+        })?;
         drop(compile_turn);
         let artifact = Stored::Plugin(loaded.artifact_bytes);
         gate.reserve_storage(&self.store, tenant, artifact).await?;

@@ -35,7 +35,7 @@ use sandbox::CallState;
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// The largest linear memory any instance may have; tenant limits sit below it.
-const MAX_MEMORY_BYTES: usize = 1 << 30;
+pub const MAX_MEMORY_BYTES: usize = 1 << 30;
 
 /// Component instances in the pooling allocator.
 const POOL_INSTANCES: u32 = 512;
@@ -58,6 +58,13 @@ pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
 pub const MAX_MEMORIES_PER_COMPONENT: u32 = 4;
 /// Most tables one component may define.
 pub const MAX_TABLES_PER_COMPONENT: u32 = 12;
+/// Most elements a table may start with (wasmtime's default, set here so that
+/// `shape.rs` refuses before compiling what the pool would refuse at link).
+pub const MAX_TABLE_ELEMENTS: usize = 20_000;
+/// Most bytes of one core instance's state (its `VMContext`, which grows with its
+/// imported and escaping functions and its globals): wasmtime's default, named for
+/// `shape.rs` like the table's.
+pub const MAX_CORE_INSTANCE_BYTES: usize = 1 << 20;
 
 /// The compile limit for a component accepted before (its artifact was lost).
 const RECOMPILE_TIME_LIMIT: Duration = Duration::from_secs(600);
@@ -141,7 +148,9 @@ pub struct Runtime {
     /// A tenant's share is bounded by its call slots: every holder of one of these
     /// also holds one of its tenant's `max_concurrent_calls`, and holds at most two.
     call_slots: Arc<tokio::sync::Semaphore>,
-    /// Components compiled by cranelift, and loaded from the artifact cache instead.
+    /// Compiles begun (past the shape check, a compile slot taken), components
+    /// compiled by cranelift, and loaded from the artifact cache instead.
+    pub compiles_started: std::sync::atomic::AtomicU64,
     pub compiled: std::sync::atomic::AtomicU64,
     pub loaded_from_cache: std::sync::atomic::AtomicU64,
 }
@@ -189,6 +198,7 @@ impl Runtime {
             call_slots: Arc::new(tokio::sync::Semaphore::new(CALL_SLOTS as usize)),
             compile_slots: tokio::sync::Semaphore::new(CONCURRENT_COMPILES),
             compiler,
+            compiles_started: Default::default(),
             compiled: Default::default(),
             loaded_from_cache: Default::default(),
         })
@@ -223,6 +233,8 @@ fn engine_config() -> Config {
             .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
             .total_stacks(POOL_INSTANCES)
             .max_memory_size(MAX_MEMORY_BYTES)
+            .table_elements(MAX_TABLE_ELEMENTS)
+            .max_core_instance_size(MAX_CORE_INSTANCE_BYTES)
             .table_keep_resident(64 << 10)
             .async_stack_keep_resident(128 << 10)
             // Release decommitted memory in batches, not one madvise per instance.
@@ -286,7 +298,9 @@ impl Runtime {
                 let bytes = wasm().await?;
                 // Already accepted once, so the generous limit: a slow machine must
                 // not lose a tenant's plugin after a restart.
-                self.compile(bytes, RECOMPILE_TIME_LIMIT).await?.1
+                // Not a tenant's upload: nobody is charged.
+                let cpu = std::sync::atomic::AtomicU64::new(0);
+                self.compile(bytes, RECOMPILE_TIME_LIMIT, &cpu).await?.1
             }
         };
         let loaded = Arc::new(self.link(digest, &component)?);
@@ -311,6 +325,20 @@ impl Runtime {
         &self,
         wasm: Vec<u8>,
         compile_time_limit: Duration,
+    ) -> Result<Arc<LoadedComponent>, InspectError> {
+        let compile_cpu = std::sync::atomic::AtomicU64::new(0);
+        self.inspect_charged(wasm, compile_time_limit, &compile_cpu)
+            .await
+    }
+
+    /// [`Runtime::inspect`], leaving the compiler's CPU time, in microseconds, in
+    /// `compile_cpu` (0 when nothing was compiled), also when the compile failed or was
+    /// killed: what the tenant's compile budget is charged.
+    pub async fn inspect_charged(
+        &self,
+        wasm: Vec<u8>,
+        compile_time_limit: Duration,
+        compile_cpu: &std::sync::atomic::AtomicU64,
     ) -> Result<Arc<LoadedComponent>, InspectError> {
         let digest = digest_of(&wasm);
         if let Some(found) = self.loaded.lock().expect("loaded lock").get(&digest) {
@@ -340,13 +368,16 @@ impl Runtime {
         }
         let (digest, component) = match cached {
             Some(component) => (digest, component),
-            None => self.compile(wasm, compile_time_limit).await.map_err(|e| {
-                if host_disk_full(&e) {
-                    InspectError::HostDiskFull(format!("{e:#}"))
-                } else {
-                    InvalidPlugin(format!("the component does not compile: {e:#}")).into()
-                }
-            })?,
+            None => self
+                .compile(wasm, compile_time_limit, compile_cpu)
+                .await
+                .map_err(|e| {
+                    if host_disk_full(&e) {
+                        InspectError::HostDiskFull(format!("{e:#}"))
+                    } else {
+                        InvalidPlugin(format!("the component does not compile: {e:#}")).into()
+                    }
+                })?,
         };
         let loaded = Arc::new(
             self.link(&digest, &component)
@@ -365,18 +396,27 @@ impl Runtime {
         &self,
         wasm: Vec<u8>,
         time_limit: Duration,
+        cpu_used: &std::sync::atomic::AtomicU64,
     ) -> anyhow::Result<(String, Component)> {
         let digest = digest_of(&wasm);
         let _turn = self.compile_slots.acquire().await.expect("never closed");
+        self.compiles_started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let component = match &self.compiler {
             Compiler::InProcess => {
                 let engine = self.engine.clone();
-                tokio::task::spawn_blocking(move || Component::new(&engine, &wasm))
-                    .await?
-                    .map_err(anyhow::Error::from)?
+                // Wall time on a blocking thread: its CPU time is not told apart.
+                let started = std::time::Instant::now();
+                let compiled =
+                    tokio::task::spawn_blocking(move || Component::new(&engine, &wasm)).await;
+                cpu_used.store(
+                    started.elapsed().as_micros() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                compiled?.map_err(anyhow::Error::from)?
             }
             Compiler::Subprocess(exe) => {
-                self.compile_in_child(exe, &digest, &wasm, time_limit)
+                self.compile_in_child(exe, &digest, &wasm, time_limit, cpu_used)
                     .await?
             }
         };
@@ -395,6 +435,7 @@ impl Runtime {
         digest: &str,
         wasm: &[u8],
         time_limit: Duration,
+        cpu_used: &std::sync::atomic::AtomicU64,
     ) -> anyhow::Result<Component> {
         let stem = format!(
             "compile-{}-{}",
@@ -439,8 +480,11 @@ impl Runtime {
             tokio::select! {
                 finished = &mut waiting => break finished?,
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {
-                    let cpu = pid.and_then(cpu_time_of);
-                    if cpu.unwrap_or_else(|| started.elapsed()) > time_limit {
+                    let cpu = pid.and_then(cpu_time_of).unwrap_or_else(|| started.elapsed());
+                    // The last reading before the child exits is what it is charged
+                    // (to within one interval).
+                    cpu_used.store(cpu.as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+                    if cpu > time_limit {
                         anyhow::bail!(
                             "compiling took longer than its limit of {} ms (the tenant's \
                              compile_timeout_ms); make the component smaller or simpler",

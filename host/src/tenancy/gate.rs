@@ -72,8 +72,9 @@ const STORAGE_RECOUNT: std::time::Duration = std::time::Duration::from_secs(10);
 #[derive(Clone, Copy)]
 struct Counted {
     event_bytes: u64,
-    /// Documents, snapshots and plugins, as last read plus what was written since.
-    other_bytes: u64,
+    /// Documents, snapshots and plugins by kind, as last read plus what was written
+    /// since (its `events` and `event_bytes` unused).
+    others: StoredUsage,
     read_at: Instant,
     /// A recount is under way.
     recounting: bool,
@@ -81,7 +82,7 @@ struct Counted {
 
 impl Counted {
     fn total(&self) -> u64 {
-        self.event_bytes + self.other_bytes
+        self.event_bytes + self.others.total()
     }
 }
 
@@ -102,6 +103,17 @@ pub struct Usage {
     pub quota_refused: AtomicU64,
     /// Uploads refused as unusable (`invalid_plugin`: shape, compile, link, world).
     pub uploads_refused: AtomicU64,
+    /// Compile CPU of the tenant's uploads, and its hourly budget (`compile_budget.rs`).
+    pub compile: crate::tenancy::compile_budget::CompileBudget,
+    /// The tenant's requests in flight and its request rate (`admission.rs`): here,
+    /// not in the gate, so that they outlive a gate made again.
+    pub admission: crate::tenancy::admission::Admission,
+    /// Requests made with the tenant's token, refused ones included (`admission.rs`).
+    pub requests: AtomicU64,
+    /// Requests refused past `requests_per_second`.
+    pub requests_rate_limited: AtomicU64,
+    /// Requests refused past `max_concurrent_requests` or `max_concurrent_imports`.
+    pub requests_busy: AtomicU64,
     /// Command latency, from admission to the answer (`/metrics`).
     pub command_latency: Histogram,
     /// Plugin call latency by plugin name and call (`decide`, `evolve`, `handle`). A
@@ -128,6 +140,27 @@ pub struct UsageView {
     pub quota_refused: u64,
     /// Uploads refused as unusable since the server started.
     pub uploads_refused: u64,
+    /// CPU time of compiling the tenant's uploads since the server started.
+    pub compile_cpu_ms: u64,
+    /// Uploads refused because `compile_cpu_ms_per_hour` was spent.
+    pub compiles_refused: u64,
+    /// Requests made with the tenant's token since the server started.
+    pub requests: u64,
+    /// Of them, refused past `requests_per_second`.
+    pub requests_rate_limited: u64,
+    /// Of them, refused past `max_concurrent_requests` or `max_concurrent_imports`.
+    pub requests_busy: u64,
+}
+
+impl Usage {
+    /// The counters request admission bumps (`admission.rs`).
+    pub fn request_counters(&self) -> crate::tenancy::admission::RequestCounters<'_> {
+        crate::tenancy::admission::RequestCounters {
+            requests: &self.requests,
+            requests_rate_limited: &self.requests_rate_limited,
+            requests_busy: &self.requests_busy,
+        }
+    }
 }
 
 impl Usage {
@@ -180,6 +213,11 @@ impl Usage {
             rate_limited: self.rate_limited.load(Relaxed),
             quota_refused: self.quota_refused.load(Relaxed),
             uploads_refused: self.uploads_refused.load(Relaxed),
+            compile_cpu_ms: self.compile.cpu_ms.load(Relaxed),
+            compiles_refused: self.compile.refused.load(Relaxed),
+            requests: self.requests.load(Relaxed),
+            requests_rate_limited: self.requests_rate_limited.load(Relaxed),
+            requests_busy: self.requests_busy.load(Relaxed),
         }
     }
 
@@ -243,6 +281,16 @@ impl TenantGate {
             usage,
             logs,
         }
+    }
+
+    /// Admits one request made with this tenant's token (see `admission.rs`).
+    pub fn admit_request(
+        &self,
+        kind: crate::tenancy::admission::RequestKind,
+    ) -> Result<crate::tenancy::admission::Admitted, crate::tenancy::admission::Refused> {
+        self.usage
+            .admission
+            .admit(kind, &self.limits, self.usage.request_counters())
     }
 
     /// This tenant's turn to compile an upload (see `compiles`).
@@ -331,7 +379,9 @@ impl TenantGate {
         }
         match adding {
             Stored::Events(_) => now.event_bytes += bytes,
-            _ => now.other_bytes += bytes,
+            Stored::Documents(_) => now.others.document_bytes += bytes,
+            Stored::Snapshot(_) => now.others.snapshot_bytes += bytes,
+            Stored::Plugin(_) => now.others.plugin_bytes += bytes,
         }
         *counted = Some(now);
         Ok(())
@@ -351,7 +401,11 @@ impl TenantGate {
                 let usage = store.stored_usage(tenant).await?;
                 Counted {
                     event_bytes: usage.event_bytes,
-                    other_bytes: usage.total() - usage.event_bytes,
+                    others: StoredUsage {
+                        events: 0,
+                        event_bytes: 0,
+                        ..usage
+                    },
                     read_at: Instant::now(),
                     recounting: false,
                 }
@@ -375,6 +429,25 @@ impl TenantGate {
         Ok(self.count(&mut counted, store, tenant).await?.total())
     }
 
+    /// What the tenant stores, by kind, from the counts the quota keeps (no scan of the
+    /// log): the events are its log's head (positions are gap-free), their bytes as
+    /// counted on append; the rest as last recounted plus what was written since.
+    pub async fn stored_usage(
+        &self,
+        store: &Arc<dyn EventStore>,
+        tenant: &TenantId,
+    ) -> Result<StoredUsage, ApiError> {
+        let now = {
+            let mut counted = self.stored.lock().await;
+            self.count(&mut counted, store, tenant).await?
+        };
+        Ok(StoredUsage {
+            events: store.head(tenant).await?,
+            event_bytes: now.event_bytes,
+            ..now.others
+        })
+    }
+
     /// Reads the documents, snapshots and plugins again, off the caller's path.
     fn recount_in_background(&self, store: Arc<dyn EventStore>, tenant: TenantId) {
         let stored = self.stored.clone();
@@ -387,7 +460,7 @@ impl TenantGate {
             counted.recounting = false;
             match read {
                 Ok(usage) => {
-                    counted.other_bytes = usage.total();
+                    counted.others = usage;
                     counted.read_at = Instant::now();
                 }
                 Err(error) => tracing::warn!(%tenant, "could not count stored bytes: {error:#}"),
@@ -402,7 +475,17 @@ impl TenantGate {
                 Stored::Events(bytes) => {
                     counted.event_bytes = counted.event_bytes.saturating_sub(bytes)
                 }
-                other => counted.other_bytes = counted.other_bytes.saturating_sub(other.parts().0),
+                Stored::Documents(bytes) => {
+                    counted.others.document_bytes =
+                        counted.others.document_bytes.saturating_sub(bytes)
+                }
+                Stored::Snapshot(bytes) => {
+                    counted.others.snapshot_bytes =
+                        counted.others.snapshot_bytes.saturating_sub(bytes)
+                }
+                Stored::Plugin(bytes) => {
+                    counted.others.plugin_bytes = counted.others.plugin_bytes.saturating_sub(bytes)
+                }
             }
         }
     }

@@ -11,6 +11,10 @@ use crate::runtime::CallLimits;
 /// them: however a tenant's calls block, at least 144 are left to everyone else.
 pub const MAX_CONCURRENT_CALLS: u32 = 48;
 
+/// The default `requests_per_second`: far above what one tenant's commands reach on
+/// the machines measured (BENCHMARKS.md), so only a flood meets it.
+pub const DEFAULT_REQUESTS_PER_SECOND: u32 = 10_000;
+
 /// A tenant's limits. Every field has a default; a tenant is created with, and a
 /// `PATCH` changes, only the fields given. The ranges are checked (400 `bad_request`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -70,6 +74,25 @@ pub struct Limits {
     /// holds a connection and a place in the tenant's fan-out.
     #[schema(minimum = 1, maximum = 1000000)]
     pub max_subscribers: u32,
+    /// Requests per second made with this tenant's token, on every route (unknown
+    /// routes and errors included), with a second's worth of burst; past it 429
+    /// `over_limit` with `Retry-After`.
+    #[schema(minimum = 1, maximum = 1000000)]
+    pub requests_per_second: u32,
+    /// Requests of this tenant in flight at once (live subscriptions apart, which
+    /// `max_subscribers` bounds): its share of the host's connections. One more is
+    /// refused at once with 429 `over_limit`, never queued.
+    #[schema(minimum = 1, maximum = 4096)]
+    pub max_concurrent_requests: u32,
+    /// Bulk imports (`POST …/import`) of this tenant in flight at once; one more is
+    /// refused at once with 429 `over_limit`.
+    #[schema(minimum = 1, maximum = 64)]
+    pub max_concurrent_imports: u32,
+    /// CPU time the tenant's uploads may spend compiling in any hour, in
+    /// milliseconds; while the last hour's compiles reach it, uploads answer 429
+    /// `over_limit` with `Retry-After` before compiling.
+    #[schema(minimum = 1, maximum = 36000000)]
+    pub compile_cpu_ms_per_hour: u64,
 }
 
 impl Default for Limits {
@@ -88,6 +111,10 @@ impl Default for Limits {
             load_timeout_ms: 30_000,
             cpu_weight: 1,
             max_subscribers: 1000,
+            requests_per_second: DEFAULT_REQUESTS_PER_SECOND,
+            max_concurrent_requests: 128,
+            max_concurrent_imports: 2,
+            compile_cpu_ms_per_hour: 600_000,
         }
     }
 }
@@ -169,6 +196,22 @@ impl Limits {
         check(
             (1..=1_000_000).contains(&self.max_subscribers),
             "max_subscribers must be between 1 and 1000000",
+        )?;
+        check(
+            (1..=1_000_000).contains(&self.requests_per_second),
+            "requests_per_second must be between 1 and 1000000",
+        )?;
+        check(
+            (1..=4096).contains(&self.max_concurrent_requests),
+            "max_concurrent_requests must be between 1 and 4096",
+        )?;
+        check(
+            (1..=64).contains(&self.max_concurrent_imports),
+            "max_concurrent_imports must be between 1 and 64",
+        )?;
+        check(
+            (1..=36_000_000).contains(&self.compile_cpu_ms_per_hour),
+            "compile_cpu_ms_per_hour must be between 1 and 36000000",
         )
     }
 

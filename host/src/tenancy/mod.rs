@@ -4,6 +4,8 @@
 //! turns, command rate, the storage quota every append passes through, usage, plugin
 //! log lines). Services ask here before they spend a tenant's resources.
 
+pub mod admission;
+pub mod compile_budget;
 pub mod gate;
 pub mod limits;
 pub mod tenant;

@@ -127,7 +127,11 @@ pub(crate) fn prepare(root: &std::path::Path, base: &str, streams: u64) -> anyho
     let created: serde_json::Value = http
         .post(format!("{base}/admin/tenants"))
         .bearer_auth("bench")
-        .json(&json!({"id": "bench", "limits": {"max_concurrent_calls": bench_calls()?}}))
+        // Its own request rate raised: a fast machine passes the default 10,000/s.
+        .json(&json!({"id": "bench", "limits": {
+            "max_concurrent_calls": bench_calls()?,
+            "requests_per_second": 1_000_000,
+        }}))
         .send()?
         .error_for_status()?
         .json()?;

@@ -190,14 +190,7 @@ impl Fleet {
 
     /// Builds of balances parked by a failure, with their error.
     fn parked(&self, via: usize) -> anyhow::Result<Vec<String>> {
-        let view = self.projection(via)?;
-        Ok(view["versions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|b| b["status"] == "failed")
-            .map(|b| format!("build {}: {}", b["build"], b["error"]))
-            .collect())
+        Ok(crate::campaign::parked_builds(&self.projection(via)?))
     }
 
     /// `pg_terminate_backend` of every backend of `host`; how many.
@@ -361,7 +354,7 @@ impl Drop for Fleet {
     }
 }
 
-pub(super) fn wait_ready(http: &Client, base: &str) -> anyhow::Result<()> {
+pub(crate) fn wait_ready(http: &Client, base: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(60) {
         if http

@@ -24,7 +24,7 @@
 //! (CI) runs `disk`, `pause-idle`, `proxy`, `terminate` and `kill`, shorter.
 
 mod disk;
-mod fleet;
+pub(crate) mod fleet;
 mod proxy;
 mod scenarios;
 
